@@ -1,0 +1,90 @@
+//! Crash-safe file replacement shared by every state file patrol writes (agent state, metagraph cache,
+//! Prometheus textfile, the reference validator's PAT store).
+//!
+//! Guarantee: after [`atomic_write`] returns, the target holds the new bytes durably; if the process
+//! dies at any point before that, the target holds the old bytes (or does not exist). Readers never
+//! see a partial file, because the bytes go to a temp file in the same directory that is fsynced and
+//! then renamed over the target, and the directory is fsynced so the rename itself survives a crash.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Atomically replace `path` with `bytes`, creating the file with `mode` (e.g. 0o600).
+pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = dir.join(format!(".{name}.tmp.{}.{}", std::process::id(), rand::random::<u32>()));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// fsync a directory so that a rename inside it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The directory that holds `path` (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Move a file that could not be parsed aside (`<name>.corrupt-<unix secs>`) so that a fresh one can
+/// be written without losing the evidence. Returns the new path.
+pub fn move_aside(path: &Path, tag: &str) -> io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut target = path.as_os_str().to_owned();
+    target.push(format!(".{tag}-{secs}"));
+    let target = PathBuf::from(target);
+    fs::rename(path, &target)?;
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn replaces_and_sets_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f.json");
+        atomic_write(&p, b"one", 0o600).unwrap();
+        atomic_write(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        // no temp files left behind
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn move_aside_keeps_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        fs::write(&p, b"garbage").unwrap();
+        let moved = move_aside(&p, "corrupt").unwrap();
+        assert!(!p.exists());
+        assert_eq!(fs::read(moved).unwrap(), b"garbage");
+    }
+}

@@ -1,0 +1,415 @@
+//! The client side: build a signed request exactly as `bt.Dendrite` does, send it with a per-call
+//! timeout and a response-size cap, and classify what came back (docs §7.1).
+//!
+//! Guarantees: a PAT appears only in the body of a `PatBroadcastSynapse` (never a header, never an
+//! error message); nonces are strictly increasing for the process's uuid; every call ends within its
+//! timeout with one of three outcomes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::synapse::{self, BroadcastFields, CheckFields, SynapseKind, TerminalInfo};
+use super::{EMPTY_BODY_HASH, EMPTY_STRING_INPUT_OBJ, Target, VERSION_AS_INT, now_ns, py_float, pyjson, signed_message};
+use crate::secret::Pat;
+use crate::wallet::Hotkey;
+
+/// Default cap on a response body. Real answers are ~1 KB; anything this large is not a validator.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Why a call produced no usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoResponseKind {
+    /// Nothing complete within the timeout.
+    Timeout,
+    /// TCP connect failed (refused, unreachable).
+    Connect,
+    /// The connection was closed or reset before a full response.
+    Disconnected,
+    /// HTTP 200 whose body is not the synapse (not JSON, wrong field types).
+    Malformed,
+    /// The response body exceeded the size cap.
+    TooLarge,
+}
+
+impl NoResponseKind {
+    /// The status the Python dendrite would have put in `dendrite.status_code` (gitt's post JSON).
+    pub fn python_status(self) -> u16 {
+        match self {
+            NoResponseKind::Timeout => 408,
+            NoResponseKind::Connect | NoResponseKind::Disconnected => 503,
+            NoResponseKind::Malformed | NoResponseKind::TooLarge => 422,
+        }
+    }
+
+    /// Short lowercase label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoResponseKind::Timeout => "timeout",
+            NoResponseKind::Connect => "connect",
+            NoResponseKind::Disconnected => "disconnected",
+            NoResponseKind::Malformed => "malformed",
+            NoResponseKind::TooLarge => "too_large",
+        }
+    }
+}
+
+/// The three things a call can end in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallOutcome<F> {
+    /// HTTP 200 with a well-formed synapse.
+    Answered(F),
+    /// Any other HTTP status; `message` from the JSON body, the status header or the reason phrase.
+    Rejected { status: u16, message: String },
+    /// No usable HTTP answer.
+    NoResponse { kind: NoResponseKind, detail: String },
+}
+
+/// An outcome plus how long it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply<F> {
+    pub outcome: CallOutcome<F>,
+    pub latency: Duration,
+}
+
+/// A fully built request, before sending: what goes on the wire.
+#[derive(Clone)]
+pub struct PreparedRequest {
+    pub url: String,
+    /// Headers in wire order (lowercase names).
+    pub headers: Vec<(&'static str, String)>,
+    /// The JSON body, Python-formatted.
+    pub body: String,
+    pub nonce: u64,
+    /// The exact string that was signed.
+    pub signed_message: String,
+}
+
+// The body of a broadcast holds the PAT: Debug shows its size only.
+impl std::fmt::Debug for PreparedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedRequest")
+            .field("url", &self.url)
+            .field("headers", &self.headers)
+            .field("body_bytes", &self.body.len())
+            .field("nonce", &self.nonce)
+            .finish()
+    }
+}
+
+/// Settings of a [`Dendrite`].
+#[derive(Debug, Clone)]
+pub struct DendriteOptions {
+    /// Sent as `bt_header_dendrite_ip`; validators ignore it (they use the TCP peer), but the Python
+    /// dendrite always sends its public IP, so a placeholder keeps the header set identical.
+    pub external_ip: String,
+    pub max_response_bytes: usize,
+}
+
+impl Default for DendriteOptions {
+    fn default() -> Self {
+        DendriteOptions { external_ip: "0.0.0.0".into(), max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES }
+    }
+}
+
+/// A signing client bound to one hotkey, with one uuid for the process (docs §5.2).
+pub struct Dendrite {
+    hotkey: Arc<Hotkey>,
+    uuid: String,
+    last_nonce: AtomicU64,
+    http: reqwest::Client,
+    opts: DendriteOptions,
+}
+
+impl std::fmt::Debug for Dendrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dendrite").field("hotkey", &self.hotkey.ss58()).field("uuid", &self.uuid).finish()
+    }
+}
+
+impl Dendrite {
+    /// A dendrite for `hotkey` with a fresh random uuid.
+    pub fn new(hotkey: Arc<Hotkey>, opts: DendriteOptions) -> Result<Dendrite, reqwest::Error> {
+        crate::tls::install_default_provider();
+        // aiohttp's dendrite ignores proxy env vars (trust_env=False); so do we: a PAT must go
+        // straight to the validator, never via whatever HTTP_PROXY happens to be set.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("patrol/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Dendrite { hotkey, uuid: uuid::Uuid::new_v4().to_string(), last_nonce: AtomicU64::new(0), http, opts })
+    }
+
+    /// The caller hotkey (SS58).
+    pub fn hotkey(&self) -> &str {
+        self.hotkey.ss58()
+    }
+
+    /// This process's dendrite uuid.
+    pub fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    /// `max(now_ns, last + 1)`: strictly increasing even if the clock steps back or two calls race.
+    fn next_nonce(&self) -> u64 {
+        let now = now_ns();
+        let prev = self
+            .last_nonce
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last.saturating_add(1))))
+            .unwrap_or(0);
+        now.max(prev.saturating_add(1))
+    }
+
+    /// Build a request with a fresh nonce. `pat` is used only for a broadcast.
+    pub fn prepare(&self, kind: SynapseKind, target: &Target, timeout: Duration, pat: Option<&Pat>) -> PreparedRequest {
+        let nonce = self.next_nonce();
+        self.prepare_with(kind, target, timeout, pat, nonce, &self.uuid.clone())
+    }
+
+    /// Build a request with an explicit nonce and uuid (deterministic, for vector tests).
+    pub fn prepare_with(
+        &self,
+        kind: SynapseKind,
+        target: &Target,
+        timeout: Duration,
+        pat: Option<&Pat>,
+        nonce: u64,
+        uuid: &str,
+    ) -> PreparedRequest {
+        let me = self.hotkey.ss58();
+        let message = signed_message(nonce, me, &target.hotkey, uuid, EMPTY_BODY_HASH);
+        let signature = self.hotkey.sign_hex(message.as_bytes());
+        let timeout_s = timeout.as_secs_f64();
+        let ip = target.ip.to_string();
+        let dendrite = TerminalInfo {
+            ip: Some(self.opts.external_ip.clone()),
+            version: Some(VERSION_AS_INT),
+            nonce: Some(nonce),
+            uuid: Some(uuid.to_string()),
+            hotkey: Some(me.to_string()),
+            signature: Some(signature.clone()),
+            ..TerminalInfo::default()
+        };
+        let axon = TerminalInfo {
+            ip: Some(ip.clone()),
+            port: Some(target.port),
+            hotkey: Some(target.hotkey.clone()),
+            ..TerminalInfo::default()
+        };
+        let token = match kind {
+            SynapseKind::Broadcast => pat.map(Pat::expose),
+            SynapseKind::Check => None,
+        };
+        let body = pyjson::dumps(&synapse::request_body(kind, timeout_s, &dendrite, &axon, token));
+        let mut headers: Vec<(&'static str, String)> = vec![
+            ("name", kind.name().to_string()),
+            ("timeout", py_float(timeout_s)),
+            ("bt_header_axon_ip", ip),
+            ("bt_header_axon_port", target.port.to_string()),
+            ("bt_header_axon_hotkey", target.hotkey.clone()),
+            ("bt_header_dendrite_ip", self.opts.external_ip.clone()),
+            ("bt_header_dendrite_version", VERSION_AS_INT.to_string()),
+            ("bt_header_dendrite_nonce", nonce.to_string()),
+            ("bt_header_dendrite_uuid", uuid.to_string()),
+            ("bt_header_dendrite_hotkey", me.to_string()),
+            ("bt_header_dendrite_signature", signature),
+        ];
+        if kind == SynapseKind::Broadcast {
+            headers.push(("bt_header_input_obj_github_access_token", EMPTY_STRING_INPUT_OBJ.to_string()));
+        }
+        headers.push(("header_size", "0".into()));
+        headers.push(("total_size", "0".into()));
+        headers.push(("computed_body_hash", EMPTY_BODY_HASH.into()));
+        PreparedRequest { url: target.url(kind), headers, body, nonce, signed_message: message }
+    }
+
+    /// Send a prepared request and classify the answer. Never takes longer than `timeout`.
+    pub async fn send(&self, req: PreparedRequest, timeout: Duration) -> (u16, CallOutcome<Value>) {
+        match tokio::time::timeout(timeout, self.send_inner(req)).await {
+            Ok(r) => r,
+            Err(_) => (
+                0,
+                CallOutcome::NoResponse {
+                    kind: NoResponseKind::Timeout,
+                    detail: format!("no answer within {}", humantime::format_duration(timeout)),
+                },
+            ),
+        }
+    }
+
+    async fn send_inner(&self, req: PreparedRequest) -> (u16, CallOutcome<Value>) {
+        let mut headers = HeaderMap::with_capacity(req.headers.len() + 1);
+        for (k, v) in &req.headers {
+            // Every value we build is ASCII (numbers, SS58, hex, uuid, IP), so this cannot fail.
+            if let Ok(v) = HeaderValue::from_str(v) {
+                headers.insert(HeaderName::from_static(k), v);
+            }
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let resp = match self.http.post(&req.url).headers(headers).body(req.body).send().await {
+            Ok(r) => r,
+            Err(e) => return (0, CallOutcome::NoResponse { kind: transport_kind(&e), detail: error_chain(&e) }),
+        };
+        let status = resp.status();
+        let header_message = resp
+            .headers()
+            .get("bt_header_axon_status_message")
+            .map(|v| v.as_bytes().iter().map(|&b| b as char).collect::<String>());
+        let body = match read_capped(resp, self.opts.max_response_bytes).await {
+            Ok(b) => b,
+            Err(ReadError::TooLarge) if status.as_u16() == 200 => {
+                return (
+                    200,
+                    CallOutcome::NoResponse {
+                        kind: NoResponseKind::TooLarge,
+                        detail: format!("response body exceeds {} bytes", self.opts.max_response_bytes),
+                    },
+                );
+            }
+            Err(ReadError::TooLarge) => Vec::new(),
+            Err(ReadError::Transport(e)) => {
+                return (status.as_u16(), CallOutcome::NoResponse { kind: NoResponseKind::Disconnected, detail: error_chain(&e) });
+            }
+        };
+        let code = status.as_u16();
+        if code == 200 {
+            return match serde_json::from_slice::<Value>(&body) {
+                Ok(v) if v.is_object() => (200, CallOutcome::Answered(v)),
+                _ => (
+                    200,
+                    CallOutcome::NoResponse {
+                        kind: NoResponseKind::Malformed,
+                        detail: format!("HTTP 200 but the body ({} bytes) is not a JSON object", body.len()),
+                    },
+                ),
+            };
+        }
+        let message = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+            .or(header_message)
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
+        (code, CallOutcome::Rejected { status: code, message: truncate(&message, 512) })
+    }
+
+    /// `PatCheckSynapse` to one validator.
+    pub async fn check(&self, target: &Target, timeout: Duration) -> Reply<CheckFields> {
+        let started = Instant::now();
+        let req = self.prepare(SynapseKind::Check, target, timeout, None);
+        let (_, out) = self.send(req, timeout).await;
+        Reply { outcome: typed(out, synapse::parse_check), latency: started.elapsed() }
+    }
+
+    /// `PatBroadcastSynapse` carrying `pat` to one validator.
+    pub async fn broadcast(&self, target: &Target, timeout: Duration, pat: &Pat) -> Reply<BroadcastFields> {
+        let started = Instant::now();
+        let req = self.prepare(SynapseKind::Broadcast, target, timeout, Some(pat));
+        let (_, out) = self.send(req, timeout).await;
+        Reply { outcome: typed(out, synapse::parse_broadcast), latency: started.elapsed() }
+    }
+}
+
+fn typed<F>(out: CallOutcome<Value>, parse: impl Fn(&Value) -> Result<F, synapse::FieldError>) -> CallOutcome<F> {
+    match out {
+        CallOutcome::Answered(v) => match parse(&v) {
+            Ok(f) => CallOutcome::Answered(f),
+            Err(e) => CallOutcome::NoResponse { kind: NoResponseKind::Malformed, detail: format!("HTTP 200 but {e}") },
+        },
+        CallOutcome::Rejected { status, message } => CallOutcome::Rejected { status, message },
+        CallOutcome::NoResponse { kind, detail } => CallOutcome::NoResponse { kind, detail },
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ReadError> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
+        if buf.len() + chunk.len() > cap {
+            return Err(ReadError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+fn transport_kind(e: &reqwest::Error) -> NoResponseKind {
+    if e.is_timeout() {
+        NoResponseKind::Timeout
+    } else if e.is_connect() {
+        NoResponseKind::Connect
+    } else {
+        NoResponseKind::Disconnected
+    }
+}
+
+/// An error and its causes on one line (reqwest's top-level message alone is vague).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dendrite() -> Dendrite {
+        Dendrite::new(Arc::new(Hotkey::from_seed(&[7u8; 32])), DendriteOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn nonces_strictly_increase() {
+        let d = dendrite();
+        let mut last = 0;
+        for _ in 0..1000 {
+            let n = d.next_nonce();
+            assert!(n > last);
+            last = n;
+        }
+    }
+
+    #[test]
+    fn pat_only_in_broadcast_body() {
+        let d = dendrite();
+        let t = Target { ip: "127.0.0.1".parse().unwrap(), port: 1, hotkey: "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi".into() };
+        let pat = Pat::new("ghp_supersecretvalue0000").unwrap();
+        let c = d.prepare(SynapseKind::Check, &t, Duration::from_secs(15), Some(&pat));
+        assert!(!c.body.contains("supersecret"));
+        let b = d.prepare(SynapseKind::Broadcast, &t, Duration::from_secs(30), Some(&pat));
+        assert!(b.body.contains("\"github_access_token\": \"ghp_supersecretvalue0000\""));
+        assert!(b.headers.iter().all(|(_, v)| !v.contains("supersecret")));
+        assert!(!format!("{b:?}").contains("supersecret"));
+    }
+}
