@@ -9,6 +9,8 @@
 //! - [`tls`]: process-wide TLS provider setup.
 //! - [`validators`]: the eligibility rule (pure).
 
+pub mod cli;
+pub mod config;
 pub mod fsutil;
 pub mod secret;
 pub mod tls;

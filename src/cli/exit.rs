@@ -1,0 +1,78 @@
+//! Exit codes: a coverage contract for cron, CI and supervisors (README "Exit codes").
+//!
+//! 0 every eligible validator covered · 1 partial · 2 none covered · 3 coverage undetermined (nobody
+//! answered, no validator source) · 64 usage error · 70 internal error · 78 configuration or
+//! credential error (bad config, unreadable/too-open PAT file, bad hotkey, hotkey not registered,
+//! PAT rejected by GitHub).
+
+use std::process::ExitCode;
+
+/// The process exit status patrol uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Exit {
+    Covered = 0,
+    Partial = 1,
+    NoneCovered = 2,
+    Undetermined = 3,
+    Usage = 64,
+    Software = 70,
+    Config = 78,
+}
+
+impl Exit {
+    /// Numeric code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The `error.type` used in `--json` error envelopes (gitt's names where they exist).
+    pub fn error_type(self) -> &'static str {
+        match self {
+            Exit::Usage => "usage_error",
+            Exit::Config => "config_error",
+            Exit::Undetermined => "undetermined",
+            _ => "cli_error",
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e.code())
+    }
+}
+
+/// An error that carries its exit code (and a JSON error type) through `anyhow`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Coded {
+    pub exit: Exit,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Coded {
+    /// New error with a code and a JSON `error.type`.
+    pub fn new(exit: Exit, kind: &'static str, message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(Coded { exit, kind, message: message.into() })
+    }
+}
+
+/// Pick the exit code for an error by looking through its chain for known types.
+pub fn classify(err: &anyhow::Error) -> (Exit, &'static str) {
+    for cause in err.chain() {
+        if let Some(c) = cause.downcast_ref::<Coded>() {
+            return (c.exit, c.kind);
+        }
+        if cause.is::<crate::config::ConfigError>() {
+            return (Exit::Config, "config_error");
+        }
+        if cause.is::<crate::config::PatError>() {
+            return (Exit::Config, "pat_error");
+        }
+        if cause.is::<crate::wallet::WalletError>() {
+            return (Exit::Config, "wallet_error");
+        }
+    }
+    (Exit::Software, "cli_error")
+}

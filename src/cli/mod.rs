@@ -1,0 +1,404 @@
+//! The command line: argument parsing, settings, logging, and dispatch to one module per command.
+//! Arguments only validate here (ripgrep's low/high args split); each command module does the work
+//! and returns an [`Exit`]. Errors are printed once, as `patrol: {err:#}` (or a JSON envelope in
+//! `--json` mode), and mapped to exit codes by [`exit::classify`].
+
+pub mod exit;
+pub mod logging;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use exit::{Coded, Exit};
+
+use crate::config::{self, Overrides, Settings};
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes (check, post, reconcile):
+  0   every eligible validator holds our valid PAT
+  1   partial coverage
+  2   no eligible validator covered
+  3   coverage undetermined (nobody answered, no validator source, metagraph too old)
+  64  usage error
+  70  internal error
+  78  configuration or credential error (config, PAT file, hotkey, not registered, PAT invalid)";
+
+/// patrol keeps your gittensor GitHub PAT stored and valid at every eligible validator of subnet 74.
+#[derive(Debug, Parser)]
+#[command(name = "patrol", version, about, after_help = EXIT_CODES_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Config file (TOML). Default: $PATROL_CONFIG, ~/.config/patrol/config.toml, /etc/patrol/config.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format: auto, text, json, journald (overrides [agent] log_format).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ask every eligible validator whether it holds our valid PAT (no PAT is sent). Superset of `gitt miner check`.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Check(CheckArgs),
+    /// Check the PAT locally, then send it to every eligible validator. Superset of `gitt miner post`.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Post(PostArgs),
+    /// One reconcile pass: check all, re-broadcast only where coverage is missing, confirm. For cron/CI.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Reconcile(ReconcileArgs),
+    /// Run the agent: reconcile on an interval, forever (systemd Type=notify service).
+    Run(RunArgs),
+    /// Show the eligible validators (and skipped ones with reasons): where the PAT would go.
+    Validators(ValidatorsArgs),
+    /// Check config, wallet, chain, registration, PAT, clock and state dir; print the fix for each failure.
+    Doctor(DoctorArgs),
+    /// The embedded reference validator (gittensor's PAT handlers on a real axon).
+    #[command(subcommand)]
+    Validator(ValidatorCommand),
+    /// Start a small local subnet with a fake GitHub, reconcile a demo miner, wipe a store, show repair.
+    Demo(DemoArgs),
+    /// Simulate weeks of a subnet with faults in virtual time and compare strategies.
+    Simulate(SimulateArgs),
+    /// Development helpers used by tests and benchmarks (fake GitHub, mock chain node, ...).
+    #[command(hide = true, subcommand)]
+    Dev(DevCommand),
+}
+
+/// `--wallet`, `--hotkey`, ... (gitt's names).
+#[derive(Debug, Clone, Default, Args)]
+pub struct WalletArgs {
+    /// Wallet name (gitt: --wallet).
+    #[arg(long, value_name = "NAME")]
+    pub wallet: Option<String>,
+    /// Hotkey name (gitt: --hotkey).
+    #[arg(long, value_name = "NAME")]
+    pub hotkey: Option<String>,
+    /// Wallet root directory (default ~/.bittensor/wallets or $BT_WALLET_PATH).
+    #[arg(long, value_name = "DIR")]
+    pub wallet_path: Option<String>,
+    /// Explicit hotkey file (overrides --wallet/--hotkey/--wallet-path).
+    #[arg(long, value_name = "FILE")]
+    pub hotkey_file: Option<String>,
+    /// With several [[miner]] entries: act as this one.
+    #[arg(long, value_name = "NAME")]
+    pub miner: Option<String>,
+}
+
+/// Chain and selection flags (gitt's names).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ChainArgs {
+    /// finney, test, local, or a ws(s):// URL.
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Option<String>,
+    /// Endpoint URL; overrides --network (gitt compatibility).
+    #[arg(long, value_name = "URL")]
+    pub rpc_url: Option<String>,
+    /// Subnet (default 74).
+    #[arg(long)]
+    pub netuid: Option<u16>,
+    /// Validators need vtrust strictly above this (default 0.25).
+    #[arg(long, allow_negative_numbers = true)]
+    pub min_vtrust: Option<f64>,
+    /// Validators need at least this stake in α (default 15000).
+    #[arg(long)]
+    pub min_stake: Option<f64>,
+}
+
+/// PAT source flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PatArgs {
+    /// The PAT itself (gitt compatibility; visible to other users in `ps` — prefer --pat-file or GITTENSOR_MINER_PAT).
+    #[arg(long, value_name = "PAT", hide_env_values = true)]
+    pub pat: Option<String>,
+    /// Read the PAT from this file (must not be readable by group/others).
+    #[arg(long, value_name = "FILE")]
+    pub pat_file: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Machine-readable output on stdout (gitt's JSON, plus more fields).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PostArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub pat: PatArgs,
+    /// Extra attempts for validators that gave no response (default [reconcile] post_retries = 2).
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Probe and print the plan; send no PAT.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write Prometheus text here, atomically (node_exporter textfile collector).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// State directory (default [agent] state_dir).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<String>,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub pat: PatArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Probe and plan every pass, but never send the PAT.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Health/metrics address, or "off" (default [agent] listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<String>,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub pat: PatArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidatorsArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<String>,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub pat: PatArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ValidatorCommand {
+    /// Run one reference validator on an axon.
+    Serve(crate::cli::validator_args::ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of reference validators.
+    #[arg(long, default_value_t = 4)]
+    pub validators: u16,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Scenario file (TOML); see examples/.
+    pub scenario: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    /// Write an SVG plot of coverage over time.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Serve a fake GitHub API on 127.0.0.1 (tests, benchmarks, demo).
+    FakeGithub(crate::cli::validator_args::FakeGithubArgs),
+}
+
+pub mod validator_args;
+
+impl Cli {
+    fn overrides(&self) -> Overrides {
+        let mut ov = Overrides { log_format: self.log_format.clone(), ..Overrides::default() };
+        let (w, c, p): (Option<&WalletArgs>, Option<&ChainArgs>, Option<&PatArgs>) = match &self.command {
+            Command::Check(a) => (Some(&a.wallet), Some(&a.chain), None),
+            Command::Post(a) => (Some(&a.wallet), Some(&a.chain), Some(&a.pat)),
+            Command::Reconcile(a) => {
+                ov.state_dir = a.state_dir.clone();
+                (Some(&a.wallet), Some(&a.chain), Some(&a.pat))
+            }
+            Command::Run(a) => {
+                ov.state_dir = a.state_dir.clone();
+                ov.listen = a.listen.clone();
+                (Some(&a.wallet), Some(&a.chain), Some(&a.pat))
+            }
+            Command::Validators(a) => {
+                ov.state_dir = a.state_dir.clone();
+                (None, Some(&a.chain), None)
+            }
+            Command::Doctor(a) => (Some(&a.wallet), Some(&a.chain), Some(&a.pat)),
+            _ => (None, None, None),
+        };
+        if let Some(w) = w {
+            ov.wallet = w.wallet.clone();
+            ov.hotkey = w.hotkey.clone();
+            ov.wallet_path = w.wallet_path.clone();
+            ov.hotkey_file = w.hotkey_file.clone();
+        }
+        if let Some(c) = c {
+            ov.network = c.rpc_url.clone().or(c.network.clone());
+            ov.netuid = c.netuid;
+            ov.min_vtrust = c.min_vtrust;
+            ov.min_stake = c.min_stake;
+        }
+        if let Some(p) = p {
+            ov.pat = p.pat.clone();
+            ov.pat_file = p.pat_file.clone();
+        }
+        ov
+    }
+
+    fn miner(&self) -> Option<&str> {
+        match &self.command {
+            Command::Check(a) => a.wallet.miner.as_deref(),
+            Command::Post(a) => a.wallet.miner.as_deref(),
+            Command::Reconcile(a) => a.wallet.miner.as_deref(),
+            Command::Run(a) => a.wallet.miner.as_deref(),
+            Command::Doctor(a) => a.wallet.miner.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn json(&self) -> bool {
+        match &self.command {
+            Command::Check(a) => a.json,
+            Command::Post(a) => a.json,
+            Command::Reconcile(a) => a.json,
+            Command::Validators(a) => a.json,
+            Command::Doctor(a) => a.json,
+            Command::Demo(a) => a.json,
+            Command::Simulate(a) => a.json,
+            _ => false,
+        }
+    }
+
+    /// Read and validate settings for this invocation.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let file = config::locate(self.config.as_deref(), |k| std::env::var(k).ok());
+        let mut s = Settings::load(file.as_deref(), &self.overrides())?;
+        if let Some(m) = self.miner() {
+            s.select_miner(m)?;
+        }
+        Ok(s)
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    main_from(std::env::args_os().collect())
+}
+
+/// Parse `args` and run; returns the process exit code.
+pub fn main_from(args: Vec<OsString>) -> ExitCode {
+    let wants_json = args.iter().any(|a| a == "--json");
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if wants_json {
+                print_json_error(Exit::Usage.error_type(), &first_line(&e.to_string()));
+            } else {
+                let _ = e.print();
+            }
+            return Exit::Usage.into();
+        }
+    };
+    let json = cli.json();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(dispatch(cli)));
+    match result {
+        Ok(code) => code.into(),
+        Err(err) => {
+            let (code, kind) = exit::classify(&err);
+            if json {
+                print_json_error(kind, &format!("{err:#}"));
+            }
+            eprintln!("patrol: {err:#}");
+            code.into()
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().trim_start_matches("error: ").to_string()
+}
+
+/// gitt's error envelope: `{"success": false, "error": {"type": T, "message": M}}` on stdout.
+pub fn print_json_error(kind: &str, message: &str) {
+    let v = serde_json::json!({"success": false, "error": {"type": kind, "message": message}});
+    println!("{v}");
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+    match &cli.command {
+        Command::Validator(ValidatorCommand::Serve(a)) => {
+            logging::init_simple(cli.log_format.as_deref(), cli.verbose);
+            not_yet(&format!("validator serve {:?}", a.listen))
+        }
+        Command::Dev(DevCommand::FakeGithub(_)) => not_yet("dev fake-github"),
+        Command::Simulate(_) => not_yet("simulate"),
+        Command::Demo(_) => not_yet("demo"),
+        _ => {
+            let settings = cli.settings()?;
+            logging::init(&settings, cli.verbose);
+            match &cli.command {
+                Command::Check(_) => not_yet("check"),
+                Command::Post(_) => not_yet("post"),
+                Command::Reconcile(_) => not_yet("reconcile"),
+                Command::Run(_) => not_yet("run"),
+                Command::Validators(_) => not_yet("validators"),
+                Command::Doctor(_) => not_yet("doctor"),
+                _ => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+fn not_yet(what: &str) -> anyhow::Result<Exit> {
+    Err(Coded::new(Exit::Software, "cli_error", format!("`{what}` is not built yet")))
+}

@@ -1,0 +1,580 @@
+//! Configuration: a TOML file (schema in [`raw`], documented in `config.example.toml`), then
+//! command-line and environment overrides, validated into [`Settings`].
+//!
+//! Two phases, as ripgrep and zincati do it: serde parses (`deny_unknown_fields`, so a typo is an
+//! error, not a silently ignored key), then [`Settings::build`] resolves defaults, paths and
+//! durations. Every error names the file, the key and what is wrong. Nothing downstream sees raw
+//! types. Reading secrets (the PAT) and the hotkey happens later, on demand ([`pat`], `wallet`).
+
+pub mod pat;
+pub mod raw;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::validators::{Neuron, Thresholds};
+pub use pat::{LoadedPat, PatError, PatSource};
+use raw::{RawConfig, RawMiner, RawPat, RawWallet};
+
+/// gitt's network names (gittensor/constants.py `NETWORK_MAP`).
+pub const NETWORKS: [(&str, &str); 3] = [
+    ("finney", "wss://entrypoint-finney.opentensor.ai:443"),
+    ("test", "wss://test.finney.opentensor.ai:443"),
+    ("local", "ws://127.0.0.1:9944"),
+];
+
+/// Default health/metrics listen address (loopback only).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9184";
+
+/// A configuration problem. Always exit code 78 at the CLI edge.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{origin}: {key}: {message}")]
+    Invalid { origin: String, key: String, message: String },
+}
+
+/// Command-line (and env) values that override the file. `None` = not given.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub wallet: Option<String>,
+    pub hotkey: Option<String>,
+    pub wallet_path: Option<String>,
+    pub hotkey_file: Option<String>,
+    pub pat: Option<String>,
+    pub pat_file: Option<String>,
+    pub network: Option<String>,
+    pub netuid: Option<u16>,
+    pub min_vtrust: Option<f64>,
+    pub min_stake: Option<f64>,
+    pub github_api_url: Option<String>,
+    pub state_dir: Option<String>,
+    pub listen: Option<String>,
+    pub log_format: Option<String>,
+}
+
+impl Overrides {
+    fn touches_miner(&self) -> bool {
+        self.wallet.is_some()
+            || self.hotkey.is_some()
+            || self.wallet_path.is_some()
+            || self.hotkey_file.is_some()
+            || self.pat.is_some()
+            || self.pat_file.is_some()
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file it came from, if any.
+    pub file: Option<PathBuf>,
+    pub miners: Vec<MinerSettings>,
+    pub chain: ChainSettings,
+    pub validators: ValidatorSettings,
+    pub github: GithubSettings,
+    pub reconcile: ReconcileSettings,
+    pub agent: AgentSettings,
+}
+
+/// One miner: its hotkey and where its PAT comes from.
+#[derive(Debug, Clone)]
+pub struct MinerSettings {
+    /// A label for logs/metrics (`[[miner]] name`, else `wallet/hotkey`).
+    pub name: String,
+    pub hotkey_file: PathBuf,
+    /// PAT sources in precedence order (see [`pat`]).
+    pub pat_sources: Vec<PatSource>,
+}
+
+impl MinerSettings {
+    /// Read the PAT now (it may have rotated since the last call).
+    pub fn load_pat(&self) -> Result<LoadedPat, PatError> {
+        pat::resolve(&self.pat_sources, |k| std::env::var(k).ok())
+    }
+
+    /// Load the hotkey file.
+    pub fn load_hotkey(&self) -> Result<crate::wallet::Hotkey, crate::wallet::WalletError> {
+        crate::wallet::Hotkey::load(&self.hotkey_file)
+    }
+}
+
+/// `[chain]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainSettings {
+    /// As configured (`finney`, `test`, `local` or a URL).
+    pub network: String,
+    /// Resolved endpoint.
+    pub url: String,
+    pub netuid: u16,
+    /// Use a cached metagraph up to this age when the chain is unreachable.
+    pub metagraph_max_age: Duration,
+    pub connect_timeout: Duration,
+    pub call_timeout: Duration,
+}
+
+/// `[validators]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatorSettings {
+    pub thresholds: Thresholds,
+    /// When set, replaces the chain as the validator source.
+    pub static_list: Option<Vec<Neuron>>,
+}
+
+/// `[github]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GithubSettings {
+    pub api_url: String,
+    pub timeout: Duration,
+}
+
+/// `[reconcile]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconcileSettings {
+    pub interval: Duration,
+    /// Up to this much random delay is added to each interval.
+    pub jitter: Duration,
+    pub check_timeout: Duration,
+    pub broadcast_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Validators probed at once.
+    pub concurrency: usize,
+    /// `post`: extra attempts for validators that gave no response.
+    pub post_retries: u32,
+    /// Re-check sooner than `interval` after an inconclusive answer.
+    pub recheck_inconclusive: Duration,
+    /// Alert when a validator's store stays unavailable (or uncovered) this long: one scoring round.
+    pub alert_after: Duration,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Text with colours on a terminal, journald-style under systemd, plain text otherwise.
+    Auto,
+    Text,
+    Json,
+    Journald,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    pub state_dir: PathBuf,
+    /// Health/metrics endpoint; `None` = off.
+    pub listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    /// Sent as `bt_header_dendrite_ip` (validators ignore it).
+    pub external_ip: String,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        ReconcileSettings {
+            interval: Duration::from_secs(15 * 60),
+            jitter: Duration::from_secs(90),
+            check_timeout: Duration::from_secs(15),
+            broadcast_timeout: Duration::from_secs(30),
+            backoff_initial: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(30 * 60),
+            concurrency: 32,
+            post_retries: 2,
+            recheck_inconclusive: Duration::from_secs(5 * 60),
+            alert_after: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+/// Where the config file is, if any: `--config`, else `$PATROL_CONFIG`, else
+/// `$XDG_CONFIG_HOME/patrol/config.toml` or `~/.config/patrol/config.toml` if it exists, else
+/// `/etc/patrol/config.toml` if it exists, else none (defaults + flags, like `gitt`).
+pub fn locate(explicit: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = env("PATROL_CONFIG").filter(|s| !s.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let xdg = env("XDG_CONFIG_HOME")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| Path::new(&h).join(".config")));
+    [xdg.map(|d| d.join("patrol/config.toml")), Some(PathBuf::from("/etc/patrol/config.toml"))]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+}
+
+impl Settings {
+    /// Read `file` (if any), apply overrides, validate. Environment is read from the process.
+    pub fn load(file: Option<&Path>, ov: &Overrides) -> Result<Settings, ConfigError> {
+        let env = |k: &str| std::env::var(k).ok();
+        let text = match file {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?),
+            None => None,
+        };
+        Settings::build(file, text.as_deref(), ov, env)
+    }
+
+    /// Parse and validate from text; `file` is used for messages and relative paths.
+    pub fn build(
+        file: Option<&Path>,
+        text: Option<&str>,
+        ov: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let origin = file.map(|p| p.display().to_string()).unwrap_or_else(|| "command line".into());
+        let raw: RawConfig = match text {
+            Some(t) => toml::from_str(t).map_err(|e| ConfigError::Parse { path: origin.clone(), message: one_line(&e.to_string()) })?,
+            None => RawConfig::default(),
+        };
+        let v = Validator { origin: origin.clone(), env: &env, base: file.map(crate::fsutil::parent_dir) };
+        v.settings(raw, ov, file)
+    }
+
+    /// The single miner for commands that act as one (`check`, `post`, `doctor`), or a usage error.
+    pub fn single_miner(&self) -> Result<&MinerSettings, ConfigError> {
+        match self.miners.as_slice() {
+            [m] => Ok(m),
+            [] => Err(ConfigError::Invalid {
+                origin: self.origin(),
+                key: "wallet".into(),
+                message: "no miner configured".into(),
+            }),
+            _ => Err(ConfigError::Invalid {
+                origin: self.origin(),
+                key: "miner".into(),
+                message: format!(
+                    "{} miners are configured; pick one with --miner NAME (one of: {})",
+                    self.miners.len(),
+                    self.miners.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }),
+        }
+    }
+
+    /// Keep only the miner called `name`.
+    pub fn select_miner(&mut self, name: &str) -> Result<(), ConfigError> {
+        let known: Vec<String> = self.miners.iter().map(|m| m.name.clone()).collect();
+        self.miners.retain(|m| m.name == name);
+        if self.miners.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: self.origin(),
+                key: "--miner".into(),
+                message: format!("no miner named {name:?} (configured: {})", known.join(", ")),
+            });
+        }
+        Ok(())
+    }
+
+    /// The file name or "command line", for messages.
+    pub fn origin(&self) -> String {
+        self.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "command line".into())
+    }
+}
+
+struct Validator<'a, E: Fn(&str) -> Option<String>> {
+    origin: String,
+    env: &'a E,
+    /// Directory of the config file: relative paths in the file are relative to it.
+    base: Option<PathBuf>,
+}
+
+impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
+    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { origin: self.origin.clone(), key: key.into(), message: message.into() }
+    }
+
+    fn duration(&self, key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => humantime::parse_duration(s.trim())
+                .map_err(|e| self.err(key, format!("invalid duration {s:?} ({e}); use e.g. \"30s\", \"15m\", \"2h\""))),
+        }
+    }
+
+    fn positive(&self, key: &str, d: Duration) -> Result<Duration, ConfigError> {
+        if d.is_zero() { Err(self.err(key, "must be greater than zero")) } else { Ok(d) }
+    }
+
+    /// Expand `~` and make relative paths relative to the config file's directory.
+    fn path(&self, s: &str) -> PathBuf {
+        let expanded = expand_home(s, self.env);
+        match &self.base {
+            Some(b) if expanded.is_relative() => b.join(expanded),
+            _ => expanded,
+        }
+    }
+
+    fn settings(&self, raw: RawConfig, ov: &Overrides, file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let miners = self.miners(&raw, ov)?;
+        Ok(Settings {
+            file: file.map(Path::to_path_buf),
+            miners,
+            chain: self.chain(raw.chain.unwrap_or_default(), ov)?,
+            validators: self.validators(raw.validators.unwrap_or_default(), ov)?,
+            github: self.github(raw.github.unwrap_or_default(), ov)?,
+            reconcile: self.reconcile(raw.reconcile.unwrap_or_default())?,
+            agent: self.agent(raw.agent.unwrap_or_default(), ov)?,
+        })
+    }
+
+    fn miners(&self, raw: &RawConfig, ov: &Overrides) -> Result<Vec<MinerSettings>, ConfigError> {
+        match &raw.miner {
+            Some(list) => {
+                if raw.wallet.is_some() || raw.pat.is_some() {
+                    return Err(self.err("miner", "use either top-level [wallet]/[pat] or [[miner]] entries, not both"));
+                }
+                if list.is_empty() {
+                    return Err(self.err("miner", "[[miner]] is empty"));
+                }
+                if ov.touches_miner() && list.len() > 1 {
+                    return Err(self.err(
+                        "miner",
+                        "wallet/PAT flags apply to a single miner; with several [[miner]] entries set them in the file",
+                    ));
+                }
+                let mut out = Vec::new();
+                for (i, m) in list.iter().enumerate() {
+                    let ms = self.miner(&format!("miner[{i}]"), m, ov, false)?;
+                    if out.iter().any(|o: &MinerSettings| o.name == ms.name) {
+                        return Err(self.err(&format!("miner[{i}].name"), format!("duplicate miner name {:?}", ms.name)));
+                    }
+                    out.push(ms);
+                }
+                Ok(out)
+            }
+            None => {
+                let m = RawMiner { name: None, wallet: raw.wallet.clone(), pat: raw.pat.clone() };
+                Ok(vec![self.miner("", &m, ov, true)?])
+            }
+        }
+    }
+
+    fn miner(&self, prefix: &str, m: &RawMiner, ov: &Overrides, allow_env: bool) -> Result<MinerSettings, ConfigError> {
+        let key = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+        let w = m.wallet.clone().unwrap_or_default();
+        let RawWallet { name, hotkey, path, hotkey_file } = w;
+        let name_w = ov.wallet.clone().or(name).unwrap_or_else(|| "default".into());
+        let hotkey_n = ov.hotkey.clone().or(hotkey).unwrap_or_else(|| "default".into());
+        for (k, v) in [("wallet.name", &name_w), ("wallet.hotkey", &hotkey_n)] {
+            if v.is_empty() || v.contains('/') {
+                return Err(self.err(&key(k), format!("{v:?} must be a plain name (no '/')")));
+            }
+        }
+        let hotkey_file = match ov.hotkey_file.as_deref().map(|s| expand_home(s, self.env)).or(hotkey_file.map(|s| self.path(&s))) {
+            Some(p) => p,
+            None => {
+                let root = ov
+                    .wallet_path
+                    .as_deref()
+                    .map(|s| expand_home(s, self.env))
+                    .or(path.map(|s| self.path(&s)))
+                    .or_else(|| (self.env)("BT_WALLET_PATH").map(|s| expand_home(&s, self.env)))
+                    .unwrap_or_else(|| expand_home("~/.bittensor/wallets", self.env));
+                root.join(&name_w).join("hotkeys").join(&hotkey_n)
+            }
+        };
+        let RawPat { file, credential } = m.pat.clone().unwrap_or_default();
+        let mut sources = Vec::new();
+        if let Some(lit) = ov.pat.as_deref() {
+            sources.push(PatSource::Literal(
+                crate::secret::Pat::new(lit).ok_or_else(|| ConfigError::Invalid {
+                    origin: "command line".into(),
+                    key: "--pat".into(),
+                    message: "is empty".into(),
+                })?,
+            ));
+        }
+        if let Some(f) = ov.pat_file.as_deref() {
+            sources.push(PatSource::File(expand_home(f, self.env)));
+        }
+        if let Some(c) = credential {
+            if c.is_empty() || c.contains('/') {
+                return Err(self.err(&key("pat.credential"), "must be a credential name (no '/')"));
+            }
+            sources.push(PatSource::Credential(c));
+        }
+        if allow_env {
+            sources.push(PatSource::Env);
+        }
+        if let Some(f) = file {
+            sources.push(PatSource::File(self.path(&f)));
+        }
+        let name = m.name.clone().unwrap_or_else(|| format!("{name_w}/{hotkey_n}"));
+        Ok(MinerSettings { name, hotkey_file, pat_sources: sources })
+    }
+
+    fn chain(&self, c: raw::RawChain, ov: &Overrides) -> Result<ChainSettings, ConfigError> {
+        let network = ov.network.clone().or(c.network).unwrap_or_else(|| "finney".into());
+        let url = resolve_network(&network).map_err(|m| self.err("chain.network", m))?;
+        let netuid = ov.netuid.or(c.netuid).unwrap_or(74);
+        Ok(ChainSettings {
+            network,
+            url,
+            netuid,
+            metagraph_max_age: self.duration("chain.metagraph_max_age", c.metagraph_max_age.as_deref(), Duration::from_secs(6 * 3600))?,
+            connect_timeout: self.positive(
+                "chain.connect_timeout",
+                self.duration("chain.connect_timeout", c.connect_timeout.as_deref(), Duration::from_secs(10))?,
+            )?,
+            call_timeout: self.positive(
+                "chain.call_timeout",
+                self.duration("chain.call_timeout", c.call_timeout.as_deref(), Duration::from_secs(30))?,
+            )?,
+        })
+    }
+
+    fn validators(&self, v: raw::RawValidators, ov: &Overrides) -> Result<ValidatorSettings, ConfigError> {
+        let min_vtrust = ov.min_vtrust.or(v.min_vtrust).unwrap_or(0.25);
+        let min_stake = ov.min_stake.or(v.min_stake).unwrap_or(15_000.0);
+        if !min_vtrust.is_finite() {
+            return Err(self.err("validators.min_vtrust", "must be a finite number"));
+        }
+        if !min_stake.is_finite() || min_stake < 0.0 {
+            return Err(self.err("validators.min_stake", "must be a non-negative number (α)"));
+        }
+        let static_list = match v.static_list {
+            None => None,
+            Some(list) => {
+                let mut out: Vec<Neuron> = Vec::with_capacity(list.len());
+                for (i, s) in list.into_iter().enumerate() {
+                    let k = |f: &str| format!("validators.static[{i}].{f}");
+                    crate::wallet::ss58_decode(&s.hotkey).map_err(|e| self.err(&k("hotkey"), e.to_string()))?;
+                    let ip: IpAddr = s.ip.parse().map_err(|_| self.err(&k("ip"), format!("{:?} is not an IP address", s.ip)))?;
+                    if !s.stake.is_finite() || s.stake < 0.0 {
+                        return Err(self.err(&k("stake"), "must be a non-negative number (α)"));
+                    }
+                    if !(0.0..=1.0).contains(&s.vtrust) {
+                        return Err(self.err(&k("vtrust"), "must be between 0 and 1"));
+                    }
+                    if out.iter().any(|n| n.uid == s.uid) {
+                        return Err(self.err(&k("uid"), format!("uid {} appears twice", s.uid)));
+                    }
+                    out.push(Neuron { uid: s.uid, hotkey: s.hotkey, ip: Some(ip), port: s.port, vtrust: s.vtrust, stake: s.stake, validator_permit: true });
+                }
+                Some(out)
+            }
+        };
+        Ok(ValidatorSettings { thresholds: Thresholds { min_vtrust, min_stake }, static_list })
+    }
+
+    fn github(&self, g: raw::RawGithub, ov: &Overrides) -> Result<GithubSettings, ConfigError> {
+        let api_url = ov.github_api_url.clone().or(g.api_url).unwrap_or_else(|| "https://api.github.com".into());
+        let trimmed = api_url.trim_end_matches('/').to_string();
+        if !(trimmed.starts_with("https://") || trimmed.starts_with("http://")) {
+            return Err(self.err("github.api_url", format!("{api_url:?} must be an http(s) URL")));
+        }
+        Ok(GithubSettings {
+            api_url: trimmed,
+            timeout: self.positive("github.timeout", self.duration("github.timeout", g.timeout.as_deref(), Duration::from_secs(15))?)?,
+        })
+    }
+
+    fn reconcile(&self, r: raw::RawReconcile) -> Result<ReconcileSettings, ConfigError> {
+        let d = ReconcileSettings::default();
+        let pos = |k: &str, v: Option<&String>, def: Duration| -> Result<Duration, ConfigError> {
+            self.positive(&format!("reconcile.{k}"), self.duration(&format!("reconcile.{k}"), v.map(String::as_str), def)?)
+        };
+        let s = ReconcileSettings {
+            interval: pos("interval", r.interval.as_ref(), d.interval)?,
+            jitter: self.duration("reconcile.jitter", r.jitter.as_deref(), d.jitter)?,
+            check_timeout: pos("check_timeout", r.check_timeout.as_ref(), d.check_timeout)?,
+            broadcast_timeout: pos("broadcast_timeout", r.broadcast_timeout.as_ref(), d.broadcast_timeout)?,
+            backoff_initial: pos("backoff_initial", r.backoff_initial.as_ref(), d.backoff_initial)?,
+            backoff_max: pos("backoff_max", r.backoff_max.as_ref(), d.backoff_max)?,
+            concurrency: r.concurrency.unwrap_or(d.concurrency),
+            post_retries: r.post_retries.unwrap_or(d.post_retries),
+            recheck_inconclusive: pos("recheck_inconclusive", r.recheck_inconclusive.as_ref(), d.recheck_inconclusive)?,
+            alert_after: pos("alert_after", r.alert_after.as_ref(), d.alert_after)?,
+        };
+        if s.concurrency == 0 {
+            return Err(self.err("reconcile.concurrency", "must be at least 1"));
+        }
+        if s.backoff_max < s.backoff_initial {
+            return Err(self.err("reconcile.backoff_max", "must not be smaller than reconcile.backoff_initial"));
+        }
+        if s.jitter > s.interval {
+            return Err(self.err("reconcile.jitter", "must not exceed reconcile.interval"));
+        }
+        Ok(s)
+    }
+
+    fn agent(&self, a: raw::RawAgent, ov: &Overrides) -> Result<AgentSettings, ConfigError> {
+        let state_dir = match ov.state_dir.as_deref() {
+            Some(s) => expand_home(s, self.env),
+            None => match a.state_dir {
+                Some(s) => self.path(&s),
+                None => default_state_dir(self.env),
+            },
+        };
+        let listen_s = ov.listen.clone().or(a.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = match listen_s.trim() {
+            "off" | "" | "none" => None,
+            s => Some(s.parse::<SocketAddr>().map_err(|_| {
+                self.err("agent.listen", format!("{s:?} is not an address like \"127.0.0.1:9184\" (or \"off\")"))
+            })?),
+        };
+        let fmt_s = ov.log_format.clone().or(a.log_format).unwrap_or_else(|| "auto".into());
+        let log_format = match fmt_s.as_str() {
+            "auto" => LogFormat::Auto,
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            "journald" => LogFormat::Journald,
+            other => return Err(self.err("agent.log_format", format!("{other:?} is not one of auto, text, json, journald"))),
+        };
+        let external_ip = a.external_ip.unwrap_or_else(|| "0.0.0.0".into());
+        if external_ip.parse::<IpAddr>().is_err() {
+            return Err(self.err("agent.external_ip", format!("{external_ip:?} is not an IP address")));
+        }
+        Ok(AgentSettings { state_dir, listen, log_format, external_ip })
+    }
+}
+
+/// `$STATE_DIRECTORY` (systemd; first entry), else `$XDG_STATE_HOME/patrol`, else
+/// `~/.local/state/patrol`.
+pub fn default_state_dir(env: &impl Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(s) = env("STATE_DIRECTORY").filter(|s| !s.is_empty()) {
+        return PathBuf::from(s.split(':').next().unwrap_or(&s));
+    }
+    if let Some(x) = env("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        return Path::new(&x).join("patrol");
+    }
+    expand_home("~/.local/state/patrol", env)
+}
+
+/// Map `finney`/`test`/`local` (case-insensitive, like gitt) to their endpoints; pass ws/wss URLs.
+pub fn resolve_network(network: &str) -> Result<String, String> {
+    let n = network.trim();
+    if let Some((_, url)) = NETWORKS.iter().find(|(name, _)| name.eq_ignore_ascii_case(n)) {
+        return Ok((*url).to_string());
+    }
+    if n.starts_with("ws://") || n.starts_with("wss://") {
+        return Ok(n.to_string());
+    }
+    Err(format!("{network:?} is not finney, test, local or a ws:// / wss:// URL"))
+}
+
+fn expand_home(s: &str, env: &impl Fn(&str) -> Option<String>) -> PathBuf {
+    match s.strip_prefix("~/") {
+        Some(rest) => match env("HOME") {
+            Some(h) => Path::new(&h).join(rest),
+            None => PathBuf::from(s),
+        },
+        None if s == "~" => env("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(s)),
+        None => PathBuf::from(s),
+    }
+}
+
+/// toml errors span several lines (a source excerpt); keep them to one.
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! The TOML schema exactly as written by users: plain serde, `deny_unknown_fields`, every field
+//! optional. Nothing outside `config` sees these types; [`super::Settings`] is the validated form.
+
+use serde::Deserialize;
+
+/// The whole file. See `config.example.toml` for every key with its default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub wallet: Option<RawWallet>,
+    pub pat: Option<RawPat>,
+    pub chain: Option<RawChain>,
+    pub validators: Option<RawValidators>,
+    pub github: Option<RawGithub>,
+    pub reconcile: Option<RawReconcile>,
+    pub agent: Option<RawAgent>,
+    /// Several miners in one agent; exclusive with top-level `[wallet]`/`[pat]`.
+    pub miner: Option<Vec<RawMiner>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWallet {
+    pub name: Option<String>,
+    pub hotkey: Option<String>,
+    pub path: Option<String>,
+    pub hotkey_file: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPat {
+    pub file: Option<String>,
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChain {
+    pub network: Option<String>,
+    pub netuid: Option<u16>,
+    pub metagraph_max_age: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub call_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValidators {
+    pub min_vtrust: Option<f64>,
+    pub min_stake: Option<f64>,
+    #[serde(rename = "static")]
+    pub static_list: Option<Vec<RawStaticValidator>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaticValidator {
+    pub uid: u16,
+    pub hotkey: String,
+    pub ip: String,
+    pub port: u16,
+    pub stake: f64,
+    pub vtrust: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGithub {
+    pub api_url: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReconcile {
+    pub interval: Option<String>,
+    pub jitter: Option<String>,
+    pub check_timeout: Option<String>,
+    pub broadcast_timeout: Option<String>,
+    pub backoff_initial: Option<String>,
+    pub backoff_max: Option<String>,
+    pub concurrency: Option<usize>,
+    pub post_retries: Option<u32>,
+    pub recheck_inconclusive: Option<String>,
+    pub alert_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub state_dir: Option<String>,
+    pub listen: Option<String>,
+    pub log_format: Option<String>,
+    pub external_ip: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMiner {
+    pub name: Option<String>,
+    pub wallet: Option<RawWallet>,
+    pub pat: Option<RawPat>,
+}

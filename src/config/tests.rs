@@ -1,0 +1,173 @@
+use super::*;
+
+fn env_none(_: &str) -> Option<String> {
+    None
+}
+
+fn home(k: &str) -> Option<String> {
+    (k == "HOME").then(|| "/home/m".to_string())
+}
+
+fn build(text: &str) -> Result<Settings, ConfigError> {
+    Settings::build(Some(Path::new("/etc/patrol/patrol.toml")), Some(text), &Overrides::default(), home)
+}
+
+#[test]
+fn defaults_match_gitt() {
+    let s = Settings::build(None, None, &Overrides::default(), home).unwrap();
+    assert_eq!(s.chain.netuid, 74);
+    assert_eq!(s.chain.url, "wss://entrypoint-finney.opentensor.ai:443");
+    assert_eq!(s.validators.thresholds, Thresholds { min_vtrust: 0.25, min_stake: 15000.0 });
+    assert_eq!(s.reconcile.check_timeout, Duration::from_secs(15));
+    assert_eq!(s.reconcile.broadcast_timeout, Duration::from_secs(30));
+    assert_eq!(s.miners.len(), 1);
+    assert_eq!(s.miners[0].hotkey_file, PathBuf::from("/home/m/.bittensor/wallets/default/hotkeys/default"));
+    assert_eq!(s.miners[0].pat_sources, vec![PatSource::Env]);
+    assert_eq!(s.agent.state_dir, PathBuf::from("/home/m/.local/state/patrol"));
+    assert_eq!(s.agent.listen, Some("127.0.0.1:9184".parse().unwrap()));
+}
+
+#[test]
+fn example_file_is_valid_and_states_the_defaults() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
+    let from_example = build(&text).unwrap();
+    let defaults = Settings::build(Some(Path::new("/etc/patrol/patrol.toml")), Some(""), &Overrides::default(), home).unwrap();
+    assert_eq!(from_example.chain, defaults.chain);
+    assert_eq!(from_example.validators, defaults.validators);
+    assert_eq!(from_example.github, defaults.github);
+    assert_eq!(from_example.reconcile, defaults.reconcile);
+    assert_eq!(from_example.agent, defaults.agent);
+    assert_eq!(from_example.miners[0].hotkey_file, defaults.miners[0].hotkey_file);
+    // every commented-out key parses too: first the single-miner form, then [[miner]] without the
+    // top-level [wallet]/[pat] (together they are rejected, by design)
+    let uncommented: Vec<&str> = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.contains(" = ") || rest.starts_with('[') => rest,
+            _ => l,
+        })
+        .collect();
+    let split = uncommented.iter().position(|l| l.starts_with("[[miner]]")).unwrap();
+    let single = uncommented[..split].join("\n");
+    let s = build(&single).unwrap();
+    assert_eq!(s.validators.static_list.as_ref().map(Vec::len), Some(1));
+    assert_eq!(s.miners[0].hotkey_file, PathBuf::from("/var/lib/patrol/hotkey"));
+    assert_eq!(s.miners[0].pat_sources.len(), 3);
+    let both = uncommented.join("\n");
+    assert!(build(&both).unwrap_err().to_string().contains("not both"));
+    let mut section = String::new();
+    let multi: Vec<&str> = uncommented
+        .iter()
+        .copied()
+        .filter(|l| {
+            if l.starts_with('[') {
+                section = l.to_string();
+            }
+            section != "[wallet]" && section != "[pat]"
+        })
+        .collect();
+    let s = build(&multi.join("\n")).unwrap();
+    assert_eq!(s.miners.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["miner-a", "miner-b"]);
+}
+
+#[test]
+fn unknown_key_names_file_and_key() {
+    let e = build("[reconcile]\nintervall = \"5m\"\n").unwrap_err().to_string();
+    assert!(e.contains("/etc/patrol/patrol.toml") && e.contains("intervall"), "{e}");
+    assert!(!e.contains('\n'));
+    let e = build("[chian]\nnetuid = 1\n").unwrap_err().to_string();
+    assert!(e.contains("chian"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    for (text, key) in [
+        ("[reconcile]\ninterval = \"15 parsecs\"", "reconcile.interval"),
+        ("[reconcile]\ninterval = \"0s\"", "reconcile.interval"),
+        ("[reconcile]\nconcurrency = 0", "reconcile.concurrency"),
+        ("[reconcile]\nbackoff_initial = \"10m\"\nbackoff_max = \"1m\"", "reconcile.backoff_max"),
+        ("[chain]\nnetwork = \"mainnet\"", "chain.network"),
+        ("[agent]\nlisten = \"localhost\"", "agent.listen"),
+        ("[agent]\nlog_format = \"xml\"", "agent.log_format"),
+        ("[github]\napi_url = \"ftp://x\"", "github.api_url"),
+        ("[pat]\ncredential = \"a/b\"", "pat.credential"),
+        (
+            "[[validators.static]]\nuid = 1\nhotkey = \"nope\"\nip = \"1.2.3.4\"\nport = 1\nstake = 1.0\nvtrust = 0.5",
+            "validators.static[0].hotkey",
+        ),
+        (
+            "[[validators.static]]\nuid = 1\nhotkey = \"5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi\"\nip = \"host\"\nport = 1\nstake = 1.0\nvtrust = 0.5",
+            "validators.static[0].ip",
+        ),
+    ] {
+        let e = build(text).unwrap_err().to_string();
+        assert!(e.contains(key), "{text:?} gave {e}");
+        assert!(e.starts_with("/etc/patrol/patrol.toml"), "{e}");
+    }
+    let e = build("[chain]\nnetuid = \"x\"").unwrap_err().to_string();
+    assert!(e.contains("netuid"), "{e}");
+}
+
+#[test]
+fn overrides_and_relative_paths() {
+    let ov = Overrides {
+        network: Some("LOCAL".into()),
+        netuid: Some(422),
+        min_vtrust: Some(-1.0),
+        pat_file: Some("/run/pat".into()),
+        wallet: Some("w".into()),
+        ..Overrides::default()
+    };
+    let s = Settings::build(Some(Path::new("/cfg/p.toml")), Some("[pat]\nfile = \"pat.txt\"\n[wallet]\npath = \"wallets\""), &ov, env_none)
+        .unwrap();
+    assert_eq!(s.chain.url, "ws://127.0.0.1:9944");
+    assert_eq!(s.chain.netuid, 422);
+    assert_eq!(s.validators.thresholds.min_vtrust, -1.0);
+    assert_eq!(s.miners[0].hotkey_file, PathBuf::from("/cfg/wallets/w/hotkeys/default"));
+    assert_eq!(
+        s.miners[0].pat_sources,
+        vec![PatSource::File("/run/pat".into()), PatSource::Env, PatSource::File("/cfg/pat.txt".into())]
+    );
+    let s = Settings::build(None, Some(""), &Overrides { network: Some("wss://node.example:443".into()), ..Overrides::default() }, env_none).unwrap();
+    assert_eq!(s.chain.url, "wss://node.example:443");
+}
+
+#[test]
+fn several_miners() {
+    let text = r#"
+[[miner]]
+name = "a"
+wallet = { hotkey_file = "/k/a" }
+pat = { file = "/p/a" }
+[[miner]]
+wallet = { name = "wb", hotkey = "hb" }
+pat = { credential = "pat-b" }
+"#;
+    let mut s = build(text).unwrap();
+    assert_eq!(s.miners.len(), 2);
+    assert_eq!(s.miners[1].name, "wb/hb");
+    assert_eq!(s.miners[1].pat_sources, vec![PatSource::Credential("pat-b".into())]);
+    assert!(s.single_miner().unwrap_err().to_string().contains("--miner"));
+    s.select_miner("a").unwrap();
+    assert_eq!(s.single_miner().unwrap().hotkey_file, PathBuf::from("/k/a"));
+    let dup = "[[miner]]\nname = \"x\"\n[[miner]]\nname = \"x\"\n";
+    assert!(build(dup).unwrap_err().to_string().contains("duplicate"));
+}
+
+#[test]
+fn state_dir_sources() {
+    let e = |k: &str| match k {
+        "STATE_DIRECTORY" => Some("/var/lib/patrol:/var/lib/other".to_string()),
+        _ => None,
+    };
+    assert_eq!(default_state_dir(&e), PathBuf::from("/var/lib/patrol"));
+    let e = |k: &str| (k == "XDG_STATE_HOME").then(|| "/x".to_string());
+    assert_eq!(default_state_dir(&e), PathBuf::from("/x/patrol"));
+}
+
+#[test]
+fn locate_order() {
+    let e = |k: &str| (k == "PATROL_CONFIG").then(|| "/from/env.toml".to_string());
+    assert_eq!(locate(Some(Path::new("/x.toml")), e), Some(PathBuf::from("/x.toml")));
+    assert_eq!(locate(None, e), Some(PathBuf::from("/from/env.toml")));
+}
