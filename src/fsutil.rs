@@ -50,10 +50,7 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 /// Move a file that could not be parsed aside (`<name>.corrupt-<unix secs>`) so that a fresh one can
 /// be written without losing the evidence. Returns the new path.
 pub fn move_aside(path: &Path, tag: &str) -> io::Result<PathBuf> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut target = path.as_os_str().to_owned();
     target.push(format!(".{tag}-{secs}"));
     let target = PathBuf::from(target);

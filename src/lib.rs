@@ -8,10 +8,18 @@
 //! - [`fsutil`]: atomic file replacement used by every state file.
 //! - [`tls`]: process-wide TLS provider setup.
 //! - [`validators`]: the eligibility rule (pure).
+//! - [`chain`]: the subnet from Subtensor (subxt, legacy backend), metagraph cache, validator source.
 
+pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod coverage;
 pub mod fsutil;
+pub mod github;
+pub mod metrics;
+pub mod probe;
+pub mod reconcile;
+pub mod report;
 pub mod secret;
 pub mod tls;
 pub mod validators;

@@ -137,14 +137,22 @@ mod tests {
     use super::*;
 
     fn n(uid: u16, ip: &str, vtrust: f64, stake: f64) -> Neuron {
-        Neuron { uid, hotkey: format!("hk{uid}"), ip: ip.parse().ok(), port: 8091, vtrust, stake, validator_permit: true }
+        Neuron {
+            uid,
+            hotkey: format!("hk{uid}"),
+            ip: ip.parse().ok(),
+            port: 8091,
+            vtrust,
+            stake,
+            validator_permit: true,
+        }
     }
 
     #[test]
     fn gitt_rule() {
         let s = select(
             &[
-                n(3, "10.0.0.3", 0.25, 1e6),   // vtrust not strictly above: silent
+                n(3, "10.0.0.3", 0.25, 1e6),    // vtrust not strictly above: silent
                 n(1, "10.0.0.1", 0.9, 15000.0), // exactly min stake: eligible
                 n(2, "0.0.0.0", 0.9, 20000.0),  // not serving
                 n(4, "10.0.0.4", 0.5, 100.0),   // low stake

@@ -20,7 +20,11 @@ const SIGNING_CONTEXT: &[u8] = b"substrate";
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
     #[error("cannot read hotkey file {path}: {source}")]
-    Read { path: PathBuf, #[source] source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "hotkey file {path} is encrypted ({format}); patrol needs an unencrypted hotkey (bittensor's default). \
          Regenerate the hotkey without a password, or point [wallet] hotkey_file at an unencrypted copy"
@@ -28,7 +32,9 @@ pub enum WalletError {
     Encrypted { path: PathBuf, format: &'static str },
     #[error("hotkey file {path} is not valid keyfile JSON: {reason}")]
     Malformed { path: PathBuf, reason: String },
-    #[error("hotkey file {path} holds no usable secret (no valid privateKey, secretSeed or secretPhrase); it can't sign")]
+    #[error(
+        "hotkey file {path} holds no usable secret (no valid privateKey, secretSeed or secretPhrase); it can't sign"
+    )]
     NoSecret { path: PathBuf },
     #[error("hotkey file {path}: the key derives to {derived} but the file says {recorded}")]
     Mismatch { path: PathBuf, derived: String, recorded: String },
@@ -127,16 +133,20 @@ impl Hotkey {
             .ok_or_else(|| WalletError::NoSecret { path: path.into() })?;
         if let Some(recorded) = kf.ss58_address.as_deref() {
             if recorded != key.ss58 {
-                return Err(WalletError::Mismatch { path: path.into(), derived: key.ss58.clone(), recorded: recorded.into() });
-            }
-        } else if let Some(pk) = kf.public_key.as_deref().and_then(|h| decode_hex_exact(h, 32)) {
-            if pk != key.public_key() {
                 return Err(WalletError::Mismatch {
                     path: path.into(),
-                    derived: format!("0x{}", hex::encode(key.public_key())),
-                    recorded: kf.public_key.unwrap_or_default(),
+                    derived: key.ss58.clone(),
+                    recorded: recorded.into(),
                 });
             }
+        } else if let Some(pk) = kf.public_key.as_deref().and_then(|h| decode_hex_exact(h, 32))
+            && pk != key.public_key()
+        {
+            return Err(WalletError::Mismatch {
+                path: path.into(),
+                derived: format!("0x{}", hex::encode(key.public_key())),
+                recorded: kf.public_key.unwrap_or_default(),
+            });
         }
         Ok(key)
     }
@@ -258,7 +268,8 @@ mod tests {
         let pk = hex::decode(&s(&k, "/dendrite_hotkey/private_key_hex_64_bytes")[2..]).unwrap();
         assert_eq!(Hotkey::from_private_key(&pk).unwrap().ss58(), from_phrase.ss58());
         for who in ["dendrite_hotkey", "axon_hotkey", "axon_coldkey", "blacklisted_hotkey"] {
-            let seed: [u8; 32] = hex::decode(&s(&k, &format!("/{who}/secret_seed_hex"))[2..]).unwrap().try_into().unwrap();
+            let seed: [u8; 32] =
+                hex::decode(&s(&k, &format!("/{who}/secret_seed_hex"))[2..]).unwrap().try_into().unwrap();
             let key = Hotkey::from_seed(&seed);
             assert_eq!(key.ss58(), s(&k, &format!("/{who}/ss58_address")), "{who}");
             assert_eq!(ss58_decode(key.ss58()).unwrap(), key.public_key());
@@ -268,9 +279,14 @@ mod tests {
     #[test]
     fn signature_vectors_verify_and_ours_verify() {
         let k = vectors("keys.json");
-        let pubkey: [u8; 32] = hex::decode(&s(&k, "/signature_vectors/0/public_key_hex")[2..]).unwrap().try_into().unwrap();
+        let pubkey: [u8; 32] =
+            hex::decode(&s(&k, "/signature_vectors/0/public_key_hex")[2..]).unwrap().try_into().unwrap();
         let msg = s(&k, "/signature_vectors/0/message_utf8").as_bytes();
-        for ptr in ["/signature_vectors/0/signature_hex", "/signature_vectors/0/second_signature_same_message_hex", "/signature_vectors/1/signature_hex"] {
+        for ptr in [
+            "/signature_vectors/0/signature_hex",
+            "/signature_vectors/0/second_signature_same_message_hex",
+            "/signature_vectors/1/signature_hex",
+        ] {
             let sig = hex::decode(&s(&k, ptr)[2..]).unwrap();
             assert!(verify(&pubkey, msg, &sig), "{ptr}");
             assert!(!verify(&pubkey, b"tampered", &sig));

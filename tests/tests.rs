@@ -1,1 +1,12 @@
 
+/// Shared test helpers (Python harness launchers, ...).
+mod support;
+/// Self-tests of the real-Python bittensor harness (bt.Dendrite <-> bt.Axon).
+mod python_harness;
+mod github; // GitHub client (identity, test query, preflight) against the fake GitHub.
+/// Chain access: recorded mainnet bytes, the mock node, `patrol validators` end to end.
+mod chain;
+/// patrol check/post against a real Python bt.Axon; request vs captured vectors (issue 2).
+mod interop;
+/// Bad config, PAT, hotkey and misbehaving peers: clear errors, exit codes, no leaks (issue 2).
+mod bad_input;

@@ -52,7 +52,8 @@ pub struct Coded {
 }
 
 impl Coded {
-    /// New error with a code and a JSON `error.type`.
+    /// New error with a code and a JSON `error.type`, already wrapped for `?`.
+    #[allow(clippy::new_ret_no_self, reason = "callers want an anyhow::Error to return with `?`")]
     pub fn new(exit: Exit, kind: &'static str, message: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(Coded { exit, kind, message: message.into() })
     }
@@ -72,6 +73,14 @@ pub fn classify(err: &anyhow::Error) -> (Exit, &'static str) {
         }
         if cause.is::<crate::wallet::WalletError>() {
             return (Exit::Config, "wallet_error");
+        }
+        if let Some(e) = cause.downcast_ref::<crate::chain::ChainError>() {
+            return match e {
+                crate::chain::ChainError::NotRegistered { .. } => (Exit::Config, "not_registered"),
+                crate::chain::ChainError::BadHotkey { .. } => (Exit::Config, "config_error"),
+                // unreachable node, cache too old, unknown netuid, undecodable answer: no validator source
+                _ => (Exit::Undetermined, "undetermined"),
+            };
         }
     }
     (Exit::Software, "cli_error")

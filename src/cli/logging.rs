@@ -20,7 +20,9 @@ fn filter(verbose: u8) -> EnvFilter {
 /// Resolve `Auto` to a concrete format for this process.
 pub fn effective(format: LogFormat) -> LogFormat {
     match format {
-        LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() && !std::io::stderr().is_terminal() => LogFormat::Journald,
+        LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() && !std::io::stderr().is_terminal() => {
+            LogFormat::Journald
+        }
         other => other,
     }
 }
@@ -46,6 +48,8 @@ fn install(format: LogFormat, verbose: u8) {
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
         LogFormat::Journald => builder.without_time().with_ansi(false).with_target(false).try_init(),
-        LogFormat::Text | LogFormat::Auto => builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).try_init(),
+        LogFormat::Text | LogFormat::Auto => {
+            builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).try_init()
+        }
     };
 }

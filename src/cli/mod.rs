@@ -3,8 +3,13 @@
 //! and returns an [`Exit`]. Errors are printed once, as `patrol: {err:#}` (or a JSON envelope in
 //! `--json` mode), and mapped to exit codes by [`exit::classify`].
 
+pub mod check;
+pub mod common;
 pub mod exit;
 pub mod logging;
+pub mod post;
+pub mod reconcile;
+pub mod validators;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -387,11 +392,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let settings = cli.settings()?;
             logging::init(&settings, cli.verbose);
             match &cli.command {
-                Command::Check(_) => not_yet("check"),
-                Command::Post(_) => not_yet("post"),
-                Command::Reconcile(_) => not_yet("reconcile"),
+                Command::Check(a) => check::run(&settings, a).await,
+                Command::Post(a) => post::run(&settings, a).await,
+                Command::Reconcile(a) => reconcile::run(&settings, a).await,
                 Command::Run(_) => not_yet("run"),
-                Command::Validators(_) => not_yet("validators"),
+                Command::Validators(a) => validators::run(&settings, a).await,
                 Command::Doctor(_) => not_yet("doctor"),
                 _ => unreachable!("handled above"),
             }

@@ -215,7 +215,9 @@ impl Settings {
     pub fn load(file: Option<&Path>, ov: &Overrides) -> Result<Settings, ConfigError> {
         let env = |k: &str| std::env::var(k).ok();
         let text = match file {
-            Some(p) => Some(std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?),
+            Some(p) => {
+                Some(std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?)
+            }
             None => None,
         };
         Settings::build(file, text.as_deref(), ov, env)
@@ -230,7 +232,8 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let origin = file.map(|p| p.display().to_string()).unwrap_or_else(|| "command line".into());
         let raw: RawConfig = match text {
-            Some(t) => toml::from_str(t).map_err(|e| ConfigError::Parse { path: origin.clone(), message: one_line(&e.to_string()) })?,
+            Some(t) => toml::from_str(t)
+                .map_err(|e| ConfigError::Parse { path: origin.clone(), message: one_line(&e.to_string()) })?,
             None => RawConfig::default(),
         };
         let v = Validator { origin: origin.clone(), env: &env, base: file.map(crate::fsutil::parent_dir) };
@@ -343,7 +346,9 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 for (i, m) in list.iter().enumerate() {
                     let ms = self.miner(&format!("miner[{i}]"), m, ov, false)?;
                     if out.iter().any(|o: &MinerSettings| o.name == ms.name) {
-                        return Err(self.err(&format!("miner[{i}].name"), format!("duplicate miner name {:?}", ms.name)));
+                        return Err(
+                            self.err(&format!("miner[{i}].name"), format!("duplicate miner name {:?}", ms.name))
+                        );
                     }
                     out.push(ms);
                 }
@@ -367,29 +372,28 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 return Err(self.err(&key(k), format!("{v:?} must be a plain name (no '/')")));
             }
         }
-        let hotkey_file = match ov.hotkey_file.as_deref().map(|s| expand_home(s, self.env)).or(hotkey_file.map(|s| self.path(&s))) {
-            Some(p) => p,
-            None => {
-                let root = ov
-                    .wallet_path
-                    .as_deref()
-                    .map(|s| expand_home(s, self.env))
-                    .or(path.map(|s| self.path(&s)))
-                    .or_else(|| (self.env)("BT_WALLET_PATH").map(|s| expand_home(&s, self.env)))
-                    .unwrap_or_else(|| expand_home("~/.bittensor/wallets", self.env));
-                root.join(&name_w).join("hotkeys").join(&hotkey_n)
-            }
-        };
+        let hotkey_file =
+            match ov.hotkey_file.as_deref().map(|s| expand_home(s, self.env)).or(hotkey_file.map(|s| self.path(&s))) {
+                Some(p) => p,
+                None => {
+                    let root = ov
+                        .wallet_path
+                        .as_deref()
+                        .map(|s| expand_home(s, self.env))
+                        .or(path.map(|s| self.path(&s)))
+                        .or_else(|| (self.env)("BT_WALLET_PATH").map(|s| expand_home(&s, self.env)))
+                        .unwrap_or_else(|| expand_home("~/.bittensor/wallets", self.env));
+                    root.join(&name_w).join("hotkeys").join(&hotkey_n)
+                }
+            };
         let RawPat { file, credential } = m.pat.clone().unwrap_or_default();
         let mut sources = Vec::new();
         if let Some(lit) = ov.pat.as_deref() {
-            sources.push(PatSource::Literal(
-                crate::secret::Pat::new(lit).ok_or_else(|| ConfigError::Invalid {
-                    origin: "command line".into(),
-                    key: "--pat".into(),
-                    message: "is empty".into(),
-                })?,
-            ));
+            sources.push(PatSource::Literal(crate::secret::Pat::new(lit).ok_or_else(|| ConfigError::Invalid {
+                origin: "command line".into(),
+                key: "--pat".into(),
+                message: "is empty".into(),
+            })?));
         }
         if let Some(f) = ov.pat_file.as_deref() {
             sources.push(PatSource::File(expand_home(f, self.env)));
@@ -406,7 +410,10 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         if let Some(f) = file {
             sources.push(PatSource::File(self.path(&f)));
         }
-        let name = m.name.clone().unwrap_or_else(|| format!("{name_w}/{hotkey_n}"));
+        let explicit_file = ov.hotkey_file.is_some() || m.wallet.as_ref().is_some_and(|w| w.hotkey_file.is_some());
+        let name = m.name.clone().unwrap_or_else(|| {
+            if explicit_file { hotkey_file.display().to_string() } else { format!("{name_w}/{hotkey_n}") }
+        });
         Ok(MinerSettings { name, hotkey_file, pat_sources: sources })
     }
 
@@ -418,7 +425,11 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             network,
             url,
             netuid,
-            metagraph_max_age: self.duration("chain.metagraph_max_age", c.metagraph_max_age.as_deref(), Duration::from_secs(6 * 3600))?,
+            metagraph_max_age: self.duration(
+                "chain.metagraph_max_age",
+                c.metagraph_max_age.as_deref(),
+                Duration::from_secs(6 * 3600),
+            )?,
             connect_timeout: self.positive(
                 "chain.connect_timeout",
                 self.duration("chain.connect_timeout", c.connect_timeout.as_deref(), Duration::from_secs(10))?,
@@ -446,7 +457,8 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 for (i, s) in list.into_iter().enumerate() {
                     let k = |f: &str| format!("validators.static[{i}].{f}");
                     crate::wallet::ss58_decode(&s.hotkey).map_err(|e| self.err(&k("hotkey"), e.to_string()))?;
-                    let ip: IpAddr = s.ip.parse().map_err(|_| self.err(&k("ip"), format!("{:?} is not an IP address", s.ip)))?;
+                    let ip: IpAddr =
+                        s.ip.parse().map_err(|_| self.err(&k("ip"), format!("{:?} is not an IP address", s.ip)))?;
                     if !s.stake.is_finite() || s.stake < 0.0 {
                         return Err(self.err(&k("stake"), "must be a non-negative number (α)"));
                     }
@@ -456,7 +468,15 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                     if out.iter().any(|n| n.uid == s.uid) {
                         return Err(self.err(&k("uid"), format!("uid {} appears twice", s.uid)));
                     }
-                    out.push(Neuron { uid: s.uid, hotkey: s.hotkey, ip: Some(ip), port: s.port, vtrust: s.vtrust, stake: s.stake, validator_permit: true });
+                    out.push(Neuron {
+                        uid: s.uid,
+                        hotkey: s.hotkey,
+                        ip: Some(ip),
+                        port: s.port,
+                        vtrust: s.vtrust,
+                        stake: s.stake,
+                        validator_permit: true,
+                    });
                 }
                 Some(out)
             }
@@ -472,14 +492,20 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         }
         Ok(GithubSettings {
             api_url: trimmed,
-            timeout: self.positive("github.timeout", self.duration("github.timeout", g.timeout.as_deref(), Duration::from_secs(15))?)?,
+            timeout: self.positive(
+                "github.timeout",
+                self.duration("github.timeout", g.timeout.as_deref(), Duration::from_secs(15))?,
+            )?,
         })
     }
 
     fn reconcile(&self, r: raw::RawReconcile) -> Result<ReconcileSettings, ConfigError> {
         let d = ReconcileSettings::default();
         let pos = |k: &str, v: Option<&String>, def: Duration| -> Result<Duration, ConfigError> {
-            self.positive(&format!("reconcile.{k}"), self.duration(&format!("reconcile.{k}"), v.map(String::as_str), def)?)
+            self.positive(
+                &format!("reconcile.{k}"),
+                self.duration(&format!("reconcile.{k}"), v.map(String::as_str), def)?,
+            )
         };
         let s = ReconcileSettings {
             interval: pos("interval", r.interval.as_ref(), d.interval)?,
@@ -526,7 +552,9 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             "journald" => LogFormat::Journald,
-            other => return Err(self.err("agent.log_format", format!("{other:?} is not one of auto, text, json, journald"))),
+            other => {
+                return Err(self.err("agent.log_format", format!("{other:?} is not one of auto, text, json, journald")));
+            }
         };
         let external_ip = a.external_ip.unwrap_or_else(|| "0.0.0.0".into());
         if external_ip.parse::<IpAddr>().is_err() {
@@ -573,7 +601,11 @@ fn expand_home(s: &str, env: &impl Fn(&str) -> Option<String>) -> PathBuf {
 
 /// toml errors span several lines (a source excerpt); keep them to one.
 fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')).collect::<Vec<_>>().join("; ")
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]

@@ -40,7 +40,9 @@ impl std::fmt::Display for PatSource {
 /// A PAT could not be obtained. All of these are configuration errors (exit 78).
 #[derive(Debug, thiserror::Error)]
 pub enum PatError {
-    #[error("no GitHub PAT configured: set [pat] file or [pat] credential in the config, or {PAT_ENV}, or pass --pat-file")]
+    #[error(
+        "no GitHub PAT configured: set [pat] file or [pat] credential in the config, or {PAT_ENV}, or pass --pat-file"
+    )]
     NotConfigured,
     #[error("no GitHub PAT found; tried: {}", .0.join(", "))]
     NotFound(Vec<String>),
@@ -105,7 +107,8 @@ fn read_file(path: &Path, origin: String, check_mode: bool) -> Result<LoadedPat,
     if check_mode && mode & 0o077 != 0 {
         return Err(PatError::TooOpen { path: path.to_path_buf(), mode });
     }
-    let raw = std::fs::read_to_string(path).map_err(|error| PatError::Unreadable { source_desc: origin.clone(), error })?;
+    let raw =
+        std::fs::read_to_string(path).map_err(|error| PatError::Unreadable { source_desc: origin.clone(), error })?;
     let pat = Pat::new(&raw).ok_or_else(|| PatError::Empty(origin.clone()))?;
     Ok(LoadedPat { pat, origin, path: Some(path.to_path_buf()) })
 }
@@ -151,10 +154,16 @@ mod tests {
         assert!(matches!(e, PatError::TooOpen { mode: 0o644, .. }));
         assert!(e.to_string().contains("chmod 600"));
         assert!(!e.to_string().contains("ghp_x"));
-        let e = resolve(&[PatSource::Credential("c".into()), PatSource::Env, PatSource::File(d.path().join("nope"))], |_| None)
-            .unwrap_err();
+        let e = resolve(
+            &[PatSource::Credential("c".into()), PatSource::Env, PatSource::File(d.path().join("nope"))],
+            |_| None,
+        )
+        .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("CREDENTIALS_DIRECTORY") && msg.contains(PAT_ENV) && msg.contains("does not exist"), "{msg}");
+        assert!(
+            msg.contains("CREDENTIALS_DIRECTORY") && msg.contains(PAT_ENV) && msg.contains("does not exist"),
+            "{msg}"
+        );
         let empty = write(d.path(), "empty", "\n  \n", 0o600);
         assert!(matches!(resolve(&[PatSource::File(empty)], |_| None), Err(PatError::Empty(_))));
         assert!(matches!(resolve(&[], |_| None), Err(PatError::NotConfigured)));

@@ -31,7 +31,8 @@ fn defaults_match_gitt() {
 fn example_file_is_valid_and_states_the_defaults() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
     let from_example = build(&text).unwrap();
-    let defaults = Settings::build(Some(Path::new("/etc/patrol/patrol.toml")), Some(""), &Overrides::default(), home).unwrap();
+    let defaults =
+        Settings::build(Some(Path::new("/etc/patrol/patrol.toml")), Some(""), &Overrides::default(), home).unwrap();
     assert_eq!(from_example.chain, defaults.chain);
     assert_eq!(from_example.validators, defaults.validators);
     assert_eq!(from_example.github, defaults.github);
@@ -118,8 +119,13 @@ fn overrides_and_relative_paths() {
         wallet: Some("w".into()),
         ..Overrides::default()
     };
-    let s = Settings::build(Some(Path::new("/cfg/p.toml")), Some("[pat]\nfile = \"pat.txt\"\n[wallet]\npath = \"wallets\""), &ov, env_none)
-        .unwrap();
+    let s = Settings::build(
+        Some(Path::new("/cfg/p.toml")),
+        Some("[pat]\nfile = \"pat.txt\"\n[wallet]\npath = \"wallets\""),
+        &ov,
+        env_none,
+    )
+    .unwrap();
     assert_eq!(s.chain.url, "ws://127.0.0.1:9944");
     assert_eq!(s.chain.netuid, 422);
     assert_eq!(s.validators.thresholds.min_vtrust, -1.0);
@@ -128,7 +134,13 @@ fn overrides_and_relative_paths() {
         s.miners[0].pat_sources,
         vec![PatSource::File("/run/pat".into()), PatSource::Env, PatSource::File("/cfg/pat.txt".into())]
     );
-    let s = Settings::build(None, Some(""), &Overrides { network: Some("wss://node.example:443".into()), ..Overrides::default() }, env_none).unwrap();
+    let s = Settings::build(
+        None,
+        Some(""),
+        &Overrides { network: Some("wss://node.example:443".into()), ..Overrides::default() },
+        env_none,
+    )
+    .unwrap();
     assert_eq!(s.chain.url, "wss://node.example:443");
 }
 

@@ -13,7 +13,9 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::synapse::{self, BroadcastFields, CheckFields, SynapseKind, TerminalInfo};
-use super::{EMPTY_BODY_HASH, EMPTY_STRING_INPUT_OBJ, Target, VERSION_AS_INT, now_ns, py_float, pyjson, signed_message};
+use super::{
+    EMPTY_BODY_HASH, EMPTY_STRING_INPUT_OBJ, Target, VERSION_AS_INT, now_ns, py_float, pyjson, signed_message,
+};
 use crate::secret::Pat;
 use crate::wallet::Hotkey;
 
@@ -254,7 +256,7 @@ impl Dendrite {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let resp = match self.http.post(&req.url).headers(headers).body(req.body).send().await {
             Ok(r) => r,
-            Err(e) => return (0, CallOutcome::NoResponse { kind: transport_kind(&e), detail: error_chain(&e) }),
+            Err(e) => return (0, CallOutcome::NoResponse { kind: transport_kind(&e), detail: root_cause(&e) }),
         };
         let status = resp.status();
         let header_message = resp
@@ -274,7 +276,10 @@ impl Dendrite {
             }
             Err(ReadError::TooLarge) => Vec::new(),
             Err(ReadError::Transport(e)) => {
-                return (status.as_u16(), CallOutcome::NoResponse { kind: NoResponseKind::Disconnected, detail: error_chain(&e) });
+                return (
+                    status.as_u16(),
+                    CallOutcome::NoResponse { kind: NoResponseKind::Disconnected, detail: root_cause(&e) },
+                );
             }
         };
         let code = status.as_u16();
@@ -370,6 +375,16 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// The innermost cause ("Connection refused (os error 111)"): reqwest's outer layers only repeat
+/// the URL and "error sending request".
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -403,7 +418,11 @@ mod tests {
     #[test]
     fn pat_only_in_broadcast_body() {
         let d = dendrite();
-        let t = Target { ip: "127.0.0.1".parse().unwrap(), port: 1, hotkey: "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi".into() };
+        let t = Target {
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 1,
+            hotkey: "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi".into(),
+        };
         let pat = Pat::new("ghp_supersecretvalue0000").unwrap();
         let c = d.prepare(SynapseKind::Check, &t, Duration::from_secs(15), Some(&pat));
         assert!(!c.body.contains("supersecret"));

@@ -103,7 +103,10 @@ mod tests {
         assert_eq!(sha3_hex(""), EMPTY_BODY_HASH);
         assert_eq!(body_hash(&[]), EMPTY_BODY_HASH);
         // HashedDemoSynapse illustration from body_hash.json
-        assert_eq!(body_hash(&["ghp_test", "None"]), "1bdf024ef34b5765e4f8326472cd10872ac50982c0290b453b78c0db6b8d862c");
+        assert_eq!(
+            body_hash(&["ghp_test", "None"]),
+            "1bdf024ef34b5765e4f8326472cd10872ac50982c0290b453b78c0db6b8d862c"
+        );
     }
 
     #[test]

@@ -133,7 +133,12 @@ pub fn request_body(
 }
 
 /// The base `Synapse` fields in declaration order.
-pub fn base_fields(kind: SynapseKind, timeout_s: f64, dendrite: &TerminalInfo, axon: &TerminalInfo) -> Map<String, Value> {
+pub fn base_fields(
+    kind: SynapseKind,
+    timeout_s: f64,
+    dendrite: &TerminalInfo,
+    axon: &TerminalInfo,
+) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("name".into(), json!(kind.name()));
     m.insert("timeout".into(), json!(timeout_s));
@@ -209,9 +214,15 @@ mod tests {
         assert_eq!(parse_check(&json!({"has_pat": true})).unwrap().pat_valid, None);
         assert_eq!(parse_check(&json!({"has_pat": "definitely-not-a-bool"})), Err(FieldError::WrongType("has_pat")));
         assert_eq!(parse_check(&json!([1])), Err(FieldError::NotAnObject));
-        assert_eq!(parse_broadcast(&json!({"accepted": false, "rejection_reason": "x"})).unwrap().accepted, Some(false));
+        assert_eq!(
+            parse_broadcast(&json!({"accepted": false, "rejection_reason": "x"})).unwrap().accepted,
+            Some(false)
+        );
         assert!(parse_request_token(SynapseKind::Broadcast, &json!({})).is_err());
-        assert_eq!(parse_request_token(SynapseKind::Broadcast, &json!({"github_access_token": "t"})).unwrap().as_deref(), Some("t"));
+        assert_eq!(
+            parse_request_token(SynapseKind::Broadcast, &json!({"github_access_token": "t"})).unwrap().as_deref(),
+            Some("t")
+        );
     }
 
     #[test]

@@ -244,7 +244,10 @@ mod tests {
         let t = NonceTracker::default();
         let old = signed(&k, NOW - 60_000_000_000, "u2", AXON);
         let e = verify_request(&old, AXON, &t, NOW, true).unwrap_err();
-        assert_eq!(e.to_string(), "Nonce is too old: acceptable delta is 16.00 seconds but request was 60.00 seconds old");
+        assert_eq!(
+            e.to_string(),
+            "Nonce is too old: acceptable delta is 16.00 seconds but request was 60.00 seconds old"
+        );
         let mut wide = signed(&k, NOW - 60_000_000_000, "u3", AXON);
         wide.timeout = Some(120.0);
         verify_request(&wide, AXON, &t, NOW, true).unwrap();

@@ -1,0 +1,183 @@
+//! The metagraph cache: the last good chain snapshot of one (endpoint, netuid), kept in the state
+//! dir so patrol still knows where the validators are when the chain cannot be reached.
+//!
+//! One JSON file per endpoint and netuid (`metagraph-<netuid>-<endpoint slug>.json`): finney's and
+//! testnet's netuid 74 are different subnets and must never stand in for each other. The file holds
+//! the neurons as patrol uses them, the block they were read at and when (unix seconds), and is
+//! replaced with [`crate::fsutil::atomic_write`], so a crash never leaves half a file. A file that
+//! does not parse (or names another endpoint/netuid) is moved aside with a warning and treated as
+//! absent: a broken cache must never stop patrol.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::validators::Neuron;
+
+/// Format version of the file; bump when the shape changes (an old file is then moved aside).
+const VERSION: u32 = 1;
+
+/// The file's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedMetagraph {
+    pub version: u32,
+    /// The endpoint it was read from.
+    pub url: String,
+    pub netuid: u16,
+    pub block: u64,
+    /// When it was read, unix seconds.
+    pub fetched_at: u64,
+    pub neurons: Vec<Neuron>,
+}
+
+impl CachedMetagraph {
+    /// How old the snapshot is now (zero if the clock went backwards).
+    pub fn age(&self) -> Duration {
+        let now = unix_now();
+        Duration::from_secs(now.saturating_sub(self.fetched_at))
+    }
+}
+
+/// What [`load`] found.
+#[derive(Debug)]
+pub enum Loaded {
+    Missing,
+    /// Unreadable; moved aside to this path (or could not be moved: `None`).
+    Corrupt {
+        reason: String,
+        moved_to: Option<PathBuf>,
+    },
+    Found(CachedMetagraph),
+}
+
+/// The cache file for `url` and `netuid` in `state_dir`.
+pub fn path(state_dir: &Path, url: &str, netuid: u16) -> PathBuf {
+    state_dir.join(format!("metagraph-{netuid}-{}.json", slug(url)))
+}
+
+/// `wss://entrypoint-finney.opentensor.ai:443` → `entrypoint-finney.opentensor.ai-443`: readable,
+/// safe as a file name, distinct per endpoint.
+fn slug(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let s: String = rest
+        .trim_end_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+        .take(80)
+        .collect();
+    if s.is_empty() { "endpoint".into() } else { s }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Save a fresh snapshot. Errors are the caller's to log: a cache that cannot be written must not
+/// fail a command that just read the chain successfully.
+pub fn save(state_dir: &Path, url: &str, netuid: u16, block: u64, neurons: &[Neuron]) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(state_dir)?;
+    let file = path(state_dir, url, netuid);
+    let c = CachedMetagraph {
+        version: VERSION,
+        url: url.to_string(),
+        netuid,
+        block,
+        fetched_at: unix_now(),
+        neurons: neurons.to_vec(),
+    };
+    let bytes = serde_json::to_vec(&c).map_err(std::io::Error::other)?;
+    crate::fsutil::atomic_write(&file, &bytes, 0o644)?;
+    Ok(file)
+}
+
+/// Read the snapshot for `url`/`netuid`, moving an unreadable file aside.
+pub fn load(state_dir: &Path, url: &str, netuid: u16) -> Loaded {
+    let file = path(state_dir, url, netuid);
+    let bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
+        Err(e) => {
+            // Unreadable (permissions, I/O): leave it in place, it may be fine for someone else.
+            warn!(path = %file.display(), error = %e, "cannot read the metagraph cache");
+            return Loaded::Corrupt { reason: e.to_string(), moved_to: None };
+        }
+    };
+    let reason = match serde_json::from_slice::<CachedMetagraph>(&bytes) {
+        Ok(c) if c.version != VERSION => {
+            format!("format version {} (expected {VERSION})", c.version)
+        }
+        // Two endpoints whose names map to the same file: not ours, but not broken either; the next
+        // save replaces it.
+        Ok(c) if c.url != url || c.netuid != netuid => return Loaded::Missing,
+        Ok(c) => return Loaded::Found(c),
+        Err(e) => e.to_string(),
+    };
+    let moved_to = match crate::fsutil::move_aside(&file, "corrupt") {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warn!(path = %file.display(), error = %e, "cannot move the unreadable metagraph cache aside");
+            None
+        }
+    };
+    warn!(
+        path = %file.display(),
+        moved_to = %moved_to.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        %reason,
+        "ignoring an unreadable metagraph cache"
+    );
+    Loaded::Corrupt { reason, moved_to }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn neuron(uid: u16) -> Neuron {
+        Neuron {
+            uid,
+            hotkey: format!("hk{uid}"),
+            ip: Some("10.0.0.1".parse().unwrap()),
+            port: 8091,
+            vtrust: 0.5000076295109483,
+            stake: 77.000000001,
+            validator_permit: true,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_age() {
+        let d = tempfile::tempdir().unwrap();
+        let url = "ws://127.0.0.1:9944";
+        let p = save(d.path(), url, 74, 123, &[neuron(0), neuron(1)]).unwrap();
+        assert_eq!(p, path(d.path(), url, 74));
+        assert_eq!(p.file_name().unwrap(), "metagraph-74-127.0.0.1-9944.json");
+        let Loaded::Found(c) = load(d.path(), url, 74) else { panic!("not found") };
+        assert_eq!(c.block, 123);
+        assert_eq!(c.neurons, vec![neuron(0), neuron(1)], "f64 values survive JSON exactly");
+        assert!(c.age() < Duration::from_secs(5));
+        // another endpoint or netuid has its own file
+        assert!(matches!(load(d.path(), "wss://other:443", 74), Loaded::Missing));
+        assert!(matches!(load(d.path(), url, 1), Loaded::Missing));
+    }
+
+    #[test]
+    fn corrupt_file_is_moved_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let url = "wss://entrypoint-finney.opentensor.ai:443";
+        let p = path(d.path(), url, 74);
+        std::fs::write(&p, b"{not json").unwrap();
+        let Loaded::Corrupt { moved_to: Some(moved), .. } = load(d.path(), url, 74) else { panic!("not corrupt") };
+        assert!(!p.exists());
+        assert_eq!(std::fs::read(moved).unwrap(), b"{not json");
+        assert!(matches!(load(d.path(), url, 74), Loaded::Missing));
+    }
+
+    #[test]
+    fn future_timestamp_is_age_zero() {
+        let c =
+            CachedMetagraph { version: 1, url: "u".into(), netuid: 1, block: 1, fetched_at: u64::MAX, neurons: vec![] };
+        assert_eq!(c.age(), Duration::ZERO);
+    }
+}

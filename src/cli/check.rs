@@ -1,0 +1,58 @@
+//! `patrol check`: ask every eligible validator whether it holds our valid PAT. No PAT is sent.
+
+use crate::cli::common;
+use crate::cli::{CheckArgs, Exit};
+use crate::config::Settings;
+use crate::coverage::Verdict;
+use crate::probe;
+use crate::report::{self, CheckReport, CheckRow};
+
+/// Run the command.
+pub async fn run(settings: &Settings, args: &CheckArgs) -> anyhow::Result<Exit> {
+    let miner = settings.single_miner()?;
+    let caller = common::caller(settings, miner)?;
+    if !args.json {
+        common::banner(settings, miner, caller.hotkey.ss58());
+    }
+    let el = common::eligible(settings, caller.hotkey.ss58(), args.json).await?;
+    let validators = &el.selection.eligible;
+    let replies = probe::check_all(
+        &caller.dendrite,
+        validators,
+        settings.reconcile.check_timeout,
+        settings.reconcile.concurrency,
+    )
+    .await;
+    let rows: Vec<CheckRow> = validators.iter().zip(&replies).map(|(v, r)| CheckRow::new(v, r)).collect();
+    let rep = CheckReport::new(caller.hotkey.ss58(), rows, el.selection.skipped.clone(), el.source.clone());
+    let summary = rep.summary();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        print!("{}", report::check_table(&rep));
+    }
+    eprintln!(
+        "{}/{} covered ({:.1}% of stake); valid {}, no_pat {}, invalid_pat {}, inconclusive {}, store_unavailable {}, no_response {}, rejected {}",
+        summary.covered,
+        summary.total,
+        summary.stake_weighted_coverage * 100.0,
+        rep.valid,
+        rep.no_pat,
+        rep.invalid_pat,
+        rep.inconclusive,
+        rep.store_unavailable,
+        rep.no_response,
+        rep.rejected
+    );
+    Ok(verdict_exit(summary.verdict()))
+}
+
+/// Coverage verdict → exit code.
+pub fn verdict_exit(v: Verdict) -> Exit {
+    match v {
+        Verdict::Covered => Exit::Covered,
+        Verdict::Partial => Exit::Partial,
+        Verdict::NoneCovered => Exit::NoneCovered,
+        Verdict::Undetermined => Exit::Undetermined,
+    }
+}

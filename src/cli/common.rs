@@ -1,0 +1,90 @@
+//! What `check`, `post`, `reconcile` and `run` share: loading the miner's hotkey, building the
+//! dendrite, and reading the eligible validators (with the registration check and gitt's
+//! "no validators eligible" error).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::chain::{self, Origin, SubnetView};
+use crate::cli::{Coded, Exit};
+use crate::config::{MinerSettings, Settings};
+use crate::report::SourceInfo;
+use crate::validators::Selection;
+use crate::wallet::Hotkey;
+use crate::wire::Dendrite;
+use crate::wire::dendrite::DendriteOptions;
+
+/// The miner's hotkey and a dendrite signing with it.
+pub struct Caller {
+    pub hotkey: Arc<Hotkey>,
+    pub dendrite: Arc<Dendrite>,
+}
+
+/// Load the hotkey file and build the dendrite.
+pub fn caller(settings: &Settings, miner: &MinerSettings) -> anyhow::Result<Caller> {
+    let hotkey = Arc::new(miner.load_hotkey()?);
+    let dendrite = Dendrite::new(
+        hotkey.clone(),
+        DendriteOptions { external_ip: settings.agent.external_ip.clone(), ..DendriteOptions::default() },
+    )
+    .context("failed to build the HTTP client")?;
+    Ok(Caller { hotkey, dendrite: Arc::new(dendrite) })
+}
+
+/// The eligible validators, where they came from, and the subnet view itself.
+pub struct Eligible {
+    pub view: SubnetView,
+    pub selection: Selection,
+    pub source: SourceInfo,
+}
+
+/// Read the validator source, refuse an unregistered hotkey (78) and an empty eligible set (3,
+/// gitt's `no_validators_eligible` with the skipped list).
+pub async fn eligible(settings: &Settings, own_hotkey: &str, json: bool) -> anyhow::Result<Eligible> {
+    let view = chain::subnet_view(settings, Some(own_hotkey)).await?;
+    view.require_registered(own_hotkey)?;
+    let selection = view.select(settings.validators.thresholds);
+    let source = source_info(&view);
+    if let Origin::Cache { age, error, .. } = &view.origin {
+        tracing::warn!(age_s = age.as_secs(), error = %error, "chain unreachable; using the cached metagraph");
+    }
+    if selection.eligible.is_empty() {
+        let t = settings.validators.thresholds;
+        let message = format!(
+            "no validators eligible on netuid {} (vtrust > {}, serving, stake >= {} α); {} high-vtrust validators skipped",
+            view.netuid,
+            t.min_vtrust,
+            t.min_stake,
+            selection.skipped.len()
+        );
+        if json {
+            let v = serde_json::json!({
+                "success": false,
+                "error": {"type": "no_validators_eligible", "message": message},
+                "skipped": selection.skipped,
+            });
+            println!("{v}");
+        }
+        return Err(Coded::new(Exit::Undetermined, "no_validators_eligible", message));
+    }
+    Ok(Eligible { view, selection, source })
+}
+
+/// JSON metadata for a view.
+pub fn source_info(view: &SubnetView) -> SourceInfo {
+    SourceInfo {
+        netuid: view.netuid,
+        block: view.block,
+        source: view.origin.label().into(),
+        metagraph_age_s: view.origin.cache_age().map(|a| a.as_secs()),
+    }
+}
+
+/// gitt prints this line to stderr before contacting validators.
+pub fn banner(settings: &Settings, miner: &MinerSettings, hotkey: &str) {
+    eprintln!(
+        "Miner: {} ({}) | Network: {} | Netuid: {}",
+        miner.name, hotkey, settings.chain.network, settings.chain.netuid
+    );
+}

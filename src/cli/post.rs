@@ -1,0 +1,230 @@
+//! `patrol post`: check the PAT locally (both GitHub calls, with the validator's body semantics),
+//! then send it to every eligible validator, retrying only those that gave no response (bounded,
+//! exponential backoff with jitter). An explicit accept or reject is final. A permanently invalid
+//! PAT is never sent (exit 78); if GitHub can't be reached from here nothing is sent either (exit 3).
+//! Accepted fingerprints are recorded in the state dir, so a later `reconcile` knows who holds it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+
+use crate::cli::common;
+use crate::cli::{Coded, Exit, PostArgs};
+use crate::config::Settings;
+use crate::github::{GithubClient, GithubOptions, PreflightOutcome};
+use crate::reconcile::core::{self, BroadcastObs, Desired, Policy, Preflight};
+use crate::reconcile::pass::{Env, SystemEnv};
+use crate::reconcile::state::StateFile;
+use crate::report::{self, PostOutcome, PostReport, PostRow};
+use crate::secret::Pat;
+use crate::validators::Validator;
+use crate::wire::dendrite::Reply;
+use crate::wire::{BroadcastFields, CallOutcome, Dendrite};
+
+/// GitHub client for the miner-side preflight, from `[github]`.
+pub fn github_client(settings: &Settings) -> anyhow::Result<GithubClient> {
+    Ok(GithubClient::new(GithubOptions {
+        api_url: settings.github.api_url.clone(),
+        timeout: settings.github.timeout,
+        ..GithubOptions::default()
+    })?)
+}
+
+/// Is this broadcast result worth another attempt? Silence and errors that a fresh request can
+/// clear (408 priority timeout, 429, 5xx) — not 401/403/404, and never an explicit answer.
+fn retryable(r: &Reply<BroadcastFields>) -> bool {
+    match &r.outcome {
+        CallOutcome::NoResponse { .. } => true,
+        CallOutcome::Rejected { status, .. } => matches!(status, 408 | 429 | 500..=599),
+        CallOutcome::Answered(f) => f.accepted.is_none(),
+    }
+}
+
+/// Broadcast to one validator with up to `retries` extra attempts on retryable results.
+async fn broadcast_with_retries(
+    d: Arc<Dendrite>,
+    v: Validator,
+    pat: Pat,
+    timeout: Duration,
+    retries: u32,
+) -> (Reply<BroadcastFields>, u32) {
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(8))
+        .with_max_times(retries as usize)
+        .with_jitter();
+    let target = v.target();
+    let result = (|| async {
+        attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let r = d.broadcast(&target, timeout, &pat).await;
+        if retryable(&r) { Err(r) } else { Ok(r) }
+    })
+    .retry(backoff)
+    .notify(|r, wait| tracing::info!(uid = v.uid, addr = %v.addr(), ?wait, outcome = ?outcome_label(r), "no answer; retrying broadcast"))
+    .await;
+    let reply = match result {
+        Ok(r) | Err(r) => r,
+    };
+    (reply, attempts.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+fn outcome_label(r: &Reply<BroadcastFields>) -> String {
+    match &r.outcome {
+        CallOutcome::NoResponse { kind, .. } => kind.as_str().to_string(),
+        CallOutcome::Rejected { status, .. } => format!("http {status}"),
+        CallOutcome::Answered(_) => "answer without `accepted`".into(),
+    }
+}
+
+/// Run the command.
+pub async fn run(settings: &Settings, args: &PostArgs) -> anyhow::Result<Exit> {
+    let miner = settings.single_miner()?;
+    let loaded = miner.load_pat()?;
+    let caller = common::caller(settings, miner)?;
+    if !args.json {
+        common::banner(settings, miner, caller.hotkey.ss58());
+        eprintln!("PAT: {} (from {})", loaded.pat.redacted(), loaded.origin);
+    }
+    let github = github_client(settings)?;
+    let pf = github.preflight(&loaded.pat).await;
+    let login = match &pf.outcome {
+        PreflightOutcome::Valid { login, .. } => login.clone(),
+        PreflightOutcome::Invalid { reason } => {
+            return Err(Coded::new(
+                Exit::Config,
+                "pat_invalid",
+                format!("GitHub PAT is invalid, expired or lacks scope: {reason}; nothing was sent"),
+            ));
+        }
+        PreflightOutcome::Transient { reason, .. } => {
+            return Err(Coded::new(
+                Exit::Undetermined,
+                "github_unavailable",
+                format!("could not verify the PAT with GitHub ({reason}); nothing was sent, try again later"),
+            ));
+        }
+    };
+    if !args.json {
+        eprintln!("GitHub login: {login}");
+    }
+    let el = common::eligible(settings, caller.hotkey.ss58(), args.json).await?;
+    let retries = args.retries.unwrap_or(settings.reconcile.post_retries);
+    let mut tasks = tokio::task::JoinSet::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(settings.reconcile.concurrency));
+    for (i, v) in el.selection.eligible.iter().enumerate() {
+        let (d, v, pat, sem) = (caller.dendrite.clone(), v.clone(), loaded.pat.clone(), sem.clone());
+        let timeout = settings.reconcile.broadcast_timeout;
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            (i, broadcast_with_retries(d, v, pat, timeout, retries).await)
+        });
+    }
+    let mut results: Vec<Option<(Reply<BroadcastFields>, u32)>> = vec![None; el.selection.eligible.len()];
+    while let Some(j) = tasks.join_next().await {
+        if let Ok((i, r)) = j {
+            results[i] = Some(r);
+        }
+    }
+    let rows: Vec<PostRow> = el
+        .selection
+        .eligible
+        .iter()
+        .zip(results)
+        .map(|(v, r)| match r {
+            Some((reply, attempts)) => PostRow::new(v, &reply, attempts),
+            None => PostRow::new(
+                v,
+                &Reply {
+                    outcome: CallOutcome::NoResponse {
+                        kind: crate::wire::NoResponseKind::Disconnected,
+                        detail: "internal error".into(),
+                    },
+                    latency: Duration::ZERO,
+                },
+                0,
+            ),
+        })
+        .collect();
+    record(settings, caller.hotkey.ss58(), &loaded.pat, &el.selection.eligible, &rows);
+    let rep = PostReport::new(
+        caller.hotkey.ss58(),
+        Some(login),
+        loaded.pat.redacted(),
+        rows,
+        el.selection.skipped.clone(),
+        el.source.clone(),
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        print!("{}", report::post_table(&rep));
+    }
+    eprintln!(
+        "{}/{} accepted ({:.1}% of stake); rejected {}, no_response {}",
+        rep.accepted,
+        rep.total_validators,
+        rep.stake_weighted_coverage * 100.0,
+        rep.rejected,
+        rep.no_response
+    );
+    let answered = rep.results.iter().any(|r| r.outcome != PostOutcome::NoResponse);
+    Ok(if rep.coverage_complete {
+        Exit::Covered
+    } else if rep.accepted > 0 {
+        Exit::Partial
+    } else if answered {
+        Exit::NoneCovered
+    } else {
+        Exit::Undetermined
+    })
+}
+
+/// Remember which validators accepted this PAT (and which refused it for good), so `reconcile`
+/// neither re-sends it needlessly nor retries a locked identity. Best effort: a busy or unwritable
+/// state dir only costs a warning.
+fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], rows: &[PostRow]) {
+    let file = StateFile::new(&settings.agent.state_dir, hotkey, settings.chain.netuid);
+    let _lock = match file.try_lock() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "not recording the result in the state file");
+            return;
+        }
+    };
+    let mut state = file.load(hotkey, settings.chain.netuid);
+    let mut env = SystemEnv;
+    let now = env.now();
+    let p = Policy::from(&settings.reconcile);
+    let fp = pat.fingerprint();
+    state.first_fingerprint.get_or_insert_with(|| fp.clone());
+    state.fingerprint = Some(fp.clone());
+    let d =
+        Desired { fingerprint: fp, adopt_fingerprint: state.first_fingerprint.clone(), preflight: Preflight::Valid };
+    for (v, row) in eligible.iter().zip(rows) {
+        let h = state.validators.entry(v.uid).or_insert_with(|| core::History::new(&v.hotkey));
+        if h.hotkey != v.hotkey {
+            *h = core::History::new(&v.hotkey);
+        }
+        let sent = core::broadcast_sent(h, now);
+        let obs = match row.outcome {
+            PostOutcome::Accepted => BroadcastObs::Accepted,
+            PostOutcome::Rejected => BroadcastObs::Rejected { reason: row.rejection_reason.clone() },
+            PostOutcome::NoResponse => {
+                BroadcastObs::Failed { status: row.status_code, detail: row.detail.clone().unwrap_or_default() }
+            }
+        };
+        let (_, mut h2) = core::after_broadcast(&p, &d, &sent, &obs, now, env.jitter());
+        if obs == BroadcastObs::Accepted {
+            // accepted just now: covered until the next check says otherwise
+            h2.category = Some(crate::coverage::Category::Valid);
+            h2.next_check_at = now + p.interval;
+        }
+        state.validators.insert(v.uid, h2);
+    }
+    state.updated_at = now;
+    if let Err(e) = file.save(&state) {
+        tracing::warn!(error = %e, "could not save the state file");
+    }
+}

@@ -1,0 +1,218 @@
+//! What a check answer means for coverage, and how a set of answers adds up. Pure.
+//!
+//! Categories refine gitt's (docs/gittensor-pat-semantics.md §1.4): `store_unavailable` is split out
+//! of `no_pat` (has_pat=false, pat_valid=null is the validator saying "my store is unreadable, retry",
+//! not "I lost your PAT"), and `rejected` (an HTTP error status: 401 nonce/signature, 403 not
+//! registered, 404 no handler, 500) is split out of `no_response`.
+//!
+//! **Covered** means `valid` or `inconclusive`: an inconclusive validator holds our PAT and only
+//! failed to reach GitHub just now (it keeps scoring with the stored GitHub id), and nothing a miner
+//! can send would change that. Exit codes and `coverage_complete` use this definition.
+
+use serde::Serialize;
+
+use crate::wire::{CallOutcome, CheckFields};
+
+/// Coverage category of one validator after a `PatCheckSynapse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Valid,
+    NoPat,
+    InvalidPat,
+    Inconclusive,
+    StoreUnavailable,
+    NoResponse,
+    Rejected,
+}
+
+impl Category {
+    /// All categories, in report order.
+    pub const ALL: [Category; 7] = [
+        Category::Valid,
+        Category::NoPat,
+        Category::InvalidPat,
+        Category::Inconclusive,
+        Category::StoreUnavailable,
+        Category::NoResponse,
+        Category::Rejected,
+    ];
+
+    /// snake_case name (JSON, metrics labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Valid => "valid",
+            Category::NoPat => "no_pat",
+            Category::InvalidPat => "invalid_pat",
+            Category::Inconclusive => "inconclusive",
+            Category::StoreUnavailable => "store_unavailable",
+            Category::NoResponse => "no_response",
+            Category::Rejected => "rejected",
+        }
+    }
+
+    /// Holds our PAT (see module docs).
+    pub fn is_covered(self) -> bool {
+        matches!(self, Category::Valid | Category::Inconclusive)
+    }
+
+    /// The validator gave a synapse answer about our PAT (as opposed to an error or silence).
+    pub fn is_answer(self) -> bool {
+        !matches!(self, Category::NoResponse | Category::Rejected)
+    }
+}
+
+impl std::fmt::Display for Category {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Classify a check answer's fields (top-down, as gitt, plus `store_unavailable`).
+pub fn classify_fields(f: &CheckFields) -> Category {
+    match (f.has_pat, f.pat_valid) {
+        (_, Some(true)) => Category::Valid,
+        (Some(false), None) => Category::StoreUnavailable,
+        (Some(false), Some(false)) => Category::NoPat,
+        (Some(true), Some(false)) => Category::InvalidPat,
+        (Some(true), None) => Category::Inconclusive,
+        // has_pat missing: a 200 that says nothing — gitt's no_response
+        (None, _) => Category::NoResponse,
+    }
+}
+
+/// Classify a whole call outcome.
+pub fn classify(outcome: &CallOutcome<CheckFields>) -> Category {
+    match outcome {
+        CallOutcome::Answered(f) => classify_fields(f),
+        CallOutcome::Rejected { .. } => Category::Rejected,
+        CallOutcome::NoResponse { .. } => Category::NoResponse,
+    }
+}
+
+/// gitt's category for the same answer (its JSON counts must stay comparable).
+pub fn gitt_category(c: Category) -> &'static str {
+    match c {
+        Category::StoreUnavailable => "no_pat",
+        Category::Rejected => "no_response",
+        other => other.as_str(),
+    }
+}
+
+/// Counts and stake shares over a set of (category, stake) rows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub total: usize,
+    pub covered: usize,
+    pub answered: usize,
+    pub counts: std::collections::BTreeMap<Category, usize>,
+    /// Share of eligible stake whose validator is covered (0..=1; 0 when there is no stake).
+    pub stake_weighted_coverage: f64,
+    /// Share of eligible stake whose validator answered `valid`.
+    pub stake_weighted_valid: f64,
+}
+
+impl Summary {
+    /// Add up `(category, stake)` rows.
+    pub fn of(rows: impl IntoIterator<Item = (Category, f64)>) -> Summary {
+        let mut s = Summary::default();
+        let (mut stake, mut covered_stake, mut valid_stake) = (0.0, 0.0, 0.0);
+        for (c, st) in rows {
+            s.total += 1;
+            *s.counts.entry(c).or_default() += 1;
+            stake += st;
+            if c.is_covered() {
+                s.covered += 1;
+                covered_stake += st;
+            }
+            if c == Category::Valid {
+                valid_stake += st;
+            }
+            if c.is_answer() {
+                s.answered += 1;
+            }
+        }
+        if stake > 0.0 {
+            s.stake_weighted_coverage = covered_stake / stake;
+            s.stake_weighted_valid = valid_stake / stake;
+        } else if s.total > 0 && s.covered == s.total {
+            s.stake_weighted_coverage = 1.0;
+            s.stake_weighted_valid = if valid_stake == 0.0 && s.count(Category::Valid) == s.total { 1.0 } else { 0.0 };
+        }
+        s
+    }
+
+    /// Number of rows in `c`.
+    pub fn count(&self, c: Category) -> usize {
+        self.counts.get(&c).copied().unwrap_or(0)
+    }
+
+    /// Every eligible validator covered (and there is at least one).
+    pub fn complete(&self) -> bool {
+        self.total > 0 && self.covered == self.total
+    }
+
+    /// The coverage verdict as an exit status.
+    pub fn verdict(&self) -> Verdict {
+        if self.total == 0 || self.answered == 0 {
+            Verdict::Undetermined
+        } else if self.covered == self.total {
+            Verdict::Covered
+        } else if self.covered == 0 {
+            Verdict::NoneCovered
+        } else {
+            Verdict::Partial
+        }
+    }
+}
+
+/// Coverage verdict (maps 1:1 to exit codes 0/1/2/3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Covered,
+    Partial,
+    NoneCovered,
+    Undetermined,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::NoResponseKind;
+
+    fn f(has_pat: Option<bool>, pat_valid: Option<bool>) -> Category {
+        classify_fields(&CheckFields { has_pat, pat_valid, rejection_reason: None })
+    }
+
+    #[test]
+    fn categories_follow_the_handler_table() {
+        assert_eq!(f(Some(true), Some(true)), Category::Valid);
+        assert_eq!(f(Some(false), Some(false)), Category::NoPat);
+        assert_eq!(f(Some(false), None), Category::StoreUnavailable);
+        assert_eq!(f(Some(true), Some(false)), Category::InvalidPat);
+        assert_eq!(f(Some(true), None), Category::Inconclusive);
+        assert_eq!(f(None, None), Category::NoResponse);
+        assert_eq!(gitt_category(Category::StoreUnavailable), "no_pat");
+        let r: CallOutcome<CheckFields> = CallOutcome::Rejected { status: 403, message: "x".into() };
+        assert_eq!(classify(&r), Category::Rejected);
+        let n: CallOutcome<CheckFields> =
+            CallOutcome::NoResponse { kind: NoResponseKind::Timeout, detail: String::new() };
+        assert_eq!(classify(&n), Category::NoResponse);
+    }
+
+    #[test]
+    fn verdicts() {
+        use Category::*;
+        assert_eq!(Summary::of([]).verdict(), Verdict::Undetermined);
+        assert_eq!(Summary::of([(NoResponse, 1.0), (Rejected, 1.0)]).verdict(), Verdict::Undetermined);
+        assert_eq!(Summary::of([(Valid, 1.0), (Inconclusive, 3.0)]).verdict(), Verdict::Covered);
+        assert_eq!(Summary::of([(NoPat, 1.0), (NoResponse, 1.0)]).verdict(), Verdict::NoneCovered);
+        let s = Summary::of([(Valid, 3.0), (NoPat, 1.0)]);
+        assert_eq!(s.verdict(), Verdict::Partial);
+        assert_eq!(s.stake_weighted_coverage, 0.75);
+        assert_eq!(s.count(NoPat), 1);
+        let s = Summary::of([(Valid, 1.0), (Inconclusive, 1.0)]);
+        assert_eq!((s.stake_weighted_coverage, s.stake_weighted_valid), (1.0, 0.5));
+    }
+}

@@ -1,0 +1,304 @@
+//! Prometheus metrics: one registry, filled from pass outcomes. `patrol run` serves it on
+//! `/metrics` (OpenMetrics text); `patrol reconcile --metrics-file` writes it in the classic
+//! Prometheus text format for node_exporter's textfile collector. Labels are bounded: miner hotkey,
+//! category/outcome names, validator uid/hotkey of the eligible set. Never the PAT.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::coverage::{Category, Summary};
+use crate::github::PreflightOutcome;
+use crate::reconcile::pass::PassOutcome;
+use crate::reconcile::state::MinerState;
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MinerL {
+    hotkey: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryL {
+    hotkey: String,
+    category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeL {
+    hotkey: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ValidatorL {
+    hotkey: String,
+    uid: String,
+    validator: String,
+    category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ValidatorUidL {
+    hotkey: String,
+    uid: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindL {
+    hotkey: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetuidL {
+    netuid: String,
+}
+
+/// The metric families patrol exports.
+pub struct Metrics {
+    registry: Registry,
+    coverage: Family<CategoryL, Gauge>,
+    eligible: Family<MinerL, Gauge>,
+    stake_coverage: Family<MinerL, FGauge>,
+    validator_state: Family<ValidatorL, Gauge>,
+    validator_failures: Family<ValidatorUidL, Gauge>,
+    checks: Family<CategoryL, Counter>,
+    broadcasts: Family<OutcomeL, Counter>,
+    pass_duration: Family<MinerL, FGauge>,
+    last_pass: Family<MinerL, FGauge>,
+    last_full: Family<MinerL, FGauge>,
+    metagraph_age: Family<NetuidL, FGauge>,
+    preflight: Family<OutcomeL, Gauge>,
+    pat_expiry: Family<MinerL, FGauge>,
+    rate_remaining: Family<MinerL, Gauge>,
+    alerts: Family<KindL, Gauge>,
+    passes: Family<MinerL, Counter>,
+    /// Per-validator series set by the last pass of each miner.
+    validator_series: std::sync::Mutex<std::collections::HashMap<String, Vec<(ValidatorL, ValidatorUidL)>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family registered (prefix `patrol_`).
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("patrol");
+        let m = Metrics {
+            coverage: Family::default(),
+            eligible: Family::default(),
+            stake_coverage: Family::default(),
+            validator_state: Family::default(),
+            validator_failures: Family::default(),
+            checks: Family::default(),
+            broadcasts: Family::default(),
+            pass_duration: Family::default(),
+            last_pass: Family::default(),
+            last_full: Family::default(),
+            metagraph_age: Family::default(),
+            preflight: Family::default(),
+            pat_expiry: Family::default(),
+            rate_remaining: Family::default(),
+            alerts: Family::default(),
+            passes: Family::default(),
+            validator_series: Default::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "coverage_validators",
+            "Eligible validators by coverage category after the last pass",
+            m.coverage.clone(),
+        );
+        registry.register(
+            "eligible_validators",
+            "Validators eligible to hold the PAT (gitt's rule)",
+            m.eligible.clone(),
+        );
+        registry.register(
+            "stake_weighted_coverage_ratio",
+            "Share of eligible stake at covered validators (valid or inconclusive)",
+            m.stake_coverage.clone(),
+        );
+        registry.register(
+            "validator_state",
+            "1 for each eligible validator's current category",
+            m.validator_state.clone(),
+        );
+        registry.register(
+            "validator_failures",
+            "Consecutive failures (backoff level) per validator",
+            m.validator_failures.clone(),
+        );
+        registry.register("checks", "PatCheckSynapse calls by resulting category", m.checks.clone());
+        registry.register("broadcasts", "PatBroadcastSynapse calls by outcome", m.broadcasts.clone());
+        registry.register("pass_duration_seconds", "Duration of the last reconcile pass", m.pass_duration.clone());
+        registry.register("last_pass_timestamp_seconds", "Unix time of the last reconcile pass", m.last_pass.clone());
+        registry.register(
+            "last_full_coverage_timestamp_seconds",
+            "Unix time every eligible validator was last covered",
+            m.last_full.clone(),
+        );
+        registry.register(
+            "metagraph_age_seconds",
+            "Age of the metagraph in use (0 when read just now)",
+            m.metagraph_age.clone(),
+        );
+        registry.register(
+            "pat_preflight",
+            "1 for the last local PAT preflight result (valid, transient, invalid)",
+            m.preflight.clone(),
+        );
+        registry.register(
+            "pat_expiry_timestamp_seconds",
+            "When GitHub says the PAT expires (unix time)",
+            m.pat_expiry.clone(),
+        );
+        registry.register(
+            "github_rate_limit_remaining",
+            "GitHub core rate limit left for the PAT, from the last preflight",
+            m.rate_remaining.clone(),
+        );
+        registry.register("alerts", "Active alerts by kind", m.alerts.clone());
+        registry.register("passes", "Reconcile passes run", m.passes.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Update everything a pass tells us.
+    pub fn observe_pass(&self, hotkey: &str, out: &PassOutcome, state: &MinerState) {
+        let hk = || hotkey.to_string();
+        let summary = Summary::of(out.final_rows());
+        for c in Category::ALL {
+            self.coverage
+                .get_or_create(&CategoryL { hotkey: hk(), category: c.as_str().into() })
+                .set(summary.count(c) as i64);
+        }
+        self.eligible.get_or_create(&MinerL { hotkey: hk() }).set(summary.total as i64);
+        self.stake_coverage.get_or_create(&MinerL { hotkey: hk() }).set(summary.stake_weighted_coverage);
+        // Per-validator gauges describe the current set: drop this miner's previous series first, so
+        // a validator that changed category or left the set doesn't linger.
+        let mut set = self.validator_series.lock().unwrap_or_else(|p| p.into_inner());
+        for l in set.remove(hotkey).unwrap_or_default() {
+            self.validator_state.remove(&l.0);
+            self.validator_failures.remove(&l.1);
+        }
+        let mut now_set = Vec::new();
+        for v in &out.validators {
+            let uid = v.validator.uid.to_string();
+            let category = v.final_category.map(|c| c.as_str()).unwrap_or("unknown").to_string();
+            let state_l =
+                ValidatorL { hotkey: hk(), uid: uid.clone(), validator: v.validator.hotkey.clone(), category };
+            let fail_l = ValidatorUidL { hotkey: hk(), uid };
+            self.validator_state.get_or_create(&state_l).set(1);
+            self.validator_failures.get_or_create(&fail_l).set(i64::from(v.failures));
+            now_set.push((state_l, fail_l));
+        }
+        set.insert(hotkey.to_string(), now_set);
+        drop(set);
+        for c in &out.checks {
+            self.checks.get_or_create(&CategoryL { hotkey: hk(), category: c.as_str().into() }).inc();
+        }
+        for b in &out.broadcasts {
+            self.broadcasts.get_or_create(&OutcomeL { hotkey: hk(), outcome: (*b).into() }).inc();
+        }
+        self.passes.get_or_create(&MinerL { hotkey: hk() }).inc();
+        self.pass_duration.get_or_create(&MinerL { hotkey: hk() }).set(out.duration.as_secs_f64());
+        self.last_pass.get_or_create(&MinerL { hotkey: hk() }).set(out.started_at as f64);
+        if let Some(t) = state.last_full_coverage_at {
+            self.last_full.get_or_create(&MinerL { hotkey: hk() }).set(t as f64);
+        }
+        if let Some(pf) = &out.preflight {
+            let result = match pf.outcome {
+                PreflightOutcome::Valid { .. } => "valid",
+                PreflightOutcome::Transient { .. } => "transient",
+                PreflightOutcome::Invalid { .. } => "invalid",
+            };
+            for r in ["valid", "transient", "invalid"] {
+                self.preflight.get_or_create(&OutcomeL { hotkey: hk(), outcome: r.into() }).set(i64::from(r == result));
+            }
+            if let Some(exp) = pf.token_expiry.as_ref().and_then(|e| e.unix_seconds) {
+                self.pat_expiry.get_or_create(&MinerL { hotkey: hk() }).set(exp as f64);
+            }
+            if let Some(rem) = pf.rate_limit.as_ref().and_then(|r| r.remaining) {
+                self.rate_remaining.get_or_create(&MinerL { hotkey: hk() }).set(rem as i64);
+            }
+        }
+        for kind in ["terminal", "store_unavailable", "uncovered", "pat_invalid"] {
+            let n = out.alerts.iter().filter(|a| a.kind == kind).count();
+            self.alerts.get_or_create(&KindL { hotkey: hk(), kind: kind.into() }).set(n as i64);
+        }
+    }
+
+    /// Age of the metagraph in use for `netuid`.
+    pub fn set_metagraph_age(&self, netuid: u16, age_secs: f64) {
+        self.metagraph_age.get_or_create(&NetuidL { netuid: netuid.to_string() }).set(age_secs);
+    }
+
+    /// OpenMetrics text (what `/metrics` serves).
+    pub fn encode_openmetrics(&self) -> String {
+        let mut s = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+
+    /// Classic Prometheus text format 0.0.4 (node_exporter's textfile collector does not take
+    /// OpenMetrics): counters are declared under their `_total` name, `# UNIT`/`# EOF` dropped.
+    pub fn encode_prometheus(&self) -> String {
+        to_prometheus_text(&self.encode_openmetrics())
+    }
+}
+
+/// Convert OpenMetrics text to the classic format (see [`Metrics::encode_prometheus`]).
+pub fn to_prometheus_text(om: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for l in om.lines() {
+        if let Some(name) = l.strip_prefix("# TYPE ").and_then(|rest| rest.strip_suffix(" counter")) {
+            counters.insert(name.to_string());
+        }
+    }
+    let mut out = String::new();
+    for l in om.lines() {
+        if l == "# EOF" || l.starts_with("# UNIT ") {
+            continue;
+        }
+        let line = match l.strip_prefix("# HELP ").or_else(|| l.strip_prefix("# TYPE ")) {
+            Some(rest) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let kind = &l[..7];
+                if counters.contains(name) { format!("{kind}{name}_total {tail}") } else { l.to_string() }
+            }
+            None => l.to_string(),
+        };
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_renames_counters() {
+        let m = Metrics::new();
+        m.passes.get_or_create(&MinerL { hotkey: "5X".into() }).inc();
+        m.set_metagraph_age(74, 12.5);
+        let om = m.encode_openmetrics();
+        assert!(om.contains("# TYPE patrol_passes counter") && om.ends_with("# EOF\n"));
+        let p = m.encode_prometheus();
+        assert!(p.contains("# TYPE patrol_passes_total counter"));
+        assert!(p.contains("patrol_passes_total{hotkey=\"5X\"} 1"));
+        assert!(p.contains("patrol_metagraph_age_seconds{netuid=\"74\"} 12.5"));
+        assert!(!p.contains("# EOF"));
+    }
+}

@@ -1,0 +1,550 @@
+//! The pure decision core: observed state + history + desired state → action. No I/O, no clock, no
+//! randomness of its own (time and a jitter sample are passed in), so `reconcile`, `run` and the
+//! simulation all run exactly this code, and property tests can drive it.
+//!
+//! Desired state: every eligible validator holds our current, valid PAT — identified by its
+//! fingerprint, never the PAT. The table it implements is docs/gittensor-pat-semantics.md §4.3:
+//!
+//! | observed | action |
+//! |---|---|
+//! | valid, current fingerprint accepted (or adopted) | nothing until the next interval |
+//! | valid, but this validator never accepted the current fingerprint (PAT rotated) | broadcast once |
+//! | inconclusive, or invalid_pat with a transient reason | nothing; check again sooner |
+//! | store_unavailable | back off, no broadcast; alert after `alert_after` |
+//! | no_pat, invalid_pat (permanent) | broadcast if the local preflight passes; preflight invalid → alert for all, send nothing |
+//! | no_response, rejected (HTTP error) | check again with backoff; never a blind re-broadcast |
+//! | broadcast accepted | confirm with a check |
+//! | broadcast rejected, transient | back off and retry |
+//! | broadcast rejected, permanent | terminal for this validator until the PAT changes; alert |
+//!
+//! # Guarantees
+//! - Never returns `Broadcast` for a validator whose check says `valid` and that accepted (or
+//!   adopted) the current fingerprint.
+//! - Never returns `Broadcast` before the validator's backoff window (`not_before`) has passed.
+//! - Never returns `Broadcast` unless the preflight says the PAT is valid.
+//!
+//! The caller guarantees it only asks about eligible validators.
+
+use serde::{Deserialize, Serialize};
+
+use super::classify::{self, Persistence};
+use crate::config::ReconcileSettings;
+use crate::coverage::Category;
+
+/// Unix seconds.
+pub type Secs = u64;
+
+/// Timing and limits of the reconciler (from `[reconcile]`), in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    pub interval: Secs,
+    pub recheck_inconclusive: Secs,
+    pub backoff_initial: Secs,
+    pub backoff_max: Secs,
+    /// Alert when a validator stays uncovered / its store unavailable this long (one scoring round).
+    pub alert_after: Secs,
+    /// Consecutive rejections with transient-looking reasons before we stop (terminal).
+    pub max_rejections: u32,
+}
+
+impl From<&ReconcileSettings> for Policy {
+    fn from(s: &ReconcileSettings) -> Policy {
+        Policy {
+            interval: s.interval.as_secs().max(1),
+            recheck_inconclusive: s.recheck_inconclusive.as_secs().max(1),
+            backoff_initial: s.backoff_initial.as_secs().max(1),
+            backoff_max: s.backoff_max.as_secs().max(1),
+            alert_after: s.alert_after.as_secs().max(1),
+            max_rejections: 5,
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy::from(&ReconcileSettings::default())
+    }
+}
+
+impl Policy {
+    /// Backoff after `failures` (≥ 1) consecutive failures: base = initial·2^(failures−1), capped at
+    /// `backoff_max`, jittered uniformly over [base/2, base] ("equal jitter"). Not full jitter
+    /// ([0, base]): a near-zero draw would re-send a PAT right after a failure. `u` ∈ [0, 1).
+    pub fn backoff(&self, failures: u32, u: f64) -> Secs {
+        let exp = failures.saturating_sub(1).min(32);
+        let base = self.backoff_initial.saturating_mul(1u64 << exp).min(self.backoff_max).max(1);
+        let half = base as f64 / 2.0;
+        (half + half * u.clamp(0.0, 1.0)).ceil().max(1.0) as Secs
+    }
+}
+
+/// What the local GitHub preflight said about the current PAT this pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum Preflight {
+    /// Not run (nobody needed a broadcast yet).
+    NotRun,
+    Valid,
+    /// GitHub unreachable or rate-limited from here: don't send, retry later.
+    Transient(String),
+    /// Revoked, expired, lacks scope: never send it; alert.
+    Invalid(String),
+}
+
+/// The desired state for one miner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// Fingerprint of the PAT we want every validator to hold.
+    pub fingerprint: String,
+    /// Fingerprint of the PAT patrol first saw for this miner. A validator already `valid` when
+    /// patrol first meets it is assumed to hold it (adopted) if it equals `fingerprint`, so a first
+    /// `reconcile` after `gitt miner post` does not re-send the PAT everywhere.
+    pub adopt_fingerprint: Option<String>,
+    pub preflight: Preflight,
+}
+
+/// A broadcast that keeps failing permanently: no more broadcasts until the PAT changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Terminal {
+    pub reason: String,
+    /// Fingerprint of the PAT that was refused; a new PAT clears the terminal state.
+    pub fingerprint: String,
+    pub since: Secs,
+}
+
+/// Everything remembered about one validator across passes (persisted; holds no secret).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// The validator's hotkey: if a uid gets a new hotkey, the history restarts.
+    pub hotkey: String,
+    pub category: Option<Category>,
+    pub reason: Option<String>,
+    pub checked_at: Option<Secs>,
+    /// When this validator should next be checked (agent scheduling).
+    pub next_check_at: Secs,
+    /// Backoff window: no broadcast (and in one-shot mode no check) before this.
+    pub not_before: Secs,
+    /// Consecutive failures driving the backoff.
+    pub failures: u32,
+    /// Consecutive broadcast rejections.
+    pub rejections: u32,
+    /// Fingerprint of the last PAT this validator accepted (or we adopted for it).
+    pub accepted_fingerprint: Option<String>,
+    pub broadcasts: u32,
+    pub last_broadcast_at: Option<Secs>,
+    pub uncovered_since: Option<Secs>,
+    pub unavailable_since: Option<Secs>,
+    pub terminal: Option<Terminal>,
+    /// When it left the eligible set (kept for a grace period so flapping can't bypass spacing).
+    #[serde(default)]
+    pub left_at: Option<Secs>,
+}
+
+impl History {
+    /// A validator seen for the first time.
+    pub fn new(hotkey: &str) -> History {
+        History { hotkey: hotkey.to_string(), ..History::default() }
+    }
+
+    fn record_failure(&mut self, p: &Policy, now: Secs, u: f64) -> Secs {
+        self.failures = self.failures.saturating_add(1);
+        let at = now + p.backoff(self.failures, u);
+        self.not_before = at;
+        self.next_check_at = at;
+        at
+    }
+
+    fn clear_failures(&mut self) {
+        self.failures = 0;
+        self.not_before = 0;
+    }
+}
+
+/// One check's result, as the core needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckObs {
+    pub category: Category,
+    pub reason: Option<String>,
+    pub status: Option<u16>,
+}
+
+/// One broadcast's result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BroadcastObs {
+    Accepted,
+    Rejected {
+        reason: Option<String>,
+    },
+    /// No answer, or an HTTP error status.
+    Failed {
+        status: Option<u16>,
+        detail: String,
+    },
+}
+
+/// What to do about one validator now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Covered: next check at the normal interval.
+    None { next_check_at: Secs },
+    /// Send the PAT now.
+    Broadcast,
+    /// Check again at `at` (sooner than the interval, or after a backoff); no broadcast.
+    Recheck { at: Secs, why: String },
+    /// Terminal for this validator until the PAT changes; alert.
+    GiveUp { reason: String, next_check_at: Secs },
+}
+
+impl Action {
+    /// Short label for reports and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Action::None { .. } => "none",
+            Action::Broadcast => "broadcast",
+            Action::Recheck { .. } => "recheck",
+            Action::GiveUp { .. } => "give_up",
+        }
+    }
+
+    /// When the validator should be looked at next (for `Broadcast`: now).
+    pub fn next_at(&self, now: Secs) -> Secs {
+        match self {
+            Action::None { next_check_at } | Action::GiveUp { next_check_at, .. } => *next_check_at,
+            Action::Recheck { at, .. } => *at,
+            Action::Broadcast => now,
+        }
+    }
+}
+
+/// Does this observation call for sending the PAT (so the preflight must run)? Pure and cheap; the
+/// caller runs the GitHub preflight only when some validator says yes.
+pub fn wants_broadcast(d: &Desired, h: &History, obs: &CheckObs) -> bool {
+    if h.terminal.as_ref().is_some_and(|t| t.fingerprint == d.fingerprint) {
+        return false;
+    }
+    match obs.category {
+        Category::NoPat => true,
+        Category::InvalidPat => classify::invalid_pat_reason(obs.reason.as_deref()) == Persistence::Permanent,
+        Category::Valid => !holds_current(d, h) && !adopts(d, h),
+        _ => false,
+    }
+}
+
+fn holds_current(d: &Desired, h: &History) -> bool {
+    h.accepted_fingerprint.as_deref() == Some(d.fingerprint.as_str())
+}
+
+/// First meeting with a validator that already holds a valid PAT while our PAT is still the one we
+/// first saw: assume it is ours rather than re-sending it everywhere.
+fn adopts(d: &Desired, h: &History) -> bool {
+    h.accepted_fingerprint.is_none()
+        && h.broadcasts == 0
+        && d.adopt_fingerprint.as_deref() == Some(d.fingerprint.as_str())
+}
+
+/// Decide after a check. Returns the action and the updated history. `u` ∈ [0,1) is a jitter sample.
+pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Secs, u: f64) -> (Action, History) {
+    let mut h = h.clone();
+    h.category = Some(obs.category);
+    h.reason = obs.reason.clone();
+    h.checked_at = Some(now);
+    // A new PAT clears a terminal verdict about the old one.
+    if h.terminal.as_ref().is_some_and(|t| t.fingerprint != d.fingerprint) {
+        h.terminal = None;
+        h.rejections = 0;
+    }
+    if obs.category.is_covered() {
+        h.uncovered_since = None;
+    } else if h.uncovered_since.is_none() {
+        h.uncovered_since = Some(now);
+    }
+    if obs.category == Category::StoreUnavailable {
+        h.unavailable_since.get_or_insert(now);
+    } else {
+        h.unavailable_since = None;
+    }
+    // It no longer holds what it accepted (store wiped, or the PAT it holds is dead).
+    let permanent_invalid = obs.category == Category::InvalidPat
+        && classify::invalid_pat_reason(obs.reason.as_deref()) == Persistence::Permanent;
+    if obs.category == Category::NoPat || permanent_invalid {
+        h.accepted_fingerprint = None;
+    }
+
+    if obs.category == Category::Valid && adopts(d, &h) {
+        h.accepted_fingerprint = Some(d.fingerprint.clone());
+    }
+
+    if let Some(t) = &h.terminal {
+        let reason = t.reason.clone();
+        h.next_check_at = now + p.interval;
+        return (Action::GiveUp { reason, next_check_at: h.next_check_at }, h);
+    }
+
+    let transient_invalid = obs.category == Category::InvalidPat
+        && classify::invalid_pat_reason(obs.reason.as_deref()) == Persistence::Transient;
+
+    match obs.category {
+        Category::Valid if holds_current(d, &h) => {
+            h.clear_failures();
+            h.rejections = 0;
+            h.next_check_at = now + p.interval;
+            (Action::None { next_check_at: h.next_check_at }, h)
+        }
+        Category::Inconclusive => {
+            h.clear_failures();
+            h.next_check_at = now + p.recheck_inconclusive;
+            (Action::Recheck { at: h.next_check_at, why: "inconclusive: GitHub blip at the validator".into() }, h)
+        }
+        Category::InvalidPat if transient_invalid => {
+            h.clear_failures();
+            h.next_check_at = now + p.recheck_inconclusive;
+            (
+                Action::Recheck {
+                    at: h.next_check_at,
+                    why: "invalid_pat with a transient reason (validator-side GitHub error)".into(),
+                },
+                h,
+            )
+        }
+        Category::StoreUnavailable => {
+            let at = h.record_failure(p, now, u);
+            (Action::Recheck { at, why: "validator store unavailable; a broadcast would be rejected".into() }, h)
+        }
+        Category::NoResponse | Category::Rejected => {
+            let at = h.record_failure(p, now, u);
+            let why = match obs.status {
+                Some(s) if obs.category == Category::Rejected => format!("rejected with HTTP {s}"),
+                _ => "no response".into(),
+            };
+            (Action::Recheck { at, why }, h)
+        }
+        // NoPat, permanent InvalidPat, or Valid with a PAT that isn't (known to be) the current one.
+        _ => match &d.preflight {
+            _ if now < earliest_broadcast(p, &h) => {
+                let at = earliest_broadcast(p, &h);
+                h.next_check_at = at;
+                (Action::Recheck { at, why: "in backoff: too soon after the last broadcast".into() }, h)
+            }
+            Preflight::Valid => (Action::Broadcast, h),
+            Preflight::Invalid(reason) => {
+                h.next_check_at = now + p.interval;
+                (
+                    Action::GiveUp {
+                        reason: format!("PAT revoked, expired or lacks scope: {reason}"),
+                        next_check_at: h.next_check_at,
+                    },
+                    h,
+                )
+            }
+            Preflight::Transient(reason) => {
+                let at = h.record_failure(p, now, u);
+                (Action::Recheck { at, why: format!("local PAT preflight inconclusive: {reason}") }, h)
+            }
+            Preflight::NotRun => {
+                // The caller must run the preflight when `wants_broadcast` says so; if it didn't,
+                // don't guess: look again soon.
+                h.next_check_at = now + p.recheck_inconclusive;
+                (Action::Recheck { at: h.next_check_at, why: "preflight not run".into() }, h)
+            }
+        },
+    }
+}
+
+/// The earliest time another broadcast to this validator is allowed: after its backoff window, and
+/// never sooner than `backoff_initial` after the previous broadcast (a validator that accepts and
+/// then loses the PAT at once must not get it every pass).
+pub fn earliest_broadcast(p: &Policy, h: &History) -> Secs {
+    let spacing = h.last_broadcast_at.map(|t| t.saturating_add(p.backoff_initial)).unwrap_or(0);
+    h.not_before.max(spacing)
+}
+
+/// Record that a broadcast is being sent now (call before sending).
+pub fn broadcast_sent(h: &History, now: Secs) -> History {
+    let mut h = h.clone();
+    h.broadcasts = h.broadcasts.saturating_add(1);
+    h.last_broadcast_at = Some(now);
+    h
+}
+
+/// Decide after a broadcast. `Accepted` → confirm with a check (the caller re-checks now).
+pub fn after_broadcast(
+    p: &Policy,
+    d: &Desired,
+    h: &History,
+    obs: &BroadcastObs,
+    now: Secs,
+    u: f64,
+) -> (Action, History) {
+    let mut h = h.clone();
+    match obs {
+        BroadcastObs::Accepted => {
+            h.accepted_fingerprint = Some(d.fingerprint.clone());
+            h.clear_failures();
+            h.rejections = 0;
+            h.next_check_at = now;
+            (Action::Recheck { at: now, why: "accepted; confirm with a check".into() }, h)
+        }
+        BroadcastObs::Rejected { reason } => {
+            h.rejections = h.rejections.saturating_add(1);
+            let text = reason.clone().unwrap_or_else(|| "rejected without a reason".into());
+            let permanent = classify::broadcast_rejection(reason.as_deref()) == Persistence::Permanent;
+            if permanent || h.rejections >= p.max_rejections {
+                let why = if permanent { text } else { format!("rejected {} times in a row: {text}", h.rejections) };
+                h.terminal = Some(Terminal { reason: why.clone(), fingerprint: d.fingerprint.clone(), since: now });
+                h.next_check_at = now + p.interval;
+                return (Action::GiveUp { reason: why, next_check_at: h.next_check_at }, h);
+            }
+            let at = h.record_failure(p, now, u);
+            (Action::Recheck { at, why: format!("broadcast rejected (transient): {text}") }, h)
+        }
+        BroadcastObs::Failed { status, detail } => {
+            let at = h.record_failure(p, now, u);
+            let why = match status {
+                Some(s) => format!("broadcast got HTTP {s}: {detail}"),
+                None => format!("broadcast got no response: {detail}"),
+            };
+            (Action::Recheck { at, why }, h)
+        }
+    }
+}
+
+/// Make `histories` match the eligible set. A new validator gets a fresh history; a uid whose
+/// hotkey changed starts over. A validator that left is marked and kept for `retain` seconds (then
+/// forgotten): if it comes back within that time its backoff is forgotten, as for a newcomer, but its
+/// last broadcast time and accepted fingerprint are kept — so a validator flapping around the vtrust
+/// threshold cannot be sent the PAT on every re-entry.
+pub fn sync(
+    histories: &mut std::collections::BTreeMap<u16, History>,
+    eligible: &[(u16, &str)],
+    now: Secs,
+    retain: Secs,
+) {
+    histories.retain(|uid, h| match eligible.iter().find(|(u, _)| u == uid) {
+        Some((_, hk)) => *hk == h.hotkey,
+        None => {
+            let left = *h.left_at.get_or_insert(now);
+            now.saturating_sub(left) <= retain
+        }
+    });
+    for (uid, hk) in eligible {
+        let h = histories.entry(*uid).or_insert_with(|| History::new(hk));
+        if h.left_at.take().is_some() {
+            h.clear_failures();
+            h.next_check_at = 0;
+        }
+    }
+}
+
+/// The histories of eligible validators only (departed ones kept by [`sync`] are skipped).
+pub fn active(histories: &std::collections::BTreeMap<u16, History>) -> impl Iterator<Item = (u16, &History)> {
+    histories.iter().filter(|(_, h)| h.left_at.is_none()).map(|(u, h)| (*u, h))
+}
+
+/// One validator's decision in a pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub uid: u16,
+    pub action: Action,
+    pub history: History,
+}
+
+/// Decide for every eligible validator observed this pass (observations for anything else are
+/// ignored, so a validator that left the set can never be sent the PAT). `jitter` yields samples in
+/// [0, 1).
+pub fn plan(
+    p: &Policy,
+    d: &Desired,
+    histories: &std::collections::BTreeMap<u16, History>,
+    eligible: &[(u16, &str)],
+    observations: &std::collections::BTreeMap<u16, CheckObs>,
+    now: Secs,
+    mut jitter: impl FnMut() -> f64,
+) -> Vec<Decision> {
+    let mut out = Vec::new();
+    for (uid, hotkey) in eligible {
+        let Some(obs) = observations.get(uid) else { continue };
+        let fresh;
+        let h = match histories.get(uid).filter(|h| h.hotkey == *hotkey) {
+            Some(h) => h,
+            None => {
+                fresh = History::new(hotkey);
+                &fresh
+            }
+        };
+        let (action, history) = after_check(p, d, h, obs, now, jitter());
+        out.push(Decision { uid: *uid, action, history });
+    }
+    out
+}
+
+/// Does any observation this pass need the preflight? (Run the GitHub preflight only then.)
+pub fn needs_preflight(
+    d: &Desired,
+    histories: &std::collections::BTreeMap<u16, History>,
+    observations: &std::collections::BTreeMap<u16, CheckObs>,
+) -> bool {
+    observations.iter().any(|(uid, obs)| {
+        let empty = History::default();
+        wants_broadcast(d, histories.get(uid).unwrap_or(&empty), obs)
+    })
+}
+
+/// Is a validator due for a check? One-shot (`reconcile`): unless it is inside a backoff window.
+/// Agent (`run`): when its `next_check_at` has come.
+pub fn due(h: &History, now: Secs, one_shot: bool) -> bool {
+    if one_shot { now >= h.not_before } else { now >= h.next_check_at }
+}
+
+/// Something a human should look at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub uid: Option<u16>,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// Alerts implied by the histories now: terminal validators, long store outages, long gaps.
+pub fn alerts<'a>(
+    p: &Policy,
+    d: &Desired,
+    histories: impl IntoIterator<Item = (u16, &'a History)>,
+    now: Secs,
+) -> Vec<Alert> {
+    let mut out = Vec::new();
+    if let Preflight::Invalid(r) = &d.preflight {
+        out.push(Alert {
+            uid: None,
+            kind: "pat_invalid",
+            message: format!("PAT revoked, expired or lacks scope: {r}; nothing was sent"),
+        });
+    }
+    for (uid, h) in histories {
+        if let Some(t) = &h.terminal {
+            out.push(Alert {
+                uid: Some(uid),
+                kind: "terminal",
+                message: format!("uid {uid}: {}; no retries until the PAT changes", t.reason),
+            });
+        } else if let Some(since) = h.unavailable_since.filter(|s| now.saturating_sub(*s) >= p.alert_after) {
+            out.push(Alert {
+                uid: Some(uid),
+                kind: "store_unavailable",
+                message: format!(
+                    "uid {uid}: store unavailable for {} min (more than a scoring round)",
+                    (now - since) / 60
+                ),
+            });
+        } else if let Some(since) = h.uncovered_since.filter(|s| now.saturating_sub(*s) >= p.alert_after) {
+            out.push(Alert {
+                uid: Some(uid),
+                kind: "uncovered",
+                message: format!("uid {uid}: not covered for {} min (more than a scoring round)", (now - since) / 60),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,481 @@
+//! The output of `check`, `post` and `reconcile`: gitt's JSON keys plus patrol's, and the terminal
+//! table. Field order in the structs is the JSON order. Nothing here can hold the PAT: rows are built
+//! from validator answers and reasons, which never echo it (gittensor clears the token before
+//! answering, and the dendrite never puts it in an error).
+
+use serde::Serialize;
+
+use crate::coverage::{self, Category, Summary};
+use crate::validators::{Skipped, Validator};
+use crate::wire::dendrite::Reply;
+use crate::wire::{BroadcastFields, CallOutcome, CheckFields};
+
+/// Where the validator list came from.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SourceInfo {
+    pub netuid: u16,
+    pub block: Option<u64>,
+    /// "chain", "static" or "cache".
+    pub source: String,
+    /// Age of a cached metagraph, when one was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metagraph_age_s: Option<u64>,
+}
+
+/// One validator's check result.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRow {
+    pub uid: u16,
+    /// Full SS58 (gitt truncates to 16 chars + "...").
+    pub hotkey: String,
+    pub category: Category,
+    pub has_pat: Option<bool>,
+    pub pat_valid: Option<bool>,
+    pub rejection_reason: Option<String>,
+    /// 200 for an answer, the HTTP status for `rejected`, the Python dendrite's code (408/503/422)
+    /// for `no_response`.
+    pub status_code: Option<u16>,
+    pub latency_ms: u64,
+    /// Why there was no answer (timeout, connect, …) or the rejection message.
+    pub detail: Option<String>,
+    pub ip: String,
+    pub port: u16,
+    pub stake: f64,
+    pub vtrust: f64,
+}
+
+impl CheckRow {
+    /// Build from a validator and its check reply.
+    pub fn new(v: &Validator, reply: &Reply<CheckFields>) -> CheckRow {
+        let category = coverage::classify(&reply.outcome);
+        let (has_pat, pat_valid, rejection_reason, status_code, detail) = match &reply.outcome {
+            CallOutcome::Answered(f) => (f.has_pat, f.pat_valid, f.rejection_reason.clone(), Some(200), None),
+            CallOutcome::Rejected { status, message } => (None, None, None, Some(*status), Some(message.clone())),
+            CallOutcome::NoResponse { kind, detail } => {
+                (None, None, None, Some(kind.python_status()), Some(format!("{}: {detail}", kind.as_str())))
+            }
+        };
+        CheckRow {
+            uid: v.uid,
+            hotkey: v.hotkey.clone(),
+            category,
+            has_pat,
+            pat_valid,
+            rejection_reason,
+            status_code,
+            latency_ms: reply.latency.as_millis() as u64,
+            detail,
+            ip: v.ip.to_string(),
+            port: v.port,
+            stake: v.stake,
+            vtrust: v.vtrust,
+        }
+    }
+}
+
+/// A row that counts toward coverage.
+pub trait CoverageRow {
+    /// The category the verdict is judged on.
+    fn coverage_category(&self) -> Category;
+    /// The validator's stake.
+    fn stake(&self) -> f64;
+}
+
+impl CoverageRow for CheckRow {
+    fn coverage_category(&self) -> Category {
+        self.category
+    }
+    fn stake(&self) -> f64 {
+        self.stake
+    }
+}
+
+/// `patrol check --json` (and, with [`ReconcileRow`]s, the body of `patrol reconcile --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport<R = CheckRow> {
+    /// gitt: at least one validator answered `valid`.
+    pub success: bool,
+    pub coverage_complete: bool,
+    pub total_validators: usize,
+    pub valid: usize,
+    pub no_pat: usize,
+    pub invalid_pat: usize,
+    pub inconclusive: usize,
+    pub store_unavailable: usize,
+    pub no_response: usize,
+    pub rejected: usize,
+    pub stake_weighted_coverage: f64,
+    pub stake_weighted_valid: f64,
+    pub skipped: Vec<Skipped>,
+    pub results: Vec<R>,
+    pub hotkey: String,
+    #[serde(flatten)]
+    pub source: SourceInfo,
+}
+
+impl<R: CoverageRow> CheckReport<R> {
+    /// Assemble from rows.
+    pub fn new(hotkey: &str, rows: Vec<R>, skipped: Vec<Skipped>, source: SourceInfo) -> CheckReport<R> {
+        let s = Summary::of(rows.iter().map(|r| (r.coverage_category(), r.stake())));
+        CheckReport {
+            success: s.count(Category::Valid) > 0,
+            coverage_complete: s.complete(),
+            total_validators: rows.len(),
+            valid: s.count(Category::Valid),
+            no_pat: s.count(Category::NoPat),
+            invalid_pat: s.count(Category::InvalidPat),
+            inconclusive: s.count(Category::Inconclusive),
+            store_unavailable: s.count(Category::StoreUnavailable),
+            no_response: s.count(Category::NoResponse),
+            rejected: s.count(Category::Rejected),
+            stake_weighted_coverage: s.stake_weighted_coverage,
+            stake_weighted_valid: s.stake_weighted_valid,
+            skipped,
+            results: rows,
+            hotkey: hotkey.to_string(),
+            source,
+        }
+    }
+
+    /// Coverage summary of the rows.
+    pub fn summary(&self) -> Summary {
+        Summary::of(self.results.iter().map(|r| (r.coverage_category(), r.stake())))
+    }
+}
+
+/// Outcome of one broadcast, as gitt names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostOutcome {
+    Accepted,
+    Rejected,
+    NoResponse,
+}
+
+/// One validator's broadcast result.
+#[derive(Debug, Clone, Serialize)]
+pub struct PostRow {
+    pub uid: u16,
+    pub hotkey: String,
+    pub accepted: Option<bool>,
+    pub rejection_reason: Option<String>,
+    pub status_code: Option<u16>,
+    pub outcome: PostOutcome,
+    pub attempts: u32,
+    pub latency_ms: u64,
+    pub detail: Option<String>,
+    pub ip: String,
+    pub port: u16,
+    pub stake: f64,
+}
+
+impl PostRow {
+    /// Build from a validator, its last broadcast reply and the number of attempts.
+    pub fn new(v: &Validator, reply: &Reply<BroadcastFields>, attempts: u32) -> PostRow {
+        let (accepted, rejection_reason, status_code, detail) = match &reply.outcome {
+            CallOutcome::Answered(f) => (f.accepted, f.rejection_reason.clone(), Some(200), None),
+            CallOutcome::Rejected { status, message } => (None, None, Some(*status), Some(message.clone())),
+            CallOutcome::NoResponse { kind, detail } => {
+                (None, None, Some(kind.python_status()), Some(format!("{}: {detail}", kind.as_str())))
+            }
+        };
+        let outcome = match accepted {
+            Some(true) => PostOutcome::Accepted,
+            Some(false) => PostOutcome::Rejected,
+            None => PostOutcome::NoResponse,
+        };
+        PostRow {
+            uid: v.uid,
+            hotkey: v.hotkey.clone(),
+            accepted,
+            rejection_reason,
+            status_code,
+            outcome,
+            attempts,
+            latency_ms: reply.latency.as_millis() as u64,
+            detail,
+            ip: v.ip.to_string(),
+            port: v.port,
+            stake: v.stake,
+        }
+    }
+}
+
+/// `patrol post --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PostReport {
+    /// gitt: at least one validator accepted.
+    pub success: bool,
+    pub github_login: Option<String>,
+    pub total_validators: usize,
+    pub accepted: usize,
+    pub rejected: usize,
+    pub no_response: usize,
+    pub coverage_complete: bool,
+    /// Share of eligible stake at validators that accepted.
+    pub stake_weighted_coverage: f64,
+    pub skipped: Vec<Skipped>,
+    pub results: Vec<PostRow>,
+    pub hotkey: String,
+    /// `***` + last 4 of the PAT that was sent.
+    pub pat: String,
+    #[serde(flatten)]
+    pub source: SourceInfo,
+}
+
+impl PostReport {
+    /// Assemble from rows.
+    pub fn new(
+        hotkey: &str,
+        login: Option<String>,
+        pat_redacted: String,
+        rows: Vec<PostRow>,
+        skipped: Vec<Skipped>,
+        source: SourceInfo,
+    ) -> PostReport {
+        let n = |o| rows.iter().filter(|r| r.outcome == o).count();
+        let total_stake: f64 = rows.iter().map(|r| r.stake).sum();
+        let acc_stake: f64 = rows.iter().filter(|r| r.outcome == PostOutcome::Accepted).map(|r| r.stake).sum();
+        let accepted = n(PostOutcome::Accepted);
+        PostReport {
+            success: accepted > 0,
+            github_login: login,
+            total_validators: rows.len(),
+            accepted,
+            rejected: n(PostOutcome::Rejected),
+            no_response: n(PostOutcome::NoResponse),
+            coverage_complete: !rows.is_empty() && accepted == rows.len(),
+            stake_weighted_coverage: if total_stake > 0.0 {
+                acc_stake / total_stake
+            } else if accepted == rows.len() && accepted > 0 {
+                1.0
+            } else {
+                0.0
+            },
+            skipped,
+            results: rows,
+            hotkey: hotkey.to_string(),
+            pat: pat_redacted,
+            source,
+        }
+    }
+}
+
+/// A plain-text table: header row, then rows; columns padded to the widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.clone()));
+        out.push('\n');
+    }
+    out
+}
+
+/// Shorten an SS58 hotkey for tables: first 8 + "…" + last 4.
+pub fn short_hotkey(h: &str) -> String {
+    if h.len() <= 14 { h.to_string() } else { format!("{}…{}", &h[..8], &h[h.len() - 4..]) }
+}
+
+/// Render check rows for a terminal.
+pub fn check_table(r: &CheckReport<CheckRow>) -> String {
+    let rows: Vec<Vec<String>> = r
+        .results
+        .iter()
+        .map(|x| {
+            vec![
+                x.uid.to_string(),
+                short_hotkey(&x.hotkey),
+                format!("{}:{}", x.ip, x.port),
+                x.category.to_string(),
+                x.status_code.map(|c| c.to_string()).unwrap_or_default(),
+                format!("{} ms", x.latency_ms),
+                x.rejection_reason.clone().or_else(|| x.detail.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["UID", "HOTKEY", "AXON", "CATEGORY", "STATUS", "LATENCY", "REASON"], &rows)
+}
+
+/// Render post rows for a terminal.
+pub fn post_table(r: &PostReport) -> String {
+    let rows: Vec<Vec<String>> = r
+        .results
+        .iter()
+        .map(|x| {
+            vec![
+                x.uid.to_string(),
+                short_hotkey(&x.hotkey),
+                format!("{}:{}", x.ip, x.port),
+                serde_json::to_value(x.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                x.status_code.map(|c| c.to_string()).unwrap_or_default(),
+                x.attempts.to_string(),
+                x.rejection_reason.clone().or_else(|| x.detail.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["UID", "HOTKEY", "AXON", "RESULT", "STATUS", "ATTEMPTS", "REASON"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_pads() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+        assert_eq!(short_hotkey("5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi"), "5DtDLm5r…D9Fi");
+    }
+}
+
+/// One validator in `patrol reconcile --json`: check's row (its `category` is what the first check
+/// said, or the last known category if it wasn't contacted) plus what the pass did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileRow {
+    #[serde(flatten)]
+    pub check: CheckRow,
+    /// none, broadcast, recheck, give_up, would_broadcast (dry run), not_due (in backoff).
+    pub action: String,
+    pub why: Option<String>,
+    /// Broadcasts sent to this validator in this pass.
+    pub attempts: u32,
+    /// Category after the pass (the confirm check after a broadcast); the verdict uses this.
+    pub final_category: Category,
+    /// RFC 3339.
+    pub next_check_at: String,
+    /// Consecutive failures (backoff level).
+    pub failures: u32,
+}
+
+impl CoverageRow for ReconcileRow {
+    fn coverage_category(&self) -> Category {
+        self.final_category
+    }
+    fn stake(&self) -> f64 {
+        self.check.stake
+    }
+}
+
+/// `patrol reconcile --json`: check's report, counted on the final categories, plus the pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileReport {
+    #[serde(flatten)]
+    pub check: CheckReport<ReconcileRow>,
+    pub dry_run: bool,
+    pub broadcasts_sent: usize,
+    pub planned_broadcasts: Vec<u16>,
+    pub preflight: Option<String>,
+    pub alerts: Vec<crate::reconcile::core::Alert>,
+    pub pass_duration_ms: u64,
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+pub fn rfc3339(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+impl ReconcileReport {
+    /// Assemble from a pass outcome.
+    pub fn new(
+        hotkey: &str,
+        out: &crate::reconcile::pass::PassOutcome,
+        skipped: Vec<Skipped>,
+        source: SourceInfo,
+        dry_run: bool,
+    ) -> ReconcileReport {
+        let rows: Vec<ReconcileRow> = out
+            .validators
+            .iter()
+            .map(|v| {
+                let last_known = v.final_category.unwrap_or(Category::NoResponse);
+                let check = v.checked.clone().unwrap_or_else(|| CheckRow {
+                    uid: v.validator.uid,
+                    hotkey: v.validator.hotkey.clone(),
+                    category: last_known,
+                    has_pat: None,
+                    pat_valid: None,
+                    rejection_reason: None,
+                    status_code: None,
+                    latency_ms: 0,
+                    detail: Some("not contacted this pass (in backoff); category is the last known one".into()),
+                    ip: v.validator.ip.to_string(),
+                    port: v.validator.port,
+                    stake: v.validator.stake,
+                    vtrust: v.validator.vtrust,
+                });
+                ReconcileRow {
+                    check,
+                    action: v.action.clone(),
+                    why: v.why.clone(),
+                    attempts: v.attempts,
+                    final_category: last_known,
+                    next_check_at: rfc3339(v.next_check_at),
+                    failures: v.failures,
+                }
+            })
+            .collect();
+        let preflight = out.preflight.as_ref().map(|p| match &p.outcome {
+            crate::github::PreflightOutcome::Valid { login, .. } => format!("valid (login {login})"),
+            crate::github::PreflightOutcome::Transient { reason, .. } => format!("transient: {reason}"),
+            crate::github::PreflightOutcome::Invalid { reason } => format!("invalid: {reason}"),
+        });
+        ReconcileReport {
+            check: CheckReport::new(hotkey, rows, skipped, source),
+            dry_run,
+            broadcasts_sent: out.broadcasts.len(),
+            planned_broadcasts: out.planned_broadcasts.clone(),
+            preflight,
+            alerts: out.alerts.clone(),
+            pass_duration_ms: out.duration.as_millis() as u64,
+        }
+    }
+}
+
+/// Render reconcile rows for a terminal.
+pub fn reconcile_table(r: &ReconcileReport) -> String {
+    let rows: Vec<Vec<String>> = r
+        .check
+        .results
+        .iter()
+        .map(|x| {
+            vec![
+                x.check.uid.to_string(),
+                short_hotkey(&x.check.hotkey),
+                format!("{}:{}", x.check.ip, x.check.port),
+                x.check.category.to_string(),
+                x.action.clone(),
+                x.final_category.to_string(),
+                x.next_check_at.clone(),
+                x.why
+                    .clone()
+                    .or_else(|| x.check.rejection_reason.clone())
+                    .or_else(|| x.check.detail.clone())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["UID", "HOTKEY", "AXON", "OBSERVED", "ACTION", "FINAL", "NEXT CHECK", "WHY"], &rows)
+}

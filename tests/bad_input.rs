@@ -1,0 +1,183 @@
+//! Bad input never panics, never loses data, never leaks the PAT: each case gets a clear one-line
+//! error naming the thing to fix (and exit 78/64), or a coverage category for a misbehaving peer.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use crate::support::cli::{Scratch, static_validator};
+use crate::support::python::DENDRITE_SEED;
+
+const PAT: &str = "ghp_badInputTestToken0000000000000042";
+const VALIDATOR: &str = "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi";
+
+fn base(extra: &str) -> String {
+    format!(
+        "[wallet]\nhotkey_file = \"hotkey\"\n[agent]\nstate_dir = \"state\"\n[github]\napi_url = \"http://127.0.0.1:9\"\n{extra}\n{}",
+        static_validator(1, VALIDATOR, "127.0.0.1", 9, 1e5)
+    )
+}
+
+fn one_line_error(run: &crate::support::cli::Run, needle: &str) {
+    let last = run
+        .stderr
+        .lines()
+        .rfind(|l| l.starts_with("patrol: "))
+        .unwrap_or_else(|| panic!("no `patrol:` error line\n{run}"));
+    assert!(last.contains(needle), "error line lacks {needle:?}\n{run}");
+    assert!(!run.stderr.contains("panicked"), "{run}");
+}
+
+#[test]
+fn pat_problems_are_configuration_errors() {
+    let mut s = Scratch::new();
+    s.hotkey("hotkey", DENDRITE_SEED);
+    s.secret(PAT);
+    // missing file
+    s.write("c.toml", &base("[pat]\nfile = \"missing-pat\""), 0o600);
+    let run = s.run(&["post", "--config", "c.toml"]);
+    run.expect_code(78);
+    one_line_error(&run, "missing-pat");
+    // world-readable file
+    s.write("open-pat", PAT, 0o644);
+    s.write("c.toml", &base("[pat]\nfile = \"open-pat\""), 0o600);
+    let run = s.run(&["post", "--config", "c.toml"]);
+    run.expect_code(78);
+    one_line_error(&run, "chmod 600");
+    // unreadable (a directory where the file should be)
+    std::fs::create_dir_all(s.path("dir-pat")).unwrap();
+    s.write("c.toml", &base("[pat]\nfile = \"dir-pat\""), 0o600);
+    let run = s.run(&["post", "--config", "c.toml"]);
+    run.expect_code(78);
+    one_line_error(&run, "dir-pat");
+    // empty file
+    s.write("empty-pat", "\n", 0o600);
+    s.write("c.toml", &base("[pat]\nfile = \"empty-pat\""), 0o600);
+    s.run(&["post", "--config", "c.toml"]).expect_code(78);
+    // the env var works and is trimmed; the bad GitHub URL then makes the preflight transient (3)
+    s.write("c.toml", &base(""), 0o600);
+    let run = s.run_env(
+        &["post", "--json", "--config", "c.toml"],
+        &[("GITTENSOR_MINER_PAT", &format!("  {PAT}\n"))],
+        Duration::from_secs(60),
+    );
+    run.expect_code(3);
+    assert!(run.stdout.contains("github_unavailable"), "{run}");
+}
+
+#[test]
+fn hotkey_and_config_problems_are_named() {
+    let s = Scratch::new();
+    // malformed hotkey file
+    s.write("hotkey", "{\"secretSeed\": 12", 0o600);
+    s.write("c.toml", &base(""), 0o600);
+    let run = s.run(&["check", "--config", "c.toml"]);
+    run.expect_code(78);
+    one_line_error(&run, "hotkey");
+    // encrypted hotkey
+    s.write("hotkey", "$NACL\u{1}\u{2}garbage", 0o600);
+    let run = s.run(&["check", "--config", "c.toml"]);
+    run.expect_code(78);
+    one_line_error(&run, "encrypted");
+    // missing hotkey
+    std::fs::remove_file(s.path("hotkey")).unwrap();
+    s.run(&["check", "--config", "c.toml"]).expect_code(78);
+    // unknown key, bad value
+    s.hotkey("hotkey", DENDRITE_SEED);
+    s.write("bad.toml", &base("[reconcile]\nintreval = \"5m\""), 0o600);
+    let run = s.run(&["check", "--config", "bad.toml"]);
+    run.expect_code(78);
+    one_line_error(&run, "intreval");
+    one_line_error(&run, "bad.toml");
+    s.write("bad.toml", &base("[reconcile]\ncheck_timeout = \"soon\""), 0o600);
+    let run = s.run(&["check", "--json", "--config", "bad.toml"]);
+    run.expect_code(78);
+    one_line_error(&run, "reconcile.check_timeout");
+    assert!(run.json()["error"]["type"] == "config_error", "{run}");
+    // missing config file named on the command line
+    let run = s.run(&["check", "--config", "nope.toml"]);
+    run.expect_code(78);
+    one_line_error(&run, "nope.toml");
+    // usage errors are 64, in JSON too
+    let run = s.run(&["check", "--no-such-flag"]);
+    run.expect_code(64);
+    let run = s.run(&["check", "--json", "--netuid", "many"]);
+    run.expect_code(64);
+    assert_eq!(run.json()["error"]["type"], "usage_error");
+}
+
+/// A fake "validator" that answers every connection with `response` (or closes at once when empty).
+fn garbage_server(response: Vec<u8>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().take(8) {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 8192];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(&response);
+        }
+    });
+    port
+}
+
+#[test]
+fn misbehaving_validators_get_a_category_not_a_panic() {
+    let s = Scratch::new();
+    s.hotkey("hotkey", DENDRITE_SEED);
+    let big = {
+        let mut r = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n".to_vec();
+        r.extend(std::iter::repeat_n(b' ', 10 * 1024 * 1024));
+        r
+    };
+    let chunked_big = {
+        let mut r = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..160 {
+            r.extend(b"10000\r\n");
+            r.extend(std::iter::repeat_n(b'{', 0x10000));
+            r.extend(b"\r\n");
+        }
+        r.extend(b"0\r\n\r\n");
+        r
+    };
+    let servers = [
+        (garbage_server(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec()), "no_response", "malformed"),
+        (
+            garbage_server(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n{\"has_pat\": \"x\"}".to_vec()),
+            "no_response",
+            "wrong type",
+        ),
+        (garbage_server(big), "no_response", "exceeds"),
+        (garbage_server(chunked_big), "no_response", "exceeds"),
+        (garbage_server(Vec::new()), "no_response", ""),
+        (garbage_server(b"not http at all\r\n\r\n".to_vec()), "no_response", ""),
+        (
+            garbage_server(
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html>x</html>"
+                    .to_vec(),
+            ),
+            "rejected",
+            "Bad Gateway",
+        ),
+    ];
+    let validators: String = servers
+        .iter()
+        .enumerate()
+        .map(|(i, (port, _, _))| static_validator(i as u16 + 1, VALIDATOR, "127.0.0.1", *port, 1e5))
+        .collect();
+    s.write(
+        "c.toml",
+        &format!("[wallet]\nhotkey_file = \"hotkey\"\n[reconcile]\ncheck_timeout = \"3s\"\n{validators}"),
+        0o600,
+    );
+    let run = s.run(&["check", "--json", "--config", "c.toml"]);
+    run.expect_code(3);
+    let j = run.json();
+    for (i, (_, category, detail)) in servers.iter().enumerate() {
+        let r = &j["results"][i];
+        assert_eq!(r["category"], *category, "server {i}: {r}");
+        assert!(r["detail"].as_str().unwrap_or("").contains(detail), "server {i}: {r}");
+    }
+    assert!(run.stdout.len() < 64 * 1024, "a huge body must not be echoed");
+}
