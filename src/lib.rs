@@ -9,7 +9,10 @@
 //! - [`tls`]: process-wide TLS provider setup.
 //! - [`validators`]: the eligibility rule (pure).
 //! - [`chain`]: the subnet from Subtensor (subxt, legacy backend), metagraph cache, validator source.
+//! - [`agent`]: `patrol run`, the systemd service: scheduling, reload, health/metrics endpoint.
+//! - [`validator`]: the embedded reference validator (PAT store, handlers, axon, scoring gate).
 
+pub mod agent;
 pub mod chain;
 pub mod cli;
 pub mod config;
@@ -21,7 +24,9 @@ pub mod probe;
 pub mod reconcile;
 pub mod report;
 pub mod secret;
+pub mod sim;
 pub mod tls;
+pub mod validator;
 pub mod validators;
 pub mod wallet;
 pub mod wire;

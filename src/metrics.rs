@@ -1,7 +1,17 @@
 //! Prometheus metrics: one registry, filled from pass outcomes. `patrol run` serves it on
-//! `/metrics` (OpenMetrics text); `patrol reconcile --metrics-file` writes it in the classic
-//! Prometheus text format for node_exporter's textfile collector. Labels are bounded: miner hotkey,
-//! category/outcome names, validator uid/hotkey of the eligible set. Never the PAT.
+//! `/metrics` (OpenMetrics text when the scraper asks for it, else the classic text format);
+//! `patrol reconcile --metrics-file` writes the classic Prometheus text format for node_exporter's
+//! textfile collector. Labels are bounded: miner hotkey, category/outcome names, validator uid/hotkey
+//! of the eligible set. Never the PAT.
+//!
+//! Families (prefix `patrol_`): `coverage_validators{hotkey,category}`, `eligible_validators`,
+//! `stake_weighted_coverage_ratio`, `validator_state{hotkey,uid,validator,category}`,
+//! `validator_failures`, `checks_total{category}`, `broadcasts_total{outcome}`,
+//! `pass_duration_seconds`, `last_pass_timestamp_seconds`, `last_full_coverage_timestamp_seconds`,
+//! `metagraph_age_seconds{netuid}`, `pat_preflight{outcome}`, `pat_expiry_timestamp_seconds`,
+//! `github_rate_limit_remaining`, `alerts{kind}`, `passes_total`; and, set by the agent only:
+//! `rechecks_total`, `metagraph_reads_total{netuid,source}`, `miner_problem{hotkey,kind}`,
+//! `reloads_total{result}`, `ready`, `build_info{version}`.
 
 use std::sync::atomic::AtomicU64;
 
@@ -12,7 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::coverage::{Category, Summary};
-use crate::github::PreflightOutcome;
+use crate::github::{Preflight, PreflightOutcome};
 use crate::reconcile::pass::PassOutcome;
 use crate::reconcile::state::MinerState;
 
@@ -60,6 +70,29 @@ struct NetuidL {
     netuid: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadL {
+    netuid: String,
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultL {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionL {
+    version: String,
+}
+
+/// Kinds of `patrol_alerts` (the `kind` of [`crate::reconcile::core::Alert`]).
+const ALERT_KINDS: [&str; 4] = ["terminal", "store_unavailable", "uncovered", "pat_invalid"];
+/// Outcomes of `patrol_pat_preflight`.
+const PREFLIGHT_OUTCOMES: [&str; 3] = ["valid", "transient", "invalid"];
+/// Kinds of `patrol_miner_problem`.
+pub const MINER_PROBLEMS: [&str; 3] = ["not_registered", "pat_unavailable", "no_validator_source"];
+
 /// The metric families patrol exports.
 pub struct Metrics {
     registry: Registry,
@@ -79,6 +112,12 @@ pub struct Metrics {
     rate_remaining: Family<MinerL, Gauge>,
     alerts: Family<KindL, Gauge>,
     passes: Family<MinerL, Counter>,
+    rechecks: Family<MinerL, Counter>,
+    metagraph_reads: Family<ReadL, Counter>,
+    miner_problem: Family<KindL, Gauge>,
+    reloads: Family<ResultL, Counter>,
+    ready: Gauge,
+    build_info: Family<VersionL, Gauge>,
     /// Per-validator series set by the last pass of each miner.
     validator_series: std::sync::Mutex<std::collections::HashMap<String, Vec<(ValidatorL, ValidatorUidL)>>>,
 }
@@ -110,6 +149,12 @@ impl Metrics {
             rate_remaining: Family::default(),
             alerts: Family::default(),
             passes: Family::default(),
+            rechecks: Family::default(),
+            metagraph_reads: Family::default(),
+            miner_problem: Family::default(),
+            reloads: Family::default(),
+            ready: Gauge::default(),
+            build_info: Family::default(),
             validator_series: Default::default(),
             registry: Registry::default(),
         };
@@ -169,11 +214,47 @@ impl Metrics {
         );
         registry.register("alerts", "Active alerts by kind", m.alerts.clone());
         registry.register("passes", "Reconcile passes run", m.passes.clone());
+        registry.register(
+            "rechecks",
+            "Agent passes limited to validators whose own re-check timer fired",
+            m.rechecks.clone(),
+        );
+        registry.register(
+            "metagraph_reads",
+            "Validator-set reads (one per netuid per agent round, shared by every miner)",
+            m.metagraph_reads.clone(),
+        );
+        registry.register(
+            "miner_problem",
+            "1 while a miner cannot be reconciled (not_registered, pat_unavailable, no_validator_source)",
+            m.miner_problem.clone(),
+        );
+        registry.register("reloads", "Configuration reloads by result (applied, rejected)", m.reloads.clone());
+        registry.register("ready", "1 when /readyz would answer 200", m.ready.clone());
+        registry.register("build_info", "Always 1; the version label says which patrol runs", m.build_info.clone());
+        m.build_info.get_or_create(&VersionL { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         Metrics { registry, ..m }
     }
 
     /// Update everything a pass tells us.
     pub fn observe_pass(&self, hotkey: &str, out: &PassOutcome, state: &MinerState) {
+        self.observe_coverage(hotkey, out, state);
+        let hk = || hotkey.to_string();
+        self.passes.get_or_create(&MinerL { hotkey: hk() }).inc();
+        self.pass_duration.get_or_create(&MinerL { hotkey: hk() }).set(out.duration.as_secs_f64());
+        self.last_pass.get_or_create(&MinerL { hotkey: hk() }).set(out.started_at as f64);
+    }
+
+    /// Update from a pass limited to validators whose re-check timer fired (the agent's per-validator
+    /// timers): coverage, per-validator state and call counters, but not the pass counters, duration
+    /// or timestamp, which describe full passes.
+    pub fn observe_recheck(&self, hotkey: &str, out: &PassOutcome, state: &MinerState) {
+        self.observe_coverage(hotkey, out, state);
+        self.rechecks.get_or_create(&MinerL { hotkey: hotkey.to_string() }).inc();
+    }
+
+    /// Everything but the pass-level counters.
+    fn observe_coverage(&self, hotkey: &str, out: &PassOutcome, state: &MinerState) {
         let hk = || hotkey.to_string();
         let summary = Summary::of(out.final_rows());
         for c in Category::ALL {
@@ -209,31 +290,94 @@ impl Metrics {
         for b in &out.broadcasts {
             self.broadcasts.get_or_create(&OutcomeL { hotkey: hk(), outcome: (*b).into() }).inc();
         }
-        self.passes.get_or_create(&MinerL { hotkey: hk() }).inc();
-        self.pass_duration.get_or_create(&MinerL { hotkey: hk() }).set(out.duration.as_secs_f64());
-        self.last_pass.get_or_create(&MinerL { hotkey: hk() }).set(out.started_at as f64);
         if let Some(t) = state.last_full_coverage_at {
             self.last_full.get_or_create(&MinerL { hotkey: hk() }).set(t as f64);
         }
         if let Some(pf) = &out.preflight {
-            let result = match pf.outcome {
-                PreflightOutcome::Valid { .. } => "valid",
-                PreflightOutcome::Transient { .. } => "transient",
-                PreflightOutcome::Invalid { .. } => "invalid",
-            };
-            for r in ["valid", "transient", "invalid"] {
-                self.preflight.get_or_create(&OutcomeL { hotkey: hk(), outcome: r.into() }).set(i64::from(r == result));
-            }
-            if let Some(exp) = pf.token_expiry.as_ref().and_then(|e| e.unix_seconds) {
-                self.pat_expiry.get_or_create(&MinerL { hotkey: hk() }).set(exp as f64);
-            }
-            if let Some(rem) = pf.rate_limit.as_ref().and_then(|r| r.remaining) {
-                self.rate_remaining.get_or_create(&MinerL { hotkey: hk() }).set(rem as i64);
-            }
+            self.observe_preflight(hotkey, pf);
         }
-        for kind in ["terminal", "store_unavailable", "uncovered", "pat_invalid"] {
+        for kind in ALERT_KINDS {
             let n = out.alerts.iter().filter(|a| a.kind == kind).count();
             self.alerts.get_or_create(&KindL { hotkey: hk(), kind: kind.into() }).set(n as i64);
+        }
+    }
+
+    /// Record a local PAT preflight: its result, the PAT's expiry and the rate limit left, when
+    /// GitHub reported them.
+    pub fn observe_preflight(&self, hotkey: &str, pf: &Preflight) {
+        let hk = || hotkey.to_string();
+        let result = match pf.outcome {
+            PreflightOutcome::Valid { .. } => "valid",
+            PreflightOutcome::Transient { .. } => "transient",
+            PreflightOutcome::Invalid { .. } => "invalid",
+        };
+        for r in PREFLIGHT_OUTCOMES {
+            self.preflight.get_or_create(&OutcomeL { hotkey: hk(), outcome: r.into() }).set(i64::from(r == result));
+        }
+        if let Some(exp) = pf.token_expiry.as_ref().and_then(|e| e.unix_seconds) {
+            self.pat_expiry.get_or_create(&MinerL { hotkey: hk() }).set(exp as f64);
+        }
+        if let Some(rem) = pf.rate_limit.as_ref().and_then(|r| r.remaining) {
+            self.rate_remaining.get_or_create(&MinerL { hotkey: hk() }).set(rem as i64);
+        }
+    }
+
+    /// One validator-set read for `netuid`; `source` is `chain`, `cache` or `static`.
+    pub fn inc_metagraph_reads(&self, netuid: u16, source: &str) {
+        self.metagraph_reads.get_or_create(&ReadL { netuid: netuid.to_string(), source: source.into() }).inc();
+    }
+
+    /// Set which problem (if any) keeps a miner from being reconciled; every other kind goes to 0.
+    pub fn set_miner_problem(&self, hotkey: &str, problem: Option<&str>) {
+        for kind in MINER_PROBLEMS {
+            self.miner_problem
+                .get_or_create(&KindL { hotkey: hotkey.to_string(), kind: kind.into() })
+                .set(i64::from(problem == Some(kind)));
+        }
+    }
+
+    /// Count a configuration reload (`applied` or `rejected`).
+    pub fn inc_reloads(&self, result: &str) {
+        self.reloads.get_or_create(&ResultL { result: result.into() }).inc();
+    }
+
+    /// Whether the agent is ready (mirrors `/readyz`).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Drop every series labelled with this miner's hotkey (it left the configuration on a reload).
+    pub fn forget_miner(&self, hotkey: &str) {
+        let hk = || hotkey.to_string();
+        let mut set = self.validator_series.lock().unwrap_or_else(|p| p.into_inner());
+        for l in set.remove(hotkey).unwrap_or_default() {
+            self.validator_state.remove(&l.0);
+            self.validator_failures.remove(&l.1);
+        }
+        drop(set);
+        for c in Category::ALL {
+            let l = CategoryL { hotkey: hk(), category: c.as_str().into() };
+            self.coverage.remove(&l);
+            self.checks.remove(&l);
+        }
+        self.eligible.remove(&MinerL { hotkey: hk() });
+        for fam in [&self.stake_coverage, &self.pass_duration, &self.last_pass, &self.last_full, &self.pat_expiry] {
+            fam.remove(&MinerL { hotkey: hk() });
+        }
+        self.rate_remaining.remove(&MinerL { hotkey: hk() });
+        self.passes.remove(&MinerL { hotkey: hk() });
+        self.rechecks.remove(&MinerL { hotkey: hk() });
+        for o in ["accepted", "rejected", "no_response", "rejected_http"] {
+            self.broadcasts.remove(&OutcomeL { hotkey: hk(), outcome: o.into() });
+        }
+        for o in PREFLIGHT_OUTCOMES {
+            self.preflight.remove(&OutcomeL { hotkey: hk(), outcome: o.into() });
+        }
+        for k in ALERT_KINDS {
+            self.alerts.remove(&KindL { hotkey: hk(), kind: k.into() });
+        }
+        for k in MINER_PROBLEMS {
+            self.miner_problem.remove(&KindL { hotkey: hk(), kind: k.into() });
         }
     }
 

@@ -10,3 +10,11 @@ mod chain;
 mod interop;
 /// Bad config, PAT, hotkey and misbehaving peers: clear errors, exit codes, no leaks (issue 2).
 mod bad_input;
+/// The embedded validator: interop, store safety, modes, serve/demo commands (issue 3).
+mod validator;
+/// `patrol run` as a systemd service, reload, metrics, multi-miner, `patrol doctor` (issue 6).
+mod agent;
+/// Packaging: systemd units verify, the .deb contents, alert rules and dashboard names (issue 6).
+mod packaging;
+/// patrol simulate: the #1481 scenario, determinism, plots, bad scenarios (issue 7).
+mod simulate;

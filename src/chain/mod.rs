@@ -25,6 +25,7 @@ pub mod cache;
 pub mod client;
 pub mod decode;
 pub mod source;
+pub mod time;
 
 use std::time::Duration;
 

@@ -5,10 +5,13 @@
 
 pub mod check;
 pub mod common;
+pub mod doctor;
 pub mod exit;
 pub mod logging;
 pub mod post;
 pub mod reconcile;
+pub mod run;
+pub mod simulate;
 pub mod validators;
 
 use std::ffi::OsString;
@@ -248,7 +251,10 @@ pub enum DevCommand {
     FakeGithub(crate::cli::validator_args::FakeGithubArgs),
 }
 
+pub mod demo;
+pub mod dev_fake_github;
 pub mod validator_args;
+pub mod validator_serve;
 
 impl Cli {
     fn overrides(&self) -> Overrides {
@@ -383,27 +389,41 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::Validator(ValidatorCommand::Serve(a)) => {
             logging::init_simple(cli.log_format.as_deref(), cli.verbose);
-            not_yet(&format!("validator serve {:?}", a.listen))
+            validator_serve::run(a).await
         }
-        Command::Dev(DevCommand::FakeGithub(_)) => not_yet("dev fake-github"),
-        Command::Simulate(_) => not_yet("simulate"),
-        Command::Demo(_) => not_yet("demo"),
+        Command::Dev(DevCommand::FakeGithub(a)) => {
+            logging::init_simple(cli.log_format.as_deref(), cli.verbose);
+            dev_fake_github::run(a, cli.config.as_deref()).await
+        }
+        Command::Simulate(a) => {
+            logging::init_quiet(cli.verbose);
+            simulate::run(a)
+        }
+        Command::Demo(a) => {
+            // The demo's own output is the point: warnings only unless -v.
+            logging::init_quiet(cli.verbose);
+            demo::run(a).await
+        }
+        // doctor reports a config that does not load as one of its checks, so it loads it itself
+        Command::Doctor(a) => {
+            logging::init_simple(cli.log_format.as_deref(), cli.verbose);
+            doctor::run(&cli, a).await
+        }
         _ => {
             let settings = cli.settings()?;
-            logging::init(&settings, cli.verbose);
+            if matches!(cli.command, Command::Run(_)) {
+                logging::init_agent(&settings, cli.verbose);
+            } else {
+                logging::init(&settings, cli.verbose);
+            }
             match &cli.command {
                 Command::Check(a) => check::run(&settings, a).await,
                 Command::Post(a) => post::run(&settings, a).await,
                 Command::Reconcile(a) => reconcile::run(&settings, a).await,
-                Command::Run(_) => not_yet("run"),
+                Command::Run(a) => run::run(&cli, &settings, a).await,
                 Command::Validators(a) => validators::run(&settings, a).await,
-                Command::Doctor(_) => not_yet("doctor"),
                 _ => unreachable!("handled above"),
             }
         }
     }
-}
-
-fn not_yet(what: &str) -> anyhow::Result<Exit> {
-    Err(Coded::new(Exit::Software, "cli_error", format!("`{what}` is not built yet")))
 }

@@ -68,9 +68,21 @@ pub fn invalid_pat_reason(reason: Option<&str>) -> Persistence {
     Persistence::Permanent
 }
 
+/// Does a reason text say, in words we know, that retrying later will help ("temporarily
+/// unavailable", "please retry", a GitHub 5xx/429)? Such rejections back off forever (capped);
+/// only *unrecognised* texts count toward the reconciler's `max_rejections`.
+pub fn is_known_transient(reason: Option<&str>) -> bool {
+    let Some(r) = reason else { return false };
+    let lower = r.to_ascii_lowercase();
+    if let Some(code) = returned_status(&lower) {
+        return is_transient_status(code);
+    }
+    !PERMANENT_MARKERS.iter().any(|m| lower.contains(m)) && TRANSIENT_MARKERS.iter().any(|m| lower.contains(m))
+}
+
 /// Classify the `rejection_reason` of a broadcast answered with `accepted=false`. Unknown texts are
 /// transient: the backoff bounds how often we retry, and the reconciler turns a repeated rejection
-/// into a terminal one after `max_rejections`.
+/// with an unrecognised reason into a terminal one after `max_rejections`.
 pub fn broadcast_rejection(reason: Option<&str>) -> Persistence {
     let Some(r) = reason else { return Persistence::Transient };
     let lower = r.to_ascii_lowercase();
@@ -132,5 +144,10 @@ mod tests {
         ] {
             assert_eq!(broadcast_rejection(Some(reason)), want, "{reason}");
         }
+        assert!(is_known_transient(Some("Validator PAT store temporarily unavailable; please retry. (x)")));
+        assert!(is_known_transient(Some("PAT test query failed: GitHub GraphQL API returned 503")));
+        assert!(!is_known_transient(Some("who knows")));
+        assert!(!is_known_transient(Some("GitHub identity is locked for this hotkey.")));
+        assert!(!is_known_transient(None));
     }
 }

@@ -389,7 +389,10 @@ pub fn after_broadcast(
             h.rejections = h.rejections.saturating_add(1);
             let text = reason.clone().unwrap_or_else(|| "rejected without a reason".into());
             let permanent = classify::broadcast_rejection(reason.as_deref()) == Persistence::Permanent;
-            if permanent || h.rejections >= p.max_rejections {
+            // Known-transient texts ("store temporarily unavailable; please retry") back off for as
+            // long as they last; only unrecognised texts escalate after `max_rejections`.
+            let escalate = !classify::is_known_transient(reason.as_deref()) && h.rejections >= p.max_rejections;
+            if permanent || escalate {
                 let why = if permanent { text } else { format!("rejected {} times in a row: {text}", h.rejections) };
                 h.terminal = Some(Terminal { reason: why.clone(), fingerprint: d.fingerprint.clone(), since: now });
                 h.next_check_at = now + p.interval;
@@ -420,8 +423,9 @@ pub fn sync(
     now: Secs,
     retain: Secs,
 ) {
-    histories.retain(|uid, h| match eligible.iter().find(|(u, _)| u == uid) {
-        Some((_, hk)) => *hk == h.hotkey,
+    let by_uid: std::collections::HashMap<u16, &str> = eligible.iter().copied().collect();
+    histories.retain(|uid, h| match by_uid.get(uid) {
+        Some(hk) => *hk == h.hotkey,
         None => {
             let left = *h.left_at.get_or_insert(now);
             now.saturating_sub(left) <= retain

@@ -6,3 +6,6 @@ pub mod python;
 pub mod cli;
 /// Loopback Subtensor JSON-RPC mock node serving the recorded chain fixtures.
 pub mod mock_node;
+
+/// Long-running patrol processes (validator serve, dev fake-github) with ready lines.
+pub mod serve;

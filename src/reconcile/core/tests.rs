@@ -167,12 +167,20 @@ fn broadcast_outcomes() {
     assert_eq!(a.label(), "recheck");
     assert_eq!(h4.failures, 1);
     assert!(h4.not_before >= NOW + 30);
-    // repeated transient rejections become terminal
+    // a known-transient rejection backs off for as long as it lasts, never terminal
     let mut hh = h.clone();
-    for _ in 0..p.max_rejections {
-        hh = after_broadcast(&p, &d, &hh, &transient, NOW, 0.0).1;
+    for _ in 0..3 * p.max_rejections {
+        hh = after_broadcast(&p, &d, &hh, &transient, NOW, 0.999).1;
     }
-    assert!(hh.terminal.is_some());
+    assert!(hh.terminal.is_none());
+    assert_eq!(hh.not_before, NOW + p.backoff_max, "capped backoff");
+    // a repeated unrecognised rejection becomes terminal after max_rejections
+    let odd = BroadcastObs::Rejected { reason: Some("computer says no".into()) };
+    let mut hh = h.clone();
+    for i in 1..=p.max_rejections {
+        hh = after_broadcast(&p, &d, &hh, &odd, NOW, 0.0).1;
+        assert_eq!(hh.terminal.is_some(), i == p.max_rejections, "after {i} rejections");
+    }
 }
 
 #[test]

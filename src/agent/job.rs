@@ -1,0 +1,159 @@
+//! The agent's units of work, run as one spawned task at a time so the main loop stays free to
+//! ping the watchdog and handle signals while validators are being called:
+//!
+//! - a **round**: read the validator set once for the netuid (chain, cache or static list; one read
+//!   shared by every miner), then one pass per miner, concurrently;
+//! - a **re-check**: passes limited to the validators whose own timers fired, on the validator set
+//!   of the last round.
+//!
+//! Everything a job needs is moved in (a clone of each miner's state, its PAT, the chain client)
+//! and comes back in [`Done`]; the main loop keeps the originals, so a job that is abandoned at
+//! shutdown leaves the last saved state intact.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use super::miner::Problem;
+use crate::chain::{self, ChainClient, SubnetView};
+use crate::config::Settings;
+use crate::github::{GithubClient, Preflight};
+use crate::reconcile::pass::{self, Io, PassConfig, PassOutcome, SystemEnv};
+use crate::reconcile::state::MinerState;
+use crate::secret::Pat;
+use crate::validators::Selection;
+use crate::wire::Dendrite;
+
+/// One miner's share of a job.
+pub struct Task {
+    /// Index of the miner in the agent's list.
+    pub index: usize,
+    pub hotkey: String,
+    pub dendrite: Arc<Dendrite>,
+    pub state: MinerState,
+    pub pat: Pat,
+    /// `None`: every due validator; `Some`: only these (timers that fired).
+    pub only: Option<BTreeSet<u16>>,
+    /// Check every validator not in backoff, due or not (start-up, PAT rotation).
+    pub one_shot: bool,
+    /// Run a telemetry preflight if the pass did not run one.
+    pub refresh_preflight: bool,
+}
+
+/// One miner's result.
+pub struct TaskDone {
+    pub index: usize,
+    pub state: MinerState,
+    pub result: Result<PassOutcome, Problem>,
+    /// The telemetry preflight, if one ran.
+    pub extra_preflight: Option<Preflight>,
+}
+
+/// What the round read as the validator set.
+#[derive(Debug, Clone)]
+pub struct ViewRead {
+    pub netuid: u16,
+    pub block: Option<u64>,
+    /// `chain`, `cache` or `static`.
+    pub source: &'static str,
+    pub age: std::time::Duration,
+    pub selection: Arc<Selection>,
+}
+
+/// Round or re-check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Round,
+    Recheck,
+}
+
+/// A finished job.
+pub struct Done {
+    pub kind: Kind,
+    /// The chain client lent to a round, given back.
+    pub chain: Option<ChainClient>,
+    /// A round's validator set, or why there is none.
+    pub view: Option<Result<ViewRead, String>>,
+    pub tasks: Vec<TaskDone>,
+}
+
+/// A round: read the validator set once, then pass every miner on it.
+pub async fn round(
+    settings: Settings,
+    mut chain: ChainClient,
+    github: Arc<GithubClient>,
+    cfg: PassConfig,
+    tasks: Vec<Task>,
+) -> Done {
+    let view = match chain::subnet_view_using(&mut chain, &settings, None).await {
+        Ok(v) => v,
+        Err(e) => {
+            return Done { kind: Kind::Round, chain: Some(chain), view: Some(Err(e.to_string())), tasks: Vec::new() };
+        }
+    };
+    let selection = Arc::new(view.select(settings.validators.thresholds));
+    let read = ViewRead {
+        netuid: view.netuid,
+        block: view.block,
+        source: view.origin.label(),
+        age: view.origin.cache_age().unwrap_or_default(),
+        selection: selection.clone(),
+    };
+    let done = run_tasks(selection, Some(&view), github, cfg, tasks).await;
+    Done { kind: Kind::Round, chain: Some(chain), view: Some(Ok(read)), tasks: done }
+}
+
+/// A re-check on the last round's validator set.
+pub async fn recheck(selection: Arc<Selection>, github: Arc<GithubClient>, cfg: PassConfig, tasks: Vec<Task>) -> Done {
+    let done = run_tasks(selection, None, github, cfg, tasks).await;
+    Done { kind: Kind::Recheck, chain: None, view: None, tasks: done }
+}
+
+/// One pass per task, concurrently. A miner whose hotkey the view does not list is not passed (the
+/// PAT goes only to a subnet we are registered on).
+async fn run_tasks(
+    selection: Arc<Selection>,
+    view: Option<&SubnetView>,
+    github: Arc<GithubClient>,
+    cfg: PassConfig,
+    tasks: Vec<Task>,
+) -> Vec<TaskDone> {
+    let mut out = Vec::new();
+    let mut set = JoinSet::new();
+    for task in tasks {
+        if let Some(v) = view
+            && let Err(e) = v.require_registered(&task.hotkey)
+        {
+            out.push(TaskDone {
+                index: task.index,
+                state: task.state,
+                result: Err(Problem::new("not_registered", e.to_string())),
+                extra_preflight: None,
+            });
+            continue;
+        }
+        let (selection, github, mut cfg) = (selection.clone(), github.clone(), cfg.clone());
+        set.spawn(async move {
+            let Task { index, hotkey: _, dendrite, mut state, pat, only, one_shot, refresh_preflight } = task;
+            cfg.one_shot = one_shot;
+            let io = Io { dendrite: &dendrite, github: &github };
+            let outcome = pass::run(&io, &cfg, &selection, &mut state, &pat, &mut SystemEnv, only.as_ref()).await;
+            let extra_preflight = if refresh_preflight && outcome.preflight.is_none() {
+                Some(github.preflight(&pat).await)
+            } else {
+                None
+            };
+            TaskDone { index, state, result: Ok(outcome), extra_preflight }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(done) => out.push(done),
+            // The main loop keeps that miner's previous state; the next pass retries.
+            Err(e) => tracing::error!(error = %e, "a miner's pass failed"),
+        }
+    }
+    out.sort_by_key(|d| d.index);
+    out
+}

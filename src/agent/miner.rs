@@ -1,0 +1,284 @@
+//! One miner inside the agent: its hotkey and dendrite, its state file (locked for the agent's
+//! lifetime), the PAT fingerprint last seen, and what has already been logged about it.
+//!
+//! Owns the "log a state change once" rule: after each pass [`Miner::absorb`] compares the pass
+//! outcome with what was last logged (each validator's category, the active alerts, the preflight
+//! verdict, the miner's own problem) and logs only the differences. Does no network I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::status::MinerView;
+use crate::config::{MinerSettings, PatError, Settings};
+use crate::coverage::Category;
+use crate::github::{Preflight, PreflightOutcome};
+use crate::metrics::Metrics;
+use crate::reconcile::pass::PassOutcome;
+use crate::reconcile::state::{MinerState, StateError, StateFile, StateLock};
+use crate::secret::Pat;
+use crate::wallet::{Hotkey, WalletError};
+use crate::wire::Dendrite;
+use crate::wire::dendrite::DendriteOptions;
+
+/// Run a preflight of our own at most this often when no pass needed one, so the PAT's expiry and
+/// validity stay visible in the metrics while every validator is covered (two GitHub calls an hour
+/// on the miner's own quota).
+pub const PREFLIGHT_REFRESH: Duration = Duration::from_secs(3600);
+
+/// Why a miner could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum MinerError {
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Why a miner cannot be reconciled right now (shown in STATUS and `patrol_miner_problem`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// One of [`crate::metrics::MINER_PROBLEMS`].
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(kind: &'static str, message: impl Into<String>) -> Problem {
+        Problem { kind, message: message.into() }
+    }
+}
+
+/// What has been logged already.
+#[derive(Debug, Default)]
+struct Logged {
+    categories: BTreeMap<u16, Category>,
+    alerts: BTreeSet<(&'static str, Option<u16>)>,
+    preflight: Option<&'static str>,
+    coverage: Option<(usize, usize)>,
+}
+
+/// A miner the agent reconciles.
+pub struct Miner {
+    pub settings: MinerSettings,
+    pub hotkey: Arc<Hotkey>,
+    pub dendrite: Arc<Dendrite>,
+    pub external_ip: String,
+    pub state_dir: PathBuf,
+    pub netuid: u16,
+    pub file: StateFile,
+    /// Held for the agent's lifetime (`None` in a dry run, which never writes).
+    lock: Option<StateLock>,
+    pub state: MinerState,
+    /// Fingerprint of the PAT used last; a different one means the PAT rotated.
+    fingerprint: Option<String>,
+    pub problem: Option<Problem>,
+    pub view: MinerView,
+    /// Next round checks every validator not in backoff (start-up, PAT rotation), not only the due ones.
+    pub force_full: bool,
+    pub last_preflight: Option<Instant>,
+    logged: Logged,
+}
+
+impl std::fmt::Debug for Miner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Miner").field("name", &self.settings.name).field("hotkey", &self.hotkey.ss58()).finish()
+    }
+}
+
+impl Miner {
+    /// Open a miner whose hotkey is already loaded: dendrite, state lock (unless `dry_run`), state.
+    pub fn open(settings: &Settings, m: &MinerSettings, hotkey: Hotkey, dry_run: bool) -> Result<Miner, MinerError> {
+        let hotkey = Arc::new(hotkey);
+        let external_ip = settings.agent.external_ip.clone();
+        let dendrite = dendrite(&hotkey, &external_ip)?;
+        let netuid = settings.chain.netuid;
+        let file = StateFile::new(&settings.agent.state_dir, hotkey.ss58(), netuid);
+        let lock = if dry_run { None } else { Some(file.try_lock()?) };
+        let state = file.load(hotkey.ss58(), netuid);
+        Ok(Miner {
+            settings: m.clone(),
+            dendrite,
+            external_ip,
+            state_dir: settings.agent.state_dir.clone(),
+            netuid,
+            file,
+            lock,
+            state,
+            fingerprint: None,
+            problem: None,
+            view: MinerView::Pending,
+            force_full: true,
+            last_preflight: None,
+            logged: Logged::default(),
+            hotkey,
+        })
+    }
+
+    /// Take a reloaded configuration for the same hotkey, state dir and netuid.
+    pub fn update(&mut self, settings: &Settings, m: &MinerSettings) -> Result<(), MinerError> {
+        if settings.agent.external_ip != self.external_ip {
+            self.dendrite = dendrite(&self.hotkey, &settings.agent.external_ip)?;
+            self.external_ip = settings.agent.external_ip.clone();
+        }
+        self.settings = m.clone();
+        Ok(())
+    }
+
+    /// The hotkey (SS58).
+    pub fn ss58(&self) -> &str {
+        self.hotkey.ss58()
+    }
+
+    /// The name used in logs and STATUS.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// Read the PAT now; `true` when it differs from the one used last (a rotation).
+    pub fn load_pat(&mut self) -> Result<(Pat, bool), PatError> {
+        let loaded = self.settings.load_pat()?;
+        let fp = loaded.pat.fingerprint();
+        let changed = self.fingerprint.as_ref().is_some_and(|old| *old != fp);
+        if changed {
+            // The pass logs the change itself (once, at info); this says where it came from.
+            tracing::debug!(miner = %self.name(), pat = %loaded.pat.redacted(), from = %loaded.origin, "the PAT changed; re-asserting it everywhere");
+        }
+        self.fingerprint = Some(fp);
+        Ok((loaded.pat, changed))
+    }
+
+    /// Whether a telemetry preflight is due (see [`PREFLIGHT_REFRESH`]).
+    pub fn preflight_due(&self) -> bool {
+        self.last_preflight.is_none_or(|t| t.elapsed() >= PREFLIGHT_REFRESH)
+    }
+
+    /// Set (or clear) the miner's problem; logs and updates the metric only on a change.
+    pub fn set_problem(&mut self, problem: Option<Problem>, metrics: &Metrics) {
+        if self.problem == problem {
+            return;
+        }
+        match (&self.problem, &problem) {
+            (_, Some(p)) => tracing::error!(miner = %self.name(), kind = p.kind, "{}", p.message),
+            (Some(old), None) => tracing::info!(miner = %self.name(), kind = old.kind, "resolved: {}", old.message),
+            (None, None) => {}
+        }
+        metrics.set_miner_problem(self.ss58(), problem.as_ref().map(|p| p.kind));
+        self.problem = problem;
+    }
+
+    /// What STATUS says about this miner.
+    pub fn status_view(&self) -> MinerView {
+        match &self.problem {
+            Some(p) => MinerView::Problem(p.message.clone()),
+            None => self.view.clone(),
+        }
+    }
+
+    /// Take a pass outcome: update the status view and log what changed since the last pass.
+    pub fn absorb(&mut self, out: &PassOutcome, extra_preflight: Option<&Preflight>) {
+        self.view = MinerView::of(out);
+        if out.preflight.is_some() || extra_preflight.is_some() {
+            self.last_preflight = Some(Instant::now());
+        }
+        self.log_validators(out);
+        self.log_alerts(out);
+        if let Some(pf) = out.preflight.as_ref().or(extra_preflight) {
+            self.log_preflight(pf);
+        }
+        if let MinerView::Coverage { covered, total, stake, .. } = &self.view {
+            let now = (*covered, *total);
+            if self.logged.coverage != Some(now) {
+                tracing::info!(miner = %self.name(), covered, total, stake_pct = format!("{:.1}", stake * 100.0), "coverage {covered}/{total}");
+                self.logged.coverage = Some(now);
+            }
+        }
+    }
+
+    fn log_validators(&mut self, out: &PassOutcome) {
+        let name = self.settings.name.clone();
+        let mut seen = BTreeSet::new();
+        for v in &out.validators {
+            let uid = v.validator.uid;
+            seen.insert(uid);
+            let Some(now) = v.final_category else { continue };
+            let reason = self.state.validators.get(&uid).and_then(|h| h.reason.clone()).unwrap_or_default();
+            let addr = v.validator.addr();
+            match self.logged.categories.insert(uid, now) {
+                None => tracing::debug!(miner = %name, uid, %addr, state = %now, "validator first seen"),
+                Some(before) if before == now => {}
+                Some(before) if now.is_covered() && !before.is_covered() => {
+                    tracing::info!(miner = %name, uid, %addr, from = %before, to = %now, "validator {uid} is covered again: {now}")
+                }
+                Some(before) if now.is_covered() => {
+                    tracing::info!(miner = %name, uid, %addr, from = %before, to = %now, "validator {uid} is {now} (was {before})")
+                }
+                Some(before) => tracing::warn!(
+                    miner = %name, uid, %addr, from = %before, to = %now, %reason, action = %v.action, next_check_at = v.next_check_at,
+                    "validator {uid} is not covered: {now}"
+                ),
+            }
+        }
+        let gone: Vec<u16> = self.logged.categories.keys().copied().filter(|u| !seen.contains(u)).collect();
+        for uid in gone {
+            self.logged.categories.remove(&uid);
+            tracing::info!(miner = %name, uid, "validator {uid} left the eligible set");
+        }
+    }
+
+    fn log_alerts(&mut self, out: &PassOutcome) {
+        let now: BTreeSet<(&'static str, Option<u16>)> = out.alerts.iter().map(|a| (a.kind, a.uid)).collect();
+        for a in &out.alerts {
+            if !self.logged.alerts.contains(&(a.kind, a.uid)) {
+                tracing::warn!(miner = %self.settings.name, kind = a.kind, uid = ?a.uid, "{}", a.message);
+            }
+        }
+        for (kind, uid) in self.logged.alerts.difference(&now) {
+            tracing::info!(miner = %self.settings.name, kind, uid = ?uid, "alert cleared");
+        }
+        self.logged.alerts = now;
+    }
+
+    fn log_preflight(&mut self, pf: &Preflight) {
+        let label = match &pf.outcome {
+            PreflightOutcome::Valid { .. } => "valid",
+            PreflightOutcome::Transient { .. } => "transient",
+            PreflightOutcome::Invalid { .. } => "invalid",
+        };
+        if self.logged.preflight == Some(label) {
+            return;
+        }
+        let name = &self.settings.name;
+        match &pf.outcome {
+            PreflightOutcome::Valid { login, .. } => {
+                tracing::info!(miner = %name, %login, "the PAT passes both GitHub checks")
+            }
+            PreflightOutcome::Transient { reason, .. } => {
+                tracing::warn!(miner = %name, %reason, "cannot check the PAT with GitHub right now; not sending it until I can")
+            }
+            PreflightOutcome::Invalid { reason } => {
+                tracing::error!(miner = %name, %reason, "the PAT is invalid (revoked, expired or lacks access); it will not be sent")
+            }
+        }
+        self.logged.preflight = Some(label);
+    }
+
+    /// Persist the state (not in a dry run). Errors are logged: the in-memory state stays good and
+    /// the next pass tries again.
+    pub fn save(&self) {
+        if self.lock.is_none() {
+            return;
+        }
+        if let Err(e) = self.file.save(&self.state) {
+            tracing::error!(miner = %self.name(), error = %e, "cannot save the state");
+        }
+    }
+}
+
+fn dendrite(hotkey: &Arc<Hotkey>, external_ip: &str) -> Result<Arc<Dendrite>, MinerError> {
+    let opts = DendriteOptions { external_ip: external_ip.to_string(), ..DendriteOptions::default() };
+    Ok(Arc::new(Dendrite::new(hotkey.clone(), opts).map_err(MinerError::Http)?))
+}

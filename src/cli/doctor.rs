@@ -1,0 +1,417 @@
+//! `patrol doctor [--json]`: everything `patrol run` needs, checked one by one, each reported as a
+//! line `ok` or `fail`, and for a failure the fix. Exit 0 when every check is ok, 78 otherwise.
+//!
+//! Checks, in order: the config parses; per miner, the wallet (hotkey file) loads; the chain is
+//! reachable; per miner, the hotkey is registered; per miner, the PAT can be read and passes both
+//! GitHub calls validators make with it (`GET /user` and the GraphQL test query); the local clock
+//! agrees with the chain's (nonce window); at least one validator is eligible; the state directory
+//! is writable. With a static validator list the chain checks say "skipped: no chain" and count as
+//! ok. Nothing is ever sent to a validator.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::chain::time as chain_time;
+use crate::chain::{ChainClient, Snapshot};
+use crate::cli::{Cli, DoctorArgs, Exit};
+use crate::config::{MinerSettings, Settings};
+use crate::github::{GithubClient, GithubOptions, IdentityResult, TestQueryResult};
+use crate::validators::{self, Neuron};
+use crate::wallet::Hotkey;
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub check: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub miner: Option<String>,
+    pub ok: bool,
+    /// Not applicable here (counts as ok).
+    pub skipped: bool,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+fn ok(check: &'static str, miner: Option<&str>, detail: impl Into<String>) -> Check {
+    Check { check, miner: miner.map(str::to_owned), ok: true, skipped: false, detail: detail.into(), fix: None }
+}
+
+fn skipped(check: &'static str, miner: Option<&str>, detail: impl Into<String>) -> Check {
+    Check { skipped: true, ..ok(check, miner, format!("skipped: {}", detail.into())) }
+}
+
+fn fail(check: &'static str, miner: Option<&str>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        check,
+        miner: miner.map(str::to_owned),
+        ok: false,
+        skipped: false,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+/// Run the command.
+pub async fn run(cli: &Cli, args: &DoctorArgs) -> anyhow::Result<Exit> {
+    let checks = match cli.settings() {
+        Ok(settings) => diagnose(&settings).await,
+        Err(e) => vec![fail(
+            "config",
+            None,
+            format!("{e:#}"),
+            "fix the key named above (every key is described in config.example.toml), or point --config / $PATROL_CONFIG at the right file",
+        )],
+    };
+    let all_ok = checks.iter().all(|c| c.ok);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"success": all_ok, "checks": checks}))?);
+    } else {
+        print!("{}", render(&checks));
+    }
+    Ok(if all_ok { Exit::Covered } else { Exit::Config })
+}
+
+/// The human report.
+pub fn render(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let detail = match &c.miner {
+            Some(m) => format!("{m}: {}", c.detail),
+            None => c.detail.clone(),
+        };
+        out.push_str(&format!("{:<5}{:<20}{detail}\n", if c.ok { "ok" } else { "fail" }, c.check));
+        if let Some(fix) = &c.fix {
+            out.push_str(&format!("{:<25}fix: {fix}\n", ""));
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        out.push_str("all checks passed\n");
+    } else {
+        out.push_str(&format!("{failed} check(s) failed\n"));
+    }
+    out
+}
+
+/// Every check after the config loaded.
+pub async fn diagnose(settings: &Settings) -> Vec<Check> {
+    let mut checks = vec![ok(
+        "config",
+        None,
+        match &settings.file {
+            Some(f) => format!("{} parsed", f.display()),
+            None => "no config file; defaults and flags".to_string(),
+        },
+    )];
+    // Name the miner in each line only when there are several.
+    let label = |m: &MinerSettings| (settings.miners.len() > 1).then(|| m.name.clone());
+
+    let mut hotkeys: Vec<(&MinerSettings, Option<Hotkey>)> = Vec::new();
+    for m in &settings.miners {
+        match m.load_hotkey() {
+            Ok(h) => {
+                checks.push(ok(
+                    "wallet",
+                    label(m).as_deref(),
+                    format!("hotkey {} ({})", h.ss58(), m.hotkey_file.display()),
+                ));
+                hotkeys.push((m, Some(h)));
+            }
+            Err(e) => {
+                checks.push(fail(
+                    "wallet",
+                    label(m).as_deref(),
+                    e.to_string(),
+                    "point [wallet] hotkey_file (or --hotkey-file, or --wallet/--hotkey/--wallet-path) at the miner's hotkey file",
+                ));
+                hotkeys.push((m, None));
+            }
+        }
+    }
+
+    // The chain: one snapshot (neurons for the eligibility check), then each miner's UID.
+    let is_static = settings.validators.static_list.is_some();
+    let mut client = ChainClient::from_settings(&settings.chain);
+    let snapshot: Option<Result<Snapshot, String>> = if is_static {
+        checks.push(skipped("chain", None, "no chain: a static validator list is configured"));
+        None
+    } else {
+        let r = client.snapshot(settings.chain.netuid, None).await.map_err(|e| e.to_string());
+        checks.push(match &r {
+            Ok(s) => ok(
+                "chain",
+                None,
+                format!("{}: block {}, {} neurons on netuid {}", settings.chain.url, s.block, s.neurons.len(), s.netuid),
+            ),
+            Err(e) => fail(
+                "chain",
+                None,
+                e.clone(),
+                "check [chain] network (or --network: finney, test, local or a ws(s):// URL) and that this host can reach it",
+            ),
+        });
+        Some(r)
+    };
+    for (m, h) in &hotkeys {
+        let miner = label(m);
+        let Some(h) = h else {
+            checks.push(fail(
+                "registered",
+                miner.as_deref(),
+                "cannot tell: the hotkey did not load",
+                "fix the wallet first",
+            ));
+            continue;
+        };
+        checks.push(match &snapshot {
+            None => skipped("registered", miner.as_deref(), "no chain: a static list cannot tell"),
+            Some(Err(_)) => fail(
+                "registered",
+                miner.as_deref(),
+                "cannot tell: the chain is unreachable",
+                "fix the chain check first",
+            ),
+            Some(Ok(_)) => match client.uid_of(settings.chain.netuid, &h.public_key()).await {
+                Ok(Some(uid)) => {
+                    ok("registered", miner.as_deref(), format!("uid {uid} on netuid {}", settings.chain.netuid))
+                }
+                Ok(None) => fail(
+                    "registered",
+                    miner.as_deref(),
+                    format!("hotkey {} is not registered on netuid {}", h.ss58(), settings.chain.netuid),
+                    format!(
+                        "register it (btcli subnet register --netuid {}) or fix the wallet/hotkey",
+                        settings.chain.netuid
+                    ),
+                ),
+                Err(e) => {
+                    fail("registered", miner.as_deref(), e.to_string(), "retry; if it persists see the chain check")
+                }
+            },
+        });
+    }
+
+    checks.extend(pat_checks(settings, &label).await);
+    checks.push(clock_check(settings, is_static, &snapshot).await);
+    checks.push(eligible_check(settings, &snapshot));
+    checks.push(state_dir_check(&settings.agent.state_dir));
+    checks
+}
+
+/// The PAT of every miner: readable, then both GitHub calls a validator makes with it.
+async fn pat_checks(settings: &Settings, label: &dyn Fn(&MinerSettings) -> Option<String>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    // One identity attempt: doctor reports what GitHub says now instead of retrying for 10 s.
+    let github = GithubClient::new(GithubOptions {
+        api_url: settings.github.api_url.clone(),
+        timeout: settings.github.timeout,
+        identity_attempts: 1,
+        ..GithubOptions::default()
+    });
+    for m in &settings.miners {
+        let miner = label(m);
+        let miner = miner.as_deref();
+        let loaded = match m.load_pat() {
+            Ok(l) => {
+                checks.push(ok("pat", miner, format!("{} from {}", l.pat.redacted(), l.origin)));
+                l
+            }
+            Err(e) => {
+                checks.push(fail(
+                    "pat",
+                    miner,
+                    e.to_string(),
+                    "set [pat] file or [pat] credential in the config, or GITTENSOR_MINER_PAT, or pass --pat-file (a file must be chmod 600)",
+                ));
+                continue;
+            }
+        };
+        let github = match &github {
+            Ok(g) => g,
+            Err(e) => {
+                checks.push(fail("github identity", miner, e.to_string(), "fix [github] api_url"));
+                continue;
+            }
+        };
+        let id = github.identity(&loaded.pat).await;
+        let expiry = id.meta.token_expiry.as_ref().map(|e| format!("; expires {}", e.text)).unwrap_or_default();
+        let valid = match &id.result {
+            IdentityResult::Valid { id, login } => {
+                checks.push(ok("github identity", miner, format!("GET /user: {login} (id {id}){expiry}")));
+                true
+            }
+            IdentityResult::Transient { detail, .. } => {
+                checks.push(fail(
+                    "github identity",
+                    miner,
+                    format!("GET /user gave no usable answer: {detail}"),
+                    format!(
+                        "check that this host reaches {} (DNS, proxy, firewall) and retry; a rate limit clears by itself",
+                        settings.github.api_url
+                    ),
+                ));
+                false
+            }
+            IdentityResult::InvalidAuth { status, message } => {
+                checks.push(fail(
+                    "github identity",
+                    miner,
+                    format!(
+                        "GET /user refused the PAT ({}: {message})",
+                        status.map(|s| format!("HTTP {s}")).unwrap_or_else(|| "not sent".into())
+                    ),
+                    "the PAT is revoked, expired or mistyped: create a new one on github.com and update the PAT file",
+                ));
+                false
+            }
+        };
+        if !valid {
+            checks.push(fail(
+                "github test query",
+                miner,
+                "not run: the identity check failed",
+                "fix the identity check first",
+            ));
+            continue;
+        }
+        let q = github.test_query(&loaded.pat).await;
+        checks.push(match q.result {
+            TestQueryResult::Ok => ok("github test query", miner, "POST /graphql: the viewer query passed"),
+            TestQueryResult::Failed { detail, transient: true, .. } => fail(
+                "github test query",
+                miner,
+                format!("POST /graphql failed transiently: {detail}"),
+                "GitHub's GraphQL API had a hiccup or a rate limit; retry in a few minutes",
+            ),
+            TestQueryResult::Failed { detail, .. } => fail(
+                "github test query",
+                miner,
+                format!("validators would reject this PAT: PAT test query failed: {detail}"),
+                "use a token that can run GraphQL queries as its owner (a classic PAT does), then update the PAT file",
+            ),
+        });
+    }
+    checks
+}
+
+async fn clock_check(settings: &Settings, is_static: bool, snapshot: &Option<Result<Snapshot, String>>) -> Check {
+    if is_static {
+        return skipped("clock", None, "no chain");
+    }
+    if let Some(Err(_)) = snapshot {
+        return fail("clock", None, "cannot tell: the chain is unreachable", "fix the chain check first");
+    }
+    match chain_time::now_ms(&settings.chain).await {
+        Err(e) => fail(
+            "clock",
+            None,
+            format!("cannot read the chain's time: {e}"),
+            "retry; if it persists see the chain check",
+        ),
+        Ok(chain_ms) => {
+            let local_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            match chain_time::check_skew(local_ms, chain_ms) {
+                Ok(skew) => ok(
+                    "clock",
+                    None,
+                    format!(
+                        "the chain's latest block is {skew:+.1}s from the local clock (allowed -{}s..+{}s)",
+                        chain_time::MAX_BEHIND.as_secs(),
+                        chain_time::MAX_AHEAD.as_secs()
+                    ),
+                ),
+                Err(why) => fail(
+                    "clock",
+                    None,
+                    why,
+                    "enable time synchronisation (timedatectl set-ntp true, or chrony); if the clock is right, use another chain endpoint",
+                ),
+            }
+        }
+    }
+}
+
+fn eligible_check(settings: &Settings, snapshot: &Option<Result<Snapshot, String>>) -> Check {
+    let neurons: &[Neuron] = match (&settings.validators.static_list, snapshot) {
+        (Some(list), _) => list,
+        (None, Some(Ok(s))) => &s.neurons,
+        _ => {
+            return fail(
+                "eligible validators",
+                None,
+                "cannot tell: the chain is unreachable",
+                "fix the chain check first",
+            );
+        }
+    };
+    let t = settings.validators.thresholds;
+    let sel = validators::select(neurons, t);
+    if sel.eligible.is_empty() {
+        return fail(
+            "eligible validators",
+            None,
+            format!(
+                "no validator of netuid {} passes gitt's rule (vtrust > {}, serving an axon, stake >= {} α); {} high-vtrust validator(s) skipped",
+                settings.chain.netuid,
+                t.min_vtrust,
+                t.min_stake,
+                sel.skipped.len()
+            ),
+            "check the netuid ([chain] netuid / --netuid); `patrol validators` shows who was skipped and why",
+        );
+    }
+    let uids: Vec<String> = sel.eligible.iter().map(|v| v.uid.to_string()).collect();
+    ok("eligible validators", None, format!("{} eligible (uids {})", uids.len(), uids.join(",")))
+}
+
+fn state_dir_check(dir: &Path) -> Check {
+    let probe = dir.join(format!(".patrol-doctor-{}", std::process::id()));
+    let result = std::fs::create_dir_all(dir)
+        .and_then(|()| crate::fsutil::atomic_write(&probe, b"ok\n", 0o600))
+        .and_then(|()| std::fs::remove_file(&probe));
+    match result {
+        Ok(()) => ok("state dir", None, format!("{} is writable", dir.display())),
+        Err(e) => fail(
+            "state dir",
+            None,
+            format!("{}: {e}", dir.display()),
+            "create it and make it writable by the user patrol runs as (systemd: StateDirectory=patrol), or set [agent] state_dir / --state-dir",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_lines_say_ok_or_fail_and_the_fix() {
+        let checks = vec![
+            ok("config", None, "/etc/patrol/config.toml parsed"),
+            skipped("clock", None, "no chain"),
+            fail("registered", Some("m1"), "hotkey X is not registered on netuid 74", "register it"),
+        ];
+        let text = render(&checks);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ok   config") && lines[0].ends_with("parsed"), "{text}");
+        assert!(lines[1].starts_with("ok   clock") && lines[1].contains("skipped: no chain"), "{text}");
+        assert!(lines[2].starts_with("fail registered") && lines[2].contains("m1: hotkey X"), "{text}");
+        assert_eq!(lines[3].trim(), "fix: register it");
+        assert_eq!(lines[4], "1 check(s) failed");
+    }
+
+    #[test]
+    fn an_unwritable_state_dir_fails_with_the_fix() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(state_dir_check(&d.path().join("state")).ok);
+        let file = d.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let c = state_dir_check(&file.join("sub"));
+        assert!(!c.ok && c.fix.unwrap().contains("StateDirectory"));
+    }
+}

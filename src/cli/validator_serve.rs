@@ -1,0 +1,257 @@
+//! `patrol validator serve`: one reference validator (gittensor's PAT handlers on a real axon) from
+//! flags and/or a small TOML file of its own (`--validator-config`; unknown keys are errors that
+//! name the key; flags win over the file, `--miner` flags add to its `[[miners]]`).
+//!
+//! After binding it prints exactly one JSON line on stdout and flushes it:
+//! `{"ready":true,"listen":"127.0.0.1:PORT","hotkey":"<ss58>"}` (tests and benchmarks wait for it).
+//! SIGTERM/SIGINT stop it gracefully (in-flight requests finish), exit 0. Logs go to stderr and
+//! never contain a PAT (`***` + last 4 at most).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::cli::validator_args::ServeArgs;
+use crate::cli::{Coded, Exit};
+use crate::github::{self, GithubClient, GithubOptions, Mode};
+use crate::validator::{Axon, AxonConfig, Metagraph, PatStore, PatValidator, RegisteredMiner};
+use crate::wallet::Hotkey;
+
+/// The `--validator-config` TOML schema.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    hotkey_file: Option<PathBuf>,
+    hotkey_seed: Option<String>,
+    listen: Option<String>,
+    store: Option<PathBuf>,
+    github_api_url: Option<String>,
+    mode: Option<String>,
+    clock_offset: Option<String>,
+    body_limit: Option<usize>,
+    max_handlers: Option<usize>,
+    #[serde(default)]
+    github: GithubSection,
+    #[serde(default)]
+    miners: Vec<RegisteredMiner>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GithubSection {
+    timeout: Option<String>,
+    identity_attempts: Option<u32>,
+    identity_retry_sleep: Option<String>,
+}
+
+/// Everything `serve` needs, resolved and validated.
+pub struct ServeSettings {
+    pub hotkey: Hotkey,
+    pub listen: SocketAddr,
+    pub store: PathBuf,
+    pub metagraph: Metagraph,
+    pub github: GithubOptions,
+    pub axon: AxonConfig,
+}
+
+fn config_error(message: String) -> anyhow::Error {
+    Coded::new(Exit::Config, "config_error", message)
+}
+
+/// A signed duration: `"-60s"`, `"+2s"`, `"1500ms"` → nanoseconds.
+pub fn parse_offset(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim();
+    let (sign, rest) = match t.strip_prefix('-') {
+        Some(r) => (-1, r),
+        None => (1, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let d = humantime::parse_duration(rest.trim()).with_context(|| format!("invalid duration {s:?}"))?;
+    let ns = i64::try_from(d.as_nanos()).with_context(|| format!("duration {s:?} is too large"))?;
+    Ok(sign * ns)
+}
+
+fn parse_duration(key: &str, s: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(s.trim()).map_err(|e| config_error(format!("{key}: invalid duration {s:?}: {e}")))
+}
+
+/// `UID:HOTKEY[:STAKE]`.
+pub fn parse_miner(spec: &str) -> anyhow::Result<RegisteredMiner> {
+    let mut parts = spec.split(':');
+    let (Some(uid), Some(hotkey)) = (parts.next(), parts.next()) else {
+        bail!("--miner {spec:?}: expected UID:HOTKEY[:STAKE]");
+    };
+    let uid = uid.trim().parse().with_context(|| format!("--miner {spec:?}: uid must be 0..=65535"))?;
+    let stake = match parts.next() {
+        Some(s) => s.trim().parse().with_context(|| format!("--miner {spec:?}: stake must be a number"))?,
+        None => 0.0,
+    };
+    if parts.next().is_some() {
+        bail!("--miner {spec:?}: expected UID:HOTKEY[:STAKE]");
+    }
+    Ok(RegisteredMiner { uid, hotkey: hotkey.trim().to_string(), stake })
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| config_error(format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| config_error(format!("{}: {e}", path.display())))
+}
+
+/// `--hotkey-seed`: 32 bytes of (0x-)hex.
+fn seed_hotkey(hex_seed: &str) -> anyhow::Result<Hotkey> {
+    let raw = hex::decode(hex_seed.trim().trim_start_matches("0x"))
+        .map_err(|e| config_error(format!("hotkey_seed: not hex: {e}")))?;
+    let seed: [u8; 32] =
+        raw.try_into().map_err(|v: Vec<u8>| config_error(format!("hotkey_seed: need 32 bytes, got {}", v.len())))?;
+    Ok(Hotkey::from_seed(&seed))
+}
+
+/// Merge flags over the file and validate.
+pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
+    let file = match &args.validator_config {
+        Some(p) => load_file(p)?,
+        None => FileConfig::default(),
+    };
+    let hotkey = match (&args.hotkey_seed, &args.hotkey_file, &file.hotkey_seed, &file.hotkey_file) {
+        (Some(seed), _, _, _) => seed_hotkey(seed)?,
+        (None, Some(path), _, _) => Hotkey::load(path)?,
+        (None, None, Some(seed), _) => seed_hotkey(seed)?,
+        (None, None, None, Some(path)) => Hotkey::load(path)?,
+        (None, None, None, None) => {
+            return Err(config_error("a validator hotkey is required: --hotkey-file or --hotkey-seed".into()));
+        }
+    };
+    let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:8091".into());
+    let listen: SocketAddr =
+        listen_text.parse().map_err(|e| config_error(format!("listen: {listen_text:?} is not IP:PORT ({e})")))?;
+    let store = args.store.clone().or(file.store).unwrap_or_else(|| {
+        match std::env::var("GITTENSOR_MINER_PATS_FILE").ok().filter(|p| !p.trim().is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => PathBuf::from("data/miner_pats.json"),
+        }
+    });
+    let mut miners = file.miners;
+    for spec in &args.miners {
+        miners.push(parse_miner(spec).map_err(|e| config_error(format!("{e:#}")))?);
+    }
+    let metagraph = Metagraph::new(miners).map_err(|e| config_error(format!("miners: {e}")))?;
+    let mode_text = args.mode.clone().or(file.mode).unwrap_or_else(|| "fixed".into());
+    let mode: Mode = mode_text.parse().map_err(|e: github::GithubError| config_error(format!("mode: {e}")))?;
+    let mut gh = GithubOptions {
+        api_url: args.github_api_url.clone().or(file.github_api_url).unwrap_or_else(|| github::DEFAULT_API_URL.into()),
+        mode,
+        ..GithubOptions::default()
+    };
+    if let Some(t) = args.github_timeout.as_deref().or(file.github.timeout.as_deref()) {
+        gh.timeout = parse_duration("github.timeout", t)?;
+    }
+    if let Some(n) = args.identity_attempts.or(file.github.identity_attempts) {
+        gh.identity_attempts = n.max(1);
+    }
+    if let Some(t) = args.identity_retry_sleep.as_deref().or(file.github.identity_retry_sleep.as_deref()) {
+        gh.identity_retry_sleep = parse_duration("github.identity_retry_sleep", t)?;
+    }
+    let clock_offset_ns = match args.clock_offset.as_deref().or(file.clock_offset.as_deref()) {
+        Some(s) => parse_offset(s).map_err(|e| config_error(format!("clock_offset: {e:#}")))?,
+        None => 0,
+    };
+    let axon = AxonConfig {
+        body_limit: args.body_limit.or(file.body_limit).unwrap_or(crate::validator::axon::DEFAULT_BODY_LIMIT),
+        clock_offset_ns,
+        max_handlers: args.max_handlers.or(file.max_handlers).unwrap_or(crate::validator::axon::DEFAULT_MAX_HANDLERS),
+        ..AxonConfig::default()
+    };
+    Ok(ServeSettings { hotkey, listen, store, metagraph, github: gh, axon })
+}
+
+/// Build the validator behind an axon (also used by `patrol demo`).
+pub fn build_axon(s: ServeSettings) -> anyhow::Result<(Axon, SocketAddr)> {
+    let store = Arc::new(PatStore::new(&s.store));
+    match store.ensure_file() {
+        Ok(true) => tracing::info!(store = %s.store.display(), "created an empty PAT store"),
+        Ok(false) => {
+            if let Err(e) = store.read_all() {
+                tracing::error!(error = %e, "the PAT store is unreadable; it is left untouched and broadcasts are rejected until it is fixed");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create the PAT store; broadcasts are rejected until it is writable")
+        }
+    }
+    let github = GithubClient::new(s.github.clone()).map_err(|e| config_error(format!("github: {e}")))?;
+    let validator = Arc::new(PatValidator::new(s.metagraph, store, Arc::new(github), s.github.mode));
+    Ok((Axon::new(validator, Arc::new(s.hotkey), s.axon), s.listen))
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
+
+/// Run the command.
+pub async fn run(args: &ServeArgs) -> anyhow::Result<Exit> {
+    let settings = resolve(args)?;
+    let (mode, miners, store) = (settings.github.mode, settings.metagraph.len(), settings.store.clone());
+    let (axon, listen) = build_axon(settings)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| config_error(format!("cannot listen on {listen}: {e}")))?;
+    let bound = listener.local_addr()?;
+    let ready = serde_json::json!({"ready": true, "listen": bound.to_string(), "hotkey": axon.hotkey()});
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{ready}")?;
+        out.flush()?;
+    }
+    tracing::info!(listen = %bound, hotkey = axon.hotkey(), %mode, miners, store = %store.display(), "validator serving");
+    axon.serve(listener, shutdown_signal()).await.context("axon server failed")?;
+    tracing::info!("validator stopped");
+    Ok(Exit::Covered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_and_miners() {
+        assert_eq!(parse_offset("-60s").unwrap(), -60_000_000_000);
+        assert_eq!(parse_offset("+1500ms").unwrap(), 1_500_000_000);
+        assert_eq!(parse_offset("2s").unwrap(), 2_000_000_000);
+        assert!(parse_offset("soon").is_err());
+        let m = parse_miner("3:5DfhGyQdFobKM8NsWvEeAKk5EQQgYe9AydgJ7rMB6E1EqRzV:12.5").unwrap();
+        assert_eq!((m.uid, m.stake), (3, 12.5));
+        assert_eq!(parse_miner("3:5Dfh").unwrap().stake, 0.0);
+        assert!(parse_miner("x:5Dfh").is_err());
+        assert!(parse_miner("3").is_err());
+    }
+
+    #[test]
+    fn file_schema_names_unknown_keys() {
+        let e = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+        assert!(e.to_string().contains("listen_port"), "{e}");
+        let e = toml::from_str::<FileConfig>("[github]\ntimout = \"1s\"\n").unwrap_err();
+        assert!(e.to_string().contains("timout"), "{e}");
+        let f: FileConfig = toml::from_str(
+            "hotkey_seed = \"0x11\"\nmode = \"parity\"\n[[miners]]\nuid = 1\nhotkey = \"5X\"\nstake = 2.0\n",
+        )
+        .unwrap();
+        assert_eq!(f.miners.len(), 1);
+    }
+}

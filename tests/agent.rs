@@ -1,0 +1,399 @@
+//! Issue 6: `patrol run` as a systemd service, on the real binary: the notify protocol, reload
+//! (SIGHUP and file changes), graceful stop mid-pass, PAT rotation, `/metrics` as strict
+//! Prometheus text, several miners sharing one validator-set read, `--dry-run`; and `patrol
+//! doctor` (in `agent/doctor.rs`).
+//!
+//! Validators are `patrol validator serve` (the embedded reference validator: starts in
+//! milliseconds) or, where a scripted fault is needed (a broadcast that hangs), the real Python
+//! `bt.Axon`. GitHub is the in-process fake. Everything is on 127.0.0.1; every child process is
+//! killed on drop; every wait is bounded.
+
+/// `patrol doctor` against a static list, the mock chain and broken setups.
+mod doctor;
+/// Agent process, reference validator, notify socket, HTTP and Prometheus-text helpers.
+mod harness;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use harness::{Agent, NotifySocket, RefValidator, content_type, free_port, parse_prometheus, replace_file, value};
+use patrol::github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
+use patrol::wallet::Hotkey;
+use serde_json::json;
+
+use crate::support::cli::{Scratch, dead_port, static_validator};
+use crate::support::mock_node::{Fixture, MockNode};
+use crate::support::python::{DENDRITE_HOTKEY, DENDRITE_SEED, PyAxon, VALIDATOR_HOTKEY, VALIDATOR_SEED};
+
+const PAT: &str = "ghp_patrolAgentToken0000000000000000001";
+const PAT2: &str = "ghp_patrolAgentToken0000000000000000002";
+/// A second miner's hotkey seed (0x44 × 32).
+const MINER2_SEED: &str = "0x4444444444444444444444444444444444444444444444444444444444444444";
+
+/// Generous bounds: debug binaries on a loaded 2-core machine.
+const START: Duration = Duration::from_secs(30);
+
+fn hotkey_of(seed: &str) -> String {
+    let bytes: [u8; 32] = hex::decode(seed.trim_start_matches("0x")).unwrap().try_into().unwrap();
+    Hotkey::from_seed(&bytes).ss58().to_string()
+}
+
+/// A fake GitHub knowing both test PATs (same account, so validators' identity pin holds).
+async fn github() -> SocketAddr {
+    let (addr, _handle) = spawn_fake_github(
+        FakeGithubConfig::default()
+            .with_account(FakeAccount::new(PAT, 4242, "agent-miner").expiring("2031-01-01 00:00:00 UTC"))
+            .with_account(FakeAccount::new(PAT2, 4242, "agent-miner")),
+    )
+    .await;
+    addr
+}
+
+/// A config with one miner (`hotkey`, `pat` in the scratch dir), fast timers, `extra` appended.
+fn config(port: Option<u16>, gh: SocketAddr, validators: &str, extra: &str) -> String {
+    let listen = port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_else(|| "off".into());
+    format!(
+        "[wallet]\nhotkey_file = \"hotkey\"\n[pat]\nfile = \"pat\"\n\
+         [agent]\nstate_dir = \"state\"\nlisten = \"{listen}\"\n\
+         [github]\napi_url = \"http://{gh}\"\ntimeout = \"3s\"\n\
+         [reconcile]\ninterval = \"60s\"\njitter = \"0s\"\ncheck_timeout = \"3s\"\nbroadcast_timeout = \"3s\"\n\
+         backoff_initial = \"1s\"\nbackoff_max = \"5s\"\n{extra}\n{validators}"
+    )
+}
+
+fn scratch() -> Scratch {
+    let mut s = Scratch::new();
+    s.hotkey("hotkey", DENDRITE_SEED);
+    s.pat("pat", PAT);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_socket_gets_ready_status_watchdog_stopping_in_order() {
+    let gh = github().await;
+    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let s = scratch();
+    let port = free_port();
+    s.write(
+        "agent.toml",
+        &config(Some(port), gh, &static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0), ""),
+        0o600,
+    );
+    let notify = NotifySocket::bind(s.dir.path());
+    let sock = notify.path.to_string_lossy().into_owned();
+    let mut agent = Agent::start(
+        &s,
+        &["--config", "agent.toml"],
+        &[("NOTIFY_SOCKET", &sock), ("WATCHDOG_USEC", "300000")],
+        Some(port),
+        &[PAT],
+    );
+    let ready = notify.wait("READY=1", START);
+    let status = notify.messages()[ready].clone();
+    assert!(
+        status.contains("STATUS=1/1 covered (100.0% stake), next pass "),
+        "READY carries the status line: {status:?}\n{}",
+        agent.log()
+    );
+    // the first pass sent the PAT: the validator stores exactly it
+    assert_eq!(v.pat_of(DENDRITE_HOTKEY).as_deref(), Some(PAT));
+    let watchdog = notify.wait("WATCHDOG=1", Duration::from_secs(5));
+    agent.signal(libc::SIGTERM);
+    let stopping = notify.wait("STOPPING=1", Duration::from_secs(10));
+    let st = agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(st.code(), Some(0), "{}", agent.log());
+    assert!(ready < watchdog && watchdog < stopping, "order READY < WATCHDOG < STOPPING: {:?}", notify.messages());
+    assert!(
+        notify.messages()[..ready].iter().all(|m| !m.contains("WATCHDOG=1")),
+        "no watchdog ping before READY (systemd arms it only then): {:?}",
+        notify.messages()
+    );
+    // without WATCHDOG_USEC / NOTIFY_SOCKET the agent runs the same, silently (every other test)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_health_endpoints_answer() {
+    let gh = github().await;
+    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let s = scratch();
+    let port = free_port();
+    let validators = [
+        static_validator(1, &v.hotkey, "127.0.0.1", v.port, 30000.0),
+        static_validator(2, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0),
+    ]
+    .concat();
+    s.write("agent.toml", &config(Some(port), gh, &validators, ""), 0o600);
+    let agent = Agent::start(&s, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
+    let hk = [("hotkey", DENDRITE_HOTKEY)];
+    agent.wait_metric("patrol_passes_total", &hk, START, |v| v >= 1.0);
+    let m = agent.metrics();
+    let v1 = |name: &str, extra: &[(&str, &str)]| {
+        let mut l = hk.to_vec();
+        l.extend_from_slice(extra);
+        value(&m, name, &l).unwrap_or_else(|| panic!("no {name}{l:?} in /metrics"))
+    };
+    assert_eq!(v1("patrol_coverage_validators", &[("category", "valid")]), 1.0);
+    assert_eq!(v1("patrol_coverage_validators", &[("category", "no_response")]), 1.0);
+    assert_eq!(v1("patrol_eligible_validators", &[]), 2.0);
+    assert_eq!(v1("patrol_stake_weighted_coverage_ratio", &[]), 0.6);
+    assert_eq!(v1("patrol_validator_state", &[("uid", "1"), ("category", "valid")]), 1.0);
+    assert_eq!(v1("patrol_validator_state", &[("uid", "2"), ("category", "no_response")]), 1.0);
+    assert_eq!(v1("patrol_broadcasts_total", &[("outcome", "accepted")]), 1.0);
+    assert!(v1("patrol_checks_total", &[("category", "no_pat")]) >= 1.0);
+    assert!(v1("patrol_pass_duration_seconds", &[]) > 0.0);
+    assert_eq!(v1("patrol_pat_preflight", &[("outcome", "valid")]), 1.0);
+    assert_eq!(v1("patrol_pat_expiry_timestamp_seconds", &[]), 1_924_992_000.0);
+    assert_eq!(value(&m, "patrol_metagraph_reads_total", &[("netuid", "74"), ("source", "static")]), Some(1.0));
+    assert!(value(&m, "patrol_metagraph_age_seconds", &[("netuid", "74")]).is_some());
+    assert_eq!(value(&m, "patrol_build_info", &[]), Some(1.0));
+    // not every validator covered yet: no full-coverage timestamp
+    assert_eq!(value(&m, "patrol_last_full_coverage_timestamp_seconds", &hk), None);
+    // the dead validator is re-checked on its own backoff timer, before the next round (60 s)
+    agent.wait_metric("patrol_rechecks_total", &hk, Duration::from_secs(15), |v| v >= 1.0);
+    assert_eq!(value(&agent.metrics(), "patrol_passes_total", &hk), Some(1.0));
+
+    assert_eq!(agent.get("/healthz"), (200, "ok\n".into()));
+    assert_eq!(agent.get("/readyz"), (200, "ready\n".into()));
+    assert_eq!(agent.get("/nope").0, 404);
+    assert_eq!(value(&agent.metrics(), "patrol_ready", &[]), Some(1.0));
+    // Prometheus negotiates OpenMetrics; curl gets the classic format
+    let om = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    assert!(content_type(port, "/metrics", Some(om)).starts_with("application/openmetrics-text"));
+    assert!(content_type(port, "/metrics", None).starts_with("text/plain; version=0.0.4"));
+    let (_, body) = agent.get_with("/metrics", Some(om));
+    assert!(body.ends_with("# EOF\n") && body.contains("# TYPE patrol_broadcasts counter"), "{body}");
+    let (_, classic) = agent.get("/metrics");
+    assert!(!classic.contains("# EOF") && classic.contains("# TYPE patrol_broadcasts_total counter"));
+    let _ = agent.log(); // leak check
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rejects_a_broken_config_keeps_serving_and_applies_a_good_one() {
+    let gh = github().await;
+    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let s = scratch();
+    let port = free_port();
+    let one = static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0);
+    s.write("agent.toml", &config(Some(port), gh, &one, ""), 0o600);
+    let notify = NotifySocket::bind(s.dir.path());
+    let sock = notify.path.to_string_lossy().into_owned();
+    let mut agent = Agent::start(&s, &["--config", "agent.toml"], &[("NOTIFY_SOCKET", &sock)], Some(port), &[PAT]);
+    let hk = [("hotkey", DENDRITE_HOTKEY)];
+    notify.wait("READY=1", START);
+    assert_eq!(value(&agent.metrics(), "patrol_eligible_validators", &hk), Some(1.0));
+
+    // broken: an unknown key (the file watcher may reload too; SIGHUP certainly does)
+    replace_file(&s.path("agent.toml"), &format!("{}\n[agent2]\nx = 1\n", config(Some(port), gh, &one, "")), 0o600);
+    agent.signal(libc::SIGHUP);
+    agent.wait_log("configuration reload rejected", Duration::from_secs(10));
+    assert!(agent.log().contains("SIGHUP: reloading"), "{}", agent.log());
+    agent.wait_metric("patrol_reloads_total", &[("result", "rejected")], Duration::from_secs(5), |v| v >= 1.0);
+    // the old configuration keeps running and serving
+    let m = agent.metrics();
+    assert_eq!(value(&m, "patrol_eligible_validators", &hk), Some(1.0));
+    assert_eq!(value(&m, "patrol_reloads_total", &[("result", "applied")]), None);
+    harness::wait_for(Duration::from_secs(5), "STATUS saying the reload was rejected", || {
+        notify.last_status().is_some_and(|st| st.contains("reload rejected")).then_some(())
+    });
+    let reloading = notify.position("RELOADING=1").expect("RELOADING=1 sent");
+    let msg = &notify.messages()[reloading];
+    assert!(msg.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "RELOADING=1 carries MONOTONIC_USEC: {msg:?}");
+
+    // good: a second validator; applied, and a pass runs at once on the new set
+    let two = [one.clone(), static_validator(2, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0)].concat();
+    replace_file(&s.path("agent.toml"), &config(Some(port), gh, &two, ""), 0o600);
+    agent.signal(libc::SIGHUP);
+    agent.wait_metric("patrol_reloads_total", &[("result", "applied")], Duration::from_secs(10), |v| v >= 1.0);
+    agent.wait_metric("patrol_eligible_validators", &hk, Duration::from_secs(10), |v| v == 2.0);
+    let after: Vec<String> = notify.messages()[reloading..].to_vec();
+    assert!(after.iter().any(|m| m.contains("READY=1")), "READY=1 after each reload: {after:?}");
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_pass_exits_0_within_the_broadcast_timeout_and_leaves_a_valid_state_file() {
+    let gh = github().await;
+    // check: the empty store says no_pat; broadcast: the handler hangs far beyond our timeout
+    let axon = PyAxon::with_config(json!({"broadcast": "sleep:30"}));
+    let s = scratch();
+    s.write(
+        "agent.toml",
+        &config(None, gh, &static_validator(1, VALIDATOR_HOTKEY, "127.0.0.1", axon.port(), 20000.0), ""),
+        0o600,
+    );
+    let mut agent = Agent::start(&s, &["--config", "agent.toml"], &[], None, &[PAT]);
+    // the preflight passed: the broadcast is being sent now
+    agent.wait_log("PAT preflight passed", START);
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    agent.signal(libc::SIGTERM);
+    let st = agent.wait_exit(Duration::from_secs(15));
+    let took = t0.elapsed();
+    assert_eq!(st.code(), Some(0), "{}", agent.log());
+    let broadcast_timeout = Duration::from_secs(3);
+    assert!(took <= broadcast_timeout + Duration::from_millis(1500), "took {took:?}\n{}", agent.log());
+    let log = agent.log();
+    assert!(log.contains("SIGTERM: stopping") && log.contains("stopped"), "{log}");
+    // the state file is whole, and records the broadcast that was in flight
+    let path = s.path(&format!("state/state-{DENDRITE_HOTKEY}-74.json"));
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(state["version"], 1);
+    assert_eq!(state["hotkey"], DENDRITE_HOTKEY);
+    assert_eq!(state["validators"]["1"]["broadcasts"], 1, "{state}");
+    assert!(state["validators"]["1"]["last_broadcast_at"].is_u64(), "{state}");
+    assert!(!std::fs::read_to_string(&path).unwrap().contains(PAT));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_pat_file_triggers_a_pass_that_rebroadcasts_it() {
+    let gh = github().await;
+    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let s = scratch();
+    let port = free_port();
+    s.write(
+        "agent.toml",
+        &config(Some(port), gh, &static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0), ""),
+        0o600,
+    );
+    let agent = Agent::start(&s, &["--config", "agent.toml"], &[], Some(port), &[PAT, PAT2]);
+    harness::wait_for(START, "the first PAT at the validator", || {
+        (v.pat_of(DENDRITE_HOTKEY).as_deref() == Some(PAT)).then_some(())
+    });
+    agent.wait_metric("patrol_passes_total", &[("hotkey", DENDRITE_HOTKEY)], START, |v| v >= 1.0);
+    // rotate as a script would: write a new file, rename it over the old one (interval is 60 s, so
+    // only the file watcher can make the next pass happen this soon)
+    replace_file(&s.path("pat"), &format!("{PAT2}\n"), 0o600);
+    harness::wait_for(Duration::from_secs(15), "the new PAT at the validator", || {
+        (v.pat_of(DENDRITE_HOTKEY).as_deref() == Some(PAT2)).then_some(())
+    });
+    let log = agent.log();
+    assert!(log.contains("changed on disk: reloading") && log.contains("the PAT changed"), "{log}");
+    agent.wait_metric("patrol_broadcasts_total", &[("outcome", "accepted")], Duration::from_secs(5), |v| v >= 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_miners_share_one_validator_set_read_and_metrics_are_labelled_by_hotkey() {
+    let gh = github().await;
+    let miner2 = hotkey_of(MINER2_SEED);
+    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY), (1, &miner2)], gh);
+    let mut s = scratch();
+    s.hotkey("hotkey2", MINER2_SEED);
+    s.pat("pat2", PAT2);
+    let port = free_port();
+    let base = config(Some(port), gh, &static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0), "");
+    // [[miner]] entries instead of the top-level [wallet]/[pat]
+    let miners = "[[miner]]\nname = \"alpha\"\nwallet = { hotkey_file = \"hotkey\" }\npat = { file = \"pat\" }\n\
+                  [[miner]]\nname = \"beta\"\nwallet = { hotkey_file = \"hotkey2\" }\npat = { file = \"pat2\" }\n";
+    let cfg = base.replace("[wallet]\nhotkey_file = \"hotkey\"\n[pat]\nfile = \"pat\"\n", miners);
+    s.write("agent.toml", &cfg, 0o600);
+    let notify = NotifySocket::bind(s.dir.path());
+    let sock = notify.path.to_string_lossy().into_owned();
+    let agent = Agent::start(&s, &["--config", "agent.toml"], &[("NOTIFY_SOCKET", &sock)], Some(port), &[PAT, PAT2]);
+    let ready = notify.wait("READY=1", START);
+    let m = agent.metrics();
+    for hk in [DENDRITE_HOTKEY, miner2.as_str()] {
+        assert_eq!(value(&m, "patrol_passes_total", &[("hotkey", hk)]), Some(1.0), "{hk}");
+        assert_eq!(value(&m, "patrol_coverage_validators", &[("hotkey", hk), ("category", "valid")]), Some(1.0));
+        assert_eq!(value(&m, "patrol_broadcasts_total", &[("hotkey", hk), ("outcome", "accepted")]), Some(1.0));
+    }
+    // two passes, one read of the validator set
+    assert_eq!(value(&m, "patrol_metagraph_reads_total", &[("netuid", "74")]), Some(1.0));
+    assert_eq!(v.pat_of(DENDRITE_HOTKEY).as_deref(), Some(PAT));
+    assert_eq!(v.pat_of(&miner2).as_deref(), Some(PAT2));
+    let status = &notify.messages()[ready];
+    assert!(
+        status.contains("alpha: 1/1 covered (100.0% stake); beta: 1/1 covered (100.0% stake), next pass"),
+        "{status:?}"
+    );
+    let _ = agent.log();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_miners_on_the_chain_cost_one_neurons_read_per_round() {
+    let gh = github().await;
+    let node = MockNode::start(Fixture::synthetic_netuid74()).await;
+    let mut s = scratch();
+    s.hotkey("hotkey2", MINER2_SEED);
+    s.pat("pat2", PAT2);
+    let port = free_port();
+    let miners = "[[miner]]\nname = \"alpha\"\nwallet = { hotkey_file = \"hotkey\" }\npat = { file = \"pat\" }\n\
+                  [[miner]]\nname = \"beta\"\nwallet = { hotkey_file = \"hotkey2\" }\npat = { file = \"pat2\" }\n";
+    let cfg = config(Some(port), gh, &format!("[chain]\nnetwork = \"{}\"\nnetuid = 74\n", node.url()), "")
+        .replace("[wallet]\nhotkey_file = \"hotkey\"\n[pat]\nfile = \"pat\"\n", miners);
+    s.write("agent.toml", &cfg, 0o600);
+    let agent = Agent::start(&s, &["--config", "agent.toml"], &[], Some(port), &[PAT, PAT2]);
+    let neurons = "state_call NeuronInfoRuntimeApi_get_neurons_lite";
+    // neither test hotkey is registered on the synthetic subnet: both miners say so, nothing is sent
+    let miner2 = hotkey_of(MINER2_SEED);
+    for hk in [DENDRITE_HOTKEY, miner2.as_str()] {
+        agent.wait_metric("patrol_miner_problem", &[("hotkey", hk), ("kind", "not_registered")], START, |v| v == 1.0);
+    }
+    assert_eq!(node.calls(neurons), 1, "one read for two miners: {:?}", node.log());
+    agent.signal(libc::SIGHUP);
+    agent.wait_metric("patrol_metagraph_reads_total", &[("netuid", "74"), ("source", "chain")], START, |v| v >= 2.0);
+    assert_eq!(node.calls(neurons), 2, "{:?}", node.log());
+    assert!(agent.log().contains("is not registered on netuid 74"), "{}", agent.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_never_sends_the_pat_nor_writes_state() {
+    let gh = github().await;
+    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let s = scratch();
+    s.write("agent.toml", &config(None, gh, &static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0), ""), 0o600);
+    let notify = NotifySocket::bind(s.dir.path());
+    let sock = notify.path.to_string_lossy().into_owned();
+    let mut agent =
+        Agent::start(&s, &["--config", "agent.toml", "--dry-run"], &[("NOTIFY_SOCKET", &sock)], None, &[PAT]);
+    let ready = notify.wait("READY=1", START);
+    let status = notify.messages()[ready].clone();
+    assert!(status.contains("STATUS=dry run: 0/1 covered (0.0% stake), 1 no_pat uid 1"), "{status:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(v.store().is_empty(), "a dry run stored a PAT: {:?}", v.store());
+    agent.signal(libc::SIGINT);
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    assert!(!s.path("state").join(format!("state-{DENDRITE_HOTKEY}-74.json")).exists(), "a dry run wrote state");
+    assert!(agent.log().contains("would_broadcast") || agent.log().contains("dry_run=true"), "{}", agent.log());
+}
+
+#[test]
+fn a_taken_listen_address_is_a_config_error() {
+    let s = scratch();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // no validator source is ever read: both failures come first
+    let nowhere = "[chain]\nnetwork = \"ws://127.0.0.1:9\"\n";
+    let cfg = config(Some(port), "127.0.0.1:9".parse().unwrap(), nowhere, "");
+    s.write("agent.toml", &cfg, 0o600);
+    let run = s.run_env(&["run", "--config", "agent.toml"], &[], Duration::from_secs(30));
+    run.expect_code(78);
+    assert!(run.stderr.contains("cannot listen on") && run.stderr.contains("--listen"), "{run}");
+    // another patrol holding the state: refused, not interleaved
+    let s2 = scratch();
+    s2.write("agent.toml", &config(None, "127.0.0.1:9".parse().unwrap(), nowhere, ""), 0o600);
+    let lock = patrol::reconcile::state::StateFile::new(&s2.path("state"), DENDRITE_HOTKEY, 74);
+    let _held = lock.try_lock().unwrap();
+    let run = s2.run_env(&["run", "--config", "agent.toml"], &[], Duration::from_secs(30));
+    run.expect_code(78);
+    assert!(run.stderr.contains("locked by another patrol process"), "{run}");
+}
+
+#[test]
+fn metrics_parser_is_strict() {
+    assert!(parse_prometheus("# TYPE a gauge\na 1\n").is_ok());
+    assert!(parse_prometheus("# TYPE a_total counter\na_total{x=\"1\",y=\"q\\\"\"} 2\n").is_ok());
+    for bad in [
+        "a 1\n",                            // undeclared
+        "# TYPE a gauge\na 1",              // no final newline
+        "# TYPE a gauge\na{x=1} 1\n",       // unquoted
+        "# TYPE a gauge\na{1x=\"1\"} 1\n",  // bad label name
+        "# TYPE a gauge\na one\n",          // bad value
+        "# TYPE a gauge\na 1\na 2\n",       // duplicate series
+        "# TYPE a counter\na 1\n",          // counter without _total
+        "# TYPE a gauge\n# TYPE a gauge\n", // two TYPEs
+        "# TYPE a gauge\na{x=\"1\"\n",      // unterminated
+    ] {
+        assert!(parse_prometheus(bad).is_err(), "accepted {bad:?}");
+    }
+}
