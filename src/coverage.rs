@@ -68,12 +68,20 @@ impl std::fmt::Display for Category {
     }
 }
 
-/// Classify a check answer's fields (top-down, as gitt, plus `store_unavailable`).
+/// Classify a check answer's fields (top-down, as gitt, plus `store_unavailable`). An `invalid_pat`
+/// whose reason is a validator-side GitHub 5xx/429/transport error (upstream's test-query bug,
+/// docs §2.6) is `inconclusive`: the PAT is stored and nothing is wrong with it.
 pub fn classify_fields(f: &CheckFields) -> Category {
     match (f.has_pat, f.pat_valid) {
         (_, Some(true)) => Category::Valid,
         (Some(false), None) => Category::StoreUnavailable,
         (Some(false), Some(false)) => Category::NoPat,
+        (Some(true), Some(false))
+            if crate::reconcile::classify::invalid_pat_reason(f.rejection_reason.as_deref())
+                == crate::reconcile::classify::Persistence::Transient =>
+        {
+            Category::Inconclusive
+        }
         (Some(true), Some(false)) => Category::InvalidPat,
         (Some(true), None) => Category::Inconclusive,
         // has_pat missing: a 200 that says nothing — gitt's no_response
@@ -90,12 +98,14 @@ pub fn classify(outcome: &CallOutcome<CheckFields>) -> Category {
     }
 }
 
-/// gitt's category for the same answer (its JSON counts must stay comparable).
-pub fn gitt_category(c: Category) -> &'static str {
-    match c {
-        Category::StoreUnavailable => "no_pat",
-        Category::Rejected => "no_response",
-        other => other.as_str(),
+/// gitt's category for an answer (its JSON counts must stay comparable): no refinements.
+pub fn gitt_category_of(f: &CheckFields) -> &'static str {
+    match (f.has_pat, f.pat_valid) {
+        (_, Some(true)) => "valid",
+        (Some(false), _) => "no_pat",
+        (Some(true), Some(false)) => "invalid_pat",
+        (Some(true), None) => "inconclusive",
+        _ => "no_response",
     }
 }
 
@@ -193,7 +203,14 @@ mod tests {
         assert_eq!(f(Some(true), Some(false)), Category::InvalidPat);
         assert_eq!(f(Some(true), None), Category::Inconclusive);
         assert_eq!(f(None, None), Category::NoResponse);
-        assert_eq!(gitt_category(Category::StoreUnavailable), "no_pat");
+        let bug = CheckFields {
+            has_pat: Some(true),
+            pat_valid: Some(false),
+            rejection_reason: Some("PAT test query failed: GitHub GraphQL API returned 502".into()),
+        };
+        assert_eq!(classify_fields(&bug), Category::Inconclusive, "upstream's transient test-query failure");
+        assert_eq!(gitt_category_of(&bug), "invalid_pat");
+        assert_eq!(gitt_category_of(&CheckFields { has_pat: Some(false), pat_valid: None, rejection_reason: None }), "no_pat");
         let r: CallOutcome<CheckFields> = CallOutcome::Rejected { status: 403, message: "x".into() };
         assert_eq!(classify(&r), Category::Rejected);
         let n: CallOutcome<CheckFields> =

@@ -29,6 +29,8 @@ pub struct CheckRow {
     /// Full SS58 (gitt truncates to 16 chars + "...").
     pub hotkey: String,
     pub category: Category,
+    /// What `gitt miner check` would call it (no refinements).
+    pub gitt_category: &'static str,
     pub has_pat: Option<bool>,
     pub pat_valid: Option<bool>,
     pub rejection_reason: Option<String>,
@@ -48,6 +50,10 @@ impl CheckRow {
     /// Build from a validator and its check reply.
     pub fn new(v: &Validator, reply: &Reply<CheckFields>) -> CheckRow {
         let category = coverage::classify(&reply.outcome);
+        let gitt_category = match &reply.outcome {
+            CallOutcome::Answered(f) => coverage::gitt_category_of(f),
+            _ => "no_response",
+        };
         let (has_pat, pat_valid, rejection_reason, status_code, detail) = match &reply.outcome {
             CallOutcome::Answered(f) => (f.has_pat, f.pat_valid, f.rejection_reason.clone(), Some(200), None),
             CallOutcome::Rejected { status, message } => (None, None, None, Some(*status), Some(message.clone())),
@@ -59,6 +65,7 @@ impl CheckRow {
             uid: v.uid,
             hotkey: v.hotkey.clone(),
             category,
+            gitt_category,
             has_pat,
             pat_valid,
             rejection_reason,
@@ -415,6 +422,7 @@ impl ReconcileReport {
                     uid: v.validator.uid,
                     hotkey: v.validator.hotkey.clone(),
                     category: last_known,
+                    gitt_category: "no_response",
                     has_pat: None,
                     pat_valid: None,
                     rejection_reason: None,

@@ -18,3 +18,5 @@ mod agent;
 mod packaging;
 /// patrol simulate: the #1481 scenario, determinism, plots, bad scenarios (issue 7).
 mod simulate;
+/// patrol reconcile against patrol validator serve processes + fake GitHub (issue 5).
+mod reconcile_e2e;

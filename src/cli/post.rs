@@ -207,7 +207,7 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
         if h.hotkey != v.hotkey {
             *h = core::History::new(&v.hotkey);
         }
-        let sent = core::broadcast_sent(h, now);
+        let sent = core::broadcast_sent(h, now, &d.fingerprint);
         let obs = match row.outcome {
             PostOutcome::Accepted => BroadcastObs::Accepted,
             PostOutcome::Rejected => BroadcastObs::Rejected { reason: row.rejection_reason.clone() },

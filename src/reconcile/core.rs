@@ -20,7 +20,9 @@
 //! # Guarantees
 //! - Never returns `Broadcast` for a validator whose check says `valid` and that accepted (or
 //!   adopted) the current fingerprint.
-//! - Never returns `Broadcast` before the validator's backoff window (`not_before`) has passed.
+//! - Never returns `Broadcast` before the validator's backoff window (`not_before`) has passed,
+//!   nor within `backoff_initial` of a previous broadcast of the same PAT unless a check confirmed
+//!   that validator held it in between.
 //! - Never returns `Broadcast` unless the preflight says the PAT is valid.
 //!
 //! The caller guarantees it only asks about eligible validators.
@@ -132,6 +134,12 @@ pub struct History {
     pub accepted_fingerprint: Option<String>,
     pub broadcasts: u32,
     pub last_broadcast_at: Option<Secs>,
+    /// A check said `valid` with our current fingerprint since the last broadcast.
+    #[serde(default)]
+    pub confirmed: bool,
+    /// Fingerprint of the PAT the last broadcast carried.
+    #[serde(default)]
+    pub last_broadcast_fingerprint: Option<String>,
     pub uncovered_since: Option<Secs>,
     pub unavailable_since: Option<Secs>,
     pub terminal: Option<Terminal>,
@@ -286,6 +294,7 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
 
     match obs.category {
         Category::Valid if holds_current(d, &h) => {
+            h.confirmed = true;
             h.clear_failures();
             h.rejections = 0;
             h.next_check_at = now + p.interval;
@@ -321,8 +330,8 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
         }
         // NoPat, permanent InvalidPat, or Valid with a PAT that isn't (known to be) the current one.
         _ => match &d.preflight {
-            _ if now < earliest_broadcast(p, &h) => {
-                let at = earliest_broadcast(p, &h);
+            _ if now < earliest_broadcast(p, &h, &d.fingerprint) => {
+                let at = earliest_broadcast(p, &h, &d.fingerprint);
                 h.next_check_at = at;
                 (Action::Recheck { at, why: "in backoff: too soon after the last broadcast".into() }, h)
             }
@@ -351,19 +360,28 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
     }
 }
 
-/// The earliest time another broadcast to this validator is allowed: after its backoff window, and
-/// never sooner than `backoff_initial` after the previous broadcast (a validator that accepts and
-/// then loses the PAT at once must not get it every pass).
-pub fn earliest_broadcast(p: &Policy, h: &History) -> Secs {
-    let spacing = h.last_broadcast_at.map(|t| t.saturating_add(p.backoff_initial)).unwrap_or(0);
+/// The earliest time another broadcast of PAT `fingerprint` to this validator is allowed: after its
+/// backoff window, and never sooner than `backoff_initial` after a previous broadcast of the *same*
+/// PAT unless a check confirmed the validator held it since (a validator that accepts and then loses
+/// the PAT at once must not get it every pass; one that demonstrably lost a confirmed PAT, or a new
+/// PAT after a rotation, goes out at once).
+pub fn earliest_broadcast(p: &Policy, h: &History, fingerprint: &str) -> Secs {
+    let spacing = match h.last_broadcast_at {
+        Some(t) if !h.confirmed && h.last_broadcast_fingerprint.as_deref() == Some(fingerprint) => {
+            t.saturating_add(p.backoff_initial)
+        }
+        _ => 0,
+    };
     h.not_before.max(spacing)
 }
 
-/// Record that a broadcast is being sent now (call before sending).
-pub fn broadcast_sent(h: &History, now: Secs) -> History {
+/// Record that a broadcast of PAT `fingerprint` is being sent now (call before sending).
+pub fn broadcast_sent(h: &History, now: Secs, fingerprint: &str) -> History {
     let mut h = h.clone();
+    h.last_broadcast_fingerprint = Some(fingerprint.to_string());
     h.broadcasts = h.broadcasts.saturating_add(1);
     h.last_broadcast_at = Some(now);
+    h.confirmed = false;
     h
 }
 

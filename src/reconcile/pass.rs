@@ -195,7 +195,7 @@ pub async fn run(
                 actions.insert(d.uid, (Action::Broadcast, 0));
                 continue;
             }
-            state.validators.insert(d.uid, core::broadcast_sent(&d.history, now));
+            state.validators.insert(d.uid, core::broadcast_sent(&d.history, now, &desired.fingerprint));
             if let Some(v) = selection.eligible.iter().find(|v| v.uid == d.uid) {
                 to_send.push(v.clone());
             }
@@ -207,6 +207,7 @@ pub async fn run(
 
     // 4. broadcast, then confirm the accepted ones with a check
     let mut broadcasts = Vec::new();
+    let mut accepted: BTreeSet<u16> = BTreeSet::new();
     if !to_send.is_empty() {
         let results = probe::broadcast_all(io.dendrite, &to_send, pat, cfg.broadcast_timeout, cfg.concurrency).await;
         let mut confirm = Vec::new();
@@ -234,6 +235,7 @@ pub async fn run(
             tracing::info!(uid = v.uid, addr = %v.addr(), result = label, "broadcast");
             if obs == BroadcastObs::Accepted {
                 confirm.push(v.clone());
+                accepted.insert(v.uid);
             }
             state.validators.insert(v.uid, h);
             actions.insert(v.uid, (action, 1));
@@ -265,7 +267,15 @@ pub async fn run(
                         Action::GiveUp { reason, .. } => Some(reason.clone()),
                         _ => None,
                     };
-                    let label = if cfg.dry_run && *a == Action::Broadcast { "would_broadcast" } else { a.label() };
+                    // what this pass did: an accepted broadcast (then confirmed) reports as
+                    // `broadcast`; a refused one as what follows from the refusal
+                    let label = if cfg.dry_run && *a == Action::Broadcast {
+                        "would_broadcast"
+                    } else if accepted.contains(&v.uid) {
+                        "broadcast"
+                    } else {
+                        a.label()
+                    };
                     (label.to_string(), why, *n, h.map(|h| h.next_check_at).unwrap_or_else(|| a.next_at(now)))
                 }
                 None => {

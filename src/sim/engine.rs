@@ -628,7 +628,7 @@ impl<'a> Run<'a> {
             }
             let mut h = d.history;
             if d.action == core::Action::Broadcast {
-                h = core::broadcast_sent(&h, now);
+                h = core::broadcast_sent(&h, now, &desired.fingerprint);
                 let res = self.broadcast(t, d.uid as usize);
                 let u = self.rng.r#gen::<f64>();
                 let (a2, h2) = core::after_broadcast(&self.policy, &desired, &h, &res, now, u);

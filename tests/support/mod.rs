@@ -9,3 +9,4 @@ pub mod mock_node;
 
 /// Long-running patrol processes (validator serve, dev fake-github) with ready lines.
 pub mod serve;
+pub mod subnet;

@@ -146,7 +146,7 @@ fn inconclusive_rechecks_sooner_than_the_interval() {
 fn broadcast_outcomes() {
     let p = policy();
     let d = desired(Preflight::Valid);
-    let h = broadcast_sent(&History::new("hk"), NOW);
+    let h = broadcast_sent(&History::new("hk"), NOW, FP);
     let (a, h2) = after_broadcast(&p, &d, &h, &BroadcastObs::Accepted, NOW, 0.0);
     assert_eq!(a.label(), "recheck");
     assert_eq!(h2.accepted_fingerprint.as_deref(), Some(FP));
@@ -309,7 +309,7 @@ proptest! {
         let mut hs: BTreeMap<u16, History> = BTreeMap::new();
         let mut now = NOW;
         let mut fp = FP.to_string();
-        let mut last_broadcast: BTreeMap<u16, Secs> = BTreeMap::new();
+        let mut last_broadcast: BTreeMap<u16, (Secs, String)> = BTreeMap::new();
         let mut rng_state = 1u64;
         for (i, (set, seed, dt)) in passes.iter().enumerate() {
             now += dt;
@@ -336,11 +336,12 @@ proptest! {
                     prop_assert!(!(obs.category == Category::Valid && prev.accepted_fingerprint.as_deref() == Some(fp.as_str())),
                         "broadcast to uid {} already valid with the current fingerprint", dec.uid);
                     prop_assert!(now >= prev.not_before, "broadcast inside the backoff window");
-                    if let Some(t) = last_broadcast.get(&dec.uid) {
-                        prop_assert!(now >= t + p.backoff_initial, "two broadcasts to uid {} within {}s", dec.uid, now - t);
+                    if let Some((t, f)) = last_broadcast.get(&dec.uid) {
+                        prop_assert!(prev.confirmed || *f != fp || now >= t + p.backoff_initial,
+                            "two broadcasts of one PAT to uid {} within {}s without a confirmation between", dec.uid, now - t);
                     }
-                    last_broadcast.insert(dec.uid, now);
-                    let h = broadcast_sent(&dec.history, now);
+                    last_broadcast.insert(dec.uid, (now, fp.clone()));
+                    let h = broadcast_sent(&dec.history, now, &d.fingerprint);
                     let res = model.broadcast(dec.uid, set[&dec.uid], &fp);
                     let (_, h) = after_broadcast(&p, &d, &h, &res, now, 0.5);
                     hs.insert(dec.uid, h);
@@ -376,7 +377,7 @@ proptest! {
             }
             for dec in plan(&p, &d, &hs, &el, &observations, now, || 0.5) {
                 let h = if dec.action == Action::Broadcast {
-                    let h = broadcast_sent(&dec.history, now);
+                    let h = broadcast_sent(&dec.history, now, &d.fingerprint);
                     let res = model.broadcast(dec.uid, Behaviour::Good, FP);
                     let (_, h) = after_broadcast(&p, &d, &h, &res, now, 0.5);
                     // confirm
