@@ -210,7 +210,10 @@ mod tests {
         };
         assert_eq!(classify_fields(&bug), Category::Inconclusive, "upstream's transient test-query failure");
         assert_eq!(gitt_category_of(&bug), "invalid_pat");
-        assert_eq!(gitt_category_of(&CheckFields { has_pat: Some(false), pat_valid: None, rejection_reason: None }), "no_pat");
+        assert_eq!(
+            gitt_category_of(&CheckFields { has_pat: Some(false), pat_valid: None, rejection_reason: None }),
+            "no_pat"
+        );
         let r: CallOutcome<CheckFields> = CallOutcome::Rejected { status: 403, message: "x".into() };
         assert_eq!(classify(&r), Category::Rejected);
         let n: CallOutcome<CheckFields> =

@@ -10,9 +10,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use patrol::github::{
-    Endpoint, FakeAccount, FakeGithubConfig, FakeGithubHandle, Fault, FaultRule, GithubClient,
-    GithubOptions, IdentityResult, Mode, PreflightOutcome, Scope, TestQueryResult,
-    spawn_fake_github,
+    Endpoint, FakeAccount, FakeGithubConfig, FakeGithubHandle, Fault, FaultRule, GithubClient, GithubOptions,
+    IdentityResult, Mode, PreflightOutcome, Scope, TestQueryResult, spawn_fake_github,
 };
 use patrol::secret::Pat;
 use serde_json::{Value, json};
@@ -66,10 +65,7 @@ fn pat() -> Pat {
 }
 
 fn transient(detail: &str) -> IdentityResult {
-    IdentityResult::Transient {
-        detail: detail.into(),
-        retry_after: None,
-    }
+    IdentityResult::Transient { detail: detail.into(), retry_after: None }
 }
 
 // ---- identity ----
@@ -79,25 +75,13 @@ async fn identity_valid_reports_id_login_expiry_and_rate_limit() {
     bounded("identity_valid", async {
         let (addr, fake) = fake_with(vec![]).await;
         let r = client(addr, Mode::Fixed).identity(&pat()).await;
-        assert_eq!(
-            r.result,
-            IdentityResult::Valid {
-                id: ID.to_string(),
-                login: LOGIN.into()
-            }
-        );
+        assert_eq!(r.result, IdentityResult::Valid { id: ID.to_string(), login: LOGIN.into() });
         assert_eq!(r.attempts, 1);
         assert_eq!(r.meta.status, Some(200));
         let expiry = r.meta.token_expiry.expect("expiry header");
-        assert_eq!(
-            (expiry.text.as_str(), expiry.unix_seconds),
-            ("2026-12-31 00:00:00 UTC", Some(1_798_675_200))
-        );
+        assert_eq!((expiry.text.as_str(), expiry.unix_seconds), ("2026-12-31 00:00:00 UTC", Some(1_798_675_200)));
         let rl = r.meta.rate_limit.expect("rate limit headers");
-        assert_eq!(
-            (rl.limit, rl.remaining, rl.resource.as_deref()),
-            (Some(5000), Some(4999), Some("core"))
-        );
+        assert_eq!((rl.limit, rl.remaining, rl.resource.as_deref()), (Some(5000), Some(4999), Some("core")));
         assert_eq!(fake.calls_with(Endpoint::User, PAT), 1);
         assert_eq!(fake.calls(Endpoint::Graphql), 0);
     })
@@ -109,15 +93,10 @@ async fn identity_unknown_token_is_invalid_auth_after_one_call_in_both_modes() {
     bounded("identity_401", async {
         for mode in [Mode::Fixed, Mode::Parity] {
             let (addr, fake) = fake_with(vec![]).await;
-            let r = client(addr, mode)
-                .identity_raw("ghp_unknownunknownunknown")
-                .await;
+            let r = client(addr, mode).identity_raw("ghp_unknownunknownunknown").await;
             assert_eq!(
                 r.result,
-                IdentityResult::InvalidAuth {
-                    status: Some(401),
-                    message: "Bad credentials".into()
-                },
+                IdentityResult::InvalidAuth { status: Some(401), message: "Bad credentials".into() },
                 "{mode}"
             );
             assert_eq!((r.attempts, fake.calls(Endpoint::User)), (1, 1), "{mode}");
@@ -130,20 +109,11 @@ async fn identity_unknown_token_is_invalid_auth_after_one_call_in_both_modes() {
 async fn identity_always_503_is_transient_after_exactly_six_calls() {
     bounded("identity_503", async {
         for mode in [Mode::Fixed, Mode::Parity] {
-            let (addr, fake) =
-                fake_with(vec![FaultRule::new(Fault::status(503)).on(Scope::User)]).await;
+            let (addr, fake) = fake_with(vec![FaultRule::new(Fault::status(503)).on(Scope::User)]).await;
             let r = client(addr, mode).identity(&pat()).await;
-            assert_eq!(
-                r.result,
-                transient("GitHub /user returned 503: Service Unavailable"),
-                "{mode}"
-            );
+            assert_eq!(r.result, transient("GitHub /user returned 503: Service Unavailable"), "{mode}");
             assert_eq!(r.attempts, 6);
-            assert_eq!(
-                fake.calls_with(Endpoint::User, PAT),
-                6,
-                "{mode}: GitHub must see exactly 6 identity calls"
-            );
+            assert_eq!(fake.calls_with(Endpoint::User, PAT), 6, "{mode}: GitHub must see exactly 6 identity calls");
         }
     })
     .await;
@@ -152,21 +122,10 @@ async fn identity_always_503_is_transient_after_exactly_six_calls() {
 #[tokio::test]
 async fn identity_recovers_when_the_first_two_calls_fail() {
     bounded("identity_recovers", async {
-        let (addr, fake) = fake_with(vec![
-            FaultRule::new(Fault::status(502))
-                .on(Scope::User)
-                .for_token(PAT)
-                .times(2),
-        ])
-        .await;
+        let (addr, fake) =
+            fake_with(vec![FaultRule::new(Fault::status(502)).on(Scope::User).for_token(PAT).times(2)]).await;
         let r = client(addr, Mode::Fixed).identity(&pat()).await;
-        assert_eq!(
-            r.result,
-            IdentityResult::Valid {
-                id: ID.to_string(),
-                login: LOGIN.into()
-            }
-        );
+        assert_eq!(r.result, IdentityResult::Valid { id: ID.to_string(), login: LOGIN.into() });
         assert_eq!(r.attempts, 3);
         assert_eq!(fake.calls_with(Endpoint::User, PAT), 3);
         assert!(fake.faults().is_empty(), "the times=2 rule is spent");
@@ -181,25 +140,9 @@ async fn identity_other_4xx_fails_at_once_but_408_and_rate_limits_retry() {
             (Fault::status(403), false),
             (Fault::status(404), false),
             (Fault::status(408), true),
-            (
-                Fault::TooManyRequests {
-                    retry_after_secs: 0,
-                },
-                true,
-            ),
-            (
-                Fault::RateLimited {
-                    reset_after_secs: 0,
-                },
-                true,
-            ),
-            (
-                Fault::Status {
-                    status: 403,
-                    message: Some("You have exceeded a secondary rate limit".into()),
-                },
-                true,
-            ),
+            (Fault::TooManyRequests { retry_after_secs: 0 }, true),
+            (Fault::RateLimited { reset_after_secs: 0 }, true),
+            (Fault::Status { status: 403, message: Some("You have exceeded a secondary rate limit".into()) }, true),
         ] {
             let label = fault.label();
             let (addr, fake) = fake_with(vec![FaultRule::new(fault)]).await;
@@ -212,13 +155,7 @@ async fn identity_other_4xx_fails_at_once_but_408_and_rate_limits_retry() {
                 assert_eq!(calls, 3, "{label}");
             } else {
                 assert!(
-                    matches!(
-                        r.result,
-                        IdentityResult::InvalidAuth {
-                            status: Some(_),
-                            ..
-                        }
-                    ),
+                    matches!(r.result, IdentityResult::InvalidAuth { status: Some(_), .. }),
                     "{label}: {:?}",
                     r.result
                 );
@@ -235,27 +172,9 @@ async fn identity_timeout_reset_slow_body_and_bad_json_are_transient() {
         let cases = [
             (Fault::Delay { ms: 3_000 }, "timed out"),
             (Fault::Reset, "GitHub /user request failed: "),
-            (
-                Fault::Trickle {
-                    bytes: 4,
-                    every_ms: 100,
-                },
-                "timed out",
-            ),
-            (
-                Fault::Body {
-                    status: 200,
-                    body: "<html>unicorn</html>".into(),
-                },
-                "not JSON",
-            ),
-            (
-                Fault::Body {
-                    status: 200,
-                    body: r#"{"login":"x"}"#.into(),
-                },
-                "without an integer id",
-            ),
+            (Fault::Trickle { bytes: 4, every_ms: 100 }, "timed out"),
+            (Fault::Body { status: 200, body: "<html>unicorn</html>".into() }, "not JSON"),
+            (Fault::Body { status: 200, body: r#"{"login":"x"}"#.into() }, "without an integer id"),
         ];
         for (fault, needle) in cases {
             for mode in [Mode::Fixed, Mode::Parity] {
@@ -266,10 +185,7 @@ async fn identity_timeout_reset_slow_body_and_bad_json_are_transient() {
                 opts.timeout = Duration::from_millis(300);
                 let r = GithubClient::new(opts).unwrap().identity(&pat()).await;
                 match &r.result {
-                    IdentityResult::Transient {
-                        detail,
-                        retry_after: None,
-                    } => {
+                    IdentityResult::Transient { detail, retry_after: None } => {
                         assert!(detail.contains(needle), "{mode} {label}: {detail}")
                     }
                     other => panic!("{mode} {label}: {other:?}"),
@@ -285,25 +201,14 @@ async fn identity_timeout_reset_slow_body_and_bad_json_are_transient() {
 #[tokio::test]
 async fn identity_retry_after_is_honoured_in_fixed_mode() {
     bounded("retry_after_fixed", async {
-        let rule = FaultRule::new(Fault::TooManyRequests {
-            retry_after_secs: 1,
-        })
-        .on(Scope::User)
-        .times(1);
+        let rule = FaultRule::new(Fault::TooManyRequests { retry_after_secs: 1 }).on(Scope::User).times(1);
         let (addr, fake) = fake_with(vec![rule]).await;
         let r = client(addr, Mode::Fixed).identity(&pat()).await;
-        assert!(
-            matches!(r.result, IdentityResult::Valid { .. }),
-            "{:?}",
-            r.result
-        );
+        assert!(matches!(r.result, IdentityResult::Valid { .. }), "{:?}", r.result);
         let at = fake.arrivals(Endpoint::User, PAT);
         assert_eq!(at.len(), 2);
         let gap = at[1] - at[0];
-        assert!(
-            gap >= Duration::from_secs(1),
-            "retried after {gap:?}, before the 1 s Retry-After"
-        );
+        assert!(gap >= Duration::from_secs(1), "retried after {gap:?}, before the 1 s Retry-After");
     })
     .await;
 }
@@ -311,25 +216,14 @@ async fn identity_retry_after_is_honoured_in_fixed_mode() {
 #[tokio::test]
 async fn identity_retry_after_is_ignored_in_parity_mode() {
     bounded("retry_after_parity", async {
-        let rule = FaultRule::new(Fault::TooManyRequests {
-            retry_after_secs: 2,
-        })
-        .on(Scope::User)
-        .times(1);
+        let rule = FaultRule::new(Fault::TooManyRequests { retry_after_secs: 2 }).on(Scope::User).times(1);
         let (addr, fake) = fake_with(vec![rule]).await;
         let r = client(addr, Mode::Parity).identity(&pat()).await;
-        assert!(
-            matches!(r.result, IdentityResult::Valid { .. }),
-            "{:?}",
-            r.result
-        );
+        assert!(matches!(r.result, IdentityResult::Valid { .. }), "{:?}", r.result);
         let at = fake.arrivals(Endpoint::User, PAT);
         assert_eq!(at.len(), 2);
         let gap = at[1] - at[0];
-        assert!(
-            gap < Duration::from_millis(1500),
-            "parity slept {gap:?}: it must use the flat sleep, not Retry-After"
-        );
+        assert!(gap < Duration::from_millis(1500), "parity slept {gap:?}: it must use the flat sleep, not Retry-After");
     })
     .await;
 }
@@ -337,50 +231,21 @@ async fn identity_retry_after_is_ignored_in_parity_mode() {
 #[tokio::test]
 async fn identity_hint_beyond_the_cap_ends_retries_and_is_reported() {
     bounded("hint_beyond_cap", async {
-        let (addr, fake) = fake_with(vec![FaultRule::new(Fault::RateLimited {
-            reset_after_secs: 120,
-        })])
-        .await;
+        let (addr, fake) = fake_with(vec![FaultRule::new(Fault::RateLimited { reset_after_secs: 120 })]).await;
         let r = client(addr, Mode::Fixed).identity(&pat()).await;
         match r.result {
-            IdentityResult::Transient {
-                detail,
-                retry_after: Some(wait),
-            } => {
-                assert_eq!(
-                    detail,
-                    format!("GitHub /user returned 403: API rate limit exceeded for user ID {ID}.")
-                );
-                assert!(
-                    wait > Duration::from_secs(110) && wait <= Duration::from_secs(120),
-                    "{wait:?}"
-                );
+            IdentityResult::Transient { detail, retry_after: Some(wait) } => {
+                assert_eq!(detail, format!("GitHub /user returned 403: API rate limit exceeded for user ID {ID}."));
+                assert!(wait > Duration::from_secs(110) && wait <= Duration::from_secs(120), "{wait:?}");
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(
-            fake.calls(Endpoint::User),
-            1,
-            "retrying before the reset cannot pass"
-        );
+        assert_eq!(fake.calls(Endpoint::User), 1, "retrying before the reset cannot pass");
 
         // Parity ignores the headers: six calls, flat sleep, no hint.
-        let (addr, fake) = fake_with(vec![FaultRule::new(Fault::RateLimited {
-            reset_after_secs: 120,
-        })])
-        .await;
+        let (addr, fake) = fake_with(vec![FaultRule::new(Fault::RateLimited { reset_after_secs: 120 })]).await;
         let r = client(addr, Mode::Parity).identity(&pat()).await;
-        assert!(
-            matches!(
-                r.result,
-                IdentityResult::Transient {
-                    retry_after: None,
-                    ..
-                }
-            ),
-            "{:?}",
-            r.result
-        );
+        assert!(matches!(r.result, IdentityResult::Transient { retry_after: None, .. }), "{:?}", r.result);
         assert_eq!(fake.calls(Endpoint::User), 6);
     })
     .await;
@@ -405,13 +270,7 @@ async fn identity_empty_and_unsendable_tokens() {
         let (addr, fake) = fake_with(vec![]).await;
         let c = client(addr, Mode::Parity);
         let r = c.identity_raw("").await;
-        assert_eq!(
-            r.result,
-            IdentityResult::InvalidAuth {
-                status: None,
-                message: "no token".into()
-            }
-        );
+        assert_eq!(r.result, IdentityResult::InvalidAuth { status: None, message: "no token".into() });
         assert_eq!(r.attempts, 0);
         // Upstream forwards a credential file's trailing newline; requests refuses the header on every
         // attempt and the lookup ends transient (docs §1.7). Nothing reaches GitHub.
@@ -429,21 +288,12 @@ async fn revoked_and_removed_tokens_answer_401() {
     bounded("revocation", async {
         let (addr, fake) = fake_with(vec![]).await;
         let c = client(addr, Mode::Fixed);
-        assert!(matches!(
-            c.identity(&pat()).await.result,
-            IdentityResult::Valid { .. }
-        ));
+        assert!(matches!(c.identity(&pat()).await.result, IdentityResult::Valid { .. }));
         assert!(fake.revoke_token(PAT));
-        let bad = IdentityResult::InvalidAuth {
-            status: Some(401),
-            message: "Bad credentials".into(),
-        };
+        let bad = IdentityResult::InvalidAuth { status: Some(401), message: "Bad credentials".into() };
         assert_eq!(c.identity(&pat()).await.result, bad);
         fake.add_account(FakeAccount::new(PAT, ID, LOGIN));
-        assert!(matches!(
-            c.identity(&pat()).await.result,
-            IdentityResult::Valid { .. }
-        ));
+        assert!(matches!(c.identity(&pat()).await.result, IdentityResult::Valid { .. }));
         assert!(fake.remove_token(PAT));
         assert_eq!(c.identity(&pat()).await.result, bad);
         assert!(!fake.revoke_token("ghp_neverknownneverknown"));
@@ -454,11 +304,7 @@ async fn revoked_and_removed_tokens_answer_401() {
 // ---- GraphQL test query ----
 
 fn failed(detail: &str, transient: bool) -> TestQueryResult {
-    TestQueryResult::Failed {
-        detail: detail.into(),
-        transient,
-        retry_after: None,
-    }
+    TestQueryResult::Failed { detail: detail.into(), transient, retry_after: None }
 }
 
 #[tokio::test]
@@ -499,33 +345,13 @@ async fn test_query_statuses_and_bodies_in_both_modes() {
             ),
             (
                 Some(gql_error),
-                failed(
-                    "GraphQL error: Your token has not been granted the required scopes",
-                    false,
-                ),
-                failed(
-                    "GraphQL error: Your token has not been granted the required scopes",
-                    false,
-                ),
+                failed("GraphQL error: Your token has not been granted the required scopes", false),
+                failed("GraphQL error: Your token has not been granted the required scopes", false),
             ),
+            (Some(Fault::ViewerNull), failed(VN, false), failed(VN, false)),
+            (Some(Fault::Body { status: 200, body: r#"{"errors":[]}"#.into() }), failed(VN, false), failed(VN, false)),
             (
-                Some(Fault::ViewerNull),
-                failed(VN, false),
-                failed(VN, false),
-            ),
-            (
-                Some(Fault::Body {
-                    status: 200,
-                    body: r#"{"errors":[]}"#.into(),
-                }),
-                failed(VN, false),
-                failed(VN, false),
-            ),
-            (
-                Some(Fault::Body {
-                    status: 200,
-                    body: r#"{"data":"nope"}"#.into(),
-                }),
+                Some(Fault::Body { status: 200, body: r#"{"data":"nope"}"#.into() }),
                 failed(VN, false),
                 failed(VN, false),
             ),
@@ -533,10 +359,7 @@ async fn test_query_statuses_and_bodies_in_both_modes() {
         for (fault, fixed, parity) in cases {
             let label = fault.as_ref().map_or("none".into(), Fault::label);
             for (mode, want) in [(Mode::Fixed, &fixed), (Mode::Parity, &parity)] {
-                let rules = fault
-                    .iter()
-                    .map(|f| FaultRule::new(f.clone()).on(Scope::Graphql))
-                    .collect();
+                let rules = fault.iter().map(|f| FaultRule::new(f.clone()).on(Scope::Graphql)).collect();
                 let (addr, fake) = fake_with(rules).await;
                 let r = client(addr, mode).test_query(&pat()).await;
                 assert_eq!(&r.result, want, "{mode} {label}");
@@ -557,14 +380,8 @@ async fn test_query_unknown_token_is_a_permanent_401() {
     bounded("test_query_401", async {
         let (addr, _fake) = fake_with(vec![]).await;
         for mode in [Mode::Fixed, Mode::Parity] {
-            let r = client(addr, mode)
-                .test_query_raw("ghp_unknownunknownunknown")
-                .await;
-            assert_eq!(
-                r.result,
-                failed("GitHub GraphQL API returned 401", false),
-                "{mode}"
-            );
+            let r = client(addr, mode).test_query_raw("ghp_unknownunknownunknown").await;
+            assert_eq!(r.result, failed("GitHub GraphQL API returned 401", false), "{mode}");
         }
     })
     .await;
@@ -573,13 +390,8 @@ async fn test_query_unknown_token_is_a_permanent_401() {
 #[tokio::test]
 async fn test_query_rate_limits_carry_hints_in_fixed_mode_only() {
     bounded("test_query_rate_limits", async {
-        let (addr, _fake) = fake_with(vec![
-            FaultRule::new(Fault::TooManyRequests {
-                retry_after_secs: 7,
-            })
-            .on(Scope::Graphql),
-        ])
-        .await;
+        let (addr, _fake) =
+            fake_with(vec![FaultRule::new(Fault::TooManyRequests { retry_after_secs: 7 }).on(Scope::Graphql)]).await;
         let r = client(addr, Mode::Fixed).test_query(&pat()).await;
         assert_eq!(
             r.result,
@@ -592,24 +404,12 @@ async fn test_query_rate_limits_carry_hints_in_fixed_mode_only() {
         let r = client(addr, Mode::Parity).test_query(&pat()).await;
         assert_eq!(r.result, failed("GitHub GraphQL API returned 429", false));
 
-        let (addr, _fake) = fake_with(vec![
-            FaultRule::new(Fault::RateLimited {
-                reset_after_secs: 30,
-            })
-            .on(Scope::Graphql),
-        ])
-        .await;
+        let (addr, _fake) =
+            fake_with(vec![FaultRule::new(Fault::RateLimited { reset_after_secs: 30 }).on(Scope::Graphql)]).await;
         match client(addr, Mode::Fixed).test_query(&pat()).await.result {
-            TestQueryResult::Failed {
-                detail,
-                transient: true,
-                retry_after: Some(w),
-            } => {
+            TestQueryResult::Failed { detail, transient: true, retry_after: Some(w) } => {
                 assert_eq!(detail, "GitHub GraphQL API returned 403");
-                assert!(
-                    w > Duration::from_secs(20) && w <= Duration::from_secs(30),
-                    "{w:?}"
-                );
+                assert!(w > Duration::from_secs(20) && w <= Duration::from_secs(30), "{w:?}");
             }
             other => panic!("{other:?}"),
         }
@@ -627,38 +427,21 @@ async fn test_query_transport_failures_are_transient_only_in_fixed_mode() {
         for fault in [
             Fault::Reset,
             Fault::Delay { ms: 3_000 },
-            Fault::Trickle {
-                bytes: 4,
-                every_ms: 100,
-            },
-            Fault::Body {
-                status: 200,
-                body: "<html>unicorn</html>".into(),
-            },
+            Fault::Trickle { bytes: 4, every_ms: 100 },
+            Fault::Body { status: 200, body: "<html>unicorn</html>".into() },
         ] {
             for (mode, want_transient) in [(Mode::Fixed, true), (Mode::Parity, false)] {
                 let label = fault.label();
-                let (addr, fake) =
-                    fake_with(vec![FaultRule::new(fault.clone()).on(Scope::Graphql)]).await;
+                let (addr, fake) = fake_with(vec![FaultRule::new(fault.clone()).on(Scope::Graphql)]).await;
                 let mut opts = options(addr, mode);
                 opts.timeout = Duration::from_millis(300);
                 let r = GithubClient::new(opts).unwrap().test_query(&pat()).await;
                 match &r.result {
-                    TestQueryResult::Failed {
-                        detail,
-                        transient,
-                        retry_after: None,
-                    } => {
+                    TestQueryResult::Failed { detail, transient, retry_after: None } => {
                         assert_eq!(*transient, want_transient, "{mode} {label}: {detail}");
-                        assert!(
-                            !detail.is_empty() && !detail.contains(PAT),
-                            "{mode} {label}: {detail}"
-                        );
+                        assert!(!detail.is_empty() && !detail.contains(PAT), "{mode} {label}: {detail}");
                         // The miner-side string classifier reads our own texts the fixed way.
-                        assert!(
-                            patrol::github::test_query_detail_is_transient(detail),
-                            "{label}: {detail}"
-                        );
+                        assert!(patrol::github::test_query_detail_is_transient(detail), "{label}: {detail}");
                     }
                     other => panic!("{mode} {label}: {other:?}"),
                 }
@@ -682,9 +465,7 @@ async fn record(
     body: Bytes,
 ) -> axum::Json<Value> {
     let path = uri.path().to_string();
-    seen.lock()
-        .unwrap()
-        .push((method, path.clone(), headers, body));
+    seen.lock().unwrap().push((method, path.clone(), headers, body));
     axum::Json(if path == "/user" {
         json!({"id": 1, "login": "x"})
     } else {
@@ -696,17 +477,12 @@ async fn record(
 async fn requests_carry_upstream_headers_and_body() {
     bounded("wire", async {
         let seen: Seen = Arc::default();
-        let app = axum::Router::new()
-            .fallback(record)
-            .with_state(seen.clone());
+        let app = axum::Router::new().fallback(record).with_state(seen.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let c = client(addr, Mode::Fixed);
-        assert!(matches!(
-            c.identity(&pat()).await.result,
-            IdentityResult::Valid { .. }
-        ));
+        assert!(matches!(c.identity(&pat()).await.result, IdentityResult::Valid { .. }));
         assert_eq!(c.test_query(&pat()).await.result, TestQueryResult::Ok);
 
         let seen = seen.lock().unwrap();
@@ -728,16 +504,11 @@ async fn requests_carry_upstream_headers_and_body() {
 // ---- preflight ----
 
 fn invalid(reason: &str) -> PreflightOutcome {
-    PreflightOutcome::Invalid {
-        reason: reason.into(),
-    }
+    PreflightOutcome::Invalid { reason: reason.into() }
 }
 
 fn retry_later(reason: &str, after: Option<u64>) -> PreflightOutcome {
-    PreflightOutcome::Transient {
-        reason: reason.into(),
-        retry_after: after.map(Duration::from_secs),
-    }
+    PreflightOutcome::Transient { reason: reason.into(), retry_after: after.map(Duration::from_secs) }
 }
 
 #[tokio::test]
@@ -746,33 +517,12 @@ async fn preflight_valid_reports_telemetry() {
         let (addr, fake) = fake_with(vec![]).await;
         // The client's mode does not matter: the preflight always judges like a fixed validator.
         let p = client(addr, Mode::Parity).preflight(&pat()).await;
-        assert_eq!(
-            p.outcome,
-            PreflightOutcome::Valid {
-                login: LOGIN.into(),
-                id: ID.to_string()
-            }
-        );
+        assert_eq!(p.outcome, PreflightOutcome::Valid { login: LOGIN.into(), id: ID.to_string() });
         assert_eq!(p.identity_attempts, 1);
-        assert_eq!(
-            p.token_expiry.expect("expiry").unix_seconds,
-            Some(1_798_675_200)
-        );
-        assert_eq!(
-            p.rate_limit.expect("core").resource.as_deref(),
-            Some("core")
-        );
-        assert_eq!(
-            p.graphql_rate_limit.expect("graphql").resource.as_deref(),
-            Some("graphql")
-        );
-        assert_eq!(
-            (
-                fake.calls_with(Endpoint::User, PAT),
-                fake.calls_with(Endpoint::Graphql, PAT)
-            ),
-            (1, 1)
-        );
+        assert_eq!(p.token_expiry.expect("expiry").unix_seconds, Some(1_798_675_200));
+        assert_eq!(p.rate_limit.expect("core").resource.as_deref(), Some("core"));
+        assert_eq!(p.graphql_rate_limit.expect("graphql").resource.as_deref(), Some("graphql"));
+        assert_eq!((fake.calls_with(Endpoint::User, PAT), fake.calls_with(Endpoint::Graphql, PAT)), (1, 1));
     })
     .await;
 }
@@ -842,23 +592,9 @@ async fn the_pat_never_appears_in_printable_output() {
             Some(FaultRule::new(Fault::Reset)),
             Some(FaultRule::new(Fault::Delay { ms: 2_000 })),
             Some(FaultRule::new(Fault::ViewerNull).on(Scope::Graphql)),
-            Some(
-                FaultRule::new(Fault::GraphqlErrors {
-                    message: "boom".into(),
-                    error_type: None,
-                })
-                .on(Scope::Graphql),
-            ),
-            Some(FaultRule::new(Fault::Body {
-                status: 200,
-                body: "not json".into(),
-            })),
-            Some(
-                FaultRule::new(Fault::RateLimited {
-                    reset_after_secs: 1,
-                })
-                .for_token(PAT),
-            ),
+            Some(FaultRule::new(Fault::GraphqlErrors { message: "boom".into(), error_type: None }).on(Scope::Graphql)),
+            Some(FaultRule::new(Fault::Body { status: 200, body: "not json".into() })),
+            Some(FaultRule::new(Fault::RateLimited { reset_after_secs: 1 }).for_token(PAT)),
         ];
         for rule in scenarios {
             let (addr, fake) = fake_with(rule.into_iter().collect()).await;
@@ -868,20 +604,14 @@ async fn the_pat_never_appears_in_printable_output() {
             let c = GithubClient::new(opts).unwrap();
             let p = c.preflight(&pat()).await;
             printed.push(format!("{p:?}"));
-            if let PreflightOutcome::Transient { reason, .. }
-            | PreflightOutcome::Invalid { reason } = &p.outcome
-            {
+            if let PreflightOutcome::Transient { reason, .. } | PreflightOutcome::Invalid { reason } = &p.outcome {
                 printed.push(reason.clone());
             }
             printed.push(format!("{:?}", c.identity(&pat()).await));
             printed.push(format!("{:?}", c.test_query(&pat()).await));
             printed.push(format!("{:?}", c.identity_raw(&format!("{PAT}\n")).await));
             printed.push(format!("{:?}", c.test_query_raw(&format!("{PAT}\n")).await));
-            printed.push(format!(
-                "{c:?} {fake:?} {:?} {:?}",
-                fake.stats(),
-                fake.faults()
-            ));
+            printed.push(format!("{c:?} {fake:?} {:?} {:?}", fake.stats(), fake.faults()));
             printed.push(serde_json::to_string(&fake.stats()).unwrap());
             printed.push(serde_json::to_string(&fake.faults()).unwrap());
             fake.shutdown();
@@ -889,10 +619,7 @@ async fn the_pat_never_appears_in_printable_output() {
         printed.push(format!("{:?}", FakeAccount::new(PAT, 1, "x")));
         printed.push(format!("{:?}", config()));
         for text in &printed {
-            assert!(
-                !text.contains(PAT) && !text.contains("SECRETsecret"),
-                "PAT leaked into: {text}"
-            );
+            assert!(!text.contains(PAT) && !text.contains("SECRETsecret"), "PAT leaked into: {text}");
         }
     })
     .await;
@@ -920,34 +647,20 @@ async fn control_api_sets_faults_tokens_and_reports_stats_by_fingerprint() {
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
-        assert!(matches!(
-            c.identity(&pat()).await.result,
-            IdentityResult::Valid { .. }
-        ));
+        assert!(matches!(c.identity(&pat()).await.result, IdentityResult::Valid { .. }));
 
         let behaviour = json!({"faults": [
             {"scope": "user", "token": PAT, "times": 2, "fault": {"kind": "status", "status": 503}},
             {"scope": "graphql", "fault": {"kind": "viewer_null"}},
         ]});
-        let r = h
-            .post(format!("{base}/_fake/behaviour"))
-            .json(&behaviour)
-            .send()
-            .await
-            .unwrap();
+        let r = h.post(format!("{base}/_fake/behaviour")).json(&behaviour).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let echoed = r.text().await.unwrap();
-        assert!(
-            !echoed.contains(PAT) && echoed.contains(&patrol::secret::fingerprint(PAT)),
-            "{echoed}"
-        );
+        assert!(!echoed.contains(PAT) && echoed.contains(&patrol::secret::fingerprint(PAT)), "{echoed}");
         assert_eq!(fake.faults().len(), 2);
 
         let r = c.identity(&pat()).await;
-        assert!(
-            matches!(r.result, IdentityResult::Valid { .. }) && r.attempts == 3,
-            "{r:?}"
-        );
+        assert!(matches!(r.result, IdentityResult::Valid { .. }) && r.attempts == 3, "{r:?}");
         assert!(!c.test_query(&pat()).await.result.is_ok());
 
         let r = h
@@ -957,44 +670,17 @@ async fn control_api_sets_faults_tokens_and_reports_stats_by_fingerprint() {
             .await
             .unwrap();
         assert_eq!(r.status(), 400, "invalid status rejected");
-        let r = h
-            .delete(format!("{base}/_fake/behaviour"))
-            .send()
-            .await
-            .unwrap();
+        let r = h.delete(format!("{base}/_fake/behaviour")).send().await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(c.test_query(&pat()).await.result, TestQueryResult::Ok);
 
-        let r = h
-            .post(format!("{base}/_fake/tokens/revoke"))
-            .json(&json!({"token": PAT}))
-            .send()
-            .await
-            .unwrap();
+        let r = h.post(format!("{base}/_fake/tokens/revoke")).json(&json!({"token": PAT})).send().await.unwrap();
         assert_eq!(r.status(), 200);
-        assert!(matches!(
-            c.identity(&pat()).await.result,
-            IdentityResult::InvalidAuth {
-                status: Some(401),
-                ..
-            }
-        ));
-        let r = h
-            .post(format!("{base}/_fake/tokens/remove"))
-            .json(&json!({"token": "ghp_nope"}))
-            .send()
-            .await
-            .unwrap();
+        assert!(matches!(c.identity(&pat()).await.result, IdentityResult::InvalidAuth { status: Some(401), .. }));
+        let r = h.post(format!("{base}/_fake/tokens/remove")).json(&json!({"token": "ghp_nope"})).send().await.unwrap();
         assert_eq!(r.status(), 404);
 
-        let stats = h
-            .get(format!("{base}/_fake/stats"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let stats = h.get(format!("{base}/_fake/stats")).send().await.unwrap().text().await.unwrap();
         assert!(!stats.contains(PAT), "stats leak the token: {stats}");
         let stats: Value = serde_json::from_str(&stats).unwrap();
         let fp = patrol::secret::fingerprint(PAT);
@@ -1004,11 +690,7 @@ async fn control_api_sets_faults_tokens_and_reports_stats_by_fingerprint() {
         assert_eq!(stats["requests"][1]["answer"], "status 503");
         assert!(stats["requests"][0]["at_ms"].is_number());
 
-        let r = h
-            .delete(format!("{base}/_fake/stats"))
-            .send()
-            .await
-            .unwrap();
+        let r = h.delete(format!("{base}/_fake/stats")).send().await.unwrap();
         assert_eq!(r.status(), 204);
         assert_eq!(fake.calls(Endpoint::User), 0);
     })
@@ -1029,32 +711,11 @@ async fn shutdown_cuts_pending_delays_and_stops_serving() {
         let started = std::time::Instant::now();
         fake.shutdown();
         let r = pending.await.unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "shutdown left a 60 s delay running"
-        );
-        assert!(
-            matches!(
-                r.result,
-                TestQueryResult::Failed {
-                    transient: true,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "shutdown left a 60 s delay running");
+        assert!(matches!(r.result, TestQueryResult::Failed { transient: true, .. }), "{r:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
         let after = client(addr, Mode::Fixed).test_query(&pat()).await;
-        assert!(
-            matches!(
-                after.result,
-                TestQueryResult::Failed {
-                    transient: true,
-                    ..
-                }
-            ),
-            "{after:?}"
-        );
+        assert!(matches!(after.result, TestQueryResult::Failed { transient: true, .. }), "{after:?}");
     })
     .await;
 }
@@ -1064,34 +725,19 @@ async fn a_trickled_connection_is_clean_for_the_next_request() {
     bounded("trickle_then_normal", async {
         // One trickled answer (~350 bytes at 32 B / 50 ms: over 400 ms) that fits the deadline,
         // then a normal one, most likely on the same kept-alive connection.
-        let trickle = Fault::Trickle {
-            bytes: 32,
-            every_ms: 50,
-        };
+        let trickle = Fault::Trickle { bytes: 32, every_ms: 50 };
         let (addr, fake) = fake_with(vec![FaultRule::new(trickle).on(Scope::User).times(1)]).await;
         let mut opts = options(addr, Mode::Fixed);
         opts.timeout = Duration::from_secs(5);
         let c = GithubClient::new(opts).unwrap();
         let started = std::time::Instant::now();
-        assert!(matches!(
-            c.identity(&pat()).await.result,
-            IdentityResult::Valid { .. }
-        ));
+        assert!(matches!(c.identity(&pat()).await.result, IdentityResult::Valid { .. }));
         let first = started.elapsed();
-        assert!(
-            first >= Duration::from_millis(400),
-            "the first answer was not trickled ({first:?})"
-        );
+        assert!(first >= Duration::from_millis(400), "the first answer was not trickled ({first:?})");
         let started = std::time::Instant::now();
-        assert!(matches!(
-            c.identity(&pat()).await.result,
-            IdentityResult::Valid { .. }
-        ));
+        assert!(matches!(c.identity(&pat()).await.result, IdentityResult::Valid { .. }));
         let second = started.elapsed();
-        assert!(
-            second < Duration::from_millis(400),
-            "the second answer was still trickled ({second:?})"
-        );
+        assert!(second < Duration::from_millis(400), "the second answer was still trickled ({second:?})");
         assert_eq!(fake.calls(Endpoint::User), 2);
     })
     .await;

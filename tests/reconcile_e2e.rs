@@ -24,7 +24,13 @@ fn accounts() -> FakeGithubConfig {
 
 fn row(run: &Run, uid: u64) -> Value {
     let j = run.json();
-    j["results"].as_array().unwrap().iter().find(|r| r["uid"] == uid).cloned().unwrap_or_else(|| panic!("no uid {uid}\n{run}"))
+    j["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["uid"] == uid)
+        .cloned()
+        .unwrap_or_else(|| panic!("no uid {uid}\n{run}"))
 }
 
 fn reconcile(net: &Subnet, cfg: &str) -> Run {
@@ -56,7 +62,11 @@ async fn wiped_store_is_repaired_at_exactly_that_validator_then_quiet() {
     run.expect_code(0);
     assert_eq!(run.json()["broadcasts_sent"], 1, "{run}");
     let r = row(&run, 12);
-    assert_eq!((r["category"].as_str(), r["action"].as_str(), r["final_category"].as_str()), (Some("no_pat"), Some("broadcast"), Some("valid")), "{run}");
+    assert_eq!(
+        (r["category"].as_str(), r["action"].as_str(), r["final_category"].as_str()),
+        (Some("no_pat"), Some("broadcast"), Some("valid")),
+        "{run}"
+    );
     assert_eq!(r["attempts"], 1);
     for uid in [11, 13, 14] {
         assert_eq!(row(&run, uid)["action"], "none", "{run}");
@@ -132,7 +142,11 @@ async fn github_503_at_one_validator_is_inconclusive_not_rebroadcast() {
     assert_eq!(run.json()["broadcasts_sent"], 0, "{run}");
     // upstream's bug: parity answers invalid_pat "…returned 503"; patrol reads it as inconclusive
     let parity = row(&run, 13);
-    assert_eq!((parity["gitt_category"].as_str(), parity["category"].as_str()), (Some("invalid_pat"), Some("inconclusive")), "{run}");
+    assert_eq!(
+        (parity["gitt_category"].as_str(), parity["category"].as_str()),
+        (Some("invalid_pat"), Some("inconclusive")),
+        "{run}"
+    );
     assert!(parity["rejection_reason"].as_str().unwrap().contains("returned 503"));
     let fixed = row(&run, 14);
     assert_eq!((fixed["category"].as_str(), fixed["pat_valid"].as_bool()), (Some("inconclusive"), None), "{run}");
@@ -199,7 +213,11 @@ async fn rotated_pat_reaches_every_validator_once_then_quiet() {
     for n in &net.nodes {
         assert_eq!(n.stored_pat().as_deref(), Some(PAT_B), "uid {}", n.uid);
         let r = row(&run, u64::from(n.uid));
-        assert_eq!((r["category"].as_str(), r["action"].as_str()), (Some("valid"), Some("broadcast")), "valid, but not our current PAT");
+        assert_eq!(
+            (r["category"].as_str(), r["action"].as_str()),
+            (Some("valid"), Some("broadcast")),
+            "valid, but not our current PAT"
+        );
     }
     let run = reconcile(&net, "c.toml");
     run.expect_code(0);
@@ -216,11 +234,16 @@ async fn dry_run_sends_nothing_and_metrics_file_is_written() {
     let run = net.scratch.run(&["reconcile", "--json", "--dry-run", "--config", "c.toml"]);
     run.expect_code(2);
     let j = run.json();
-    assert_eq!((j["dry_run"].as_bool(), j["planned_broadcasts"].clone()), (Some(true), serde_json::json!([11, 12])), "{run}");
+    assert_eq!(
+        (j["dry_run"].as_bool(), j["planned_broadcasts"].clone()),
+        (Some(true), serde_json::json!([11, 12])),
+        "{run}"
+    );
     assert!(net.nodes.iter().all(|n| n.stored_pat().is_none()), "a dry run sent the PAT");
     assert!(!net.scratch.path("state").join("state").exists());
     let metrics = net.scratch.path("patrol.prom");
-    let run = net.scratch.run(&["reconcile", "--json", "--config", "c.toml", "--metrics-file", metrics.to_str().unwrap()]);
+    let run =
+        net.scratch.run(&["reconcile", "--json", "--config", "c.toml", "--metrics-file", metrics.to_str().unwrap()]);
     run.expect_code(0);
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(text.contains("patrol_coverage_validators{") && text.contains("category=\"valid\"} 2"), "{text}");

@@ -88,7 +88,11 @@ fn bad_scenarios_name_the_key() {
     assert!(run.stderr.contains("fault[0].kind") && run.stderr.contains("meteor"), "{run}");
     let run = s.run(&["simulate", "missing.toml"]);
     run.expect_code(78);
-    s.write("typo.toml", "duration = \"3d\"\nseeed = 4\n[subnet]\nvalidators = 3\n[[strategy]]\nkind = \"post_once\"\n", 0o644);
+    s.write(
+        "typo.toml",
+        "duration = \"3d\"\nseeed = 4\n[subnet]\nvalidators = 3\n[[strategy]]\nkind = \"post_once\"\n",
+        0o644,
+    );
     let run = s.run(&["simulate", "typo.toml", "--json"]);
     run.expect_code(78);
     assert!(run.stdout.contains("seeed") || run.stderr.contains("seeed"), "{run}");

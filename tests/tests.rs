@@ -1,22 +1,21 @@
-
-/// Shared test helpers (Python harness launchers, ...).
-mod support;
-/// Self-tests of the real-Python bittensor harness (bt.Dendrite <-> bt.Axon).
-mod python_harness;
-mod github; // GitHub client (identity, test query, preflight) against the fake GitHub.
-/// Chain access: recorded mainnet bytes, the mock node, `patrol validators` end to end.
-mod chain;
-/// patrol check/post against a real Python bt.Axon; request vs captured vectors (issue 2).
-mod interop;
-/// Bad config, PAT, hotkey and misbehaving peers: clear errors, exit codes, no leaks (issue 2).
-mod bad_input;
-/// The embedded validator: interop, store safety, modes, serve/demo commands (issue 3).
-mod validator;
 /// `patrol run` as a systemd service, reload, metrics, multi-miner, `patrol doctor` (issue 6).
 mod agent;
+/// Bad config, PAT, hotkey and misbehaving peers: clear errors, exit codes, no leaks (issue 2).
+mod bad_input;
+/// Chain access: recorded mainnet bytes, the mock node, `patrol validators` end to end.
+mod chain;
+mod github; // GitHub client (identity, test query, preflight) against the fake GitHub.
+/// patrol check/post against a real Python bt.Axon; request vs captured vectors (issue 2).
+mod interop;
 /// Packaging: systemd units verify, the .deb contents, alert rules and dashboard names (issue 6).
 mod packaging;
-/// patrol simulate: the #1481 scenario, determinism, plots, bad scenarios (issue 7).
-mod simulate;
+/// Self-tests of the real-Python bittensor harness (bt.Dendrite <-> bt.Axon).
+mod python_harness;
 /// patrol reconcile against patrol validator serve processes + fake GitHub (issue 5).
 mod reconcile_e2e;
+/// patrol simulate: the #1481 scenario, determinism, plots, bad scenarios (issue 7).
+mod simulate;
+/// Shared test helpers (Python harness launchers, ...).
+mod support;
+/// The embedded validator: interop, store safety, modes, serve/demo commands (issue 3).
+mod validator;

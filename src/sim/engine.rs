@@ -263,7 +263,12 @@ pub enum SimError {
 
 impl<'a> Run<'a> {
     /// Set up the world for `strategy` (`faults = false`: the fault-free baseline).
-    pub fn new(s: &'a Scenario, timeline: &'a [Event], strategy: &'a Strategy, index: u64) -> Result<Run<'a>, SimError> {
+    pub fn new(
+        s: &'a Scenario,
+        timeline: &'a [Event],
+        strategy: &'a Strategy,
+        index: u64,
+    ) -> Result<Run<'a>, SimError> {
         // tmpfs when available: the store's fsyncs are real code paths but cost nothing there.
         let dir = if std::path::Path::new("/dev/shm").is_dir() {
             tempfile::Builder::new().prefix("patrol-sim-").tempdir_in("/dev/shm")
@@ -344,7 +349,9 @@ impl<'a> Run<'a> {
     }
 
     fn is_covered(&self, v: usize) -> bool {
-        self.vs[v].corrupt == 0 && self.held[v].as_deref() == Some(self.token.as_str()) && self.github.is_valid(&self.token)
+        self.vs[v].corrupt == 0
+            && self.held[v].as_deref() == Some(self.token.as_str())
+            && self.github.is_valid(&self.token)
     }
 
     /// Ground truth from the store file itself (not from what we think we sent): our entry's token.
@@ -527,7 +534,9 @@ impl<'a> Run<'a> {
         }
         let pv = self.vs[v].validator.clone();
         match self.rt.block_on(pv.check(&self.our_hotkey)) {
-            Ok(f) => CheckObs { category: coverage::classify_fields(&f), reason: f.rejection_reason, status: Some(200) },
+            Ok(f) => {
+                CheckObs { category: coverage::classify_fields(&f), reason: f.rejection_reason, status: Some(200) }
+            }
             Err(e) => CheckObs { category: Category::Rejected, reason: Some(e.to_string()), status: Some(500) },
         }
     }
@@ -600,7 +609,8 @@ impl<'a> Run<'a> {
         }
         let fp = fingerprint(&self.token);
         self.first_fp.get_or_insert_with(|| fp.clone());
-        let mut desired = Desired { fingerprint: fp, adopt_fingerprint: self.first_fp.clone(), preflight: Preflight::NotRun };
+        let mut desired =
+            Desired { fingerprint: fp, adopt_fingerprint: self.first_fp.clone(), preflight: Preflight::NotRun };
         let due: Vec<u16> = el
             .iter()
             .map(|(u, _)| *u)

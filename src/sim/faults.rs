@@ -23,8 +23,14 @@ pub enum Effect {
     CorruptStart(u16),
     CorruptEnd(u16),
     /// GitHub fails for `scope` until the matching end (nests).
-    GithubStart { scope: GithubScope, rate_limit: Option<u64> },
-    GithubEnd { scope: GithubScope, rate_limit: Option<u64> },
+    GithubStart {
+        scope: GithubScope,
+        rate_limit: Option<u64>,
+    },
+    GithubEnd {
+        scope: GithubScope,
+        rate_limit: Option<u64>,
+    },
     PatRevoked,
     PatRotated,
 }
@@ -37,7 +43,13 @@ pub struct Event {
 }
 
 fn is_global(k: &FaultKind) -> bool {
-    matches!(k, FaultKind::GithubOutage { .. } | FaultKind::GithubRateLimit { .. } | FaultKind::PatRevoked | FaultKind::PatRotated)
+    matches!(
+        k,
+        FaultKind::GithubOutage { .. }
+            | FaultKind::GithubRateLimit { .. }
+            | FaultKind::PatRevoked
+            | FaultKind::PatRotated
+    )
 }
 
 fn arrivals(when: &When, start: T, end: T, rng: &mut ChaCha8Rng) -> Vec<T> {
@@ -163,12 +175,18 @@ mod tests {
     use rand::SeedableRng;
 
     fn scenario(faults: &str) -> Scenario {
-        Scenario::parse("t", &format!("duration = \"10d\"\n[subnet]\nvalidators = 5\n{faults}\n[[strategy]]\nkind = \"post_once\"")).unwrap()
+        Scenario::parse(
+            "t",
+            &format!("duration = \"10d\"\n[subnet]\nvalidators = 5\n{faults}\n[[strategy]]\nkind = \"post_once\""),
+        )
+        .unwrap()
     }
 
     #[test]
     fn deterministic_and_sorted() {
-        let s = scenario("[[fault]]\nkind = \"restart_empty_store\"\nrate_per_day = 1.0\n[[fault]]\nkind = \"github_outage\"\nevery = \"2d\"\nduration = \"1h\"");
+        let s = scenario(
+            "[[fault]]\nkind = \"restart_empty_store\"\nrate_per_day = 1.0\n[[fault]]\nkind = \"github_outage\"\nevery = \"2d\"\nduration = \"1h\"",
+        );
         let a = timeline(&s, &mut ChaCha8Rng::seed_from_u64(3));
         let b = timeline(&s, &mut ChaCha8Rng::seed_from_u64(3));
         assert_eq!(a, b);
@@ -184,7 +202,9 @@ mod tests {
 
     #[test]
     fn windows_pair_up() {
-        let s = scenario("[[fault]]\nkind = \"crash_loop\"\nvalidators = [1]\nat = [\"1d\"]\nduration = \"1h\"\nperiod = \"10m\"");
+        let s = scenario(
+            "[[fault]]\nkind = \"crash_loop\"\nvalidators = [1]\nat = [\"1d\"]\nduration = \"1h\"\nperiod = \"10m\"",
+        );
         let t = timeline(&s, &mut ChaCha8Rng::seed_from_u64(1));
         let downs = t.iter().filter(|e| e.effect == Effect::Down(1)).count();
         let ups = t.iter().filter(|e| e.effect == Effect::Up(1)).count();

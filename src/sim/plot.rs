@@ -31,22 +31,38 @@ pub fn svg(title: &str, days: f64, series: &[Series<'_>]) -> String {
     let x = |d: f64| LEFT + d / days.max(1e-9) * pw;
     let y = |v: f64| TOP + (1.0 - v.clamp(0.0, 1.0)) * ph;
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(s, r#"<text x="{}" y="22" font-size="14" text-anchor="middle">{}</text>"#, W / 2.0, esc(title));
     for i in 0..=4 {
         let v = f64::from(i) / 4.0;
-        let _ = writeln!(s, r##"<line x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/>"##, W - RIGHT, y(v), y(v));
-        let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{:.0}%</text>"#, LEFT - 6.0, y(v) + 4.0, v * 100.0);
+        let _ =
+            writeln!(s, r##"<line x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/>"##, W - RIGHT, y(v), y(v));
+        let _ =
+            writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{:.0}%</text>"#, LEFT - 6.0, y(v) + 4.0, v * 100.0);
     }
-    let step = if days > 20.0 { 5.0 } else if days > 6.0 { 2.0 } else { 1.0 };
+    let step = if days > 20.0 {
+        5.0
+    } else if days > 6.0 {
+        2.0
+    } else {
+        1.0
+    };
     let mut d = 0.0;
     while d <= days + 1e-9 {
         let _ = writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{d:.0}</text>"#, x(d), TOP + ph + 16.0);
         d += step;
     }
     let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">days</text>"#, LEFT + pw / 2.0, TOP + ph + 32.0);
-    let _ = writeln!(s, r#"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">stake-weighted coverage</text>"#, TOP + ph / 2.0, TOP + ph / 2.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">stake-weighted coverage</text>"#,
+        TOP + ph / 2.0,
+        TOP + ph / 2.0
+    );
     for (i, se) in series.iter().enumerate() {
         let c = COLOURS[i % COLOURS.len()];
         let mut pts = String::new();

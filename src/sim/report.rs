@@ -40,14 +40,24 @@ pub struct SimReport {
 pub fn simulate(s: &Scenario) -> Result<SimReport, SimError> {
     let started = Instant::now();
     let timeline = faults::timeline(s, &mut ChaCha8Rng::seed_from_u64(s.seed));
-    let baseline_strategy = Strategy { name: "fault-free".into(), kind: StrategyKind::PostOnce, repost_delay: s.duration };
+    let baseline_strategy =
+        Strategy { name: "fault-free".into(), kind: StrategyKind::PostOnce, repost_delay: s.duration };
     let baseline = Run::new(s, &timeline, &baseline_strategy, 0)?.run(false);
     let mut strategies = Vec::new();
     for (i, st) in s.strategies.iter().enumerate() {
         let t0 = Instant::now();
         let stats = Run::new(s, &timeline, st, i as u64 + 1)?.run(true);
-        let lost = if baseline.mean_weight_share > 0.0 { 1.0 - stats.mean_weight_share / baseline.mean_weight_share } else { 0.0 };
-        strategies.push(StrategyReport { name: st.name.clone(), stats, score_share_lost: lost, wall_ms: t0.elapsed().as_millis() as u64 });
+        let lost = if baseline.mean_weight_share > 0.0 {
+            1.0 - stats.mean_weight_share / baseline.mean_weight_share
+        } else {
+            0.0
+        };
+        strategies.push(StrategyReport {
+            name: st.name.clone(),
+            stats,
+            score_share_lost: lost,
+            wall_ms: t0.elapsed().as_millis() as u64,
+        });
     }
     Ok(SimReport {
         scenario: s.name.clone(),
@@ -62,7 +72,11 @@ pub fn simulate(s: &Scenario) -> Result<SimReport, SimError> {
 }
 
 fn hm(secs: u64) -> String {
-    if secs >= 3600 { format!("{}h{:02}m", secs / 3600, secs % 3600 / 60) } else { format!("{}m{:02}s", secs / 60, secs % 60) }
+    if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
+    } else {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
 }
 
 /// A plain-text comparison table.
@@ -124,7 +138,13 @@ pub fn svg(r: &SimReport, sample_s: u64) -> String {
         .iter()
         .map(|s| plot::Series {
             name: &s.name,
-            points: s.stats.series.iter().enumerate().map(|(i, v)| (i as f64 * sample_s as f64 / 86_400.0, *v)).collect(),
+            points: s
+                .stats
+                .series
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as f64 * sample_s as f64 / 86_400.0, *v))
+                .collect(),
         })
         .collect();
     plot::svg(&r.scenario, r.days, &series)

@@ -47,10 +47,17 @@ struct RawSubnet {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 enum RawStake {
-    Equal { total: Option<f64> },
+    Equal {
+        total: Option<f64>,
+    },
     /// Pareto-like: stake_i ∝ 1/(i+1)^exponent (a few whales, a long tail).
-    Power { total: Option<f64>, exponent: Option<f64> },
-    List { values: Vec<f64> },
+    Power {
+        total: Option<f64>,
+        exponent: Option<f64>,
+    },
+    List {
+        values: Vec<f64>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,7 +204,13 @@ impl Scenario {
     pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let raw: Raw = toml::from_str(text).map_err(|e| ScenarioError::Parse {
             path: path.into(),
-            message: e.to_string().lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect::<Vec<_>>().join("; "),
+            message: e
+                .to_string()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('|'))
+                .collect::<Vec<_>>()
+                .join("; "),
         })?;
         let err = |key: &str, message: String| ScenarioError::Invalid { path: path.into(), key: key.into(), message };
         let dur = |key: &str, v: &str| -> Result<Duration, ScenarioError> {
@@ -249,7 +262,9 @@ impl Scenario {
             let kind = match f.kind.as_str() {
                 "restart_empty_store" => FaultKind::RestartEmptyStore,
                 "restart" => FaultKind::Restart,
-                "crash_loop" => FaultKind::CrashLoop { period: opt(&k("period"), &f.period, Duration::from_secs(600))? },
+                "crash_loop" => {
+                    FaultKind::CrashLoop { period: opt(&k("period"), &f.period, Duration::from_secs(600))? }
+                }
                 "unreachable" => FaultKind::Unreachable,
                 "corrupt_store" => FaultKind::CorruptStore,
                 "github_outage" => FaultKind::GithubOutage { scope },
@@ -277,15 +292,25 @@ impl Scenario {
                     for x in a {
                         match x.as_integer().and_then(|i| u16::try_from(i).ok()).filter(|i| *i < n) {
                             Some(i) => v.push(i),
-                            None => return Err(err(&k("validators"), format!("{x} is not a validator index below {n}"))),
+                            None => {
+                                return Err(err(&k("validators"), format!("{x} is not a validator index below {n}")));
+                            }
                         }
                     }
                     Targets::List(v)
                 }
-                Some(toml::Value::Table(t)) => match (t.get("random").and_then(toml::Value::as_integer), t.get("fraction").and_then(toml::Value::as_float)) {
+                Some(toml::Value::Table(t)) => match (
+                    t.get("random").and_then(toml::Value::as_integer),
+                    t.get("fraction").and_then(toml::Value::as_float),
+                ) {
                     (Some(r), None) if r > 0 && r <= i64::from(n) => Targets::Random(r as u16),
                     (None, Some(fr)) if (0.0..=1.0).contains(&fr) => Targets::Fraction(fr),
-                    _ => return Err(err(&k("validators"), "use { random = N } with 1 <= N <= validators, or { fraction = F } with 0 <= F <= 1".into())),
+                    _ => {
+                        return Err(err(
+                            &k("validators"),
+                            "use { random = N } with 1 <= N <= validators, or { fraction = F } with 0 <= F <= 1".into(),
+                        ));
+                    }
                 },
                 Some(other) => return Err(err(&k("validators"), format!("{other} is not \"all\", a list or a table"))),
             };
@@ -300,9 +325,14 @@ impl Scenario {
                 }
                 (None, None, Some(r)) if r.is_finite() && r >= 0.0 => When::Rate(r),
                 (None, None, Some(_)) => return Err(err(&k("rate_per_day"), "must be a non-negative number".into())),
-                _ => return Err(err(&k("at"), "give exactly one of at = [..], every = \"..\", rate_per_day = x".into())),
+                _ => {
+                    return Err(err(&k("at"), "give exactly one of at = [..], every = \"..\", rate_per_day = x".into()));
+                }
             };
-            let needs_duration = !matches!(kind, FaultKind::RestartEmptyStore | FaultKind::Restart | FaultKind::PatRevoked | FaultKind::PatRotated);
+            let needs_duration = !matches!(
+                kind,
+                FaultKind::RestartEmptyStore | FaultKind::Restart | FaultKind::PatRevoked | FaultKind::PatRotated
+            );
             let fduration = opt(&k("duration"), &f.duration, Duration::ZERO)?;
             if needs_duration && fduration.is_zero() {
                 return Err(err(&k("duration"), format!("{} needs a duration", f.kind)));

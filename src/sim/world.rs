@@ -30,17 +30,17 @@ pub struct GithubState {
 
 impl GithubState {
     fn failing(&self, miner: bool) -> Option<Option<u64>> {
-        let (down, rl) = if miner { (self.miner_down, &self.miner_rl) } else { (self.validators_down, &self.validators_rl) };
-        if down > 0 {
-            Some(None)
-        } else {
-            rl.first().map(|r| Some(*r))
-        }
+        let (down, rl) =
+            if miner { (self.miner_down, &self.miner_rl) } else { (self.validators_down, &self.validators_rl) };
+        if down > 0 { Some(None) } else { rl.first().map(|r| Some(*r)) }
     }
 
     fn apply(&mut self, scope: GithubScope, rate_limit: Option<u64>, start: bool) {
         for miner in [false, true] {
-            let hit = matches!((scope, miner), (GithubScope::Both, _) | (GithubScope::Validators, false) | (GithubScope::Miner, true));
+            let hit = matches!(
+                (scope, miner),
+                (GithubScope::Both, _) | (GithubScope::Validators, false) | (GithubScope::Miner, true)
+            );
             if !hit {
                 continue;
             }
@@ -65,9 +65,10 @@ impl GithubState {
     pub fn identity(&self, token: &str) -> IdentityResult {
         match self.failing(false) {
             Some(None) => IdentityResult::Transient { detail: "GitHub /user returned 503".into(), retry_after: None },
-            Some(Some(r)) => {
-                IdentityResult::Transient { detail: "GitHub /user returned 429".into(), retry_after: Some(Duration::from_secs(r)) }
-            }
+            Some(Some(r)) => IdentityResult::Transient {
+                detail: "GitHub /user returned 429".into(),
+                retry_after: Some(Duration::from_secs(r)),
+            },
             None => match self.tokens.get(token) {
                 Some((id, login)) => IdentityResult::Valid { id: id.to_string(), login: login.clone() },
                 None => IdentityResult::InvalidAuth { status: Some(401), message: "Bad credentials".into() },
@@ -79,12 +80,22 @@ impl GithubState {
     /// failure permanent) — the bug patrol reads around.
     pub fn test_query(&self, token: &str) -> TestQueryResult {
         match self.failing(false) {
-            Some(None) => TestQueryResult::Failed { detail: "GitHub GraphQL API returned 503".into(), transient: false, retry_after: None },
-            Some(Some(_)) => {
-                TestQueryResult::Failed { detail: "GitHub GraphQL API returned 429".into(), transient: false, retry_after: None }
-            }
+            Some(None) => TestQueryResult::Failed {
+                detail: "GitHub GraphQL API returned 503".into(),
+                transient: false,
+                retry_after: None,
+            },
+            Some(Some(_)) => TestQueryResult::Failed {
+                detail: "GitHub GraphQL API returned 429".into(),
+                transient: false,
+                retry_after: None,
+            },
             None if self.tokens.contains_key(token) => TestQueryResult::Ok,
-            None => TestQueryResult::Failed { detail: "GitHub GraphQL API returned 401".into(), transient: false, retry_after: None },
+            None => TestQueryResult::Failed {
+                detail: "GitHub GraphQL API returned 401".into(),
+                transient: false,
+                retry_after: None,
+            },
         }
     }
 
@@ -238,16 +249,32 @@ pub fn validator(setup: &Setup<'_>, i: u16, stake: f64) -> SimValidator {
 /// are back as soon as the validator is.
 pub fn restore_background(v: &SimValidator, our_uid: u16, background: u16) {
     for b in 0..background {
-        let _ = v.store.save(our_uid + 1 + b, &background_hotkey(b), &RawPat::new(background_token(b)), &(1000 + u64::from(b)).to_string());
+        let _ = v.store.save(
+            our_uid + 1 + b,
+            &background_hotkey(b),
+            &RawPat::new(background_token(b)),
+            &(1000 + u64::from(b)).to_string(),
+        );
     }
 }
 
 /// A scoring round at `v`: our weight afterwards. Every miner's PRs score the same, so coverage is
 /// the only difference between miners.
-pub fn scoring_round(v: &mut SimValidator, github: &SimGithub, uids: impl IntoIterator<Item = u16>, our_uid: u16) -> f64 {
+pub fn scoring_round(
+    v: &mut SimValidator,
+    github: &SimGithub,
+    uids: impl IntoIterator<Item = u16>,
+    our_uid: u16,
+) -> f64 {
     let snapshot = v.store.snapshot();
     let metagraph = v.validator.metagraph();
-    v.gate.run_round(&metagraph, uids, &snapshot, |_, pat| github.identity_now(pat.expose()), |_, _| PrFetch::Loaded { score: 1.0, total_prs: 10 });
+    v.gate.run_round(
+        &metagraph,
+        uids,
+        &snapshot,
+        |_, pat| github.identity_now(pat.expose()),
+        |_, _| PrFetch::Loaded { score: 1.0, total_prs: 10 },
+    );
     v.weight = v.gate.weights().get(&our_uid).copied().unwrap_or(0.0);
     v.weight
 }

@@ -29,21 +29,17 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 /// Validator (axon) hotkey seed, `0x11` × 32 (`shared/vectors/keys.json` → `axon_hotkey`).
-pub const VALIDATOR_SEED: &str =
-    "0x1111111111111111111111111111111111111111111111111111111111111111";
+pub const VALIDATOR_SEED: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
 /// SS58 of [`VALIDATOR_SEED`].
 pub const VALIDATOR_HOTKEY: &str = "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi";
 /// The public Substrate dev phrase used as the miner (dendrite) hotkey in the vectors.
-pub const DENDRITE_MNEMONIC: &str =
-    "bottom drive obey lake curtain smoke basket hold race lonely fit walk";
+pub const DENDRITE_MNEMONIC: &str = "bottom drive obey lake curtain smoke basket hold race lonely fit walk";
 /// Mini secret (`secretSeed`) of [`DENDRITE_MNEMONIC`].
-pub const DENDRITE_SEED: &str =
-    "0xfac7959dbfe72f052e5a0c3c8d6530f202b02fd8f9f5ca3580ec8deb7797479e";
+pub const DENDRITE_SEED: &str = "0xfac7959dbfe72f052e5a0c3c8d6530f202b02fd8f9f5ca3580ec8deb7797479e";
 /// SS58 of [`DENDRITE_MNEMONIC`].
 pub const DENDRITE_HOTKEY: &str = "5DfhGyQdFobKM8NsWvEeAKk5EQQgYe9AydgJ7rMB6E1EqRzV";
 /// A hotkey the default [`PyAxon`] does not register (seed `0x33` × 32): blacklisted, HTTP 403.
-pub const BLACKLISTED_SEED: &str =
-    "0x3333333333333333333333333333333333333333333333333333333333333333";
+pub const BLACKLISTED_SEED: &str = "0x3333333333333333333333333333333333333333333333333333333333333333";
 /// SS58 of [`BLACKLISTED_SEED`].
 pub const BLACKLISTED_HOTKEY: &str = "5HBcPkCPJuNzWBstouENkvnpsyEqo1dn9Sj4Q1oihXGro6Jg";
 
@@ -86,8 +82,7 @@ fn setup_python() -> Result<PathBuf, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    let out =
-        wait_bounded(child, SETUP_TIMEOUT).map_err(|e| format!("{} {e}", script.display()))?;
+    let out = wait_bounded(child, SETUP_TIMEOUT).map_err(|e| format!("{} {e}", script.display()))?;
     if !out.status_ok {
         return Err(format!(
             "{} exited with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -103,26 +98,13 @@ fn setup_python() -> Result<PathBuf, String> {
         .rev()
         .find(|l| !l.trim().is_empty())
         .map(|l| PathBuf::from(l.trim()))
-        .ok_or_else(|| {
-            format!(
-                "{} printed no python path\n{}",
-                script.display(),
-                out.stderr
-            )
-        })?;
+        .ok_or_else(|| format!("{} printed no python path\n{}", script.display(), out.stderr))?;
     if !path.is_file() {
-        return Err(format!(
-            "{} printed {}, which does not exist",
-            script.display(),
-            path.display()
-        ));
+        return Err(format!("{} printed {}, which does not exist", script.display(), path.display()));
     }
     let elapsed = started.elapsed();
     if elapsed > Duration::from_secs(2) {
-        eprintln!(
-            "python harness: venv ready in {elapsed:.1?} ({})",
-            path.display()
-        );
+        eprintln!("python harness: venv ready in {elapsed:.1?} ({})", path.display());
     }
     Ok(path)
 }
@@ -147,9 +129,7 @@ fn wait_bounded(mut child: Child, timeout: Duration) -> Result<Finished, String>
                 let _ = child.kill();
                 let _ = child.wait();
                 let err = stderr.join().unwrap_or_default();
-                return Err(format!(
-                    "timed out after {timeout:?}; killed\n--- stderr ---\n{err}"
-                ));
+                return Err(format!("timed out after {timeout:?}; killed\n--- stderr ---\n{err}"));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(format!("wait failed: {e}")),
@@ -211,14 +191,10 @@ impl PyAxon {
         let mut config = default_axon_config();
         merge_top_level(&mut config, overrides);
         let python = python();
-        let dir = tempfile::Builder::new()
-            .prefix("patrol-pyaxon-")
-            .tempdir()
-            .expect("create temp dir for bt_axon.py");
+        let dir = tempfile::Builder::new().prefix("patrol-pyaxon-").tempdir().expect("create temp dir for bt_axon.py");
         let config_path = dir.path().join("config.json");
         write_json_atomic(&config_path, &config);
-        let stderr_file =
-            fs::File::create(dir.path().join("stderr.log")).expect("create bt_axon.py stderr log");
+        let stderr_file = fs::File::create(dir.path().join("stderr.log")).expect("create bt_axon.py stderr log");
         let mut child = Command::new(&python)
             .arg("-B")
             .arg(harness_dir().join("bt_axon.py"))
@@ -245,14 +221,7 @@ impl PyAxon {
             }
         });
         // From here on a panic drops `guard`, which kills and reaps the child.
-        let mut guard = PyAxon {
-            child,
-            stdin,
-            dir,
-            config: Mutex::new(config),
-            port: 0,
-            hotkey: String::new(),
-        };
+        let mut guard = PyAxon { child, stdin, dir, config: Mutex::new(config), port: 0, hotkey: String::new() };
         let deadline = Instant::now() + AXON_READY_TIMEOUT;
         let ready = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -267,35 +236,19 @@ impl PyAxon {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if let Ok(Some(status)) = guard.child.try_wait() {
-                        panic!(
-                            "bt_axon.py exited with {status} before it was ready\n{}",
-                            guard.stderr()
-                        );
+                        panic!("bt_axon.py exited with {status} before it was ready\n{}", guard.stderr());
                     }
                     if Instant::now() >= deadline {
-                        panic!(
-                            "bt_axon.py printed no ready line within {AXON_READY_TIMEOUT:?}\n{}",
-                            guard.stderr()
-                        );
+                        panic!("bt_axon.py printed no ready line within {AXON_READY_TIMEOUT:?}\n{}", guard.stderr());
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = guard
-                        .child
-                        .wait()
-                        .map(|s| s.to_string())
-                        .unwrap_or_default();
-                    panic!(
-                        "bt_axon.py closed stdout before it was ready ({status})\n{}",
-                        guard.stderr()
-                    );
+                    let status = guard.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    panic!("bt_axon.py closed stdout before it was ready ({status})\n{}", guard.stderr());
                 }
             }
         };
-        guard.port = ready["port"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .expect("ready.port");
+        guard.port = ready["port"].as_u64().and_then(|p| u16::try_from(p).ok()).expect("ready.port");
         guard.hotkey = ready["hotkey"].as_str().expect("ready.hotkey").to_owned();
         guard
     }
@@ -361,9 +314,7 @@ impl PyAxon {
     pub fn script(&self, check: &[&str], broadcast: &[&str]) {
         static QUEUE_ID: AtomicU64 = AtomicU64::new(0);
         let id = QUEUE_ID.fetch_add(1, Ordering::Relaxed);
-        self.set_behaviour(
-            json!({ "queue": { "check": check, "broadcast": broadcast }, "queue_id": id }),
-        );
+        self.set_behaviour(json!({ "queue": { "check": check, "broadcast": broadcast }, "queue_id": id }));
     }
 
     /// The whole request log: `{"requests": [...], "blacklisted": [...], "store_size": n}`.
@@ -439,10 +390,7 @@ fn read_json(path: &Path) -> Value {
 }
 
 fn array_of(v: &Value, key: &str) -> Vec<Value> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+    v.get(key).and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
 /// Local addresses of the listening TCP sockets owned by `pid` (Linux `/proc`).
@@ -452,10 +400,7 @@ pub fn listening_addrs_of(pid: u32) -> Vec<SocketAddr> {
         for entry in entries.flatten() {
             if let Ok(target) = fs::read_link(entry.path()) {
                 let target = target.to_string_lossy().into_owned();
-                if let Some(inode) = target
-                    .strip_prefix("socket:[")
-                    .and_then(|s| s.strip_suffix(']'))
-                {
+                if let Some(inode) = target.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
                     inodes.insert(inode.to_owned());
                 }
             }
@@ -491,9 +436,7 @@ fn parse_proc_addr(field: &str, v6: bool) -> Option<SocketAddr> {
         }
         IpAddr::V6(Ipv6Addr::from(bytes))
     } else {
-        IpAddr::V4(Ipv4Addr::from(
-            u32::from_str_radix(ip_hex, 16).ok()?.to_ne_bytes(),
-        ))
+        IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(ip_hex, 16).ok()?.to_ne_bytes()))
     };
     Some(SocketAddr::new(ip, port))
 }
@@ -515,8 +458,7 @@ pub fn py_dendrite_with(args: &[&str], envs: &[(&str, &str)], timeout: Duration)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn bt_dendrite.py: {e}"));
-    let out =
-        wait_bounded(child, timeout).unwrap_or_else(|e| panic!("bt_dendrite.py {args:?}: {e}"));
+    let out = wait_bounded(child, timeout).unwrap_or_else(|e| panic!("bt_dendrite.py {args:?}: {e}"));
     parse_dendrite_output(args, out.status_ok, &out.status, &out.stdout, &out.stderr)
 }
 
@@ -526,22 +468,11 @@ pub async fn py_dendrite_async(args: &[&str]) -> Value {
 }
 
 /// Async [`py_dendrite_with`].
-pub async fn py_dendrite_async_with(
-    args: &[&str],
-    envs: &[(&str, &str)],
-    timeout: Duration,
-) -> Value {
-    let python = tokio::task::spawn_blocking(python)
-        .await
-        .expect("python setup task");
+pub async fn py_dendrite_async_with(args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> Value {
+    let python = tokio::task::spawn_blocking(python).await.expect("python setup task");
     let mut cmd = tokio::process::Command::from(dendrite_command(&python, args, envs));
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn bt_dendrite.py: {e}"));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn bt_dendrite.py: {e}"));
     let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(out) => out.unwrap_or_else(|e| panic!("bt_dendrite.py {args:?}: {e}")),
         Err(_) => panic!("bt_dendrite.py {args:?} timed out after {timeout:?} (killed)"),
@@ -569,27 +500,13 @@ fn dendrite_command(python: &Path, args: &[&str], envs: &[(&str, &str)]) -> Comm
     cmd
 }
 
-fn parse_dendrite_output(
-    args: &[&str],
-    ok: bool,
-    status: &str,
-    stdout: &str,
-    stderr: &str,
-) -> Value {
+fn parse_dendrite_output(args: &[&str], ok: bool, status: &str, stdout: &str, stderr: &str) -> Value {
     if !ok {
-        panic!(
-            "bt_dendrite.py {args:?} exited with {status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-        );
+        panic!("bt_dendrite.py {args:?} exited with {status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
     }
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
+    let line = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
     match serde_json::from_str::<Value>(line) {
         Ok(v @ Value::Array(_)) => v,
-        _ => panic!(
-            "bt_dendrite.py {args:?} printed no JSON list\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-        ),
+        _ => panic!("bt_dendrite.py {args:?} printed no JSON list\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"),
     }
 }

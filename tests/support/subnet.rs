@@ -130,8 +130,12 @@ impl Subnet {
 
     /// Write `name` as a patrol config over `nodes` (indices), with `extra` TOML.
     pub fn config(&self, name: &str, nodes: &[usize], github: SocketAddr, extra: &str) {
-        let validators: String =
-            nodes.iter().map(|i| static_validator(self.nodes[*i].uid, &self.nodes[*i].hotkey, "127.0.0.1", self.nodes[*i].port, 20_000.0)).collect();
+        let validators: String = nodes
+            .iter()
+            .map(|i| {
+                static_validator(self.nodes[*i].uid, &self.nodes[*i].hotkey, "127.0.0.1", self.nodes[*i].port, 20_000.0)
+            })
+            .collect();
         let body = format!(
             "[wallet]\nhotkey_file = \"hotkey\"\n[pat]\nfile = \"pat\"\n[github]\napi_url = \"http://{github}\"\n[agent]\nstate_dir = \"state\"\n\
              [reconcile]\ncheck_timeout = \"3s\"\nbroadcast_timeout = \"5s\"\n{extra}\n{validators}"
