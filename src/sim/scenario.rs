@@ -326,7 +326,10 @@ impl Scenario {
                 (None, None, Some(r)) if r.is_finite() && r >= 0.0 => When::Rate(r),
                 (None, None, Some(_)) => return Err(err(&k("rate_per_day"), "must be a non-negative number".into())),
                 _ => {
-                    return Err(err(&k("at"), "give exactly one of at = [..], every = \"..\", rate_per_day = x".into()));
+                    return Err(err(
+                        &k("at"),
+                        "give exactly one of at = [..], every = \"..\", rate_per_day = x".into(),
+                    ));
                 }
             };
             let needs_duration = !matches!(
