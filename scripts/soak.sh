@@ -5,6 +5,7 @@
 #   - a validator frozen (SIGSTOP) for a while: calls time out, backoff, re-check;
 #   - a validator restarted with an empty PAT store: the PAT must be re-sent;
 #   - GitHub answering 503 for a while: validators say inconclusive, our preflight is transient;
+#   - GitHub answering slowly: validators' handlers outlast our check timeout (no_response);
 #   - the PAT file rotated between two valid tokens: reload, re-broadcast everywhere;
 #   - SIGHUP to the agent: reload.
 # It samples the agent's RSS and open file descriptors from /proc every SAMPLE seconds and prints
@@ -185,7 +186,7 @@ fault() {
             kill -HUP "${agent}"
             ;;
         5)
-            log "fault: validator ${i} GitHub calls delayed 4 s (x5)"
+            log "fault: GitHub /user answers delayed 4 s (next 5 requests): validators' checks time out"
             curl -s --max-time 3 -X POST "http://127.0.0.1:${gh_port}/_fake/faults" -H 'content-type: application/json' \
                 -d '{"scope":"user","times":5,"fault":{"kind":"delay","ms":4000}}' >/dev/null || true
             ;;

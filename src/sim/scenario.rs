@@ -17,6 +17,10 @@ pub enum ScenarioError {
     Invalid { path: String, key: String, message: String },
 }
 
+/// The longest time a scenario may name: `"100y"` (humantime's year is 365.25 days). The
+/// simulation adds times and durations in whole seconds (`u64`), which must not overflow.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
@@ -214,7 +218,12 @@ impl Scenario {
         })?;
         let err = |key: &str, message: String| ScenarioError::Invalid { path: path.into(), key: key.into(), message };
         let dur = |key: &str, v: &str| -> Result<Duration, ScenarioError> {
-            humantime::parse_duration(v.trim()).map_err(|e| err(key, format!("invalid duration {v:?} ({e})")))
+            let d =
+                humantime::parse_duration(v.trim()).map_err(|e| err(key, format!("invalid duration {v:?} ({e})")))?;
+            if d > MAX_DURATION {
+                return Err(err(key, format!("duration {v:?} is longer than 100 years")));
+            }
+            Ok(d)
         };
         let opt = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ScenarioError> {
             v.as_deref().map_or(Ok(default), |s| dur(key, s))
@@ -451,5 +460,34 @@ interval = "15m"
             assert!(e.contains(key), "{e}");
         }
         assert!(Scenario::parse("x.toml", &format!("{OK}\nbogus = 1")).unwrap_err().to_string().contains("bogus"));
+    }
+
+    /// Fuzzing found `at + duration` overflowing in the fault timeline (a panic in debug builds,
+    /// events wrapped to the start of the run in release): durations are capped at 100 years.
+    #[test]
+    fn durations_are_bounded_so_times_never_overflow() {
+        let huge = "\"18446744073709551615s\"";
+        for (bad, key) in [
+            (OK.replace("duration = \"1h\"", &format!("duration = {huge}")), "fault[1].duration"),
+            (
+                OK.replace("validators = 4", &format!("validators = 4\nrestart_downtime = {huge}")),
+                "subnet.restart_downtime",
+            ),
+            (OK.replace("at = [\"2d\"]", &format!("at = [{huge}]")), "fault[1].at"),
+            (OK.replace("duration = \"14d\"", "duration = \"101y\""), "duration"),
+        ] {
+            let e = Scenario::parse("x.toml", &bad).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("100 years"), "{e}");
+        }
+        // The largest allowed values build a timeline without overflowing.
+        let max = OK
+            .replace("duration = \"14d\"", "duration = \"100y\"")
+            .replace("validators = 4", "validators = 4\nrestart_downtime = \"100y\"")
+            .replace("rate_per_day = 0.2", "at = [\"99y\"]")
+            .replace("duration = \"1h\"", "duration = \"100y\"");
+        let s = Scenario::parse("x.toml", &max).unwrap();
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let t = crate::sim::faults::timeline(&s, &mut rng);
+        assert!(t.iter().all(|e| e.at <= 3 * MAX_DURATION.as_secs()), "{t:?}");
     }
 }

@@ -17,6 +17,7 @@
 //! Must not: log request bodies (a broadcast carries a PAT), echo the token, or block the executor.
 
 mod body;
+pub mod fuzz_entry;
 mod gate;
 mod headers;
 
