@@ -98,6 +98,13 @@ fn hotkey_and_config_problems_are_named() {
     let run = s.run(&["check", "--config", "nope.toml"]);
     run.expect_code(78);
     one_line_error(&run, "nope.toml");
+    // ... and the OS's reason is said once, not once per layer of the error chain
+    assert_eq!(run.stderr.matches("os error 2").count(), 1, "{run}");
+    // a missing hotkey file likewise
+    std::fs::remove_file(s.path("hotkey")).unwrap();
+    let run = s.run(&["check", "--config", "c.toml"]);
+    assert_eq!(run.stderr.matches("os error 2").count(), 1, "{run}");
+    s.hotkey("hotkey", DENDRITE_SEED);
     // usage errors are 64, in JSON too
     let run = s.run(&["check", "--no-such-flag"]);
     run.expect_code(64);

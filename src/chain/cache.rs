@@ -162,6 +162,27 @@ mod tests {
         assert!(matches!(load(d.path(), url, 1), Loaded::Missing));
     }
 
+    /// serde_json's default float parser can be off by one ULP; with `float_roundtrip` every vtrust
+    /// the chain can give (u16 / 65535) and stakes in rao / 1e9 come back bit-identical from the
+    /// cache, so a cached read selects exactly the validators the live read did (`> 0.25` is strict).
+    #[test]
+    fn every_vtrust_and_stake_survives_the_cache_bit_for_bit() {
+        let d = tempfile::tempdir().unwrap();
+        let url = "ws://127.0.0.1:9944";
+        let stakes = (0..=u16::MAX).map(|i| (u64::from(i) * 1_000_003_571_113) as f64 / 1e9);
+        let neurons: Vec<Neuron> = (0..=u16::MAX)
+            .zip(stakes)
+            .map(|(i, stake)| Neuron { vtrust: f64::from(i) / 65535.0, stake, ..neuron(i) })
+            .collect();
+        save(d.path(), url, 74, 1, &neurons).unwrap();
+        let Loaded::Found(c) = load(d.path(), url, 74) else { panic!("not found") };
+        assert_eq!(c.neurons.len(), neurons.len());
+        for (a, b) in c.neurons.iter().zip(&neurons) {
+            assert_eq!(a.vtrust.to_bits(), b.vtrust.to_bits(), "vtrust of uid {}", b.uid);
+            assert_eq!(a.stake.to_bits(), b.stake.to_bits(), "stake of uid {}", b.uid);
+        }
+    }
+
     #[test]
     fn corrupt_file_is_moved_aside() {
         let d = tempfile::tempdir().unwrap();

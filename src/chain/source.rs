@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use super::cache::{self, Loaded};
 use super::{ChainClient, ChainError};
@@ -121,7 +121,7 @@ pub async fn subnet_view_using(
                     warn!(state_dir = %state_dir.display(), error = %e, "cannot save the metagraph cache")
                 }
             }
-            info!(url = %url, netuid, block = snap.block, neurons = snap.neurons.len(), "read the subnet from the chain");
+            debug!(url = %url, netuid, block = snap.block, neurons = snap.neurons.len(), "read the subnet from the chain");
             Ok(SubnetView {
                 netuid,
                 neurons: snap.neurons,

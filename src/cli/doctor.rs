@@ -60,7 +60,7 @@ pub async fn run(cli: &Cli, args: &DoctorArgs) -> anyhow::Result<Exit> {
         Err(e) => vec![fail(
             "config",
             None,
-            format!("{e:#}"),
+            crate::cli::exit::render(e.as_ref()),
             "fix the key named above (every key is described in config.example.toml), or point --config / $PATROL_CONFIG at the right file",
         )],
     };

@@ -59,6 +59,23 @@ impl Coded {
     }
 }
 
+/// One line for an error and its causes, like anyhow's `{:#}`, but a cause whose text the message
+/// already shows is not repeated (our error types print their I/O source inline and also expose it
+/// as `source()`, so `{:#}` would say "No such file or directory" twice).
+pub fn render(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// Pick the exit code for an error by looking through its chain for known types.
 pub fn classify(err: &anyhow::Error) -> (Exit, &'static str) {
     for cause in err.chain() {
@@ -84,4 +101,28 @@ pub fn classify(err: &anyhow::Error) -> (Exit, &'static str) {
         }
     }
     (Exit::Software, "cli_error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_does_not_repeat_a_cause_the_message_shows() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let e = crate::config::ConfigError::Read { path: "/x/patrol.toml".into(), source: io };
+        let err = anyhow::Error::new(e).context("loading settings");
+        let text = render(err.as_ref());
+        assert_eq!(
+            text,
+            "loading settings: cannot read config file /x/patrol.toml: No such file or directory (os error 2)"
+        );
+        assert_eq!(text.matches("os error 2").count(), 1);
+    }
+
+    #[test]
+    fn render_keeps_causes_the_message_does_not_show() {
+        let err = anyhow::anyhow!("inner cause").context("outer");
+        assert_eq!(render(err.as_ref()), "outer: inner cause");
+    }
 }

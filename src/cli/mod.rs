@@ -367,9 +367,9 @@ pub fn main_from(args: Vec<OsString>) -> ExitCode {
         Err(err) => {
             let (code, kind) = exit::classify(&err);
             if json {
-                print_json_error(kind, &format!("{err:#}"));
+                print_json_error(kind, &exit::render(err.as_ref()));
             }
-            eprintln!("patrol: {err:#}");
+            eprintln!("patrol: {}", exit::render(err.as_ref()));
             code.into()
         }
     }

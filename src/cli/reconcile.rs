@@ -59,6 +59,9 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
         print!("{}", report::reconcile_table(&rep));
+        if let Some(pf) = rep.preflight.as_deref().filter(|p| !p.starts_with("valid")) {
+            eprintln!("PAT preflight: {pf}");
+        }
         for a in &rep.alerts {
             eprintln!("ALERT {}: {}", a.kind, a.message);
         }

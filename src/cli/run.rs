@@ -9,7 +9,7 @@ use crate::config::Settings;
 
 /// Run the agent until it is told to stop.
 pub async fn run(cli: &Cli, settings: &Settings, args: &RunArgs) -> anyhow::Result<Exit> {
-    let load = || cli.settings().map_err(|e| format!("{e:#}"));
+    let load = || cli.settings().map_err(|e| crate::cli::exit::render(e.as_ref()));
     let opts = agent::Options { dry_run: args.dry_run };
     match agent::run(settings.clone(), &load, opts).await {
         Ok(()) => Ok(Exit::Covered),
@@ -22,7 +22,7 @@ pub async fn run(cli: &Cli, settings: &Settings, args: &RunArgs) -> anyhow::Resu
                 _ => Exit::Config,
             };
             let kind = e.kind();
-            Err(Coded::new(exit, kind, format!("{:#}", anyhow::Error::new(e))))
+            Err(Coded::new(exit, kind, crate::cli::exit::render(&e)))
         }
     }
 }

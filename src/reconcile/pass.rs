@@ -171,12 +171,13 @@ pub async fn run(
     if core::needs_preflight(&desired, &state.validators, &observations) {
         let pf = io.github.preflight(pat).await;
         desired.preflight = to_preflight(&pf);
+        // Debug only: the callers report it once — `reconcile` on stderr, the agent on a change.
         match &pf.outcome {
             PreflightOutcome::Valid { login, .. } => tracing::debug!(login = %login, "PAT preflight passed"),
             PreflightOutcome::Transient { reason, .. } => {
-                tracing::warn!(%reason, "PAT preflight inconclusive; not sending this pass")
+                tracing::debug!(%reason, "PAT preflight inconclusive; not sending this pass")
             }
-            PreflightOutcome::Invalid { reason } => tracing::error!(%reason, "PAT is invalid; it will not be sent"),
+            PreflightOutcome::Invalid { reason } => tracing::debug!(%reason, "PAT is invalid; it will not be sent"),
         }
         preflight = Some(pf);
     }
@@ -191,7 +192,11 @@ pub async fn run(
         if d.action == Action::Broadcast {
             if cfg.dry_run {
                 planned.push(d.uid);
-                state.validators.insert(d.uid, d.history);
+                // Nothing was sent, so nothing moved the validator's next check: without this it
+                // stays in the past and `patrol run --dry-run` would re-check it on every tick.
+                let mut h = d.history;
+                h.next_check_at = now + p.interval;
+                state.validators.insert(d.uid, h);
                 actions.insert(d.uid, (Action::Broadcast, 0));
                 continue;
             }
@@ -303,8 +308,9 @@ pub async fn run(
     state.last_pass_at = Some(now);
     state.updated_at = now;
     let alerts = core::alerts(p, &desired, core::active(&state.validators), now);
+    // Debug only: `reconcile` prints them, the agent logs raised/cleared transitions.
     for a in &alerts {
-        tracing::warn!(kind = a.kind, uid = ?a.uid, "{}", a.message);
+        tracing::debug!(kind = a.kind, uid = ?a.uid, "{}", a.message);
     }
     PassOutcome {
         started_at: now,
