@@ -109,6 +109,45 @@ pub fn gitt_category_of(f: &CheckFields) -> &'static str {
     }
 }
 
+/// What the miner can do about an HTTP rejection whose cause is on this side, for the `hint` of a
+/// row; `None` when there is nothing specific to say. Pure.
+///
+/// Today that is the axon's nonce check (bittensor's `default_verify`, docs
+/// `bittensor-wire-protocol.md` §5.1), which answers 401 with, after "Not Verified with error: ",
+/// either "Nonce is too old: acceptable delta is A seconds but request was B seconds old" (first
+/// contact: our nonce, i.e. this machine's clock, is more than 4 s + the timeout behind the
+/// validator's clock) or "Nonce is too old, a newer one was last processed" (it already saw a later
+/// nonce from this process: the clock stepped back, or a request was replayed). Both mean every
+/// request to that validator fails until the clocks agree; a bare "rejected with HTTP 401" would
+/// hide it.
+pub fn rejection_hint(status: u16, message: &str) -> Option<String> {
+    if status != 401 || !message.contains("Nonce is too old") {
+        return None;
+    }
+    const FIX: &str =
+        "check this machine's clock (NTP: timedatectl set-ntp true; `patrol doctor` compares it with the chain's)";
+    if message.contains("a newer one was last processed") {
+        return Some(format!(
+            "the validator rejected the request nonce: it already saw a newer one from this process (the clock \
+             stepped back?); {FIX}"
+        ));
+    }
+    let number = |s: &str| s.trim().parse::<f64>().ok().filter(|x| x.is_finite());
+    let ages = message
+        .split_once("acceptable delta is ")
+        .and_then(|(_, rest)| rest.split_once(" seconds but request was "))
+        .and_then(|(allowed, rest)| Some((number(allowed)?, number(rest.split_once(" seconds")?.0)?)));
+    Some(match ages {
+        Some((allowed, age)) => format!(
+            "the validator rejected the request nonce as too old: by its clock the request was {age:.1} s old and \
+             it accepts {allowed:.1} s, so this machine's clock is behind the validator's; {FIX}"
+        ),
+        None => format!(
+            "the validator rejected the request nonce as too old: this machine's clock is behind the validator's; {FIX}"
+        ),
+    })
+}
+
 /// Counts and stake shares over a set of (category, stake) rows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
@@ -219,6 +258,27 @@ mod tests {
         let n: CallOutcome<CheckFields> =
             CallOutcome::NoResponse { kind: NoResponseKind::Timeout, detail: String::new() };
         assert_eq!(classify(&n), Category::NoResponse);
+    }
+
+    #[test]
+    fn nonce_rejections_get_a_clock_hint() {
+        // The Python axon's texts, as recorded in shared/vectors/axon_responses.json (real bt.Axon).
+        let old = "Not Verified with error: Nonce is too old: acceptable delta is 16.00 seconds but request was 60.01 seconds old";
+        let hint = rejection_hint(401, old).unwrap();
+        assert!(hint.contains("request nonce") && hint.contains("NTP"), "{hint}");
+        assert!(hint.contains("60.0 s old") && hint.contains("accepts 16.0 s"), "{hint}");
+        let newer = "Not Verified with error: Nonce is too old, a newer one was last processed";
+        let hint = rejection_hint(401, newer).unwrap();
+        assert!(hint.contains("request nonce") && hint.contains("clock"), "{hint}");
+        // numbers that do not parse: still the hint, without them
+        let odd =
+            "Not Verified with error: Nonce is too old: acceptable delta is x seconds but request was y seconds old";
+        assert!(!rejection_hint(401, odd).unwrap().contains(" s old"));
+        // other rejections: nothing to add
+        assert_eq!(rejection_hint(401, "Not Verified with error: Signature mismatch with 1.2.3 and 0xab"), None);
+        assert_eq!(rejection_hint(401, "Not Verified with error: Missing Nonce"), None);
+        assert_eq!(rejection_hint(403, old), None, "only the axon's 401");
+        assert_eq!(rejection_hint(500, "Internal Server Error"), None);
     }
 
     #[test]

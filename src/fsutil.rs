@@ -58,6 +58,29 @@ pub fn move_aside(path: &Path, tag: &str) -> io::Result<PathBuf> {
     Ok(target)
 }
 
+/// Remove the temp files `.<name>.tmp.<pid>.<n>` that [`atomic_write`] of `path` left behind in
+/// processes that no longer exist (killed mid-write); returns what it removed. A live writer's
+/// file is left alone.
+pub fn remove_orphaned_temp_files(path: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return removed };
+    let prefix = format!(".{name}.tmp.");
+    let Ok(dir) = std::fs::read_dir(parent_dir(path)) else { return removed };
+    for entry in dir.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)).and_then(|r| r.split('.').next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<i32>() else { continue };
+        // SAFETY: kill with signal 0 only checks whether the pid exists; it sends nothing.
+        let gone = unsafe { libc::kill(pid, 0) } != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && std::fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,9 @@ pub struct CheckRow {
     pub latency_ms: u64,
     /// Why there was no answer (timeout, connect, …) or the rejection message.
     pub detail: Option<String>,
+    /// What to do about a rejection caused on this side (a nonce refused because this machine's
+    /// clock is behind: [`coverage::rejection_hint`]); `null` otherwise.
+    pub hint: Option<String>,
     pub ip: String,
     pub port: u16,
     pub stake: f64,
@@ -72,11 +75,29 @@ impl CheckRow {
             status_code,
             latency_ms: reply.latency.as_millis() as u64,
             detail,
+            hint: hint_of(&reply.outcome),
             ip: v.ip.to_string(),
             port: v.port,
             stake: v.stake,
             vtrust: v.vtrust,
         }
+    }
+}
+
+/// The [`coverage::rejection_hint`] for an HTTP rejection, if any.
+fn hint_of<F>(outcome: &CallOutcome<F>) -> Option<String> {
+    match outcome {
+        CallOutcome::Rejected { status, message } => coverage::rejection_hint(*status, message),
+        _ => None,
+    }
+}
+
+/// `text`, followed by `hint` when there is one (a table cell).
+fn with_hint(text: String, hint: Option<&str>) -> String {
+    match hint {
+        Some(h) if text.is_empty() => format!("hint: {h}"),
+        Some(h) => format!("{text} (hint: {h})"),
+        None => text,
     }
 }
 
@@ -171,6 +192,8 @@ pub struct PostRow {
     pub attempts: u32,
     pub latency_ms: u64,
     pub detail: Option<String>,
+    /// As [`CheckRow::hint`].
+    pub hint: Option<String>,
     pub ip: String,
     pub port: u16,
     pub stake: f64,
@@ -201,6 +224,7 @@ impl PostRow {
             attempts,
             latency_ms: reply.latency.as_millis() as u64,
             detail,
+            hint: hint_of(&reply.outcome),
             ip: v.ip.to_string(),
             port: v.port,
             stake: v.stake,
@@ -316,7 +340,10 @@ pub fn check_table(r: &CheckReport<CheckRow>) -> String {
                 x.category.to_string(),
                 x.status_code.map(|c| c.to_string()).unwrap_or_default(),
                 format!("{} ms", x.latency_ms),
-                x.rejection_reason.clone().or_else(|| x.detail.clone()).unwrap_or_default(),
+                with_hint(
+                    x.rejection_reason.clone().or_else(|| x.detail.clone()).unwrap_or_default(),
+                    x.hint.as_deref(),
+                ),
             ]
         })
         .collect();
@@ -336,7 +363,10 @@ pub fn post_table(r: &PostReport) -> String {
                 serde_json::to_value(x.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
                 x.status_code.map(|c| c.to_string()).unwrap_or_default(),
                 x.attempts.to_string(),
-                x.rejection_reason.clone().or_else(|| x.detail.clone()).unwrap_or_default(),
+                with_hint(
+                    x.rejection_reason.clone().or_else(|| x.detail.clone()).unwrap_or_default(),
+                    x.hint.as_deref(),
+                ),
             ]
         })
         .collect();
@@ -352,6 +382,53 @@ mod tests {
         let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(t, "A    BB\nxxx  y\n");
         assert_eq!(short_hotkey("5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi"), "5DtDLm5r…D9Fi");
+    }
+
+    #[test]
+    fn a_stale_nonce_rejection_carries_the_clock_hint_in_json_and_tables() {
+        let v = Validator {
+            uid: 7,
+            hotkey: "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 8091,
+            vtrust: 0.9,
+            stake: 1.0,
+        };
+        let message = "Not Verified with error: Nonce is too old: acceptable delta is 19.00 seconds but request was 60.00 seconds old";
+        let rejected = |status| Reply {
+            outcome: CallOutcome::<CheckFields>::Rejected { status, message: message.into() },
+            latency: std::time::Duration::from_millis(3),
+        };
+        let row = CheckRow::new(&v, &rejected(401));
+        let hint = row.hint.clone().expect("a hint");
+        assert!(hint.contains("clock") && hint.contains("NTP"), "{hint}");
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["hint"], serde_json::Value::String(hint.clone()));
+        let rep = CheckReport::new("5Hk", vec![row], Vec::new(), SourceInfo::default());
+        let table = check_table(&rep);
+        assert!(table.contains("Nonce is too old") && table.contains(&format!("(hint: {hint})")), "{table}");
+        // a 403 with the same text, and an answer: no hint (JSON null)
+        assert_eq!(CheckRow::new(&v, &rejected(403)).hint, None);
+        let answered = Reply {
+            outcome: CallOutcome::Answered(CheckFields {
+                has_pat: Some(true),
+                pat_valid: Some(true),
+                rejection_reason: None,
+            }),
+            latency: std::time::Duration::ZERO,
+        };
+        assert_eq!(serde_json::to_value(CheckRow::new(&v, &answered)).unwrap()["hint"], serde_json::Value::Null);
+        let post = PostRow::new(
+            &v,
+            &Reply {
+                outcome: CallOutcome::<BroadcastFields>::Rejected { status: 401, message: message.into() },
+                latency: std::time::Duration::ZERO,
+            },
+            1,
+        );
+        assert_eq!(post.hint.as_deref(), Some(hint.as_str()));
+        assert_eq!(with_hint(String::new(), Some("h")), "hint: h");
+        assert_eq!(with_hint("x".into(), None), "x");
     }
 }
 
@@ -429,6 +506,7 @@ impl ReconcileReport {
                     status_code: None,
                     latency_ms: 0,
                     detail: Some("not contacted this pass (in backoff); category is the last known one".into()),
+                    hint: None,
                     ip: v.validator.ip.to_string(),
                     port: v.validator.port,
                     stake: v.validator.stake,
@@ -477,11 +555,14 @@ pub fn reconcile_table(r: &ReconcileReport) -> String {
                 x.action.clone(),
                 x.final_category.to_string(),
                 x.next_check_at.clone(),
-                x.why
-                    .clone()
-                    .or_else(|| x.check.rejection_reason.clone())
-                    .or_else(|| x.check.detail.clone())
-                    .unwrap_or_default(),
+                with_hint(
+                    x.why
+                        .clone()
+                        .or_else(|| x.check.rejection_reason.clone())
+                        .or_else(|| x.check.detail.clone())
+                        .unwrap_or_default(),
+                    x.check.hint.as_deref(),
+                ),
             ]
         })
         .collect();

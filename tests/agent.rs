@@ -11,7 +11,7 @@
 /// `patrol doctor` against a static list, the mock chain and broken setups.
 mod doctor;
 /// Agent process, reference validator, notify socket, HTTP and Prometheus-text helpers.
-mod harness;
+pub(crate) mod harness;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

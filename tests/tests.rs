@@ -4,6 +4,9 @@ mod agent;
 mod bad_input;
 /// Chain access: recorded mainnet bytes, the mock node, `patrol validators` end to end.
 mod chain;
+/// Real-process faults: SIGKILL of `patrol run`, validators with empty/corrupt/read-only stores,
+/// GitHub 5xx/429/slow/reset, the chain dropping connections, clock skew (issue 7).
+mod faults;
 mod github; // GitHub client (identity, test query, preflight) against the fake GitHub.
 /// patrol check/post against a real Python bt.Axon; request vs captured vectors (issue 2).
 mod interop;

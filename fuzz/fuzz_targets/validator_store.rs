@@ -1,7 +1,8 @@
 //! The embedded validator's PAT store (`miner_pats.json`, gittensor's format) on arbitrary file
 //! contents: reads never panic, the tolerant snapshot never fails, a save on a file the strict read
 //! refuses fails without touching it (fail closed), and a save on a file it accepts replaces or
-//! appends exactly one entry and carries every other value over unchanged. No error names a PAT.
+//! appends exactly one entry and carries every other value over unchanged. The streaming
+//! `get_by_uid` agrees with the full read on every input. No error names a PAT.
 #![no_main]
 
 mod common;
@@ -54,8 +55,13 @@ fuzz_target!(|data: &[u8]| {
     if let Err(e) = &strict {
         assert!(!e.to_string().contains("ghp_"), "a store error names a token: {e}");
     }
-    let got = store.get_by_uid(UID);
-    assert_eq!(got.is_err(), strict.is_err());
+    // The streaming lookup answers exactly what the full read answers: the same entry, or the
+    // same error text.
+    match (store.get_by_uid(UID), &strict) {
+        (Ok(got), Ok(all)) => assert_eq!(got.as_ref(), all.iter().find(|e| e.uid == UID), "lookup disagrees"),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "lookup fails differently"),
+        (got, _) => panic!("lookup {got:?} vs full read {strict:?}"),
+    }
 
     let saved = store.save(UID, HOTKEY, &RawPat::new(PAT), "1");
     match strict {

@@ -20,7 +20,7 @@ use crate::chain::{self, ChainClient, SubnetView};
 use crate::config::Settings;
 use crate::github::{GithubClient, Preflight};
 use crate::reconcile::pass::{self, Io, PassConfig, PassOutcome, SystemEnv};
-use crate::reconcile::state::MinerState;
+use crate::reconcile::state::{MinerState, StateFile};
 use crate::secret::Pat;
 use crate::validators::Selection;
 use crate::wire::Dendrite;
@@ -39,6 +39,8 @@ pub struct Task {
     pub one_shot: bool,
     /// Run a telemetry preflight if the pass did not run one.
     pub refresh_preflight: bool,
+    /// Where to checkpoint the state before broadcasting (`None`: dry run, nothing is saved).
+    pub state_file: Option<StateFile>,
 }
 
 /// One miner's result.
@@ -135,9 +137,17 @@ async fn run_tasks(
         }
         let (selection, github, mut cfg) = (selection.clone(), github.clone(), cfg.clone());
         set.spawn(async move {
-            let Task { index, hotkey: _, dendrite, mut state, pat, only, one_shot, refresh_preflight } = task;
+            let Task { index, hotkey: _, dendrite, mut state, pat, only, one_shot, refresh_preflight, state_file } =
+                task;
             cfg.one_shot = one_shot;
-            let io = Io { dendrite: &dendrite, github: &github };
+            let save = |s: &MinerState| {
+                if let Some(f) = &state_file
+                    && let Err(e) = f.save(s)
+                {
+                    tracing::error!(error = %e, "cannot save the state before broadcasting");
+                }
+            };
+            let io = Io { dendrite: &dendrite, github: &github, checkpoint: Some(&save) };
             let outcome = pass::run(&io, &cfg, &selection, &mut state, &pat, &mut SystemEnv, only.as_ref()).await;
             let extra_preflight = if refresh_preflight && outcome.preflight.is_none() {
                 Some(github.preflight(&pat).await)

@@ -207,8 +207,17 @@ impl Miner {
             let Some(now) = v.final_category else { continue };
             let reason = self.state.validators.get(&uid).and_then(|h| h.reason.clone()).unwrap_or_default();
             let addr = v.validator.addr();
+            // e.g. a clock behind the validators' (401 "Nonce is too old"): say what to fix
+            let hint = v.checked.as_ref().and_then(|c| c.hint.clone()).unwrap_or_default();
             match self.logged.categories.insert(uid, now) {
-                None => tracing::debug!(miner = %name, uid, %addr, state = %now, "validator first seen"),
+                None if now.is_covered() => {
+                    tracing::debug!(miner = %name, uid, %addr, state = %now, "validator first seen")
+                }
+                // uncovered from the start (e.g. after a restart): as loud as a change to uncovered
+                None => tracing::warn!(
+                    miner = %name, uid, %addr, to = %now, %reason, %hint, action = %v.action, why = v.why.as_deref().unwrap_or(""), next_check_at = v.next_check_at,
+                    "validator {uid} is not covered: {now}"
+                ),
                 Some(before) if before == now => {}
                 Some(before) if now.is_covered() && !before.is_covered() => {
                     tracing::info!(miner = %name, uid, %addr, from = %before, to = %now, "validator {uid} is covered again: {now}")
@@ -217,7 +226,7 @@ impl Miner {
                     tracing::info!(miner = %name, uid, %addr, from = %before, to = %now, "validator {uid} is {now} (was {before})")
                 }
                 Some(before) => tracing::warn!(
-                    miner = %name, uid, %addr, from = %before, to = %now, %reason, action = %v.action, next_check_at = v.next_check_at,
+                    miner = %name, uid, %addr, from = %before, to = %now, %reason, %hint, action = %v.action, why = v.why.as_deref().unwrap_or(""), next_check_at = v.next_check_at,
                     "validator {uid} is not covered: {now}"
                 ),
             }
@@ -268,6 +277,18 @@ impl Miner {
 
     /// Persist the state (not in a dry run). Errors are logged: the in-memory state stays good and
     /// the next pass tries again.
+    /// The state file a pass may checkpoint to, if this agent owns it (not in a dry run).
+    pub fn checkpoint_file(&self) -> Option<StateFile> {
+        self.lock.as_ref().map(|_| self.file.clone())
+    }
+
+    /// Re-read the state from disk (after abandoning a pass that may have checkpointed).
+    pub fn reload_state(&mut self) {
+        if self.lock.is_some() {
+            self.state = self.file.load(self.ss58(), self.state.netuid);
+        }
+    }
+
     pub fn save(&self) {
         if self.lock.is_none() {
             return;

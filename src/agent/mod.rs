@@ -285,6 +285,11 @@ impl Agent<'_> {
                             "calls in flight did not finish in time; abandoning them (the last saved state stays)"
                         );
                         j.handle.abort();
+                        // The aborted pass may have checkpointed before broadcasting; that file is
+                        // newer than the in-memory state, which shutdown would otherwise save over it.
+                        for m in &mut self.world.miners {
+                            m.reload_state();
+                        }
                     }
                 }
                 Event::Heartbeat => self.shared.beat(),

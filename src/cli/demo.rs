@@ -220,7 +220,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Exit> {
         timeout: Duration::from_secs(2),
         ..GithubOptions::default()
     })?;
-    let io = Io { dendrite: &dendrite, github: &github };
+    let io = Io { dendrite: &dendrite, github: &github, checkpoint: None };
     let cfg = PassConfig {
         policy: Policy::default(),
         check_timeout: Duration::from_secs(2),

@@ -182,7 +182,8 @@ impl Default for ReconcileSettings {
             broadcast_timeout: Duration::from_secs(30),
             backoff_initial: Duration::from_secs(60),
             backoff_max: Duration::from_secs(30 * 60),
-            concurrency: 32,
+            // a whole subnet in one wave: waves of 32 made N=256 take 2.3x the limit (BENCHMARKS.md)
+            concurrency: 256,
             post_retries: 2,
             recheck_inconclusive: Duration::from_secs(5 * 60),
             alert_after: Duration::from_secs(2 * 3600),

@@ -416,7 +416,9 @@ pub fn after_broadcast(
                 h.next_check_at = now + p.interval;
                 return (Action::GiveUp { reason: why, next_check_at: h.next_check_at }, h);
             }
-            let at = h.record_failure(p, now, u);
+            // Nothing was stored, so a check before the next broadcast is allowed would learn nothing.
+            let at = h.record_failure(p, now, u).max(earliest_broadcast(p, &h, &d.fingerprint));
+            h.next_check_at = at;
             (Action::Recheck { at, why: format!("broadcast rejected (transient): {text}") }, h)
         }
         BroadcastObs::Failed { status, detail } => {

@@ -93,10 +93,17 @@ impl Env for SystemEnv {
     }
 }
 
+/// Saves the state mid-pass. Called once the plan marks validators as broadcast to and before
+/// the PAT leaves: a process killed while broadcasting then restarts knowing it sent, so the
+/// per-validator spacing survives a crash.
+pub type Checkpoint<'a> = &'a (dyn Fn(&MinerState) + Send + Sync);
+
 /// The network side of a pass.
 pub struct Io<'a> {
     pub dendrite: &'a Arc<Dendrite>,
     pub github: &'a GithubClient,
+    /// `None`: the caller saves only after the pass (or never, for a dry run).
+    pub checkpoint: Option<Checkpoint<'a>>,
 }
 
 fn to_obs(reply: &Reply<CheckFields>) -> CheckObs {
@@ -214,6 +221,9 @@ pub async fn run(
     let mut broadcasts = Vec::new();
     let mut accepted: BTreeSet<u16> = BTreeSet::new();
     if !to_send.is_empty() {
+        if let Some(save) = io.checkpoint {
+            save(state);
+        }
         let results = probe::broadcast_all(io.dendrite, &to_send, pat, cfg.broadcast_timeout, cfg.concurrency).await;
         let mut confirm = Vec::new();
         for (v, r) in to_send.iter().zip(&results) {

@@ -102,7 +102,13 @@ impl StateFile {
             .open(&lp)
             .map_err(|source| StateError::Lock { path: lp.clone(), source })?;
         match f.try_lock_exclusive() {
-            Ok(()) => Ok(StateLock { _file: f }),
+            Ok(()) => {
+                // Only the lock holder writes, so leftovers are from writers that died.
+                for p in fsutil::remove_orphaned_temp_files(&self.path) {
+                    tracing::info!(file = %p.display(), "removed a temp file left by a writer that died");
+                }
+                Ok(StateLock { _file: f })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
                 Err(StateError::Busy { path: self.path.clone() })
             }

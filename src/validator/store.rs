@@ -270,7 +270,19 @@ impl PatStore {
     /// Upstream's `get_pat_by_uid`: the first entry with this uid. Read errors propagate, so callers
     /// never mistake an outage for "no PAT".
     pub fn get_by_uid(&self, uid: u16) -> Result<Option<PatEntry>, StoreError> {
-        Ok(self.read_all()?.into_iter().find(|e| e.uid == uid))
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::Read { path: self.path.clone(), source }),
+        };
+        // The same checks and errors as `read_all`, without building the file as `Value`s.
+        let format = |detail: String| StoreError::Format { path: self.path.clone(), detail };
+        match lookup::find(&bytes, uid) {
+            Err(e) => Err(StoreError::Corrupt { path: self.path.clone(), detail: e.to_string() }),
+            Ok(Err(lookup::Shape::Top(kind))) => Err(format(format!("the top level is {kind}"))),
+            Ok(Err(lookup::Shape::Item(i, kind))) => Err(format(format!("item {i} is {kind}"))),
+            Ok(Ok(found)) => Ok(found),
+        }
     }
 
     /// Upstream's `load_all_pats`: tolerant. Logs loudly and returns nothing when the file cannot
@@ -399,22 +411,8 @@ impl PatStore {
 
     /// Temp files `.<name>.tmp.<pid>.<n>` of processes that no longer exist (killed mid-write).
     fn remove_orphaned_temp_files(&self) {
-        let Some(name) = self.path.file_name().and_then(|n| n.to_str()) else { return };
-        let prefix = format!(".{name}.tmp.");
-        let Ok(dir) = fs::read_dir(fsutil::parent_dir(&self.path)) else { return };
-        for entry in dir.flatten() {
-            let file = entry.file_name();
-            let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)).and_then(|r| r.split('.').next())
-            else {
-                continue;
-            };
-            let Ok(pid) = pid.parse::<i32>() else { continue };
-            // SAFETY: kill with signal 0 only checks whether the pid exists; it sends nothing.
-            let gone =
-                unsafe { libc::kill(pid, 0) } != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-            if gone && fs::remove_file(entry.path()).is_ok() {
-                tracing::info!(file = %entry.path().display(), "removed a temp file left by a writer that died");
-            }
+        for p in fsutil::remove_orphaned_temp_files(&self.path) {
+            tracing::info!(file = %p.display(), "removed a temp file left by a writer that died");
         }
     }
 }
@@ -485,6 +483,8 @@ fn json_type(v: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+mod lookup;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

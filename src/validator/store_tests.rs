@@ -1,3 +1,4 @@
+use proptest::strategy::Strategy;
 use std::os::unix::fs::PermissionsExt;
 
 use super::pyformat::python_isoformat;
@@ -185,4 +186,82 @@ fn concurrent_saves_in_one_process_are_all_kept_and_guards_see_earlier_ones() {
         .collect();
     let outcomes: Vec<SaveOutcome> = racers.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(outcomes.iter().filter(|o| **o == SaveOutcome::Saved).count(), 1, "{outcomes:?}");
+}
+
+/// `get_by_uid` (a streaming scan) and `read_all` + find (a full parse) must agree on every file:
+/// the same entry, or the same error text.
+fn assert_lookup_matches_full_read(content: &str) {
+    let (_d, s) = store();
+    fs::write(s.path(), content).unwrap();
+    for uid in [0u16, 1, 2, 7, 65535] {
+        let full = s.read_all().map(|all| all.into_iter().find(|e| e.uid == uid));
+        let fast = s.get_by_uid(uid);
+        match (&full, &fast) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "uid {uid} in {content:?}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "uid {uid} in {content:?}"),
+            _ => panic!("uid {uid} in {content:?}: full read {full:?}, lookup {fast:?}"),
+        }
+    }
+}
+
+#[test]
+fn lookup_by_uid_agrees_with_the_full_read_on_tricky_files() {
+    for content in [
+        "[]",
+        "[{\"uid\": 1, \"hotkey\": \"a\", \"pat\": \"ghp_x\", \"github_id\": \"9\", \"stored_at\": \"t\"}]",
+        // first match wins; later duplicates ignored
+        "[{\"uid\": 1, \"pat\": \"first\"}, {\"uid\": 1, \"pat\": \"second\"}]",
+        // a repeated key inside one object: the last value, as a full parse
+        "[{\"uid\": 1, \"pat\": \"a\", \"pat\": \"b\"}]",
+        "[{\"uid\": 1.0, \"github_id\": 12345}, {\"uid\": 2.5}, {\"uid\": -1}, {\"uid\": 70000}, {\"uid\": \"1\"}]",
+        "[{\"uid\": 7, \"extra\": {\"nested\": [1, {\"a\": null}]}, \"hotkey\": null}]",
+        // a bad item after the match: the whole file is unreadable
+        "[{\"uid\": 1}, 3]",
+        "[{\"uid\": 1}, [1]]",
+        "[{\"uid\": 1}, null, \"s\"]",
+        "[{\"uid\": 1}] trailing",
+        "[{\"uid\": 1},]",
+        "{\"uid\": 1}",
+        "\"text\"",
+        "true",
+        "12",
+        "null",
+        "",
+        "[{\"uid\": 1, \"pat\": \"\\u00e9\\ud83d\\ude00\"}]",
+        "  [ {\"uid\":2} ]  \n",
+    ] {
+        assert_lookup_matches_full_read(content);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    #[test]
+    fn lookup_by_uid_agrees_with_the_full_read_on_generated_files(
+        items in proptest::collection::vec(
+            proptest::prop_oneof![
+                // entries with uids around the probed ones and some other keys
+                (0u16..4, proptest::option::of("[a-z]{0,6}"), proptest::bool::ANY).prop_map(|(u, p, x)| {
+                    let mut o = serde_json::json!({"uid": u, "hotkey": "hk", "github_id": u64::from(u) * 10});
+                    if let Some(p) = p { o["pat"] = serde_json::Value::String(p); }
+                    if x { o["extra"] = serde_json::json!([1, {"k": null}]); }
+                    o
+                }),
+                proptest::strategy::Just(serde_json::json!({"uid": 1.0})),
+                proptest::strategy::Just(serde_json::json!(5)),
+                proptest::strategy::Just(serde_json::json!("x")),
+                proptest::strategy::Just(serde_json::json!(null)),
+            ],
+            0..8,
+        ),
+        cut in proptest::option::of(0usize..200),
+    ) {
+        let mut text = serde_json::to_string(&items).unwrap();
+        // sometimes truncate: syntax errors must read the same too
+        if let Some(c) = cut {
+            let c = c.min(text.len());
+            text.truncate(c);
+        }
+        assert_lookup_matches_full_read(&text);
+    }
 }

@@ -166,6 +166,18 @@ pub fn default_axon_config() -> Value {
     })
 }
 
+/// Runs the script named by `sys.argv[1]` as `__main__` with `time.time_ns` (and `time.time`)
+/// shifted by `$PATROL_PY_CLOCK_OFFSET` seconds: a machine whose clock is off, for the library code.
+const CLOCK_SHIFT_WRAPPER: &str = "\
+import os, runpy, sys, time
+_offset_ns = int(round(float(os.environ['PATROL_PY_CLOCK_OFFSET']) * 1e9))
+_time_ns, _time = time.time_ns, time.time
+time.time_ns = lambda: _time_ns() + _offset_ns
+time.time = lambda: _time() + _offset_ns / 1e9
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+";
+
 /// A real `bt.Axon` (Python) on 127.0.0.1, serving gittensor's two PAT synapses.
 ///
 /// Its config file, request log (`received.json`) and PAT store (`miner_pats.json`, mode 0600)
@@ -188,6 +200,17 @@ impl PyAxon {
 
     /// Starts an axon with `overrides` merged (top-level keys) into [`default_axon_config`].
     pub fn with_config(overrides: Value) -> PyAxon {
+        PyAxon::start_inner(overrides, None)
+    }
+
+    /// [`with_config`](Self::with_config), with the axon's clock `offset_s` seconds off (positive:
+    /// ahead). The script runs unchanged under a wrapper that shifts `time.time_ns` before bittensor
+    /// is imported, so the library's own nonce check (`default_verify`) sees the skewed clock.
+    pub fn with_clock_offset(overrides: Value, offset_s: f64) -> PyAxon {
+        PyAxon::start_inner(overrides, Some(offset_s))
+    }
+
+    fn start_inner(overrides: Value, clock_offset_s: Option<f64>) -> PyAxon {
         let mut config = default_axon_config();
         merge_top_level(&mut config, overrides);
         let python = python();
@@ -195,8 +218,13 @@ impl PyAxon {
         let config_path = dir.path().join("config.json");
         write_json_atomic(&config_path, &config);
         let stderr_file = fs::File::create(dir.path().join("stderr.log")).expect("create bt_axon.py stderr log");
-        let mut child = Command::new(&python)
-            .arg("-B")
+        let mut cmd = Command::new(&python);
+        cmd.arg("-B");
+        if let Some(offset) = clock_offset_s {
+            // `python -c WRAPPER bt_axon.py …`: sys.argv is ["-c", "bt_axon.py", …] until the shift.
+            cmd.arg("-c").arg(CLOCK_SHIFT_WRAPPER).env("PATROL_PY_CLOCK_OFFSET", offset.to_string());
+        }
+        let mut child = cmd
             .arg(harness_dir().join("bt_axon.py"))
             .arg(&config_path)
             .arg("--exit-on-stdin-eof")

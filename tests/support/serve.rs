@@ -30,8 +30,21 @@ pub struct PatrolProcess {
 impl PatrolProcess {
     /// Spawn `patrol args…` with `envs`, stderr into `stderr_path`; wait for the ready line.
     pub fn spawn(args: &[&str], envs: &[(&str, &str)], stderr_path: &Path) -> PatrolProcess {
+        PatrolProcess::spawn_wrapped(&[], args, envs, stderr_path)
+    }
+
+    /// [`spawn`](Self::spawn) through a command prefix, e.g. `["setpriv", "--reuid=65534", …]`: the
+    /// prefix must `exec` patrol (so the pid and the signals are patrol's). Empty: patrol itself.
+    pub fn spawn_wrapped(wrapper: &[&str], args: &[&str], envs: &[(&str, &str)], stderr_path: &Path) -> PatrolProcess {
         let stderr = std::fs::File::create(stderr_path).expect("stderr log file");
-        let mut cmd = Command::new(patrol_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(patrol_bin());
+                c
+            }
+            None => Command::new(patrol_bin()),
+        };
         cmd.args(args)
             .env_remove("PATROL_CONFIG")
             .env_remove("GITTENSOR_MINER_PATS_FILE")

@@ -23,6 +23,10 @@ pub struct Node {
     pub store: PathBuf,
     pub github: String,
     pub mode: &'static str,
+    /// More `validator serve` flags (e.g. `--github-timeout 1s`, `--clock-offset 60s`).
+    pub extra_args: Vec<String>,
+    /// A command prefix that execs patrol (e.g. `setpriv` to run it as another user); empty: none.
+    pub wrapper: Vec<String>,
     pub proc: Option<PatrolProcess>,
     log: PathBuf,
 }
@@ -33,28 +37,27 @@ impl Node {
         let listen = format!("127.0.0.1:{}", self.port);
         let miner = format!("1:{DENDRITE_HOTKEY}:100");
         let store = self.store.to_string_lossy().into_owned();
-        let p = PatrolProcess::spawn(
-            &[
-                "validator",
-                "serve",
-                "--hotkey-seed",
-                &self.seed,
-                "--listen",
-                &listen,
-                "--store",
-                &store,
-                "--miner",
-                &miner,
-                "--github-api-url",
-                &self.github,
-                "--mode",
-                self.mode,
-                "--identity-attempts",
-                "1",
-            ],
-            &[("RUST_LOG", "patrol=debug")],
-            &self.log,
-        );
+        let mut args: Vec<&str> = vec![
+            "validator",
+            "serve",
+            "--hotkey-seed",
+            &self.seed,
+            "--listen",
+            &listen,
+            "--store",
+            &store,
+            "--miner",
+            &miner,
+            "--github-api-url",
+            &self.github,
+            "--mode",
+            self.mode,
+            "--identity-attempts",
+            "1",
+        ];
+        args.extend(self.extra_args.iter().map(String::as_str));
+        let wrapper: Vec<&str> = self.wrapper.iter().map(String::as_str).collect();
+        let p = PatrolProcess::spawn_wrapped(&wrapper, &args, &[("RUST_LOG", "patrol=debug")], &self.log);
         self.port = p.listen().port();
         self.hotkey = p.ready["hotkey"].as_str().unwrap_or_default().to_string();
         self.proc = Some(p);
@@ -65,6 +68,18 @@ impl Node {
         if let Some(mut p) = self.proc.take() {
             p.signal_and_wait(libc::SIGTERM, std::time::Duration::from_secs(10));
         }
+    }
+
+    /// Kill it with SIGKILL (no graceful shutdown) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.signal_and_wait(libc::SIGKILL, std::time::Duration::from_secs(10));
+        }
+    }
+
+    /// Everything it logged since its last start (stderr; a restart starts a new log).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Restart without its store (the watchtower case).
@@ -106,6 +121,11 @@ pub struct Subnet {
 impl Subnet {
     /// `n` validators (uids 11, 12, …) using GitHub at `github` (fixed mode).
     pub fn start(n: u16, github: SocketAddr) -> Subnet {
+        Subnet::start_with(n, github, &[])
+    }
+
+    /// [`start`](Self::start) with more `validator serve` flags for every node.
+    pub fn start_with(n: u16, github: SocketAddr, extra_args: &[&str]) -> Subnet {
         let scratch = Scratch::new();
         scratch.hotkey("hotkey", DENDRITE_SEED);
         let mut nodes = Vec::new();
@@ -118,6 +138,8 @@ impl Subnet {
                 store: scratch.path(&format!("v{i}/miner_pats.json")),
                 github: format!("http://{github}"),
                 mode: "fixed",
+                extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+                wrapper: Vec::new(),
                 proc: None,
                 log: scratch.path(&format!("v{i}.log")),
             };
@@ -128,14 +150,19 @@ impl Subnet {
         Subnet { scratch, nodes }
     }
 
-    /// Write `name` as a patrol config over `nodes` (indices), with `extra` TOML.
-    pub fn config(&self, name: &str, nodes: &[usize], github: SocketAddr, extra: &str) {
-        let validators: String = nodes
+    /// `[[validators.static]]` entries for `nodes` (indices), stake 20 000 each.
+    pub fn validators_toml(&self, nodes: &[usize]) -> String {
+        nodes
             .iter()
             .map(|i| {
                 static_validator(self.nodes[*i].uid, &self.nodes[*i].hotkey, "127.0.0.1", self.nodes[*i].port, 20_000.0)
             })
-            .collect();
+            .collect()
+    }
+
+    /// Write `name` as a patrol config over `nodes` (indices), with `extra` TOML.
+    pub fn config(&self, name: &str, nodes: &[usize], github: SocketAddr, extra: &str) {
+        let validators = self.validators_toml(nodes);
         let body = format!(
             "[wallet]\nhotkey_file = \"hotkey\"\n[pat]\nfile = \"pat\"\n[github]\napi_url = \"http://{github}\"\n[agent]\nstate_dir = \"state\"\n\
              [reconcile]\ncheck_timeout = \"3s\"\nbroadcast_timeout = \"5s\"\n{extra}\n{validators}"

@@ -1,0 +1,214 @@
+//! `get_by_uid` without building the whole file as a `serde_json::Value` tree.
+//!
+//! Every `PatCheckSynapse` reads the store, and parsing all of it into `Value`s (a map and a string
+//! per field of every entry) was 57% of the axon's CPU per request (BENCHMARKS.md). This walks the
+//! same bytes with a visitor that keeps only the five fields of the first entry with the uid and
+//! skips the rest, while checking exactly what the full read checks — valid JSON, a list at the top,
+//! every item an object — so a file the full read rejects is rejected here with the same error.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::{PatEntry, uid_of};
+
+/// Why the file is not a list of objects (the same texts as the full read).
+pub(super) enum Shape {
+    /// The top level is not a list: its JSON type.
+    Top(&'static str),
+    /// Item `i` is not an object: its JSON type.
+    Item(usize, &'static str),
+}
+
+/// The first entry with `uid`, or why the file is structurally wrong, or a JSON syntax error.
+pub(super) fn find(bytes: &[u8], uid: u16) -> Result<Result<Option<PatEntry>, Shape>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let out = de.deserialize_any(Top { uid })?;
+    de.end()?;
+    Ok(out)
+}
+
+/// The top level: a list, scanned to the end.
+struct Top {
+    uid: u16,
+}
+
+/// What an item turned out to be.
+enum Item {
+    /// An object: its uid (if an integral number) and, when the uid matched, the entry.
+    Object(Option<PatEntry>),
+    /// Not an object: its JSON type.
+    Other(&'static str),
+}
+
+/// The visitor methods of every JSON value that is neither a list nor an object: "wrong" here.
+macro_rules! scalars_are_wrong {
+    () => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(<Self::Value as Wrong>::wrong("a boolean"))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(<Self::Value as Wrong>::wrong("a number"))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(<Self::Value as Wrong>::wrong("a number"))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(<Self::Value as Wrong>::wrong("a number"))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(<Self::Value as Wrong>::wrong("a string"))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(<Self::Value as Wrong>::wrong("null"))
+        }
+    };
+}
+
+/// What a value of the wrong JSON type means at each level.
+trait Wrong: Sized {
+    fn wrong(kind: &'static str) -> Self;
+}
+
+impl Wrong for Result<Option<PatEntry>, Shape> {
+    fn wrong(kind: &'static str) -> Self {
+        Err(Shape::Top(kind))
+    }
+}
+
+impl Wrong for Item {
+    fn wrong(kind: &'static str) -> Self {
+        Item::Other(kind)
+    }
+}
+
+impl<'de> Visitor<'de> for Top {
+    type Value = Result<Option<PatEntry>, Shape>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON list of PAT entries")
+    }
+
+    scalars_are_wrong!();
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(<Self::Value as Wrong>::wrong("an object"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        let mut bad = None;
+        let mut i = 0usize;
+        // Scan to the end even after a match: an invalid item anywhere makes the file unreadable.
+        while let Some(item) = seq.next_element_seed(ItemSeed { uid: self.uid, want: found.is_none() })? {
+            match item {
+                Item::Object(Some(e)) if found.is_none() => found = Some(e),
+                Item::Object(_) => {}
+                Item::Other(kind) if bad.is_none() => bad = Some((i, kind)),
+                Item::Other(_) => {}
+            }
+            i += 1;
+        }
+        Ok(match bad {
+            Some((i, kind)) => Err(Shape::Item(i, kind)),
+            None => Ok(found),
+        })
+    }
+}
+
+/// One item of the list; `want`: still looking for the uid.
+struct ItemSeed {
+    uid: u16,
+    want: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ItemSeed {
+    type Value = Item;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Item, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemSeed {
+    type Value = Item;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a PAT entry")
+    }
+
+    scalars_are_wrong!();
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Item::wrong("a list"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+        if !self.want {
+            while map.next_entry::<Skip, Skip>()?.is_some() {}
+            return Ok(Item::Object(None));
+        }
+        // Only the fields an entry is made of; a repeated key keeps its last value, as a full parse.
+        let mut kept = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if matches!(key.as_str(), "uid" | "hotkey" | "pat" | "github_id" | "stored_at") {
+                let v: Value = map.next_value()?;
+                kept.insert(key, v);
+            } else {
+                map.next_value::<Skip>()?;
+            }
+        }
+        let hit = uid_of(&kept) == Some(self.uid);
+        Ok(Item::Object(if hit { PatEntry::from_object(&kept) } else { None }))
+    }
+}
+
+/// Any JSON value, parsed and dropped. Not `serde::de::IgnoredAny`: serde_json skips those with a
+/// laxer scanner whose errors differ (e.g. a truncated number), and a file must be rejected with
+/// the same error as the full read. `deserialize_any` runs the very parser `Value` uses.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
