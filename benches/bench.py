@@ -468,7 +468,7 @@ def report(args, res):
         lines += ["", "### 1. One check fan-out to all N (in-process, median wall seconds; limit = timeout "
                       f"= {T} s)", "",
                   "| N | patrol wall | patrol wall − timeout | Python wall | Python wall − timeout | wall ratio "
-                  "(Python / patrol) | over-limit ratio | patrol, concurrency 32 (default) |",
+                  "(Python / patrol) | over-limit ratio | patrol, concurrency 32 (the old default) |",
                   "|---|---|---|---|---|---|---|---|"]
         for n, r in res["fanout"].items():
             p = median(r.get("patrol", {}).get("walls_s", []))

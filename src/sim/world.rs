@@ -227,7 +227,7 @@ pub fn validator(setup: &Setup<'_>, i: u16, stake: f64) -> SimValidator {
     }
     // uids are distinct by construction, hotkeys distinct by seed: this cannot fail.
     let metagraph = Metagraph::new(miners).unwrap_or_default();
-    let store = Arc::new(PatStore::new(dir.join(format!("v{i}")).join("miner_pats.json")));
+    let store = Arc::new(PatStore::new(dir.join(format!("v{i}")).join("miner_pats.json")).run_inline());
     let _ = std::fs::create_dir_all(dir.join(format!("v{i}")));
     let pv = Arc::new(PatValidator::new(metagraph, store.clone(), Arc::new(github.clone()), Mode::Parity));
     let v = SimValidator {

@@ -213,6 +213,10 @@ fn lookup_by_uid_agrees_with_the_full_read_on_tricky_files() {
         "[{\"uid\": 1, \"pat\": \"first\"}, {\"uid\": 1, \"pat\": \"second\"}]",
         // a repeated key inside one object: the last value, as a full parse
         "[{\"uid\": 1, \"pat\": \"a\", \"pat\": \"b\"}]",
+        // a repeated uid: the last one decides, and fields seen while it did not match still count
+        "[{\"uid\": 2, \"pat\": \"a\", \"uid\": 1}]",
+        "[{\"uid\": 1, \"pat\": \"a\", \"uid\": 2, \"hotkey\": \"h\", \"uid\": 1}, {\"uid\": 1, \"pat\": \"z\"}]",
+        "[{\"uid\": 1, \"pat\": \"a\", \"uid\": 2}, {\"uid\": 1, \"pat\": \"z\"}]",
         "[{\"uid\": 1.0, \"github_id\": 12345}, {\"uid\": 2.5}, {\"uid\": -1}, {\"uid\": 70000}, {\"uid\": \"1\"}]",
         "[{\"uid\": 7, \"extra\": {\"nested\": [1, {\"a\": null}]}, \"hotkey\": null}]",
         // a bad item after the match: the whole file is unreadable

@@ -11,7 +11,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::{PatEntry, uid_of};
+use super::{PatEntry, uid_value};
 
 /// Why the file is not a list of objects (the same texts as the full read).
 pub(super) enum Shape {
@@ -21,8 +21,17 @@ pub(super) enum Shape {
     Item(usize, &'static str),
 }
 
+/// What the scan found for the uid.
+pub(super) enum Found {
+    /// The first entry with the uid, if any.
+    Entry(Option<PatEntry>),
+    /// The first object with the uid repeats its `uid` key and skipped fields before the last one
+    /// matched: only a full parse of that object can tell its fields (never written by gittensor).
+    Unsure,
+}
+
 /// The first entry with `uid`, or why the file is structurally wrong, or a JSON syntax error.
-pub(super) fn find(bytes: &[u8], uid: u16) -> Result<Result<Option<PatEntry>, Shape>, serde_json::Error> {
+pub(super) fn find(bytes: &[u8], uid: u16) -> Result<Result<Found, Shape>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let out = de.deserialize_any(Top { uid })?;
     de.end()?;
@@ -36,8 +45,8 @@ struct Top {
 
 /// What an item turned out to be.
 enum Item {
-    /// An object: its uid (if an integral number) and, when the uid matched, the entry.
-    Object(Option<PatEntry>),
+    /// An object: `None` if its uid is not the one wanted (or not looked at).
+    Object(Option<Found>),
     /// Not an object: its JSON type.
     Other(&'static str),
 }
@@ -71,7 +80,7 @@ trait Wrong: Sized {
     fn wrong(kind: &'static str) -> Self;
 }
 
-impl Wrong for Result<Option<PatEntry>, Shape> {
+impl Wrong for Result<Found, Shape> {
     fn wrong(kind: &'static str) -> Self {
         Err(Shape::Top(kind))
     }
@@ -84,7 +93,7 @@ impl Wrong for Item {
 }
 
 impl<'de> Visitor<'de> for Top {
-    type Value = Result<Option<PatEntry>, Shape>;
+    type Value = Result<Found, Shape>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON list of PAT entries")
@@ -113,7 +122,7 @@ impl<'de> Visitor<'de> for Top {
         }
         Ok(match bad {
             Some((i, kind)) => Err(Shape::Item(i, kind)),
-            None => Ok(found),
+            None => Ok(found.unwrap_or(Found::Entry(None))),
         })
     }
 }
@@ -151,18 +160,62 @@ impl<'de> Visitor<'de> for ItemSeed {
             while map.next_entry::<Skip, Skip>()?.is_some() {}
             return Ok(Item::Object(None));
         }
-        // Only the fields an entry is made of; a repeated key keeps its last value, as a full parse.
-        let mut kept = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if matches!(key.as_str(), "uid" | "hotkey" | "pat" | "github_id" | "stored_at") {
-                let v: Value = map.next_value()?;
-                kept.insert(key, v);
-            } else {
-                map.next_value::<Skip>()?;
+        // Only the fields an entry is made of, and those only while its uid may still be ours: no
+        // map, no key strings, no copies of other miners' fields (this runs for every entry of every
+        // check). A repeated key keeps its last value, as in a full parse.
+        let mut fields: [Option<Value>; FIELDS.len()] = Default::default();
+        let mut ours: Option<bool> = None;
+        let mut skipped = false;
+        while let Some(Field(key)) = map.next_key::<Field>()? {
+            match key {
+                Some(0) => {
+                    let v: Value = map.next_value()?;
+                    ours = Some(uid_value(&v) == Some(self.uid));
+                    fields[0] = Some(v);
+                }
+                Some(i) if ours != Some(false) => fields[i] = Some(map.next_value()?),
+                _ => {
+                    skipped |= key.is_some();
+                    map.next_value::<Skip>()?;
+                }
             }
         }
-        let hit = uid_of(&kept) == Some(self.uid);
-        Ok(Item::Object(if hit { PatEntry::from_object(&kept) } else { None }))
+        if ours != Some(true) {
+            return Ok(Item::Object(None));
+        }
+        if skipped {
+            return Ok(Item::Object(Some(Found::Unsure)));
+        }
+        let mut kept = Map::new();
+        for (name, v) in FIELDS.iter().zip(fields) {
+            if let Some(v) = v {
+                kept.insert((*name).to_string(), v);
+            }
+        }
+        Ok(Item::Object(Some(Found::Entry(PatEntry::from_object(&kept)))))
+    }
+}
+
+/// The keys an entry is made of; `uid` first.
+const FIELDS: [&str; 5] = ["uid", "hotkey", "pat", "github_id", "stored_at"];
+
+/// A key of an entry: its index in [`FIELDS`], or `None` for any other key.
+struct Field(Option<usize>);
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, k: &str) -> Result<Field, E> {
+                Ok(Field(FIELDS.iter().position(|f| *f == k)))
+            }
+        }
+        // the same string parser a `String` key goes through
+        d.deserialize_str(V)
     }
 }
 
