@@ -141,10 +141,8 @@ async fn run_tasks(
                 task;
             cfg.one_shot = one_shot;
             let save = |s: &MinerState| {
-                if let Some(f) = &state_file
-                    && let Err(e) = f.save(s)
-                {
-                    tracing::error!(error = %e, "cannot save the state before broadcasting");
+                if let Some(f) = &state_file {
+                    f.checkpoint(s);
                 }
             };
             let io = Io { dendrite: &dendrite, github: &github, checkpoint: Some(&save) };

@@ -209,15 +209,11 @@ impl Miner {
             let addr = v.validator.addr();
             // e.g. a clock behind the validators' (401 "Nonce is too old"): say what to fix
             let hint = v.checked.as_ref().and_then(|c| c.hint.clone()).unwrap_or_default();
-            match self.logged.categories.insert(uid, now) {
+            let before = self.logged.categories.insert(uid, now);
+            match before {
                 None if now.is_covered() => {
                     tracing::debug!(miner = %name, uid, %addr, state = %now, "validator first seen")
                 }
-                // uncovered from the start (e.g. after a restart): as loud as a change to uncovered
-                None => tracing::warn!(
-                    miner = %name, uid, %addr, to = %now, %reason, %hint, action = %v.action, why = v.why.as_deref().unwrap_or(""), next_check_at = v.next_check_at,
-                    "validator {uid} is not covered: {now}"
-                ),
                 Some(before) if before == now => {}
                 Some(before) if now.is_covered() && !before.is_covered() => {
                     tracing::info!(miner = %name, uid, %addr, from = %before, to = %now, "validator {uid} is covered again: {now}")
@@ -225,8 +221,9 @@ impl Miner {
                 Some(before) if now.is_covered() => {
                     tracing::info!(miner = %name, uid, %addr, from = %before, to = %now, "validator {uid} is {now} (was {before})")
                 }
-                Some(before) => tracing::warn!(
-                    miner = %name, uid, %addr, from = %before, to = %now, %reason, %hint, action = %v.action, why = v.why.as_deref().unwrap_or(""), next_check_at = v.next_check_at,
+                // lost coverage, or uncovered from the start (e.g. after a restart): as loud either way
+                _ => tracing::warn!(
+                    miner = %name, uid, %addr, from = before.map(tracing::field::display), to = %now, %reason, %hint, action = %v.action, why = v.why.as_deref().unwrap_or(""), next_check_at = v.next_check_at,
                     "validator {uid} is not covered: {now}"
                 ),
             }
@@ -275,8 +272,6 @@ impl Miner {
         self.logged.preflight = Some(label);
     }
 
-    /// Persist the state (not in a dry run). Errors are logged: the in-memory state stays good and
-    /// the next pass tries again.
     /// The state file a pass may checkpoint to, if this agent owns it (not in a dry run).
     pub fn checkpoint_file(&self) -> Option<StateFile> {
         self.lock.as_ref().map(|_| self.file.clone())
@@ -289,6 +284,8 @@ impl Miner {
         }
     }
 
+    /// Persist the state (not in a dry run). Errors are logged: the in-memory state stays good and
+    /// the next pass tries again.
     pub fn save(&self) {
         if self.lock.is_none() {
             return;

@@ -40,11 +40,7 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
     let _lock = if args.dry_run { None } else { Some(file.try_lock()?) };
     let mut state = file.load(caller.hotkey.ss58(), settings.chain.netuid);
     let github = github_client(settings)?;
-    let save = |s: &crate::reconcile::state::MinerState| {
-        if let Err(e) = file.save(s) {
-            tracing::error!(error = %e, "cannot save the state before broadcasting");
-        }
-    };
+    let save = |s: &crate::reconcile::state::MinerState| file.checkpoint(s);
     let checkpoint: Option<crate::reconcile::pass::Checkpoint<'_>> = if args.dry_run { None } else { Some(&save) };
     let io = Io { dendrite: &caller.dendrite, github: &github, checkpoint };
     let cfg = pass_config(settings, args.dry_run, true);

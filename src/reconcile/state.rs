@@ -150,6 +150,14 @@ impl StateFile {
         MinerState::new(hotkey, netuid)
     }
 
+    /// [`save`](Self::save) for [`super::pass::Io::checkpoint`]: the pass goes on (the PAT may still
+    /// be sent) and saves again at its end, so a failure here is logged, not returned.
+    pub fn checkpoint(&self, state: &MinerState) {
+        if let Err(e) = self.save(state) {
+            tracing::error!(error = %e, "cannot save the state before broadcasting");
+        }
+    }
+
     /// Write atomically (0600).
     pub fn save(&self, state: &MinerState) -> Result<(), StateError> {
         let dir = fsutil::parent_dir(&self.path);

@@ -298,11 +298,9 @@ impl PatStore {
             Err(source) => return Err(StoreError::Read { path: self.path.clone(), source }),
         };
         // The same checks and errors as `read_all`, without building the file as `Value`s.
-        let format = |detail: String| StoreError::Format { path: self.path.clone(), detail };
         match lookup::find(&bytes, uid) {
             Err(e) => Err(StoreError::Corrupt { path: self.path.clone(), detail: e.to_string() }),
-            Ok(Err(lookup::Shape::Top(kind))) => Err(format(format!("the top level is {kind}"))),
-            Ok(Err(lookup::Shape::Item(i, kind))) => Err(format(format!("item {i} is {kind}"))),
+            Ok(Err(shape)) => Err(self.shape_error(shape)),
             Ok(Ok(lookup::Found::Entry(found))) => Ok(found),
             // an odd object (its uid repeated, matching only at the end): the full read decides
             Ok(Ok(lookup::Found::Unsure)) => Ok(self.read_all()?.into_iter().find(|e| e.uid == uid)),
@@ -416,14 +414,22 @@ impl PatStore {
         // serde_json's messages give a position, never the offending bytes (which may be a PAT).
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::Corrupt { path: self.path.clone(), detail: e.to_string() })?;
-        let format = |detail: String| StoreError::Format { path: self.path.clone(), detail };
         let Value::Array(items) = value else {
-            return Err(format(format!("the top level is {}", json_type(&value))));
+            return Err(self.shape_error(lookup::Shape::Top(json_type(&value))));
         };
         if let Some((i, bad)) = items.iter().enumerate().find(|(_, v)| !v.is_object()) {
-            return Err(format(format!("item {i} is {}", json_type(bad))));
+            return Err(self.shape_error(lookup::Shape::Item(i, json_type(bad))));
         }
         Ok(items)
+    }
+
+    /// The one wording of "not a list of objects", for the full read and the lookup alike.
+    fn shape_error(&self, shape: lookup::Shape) -> StoreError {
+        let detail = match shape {
+            lookup::Shape::Top(kind) => format!("the top level is {kind}"),
+            lookup::Shape::Item(i, kind) => format!("item {i} is {kind}"),
+        };
+        StoreError::Format { path: self.path.clone(), detail }
     }
 
     fn write_values(&self, values: &[Value]) -> Result<(), StoreError> {
