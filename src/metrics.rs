@@ -21,8 +21,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::coverage::{Category, Summary};
+use crate::coverage::Summary;
 use crate::github::{Preflight, PreflightOutcome};
+use crate::observe::Category;
 use crate::reconcile::pass::PassOutcome;
 use crate::reconcile::state::MinerState;
 
@@ -288,7 +289,7 @@ impl Metrics {
             self.checks.get_or_create(&CategoryL { hotkey: hk(), category: c.as_str().into() }).inc();
         }
         for b in &out.broadcasts {
-            self.broadcasts.get_or_create(&OutcomeL { hotkey: hk(), outcome: (*b).into() }).inc();
+            self.broadcasts.get_or_create(&OutcomeL { hotkey: hk(), outcome: b.as_str().into() }).inc();
         }
         if let Some(t) = state.last_full_coverage_at {
             self.last_full.get_or_create(&MinerL { hotkey: hk() }).set(t as f64);

@@ -5,10 +5,11 @@
 
 use serde::Serialize;
 
-use crate::coverage::{self, Category, Summary};
+use crate::coverage::Summary;
+use crate::observe::{self, Category, GittCategory};
+use crate::reconcile::pass::{ActionTaken, PassOutcome};
 use crate::validators::{Skipped, Validator};
-use crate::wire::dendrite::Reply;
-use crate::wire::{BroadcastFields, CallOutcome, CheckFields};
+use crate::wire::{BroadcastFields, CallOutcome, CheckFields, Reply};
 
 /// Where the validator list came from.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -30,7 +31,7 @@ pub struct CheckRow {
     pub hotkey: String,
     pub category: Category,
     /// What `gitt miner check` would call it (no refinements).
-    pub gitt_category: &'static str,
+    pub gitt_category: GittCategory,
     pub has_pat: Option<bool>,
     pub pat_valid: Option<bool>,
     pub rejection_reason: Option<String>,
@@ -41,7 +42,7 @@ pub struct CheckRow {
     /// Why there was no answer (timeout, connect, …) or the rejection message.
     pub detail: Option<String>,
     /// What to do about a rejection caused on this side (a nonce refused because this machine's
-    /// clock is behind: [`coverage::rejection_hint`]); `null` otherwise.
+    /// clock is behind: [`observe::reason::rejection_hint`]); `null` otherwise.
     pub hint: Option<String>,
     pub ip: String,
     pub port: u16,
@@ -52,11 +53,8 @@ pub struct CheckRow {
 impl CheckRow {
     /// Build from a validator and its check reply.
     pub fn new(v: &Validator, reply: &Reply<CheckFields>) -> CheckRow {
-        let category = coverage::classify(&reply.outcome);
-        let gitt_category = match &reply.outcome {
-            CallOutcome::Answered(f) => coverage::gitt_category_of(f),
-            _ => "no_response",
-        };
+        let category = observe::classify(&reply.outcome);
+        let gitt_category = GittCategory::of(&reply.outcome);
         let (has_pat, pat_valid, rejection_reason, status_code, detail) = match &reply.outcome {
             CallOutcome::Answered(f) => (f.has_pat, f.pat_valid, f.rejection_reason.clone(), Some(200), None),
             CallOutcome::Rejected { status, message } => (None, None, None, Some(*status), Some(message.clone())),
@@ -75,20 +73,12 @@ impl CheckRow {
             status_code,
             latency_ms: reply.latency.as_millis() as u64,
             detail,
-            hint: hint_of(&reply.outcome),
+            hint: observe::hint(&reply.outcome),
             ip: v.ip.to_string(),
             port: v.port,
             stake: v.stake,
             vtrust: v.vtrust,
         }
-    }
-}
-
-/// The [`coverage::rejection_hint`] for an HTTP rejection, if any.
-fn hint_of<F>(outcome: &CallOutcome<F>) -> Option<String> {
-    match outcome {
-        CallOutcome::Rejected { status, message } => coverage::rejection_hint(*status, message),
-        _ => None,
     }
 }
 
@@ -224,7 +214,7 @@ impl PostRow {
             attempts,
             latency_ms: reply.latency.as_millis() as u64,
             detail,
-            hint: hint_of(&reply.outcome),
+            hint: observe::hint(&reply.outcome),
             ip: v.ip.to_string(),
             port: v.port,
             stake: v.stake,
@@ -398,6 +388,7 @@ mod tests {
         let rejected = |status| Reply {
             outcome: CallOutcome::<CheckFields>::Rejected { status, message: message.into() },
             latency: std::time::Duration::from_millis(3),
+            axon_uuid: None,
         };
         let row = CheckRow::new(&v, &rejected(401));
         let hint = row.hint.clone().expect("a hint");
@@ -416,6 +407,7 @@ mod tests {
                 rejection_reason: None,
             }),
             latency: std::time::Duration::ZERO,
+            axon_uuid: None,
         };
         assert_eq!(serde_json::to_value(CheckRow::new(&v, &answered)).unwrap()["hint"], serde_json::Value::Null);
         let post = PostRow::new(
@@ -423,6 +415,7 @@ mod tests {
             &Reply {
                 outcome: CallOutcome::<BroadcastFields>::Rejected { status: 401, message: message.into() },
                 latency: std::time::Duration::ZERO,
+                axon_uuid: None,
             },
             1,
         );
@@ -438,8 +431,9 @@ mod tests {
 pub struct ReconcileRow {
     #[serde(flatten)]
     pub check: CheckRow,
-    /// none, broadcast, recheck, give_up, would_broadcast (dry run), not_due (in backoff).
-    pub action: String,
+    /// What the pass did (`none`, `broadcast`, `recheck`, `give_up`, `would_broadcast` in a dry run,
+    /// `not_due` when in backoff).
+    pub action: ActionTaken,
     pub why: Option<String>,
     /// Broadcasts sent to this validator in this pass.
     pub attempts: u32,
@@ -485,7 +479,7 @@ impl ReconcileReport {
     /// Assemble from a pass outcome.
     pub fn new(
         hotkey: &str,
-        out: &crate::reconcile::pass::PassOutcome,
+        out: &PassOutcome,
         skipped: Vec<Skipped>,
         source: SourceInfo,
         dry_run: bool,
@@ -495,11 +489,11 @@ impl ReconcileReport {
             .iter()
             .map(|v| {
                 let last_known = v.final_category.unwrap_or(Category::NoResponse);
-                let check = v.checked.clone().unwrap_or_else(|| CheckRow {
+                let check = v.checked.as_ref().map(|r| CheckRow::new(&v.validator, r)).unwrap_or_else(|| CheckRow {
                     uid: v.validator.uid,
                     hotkey: v.validator.hotkey.clone(),
                     category: last_known,
-                    gitt_category: "no_response",
+                    gitt_category: GittCategory::NoResponse,
                     has_pat: None,
                     pat_valid: None,
                     rejection_reason: None,
@@ -514,7 +508,7 @@ impl ReconcileReport {
                 });
                 ReconcileRow {
                     check,
-                    action: v.action.clone(),
+                    action: v.action,
                     why: v.why.clone(),
                     attempts: v.attempts,
                     final_category: last_known,
@@ -552,7 +546,7 @@ pub fn reconcile_table(r: &ReconcileReport) -> String {
                 short_hotkey(&x.check.hotkey),
                 format!("{}:{}", x.check.ip, x.check.port),
                 x.check.category.to_string(),
-                x.action.clone(),
+                x.action.as_str().to_string(),
                 x.final_category.to_string(),
                 x.next_check_at.clone(),
                 with_hint(

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use harness::{Agent, NotifySocket, RefValidator, content_type, free_port, parse_prometheus, replace_file, value};
-use patrol::github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
+use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
 use patrol::wallet::Hotkey;
 use serde_json::json;
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
-use patrol::github::{
-    Endpoint, FakeAccount, FakeGithubConfig, FakeGithubHandle, Fault, FaultRule, GithubClient, GithubOptions,
-    IdentityResult, Mode, PreflightOutcome, Scope, TestQueryResult, spawn_fake_github,
+use patrol::github::{GithubClient, GithubOptions, IdentityResult, Mode, PreflightOutcome, TestQueryResult};
+use patrol::lab::fake_github::{
+    Endpoint, FakeAccount, FakeGithubConfig, FakeGithubHandle, Fault, FaultRule, Scope, spawn_fake_github,
 };
 use patrol::secret::Pat;
 use serde_json::{Value, json};
@@ -440,8 +440,12 @@ async fn test_query_transport_failures_are_transient_only_in_fixed_mode() {
                     TestQueryResult::Failed { detail, transient, retry_after: None } => {
                         assert_eq!(*transient, want_transient, "{mode} {label}: {detail}");
                         assert!(!detail.is_empty() && !detail.contains(PAT), "{mode} {label}: {detail}");
-                        // The miner-side string classifier reads our own texts the fixed way.
-                        assert!(patrol::github::test_query_detail_is_transient(detail), "{label}: {detail}");
+                        // The miner side (the one reason classifier) reads our own texts the fixed way.
+                        assert_eq!(
+                            patrol::observe::reason::test_query_failure(detail),
+                            patrol::observe::Persistence::Transient,
+                            "{label}: {detail}"
+                        );
                     }
                     other => panic!("{mode} {label}: {other:?}"),
                 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::cli::{Scratch, dead_port, static_validator};
 use crate::support::python::{self, BLACKLISTED_SEED, DENDRITE_SEED, PyAxon, VALIDATOR_HOTKEY};
-use patrol::github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
+use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
 use patrol::wallet::Hotkey;
 use patrol::wire::dendrite::DendriteOptions;
 use patrol::wire::{CallOutcome, Dendrite, SynapseKind, Target};
@@ -220,10 +220,10 @@ async fn replayed_nonce_and_wrong_key_are_rejected_401() {
     let t = Duration::from_secs(10);
     let nonce = patrol::wire::now_ns();
     let req = d.prepare_with(SynapseKind::Check, &target, t, None, nonce, "0b3c4a5e-8f00-11ef-9a1b-0242ac120002");
-    let (code, first) = d.send(req.clone(), t).await;
+    let patrol::wire::dendrite::Sent { status: code, outcome: first, .. } = d.send(req.clone(), t).await;
     assert_eq!(code, 200, "{first:?}");
     assert!(matches!(first, CallOutcome::Answered(_)));
-    let (_, replay) = d.send(req, t).await;
+    let replay = d.send(req, t).await.outcome;
     match replay {
         CallOutcome::Rejected { status: 401, message } => assert!(message.contains("Nonce is too old"), "{message}"),
         other => panic!("replay not rejected 401: {other:?}"),

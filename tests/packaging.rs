@@ -101,8 +101,8 @@ fn units_carry_the_promised_hardening() {
 /// A family without series is not encoded, so every one gets a value first, the way the agent
 /// fills them.
 fn exported_families() -> Vec<String> {
-    use patrol::coverage::Category;
     use patrol::github::{Preflight, PreflightOutcome, RateLimit, TokenExpiry};
+    use patrol::observe::Category;
     use patrol::reconcile::core::Alert;
     use patrol::reconcile::pass::{PassOutcome, ValidatorOutcome};
     use patrol::reconcile::state::MinerState;
@@ -123,7 +123,7 @@ fn exported_families() -> Vec<String> {
         validators: vec![ValidatorOutcome {
             validator,
             checked: None,
-            action: "none".into(),
+            action: patrol::reconcile::pass::ActionTaken::None,
             why: None,
             attempts: 1,
             final_category: Some(Category::Valid),
@@ -142,7 +142,7 @@ fn exported_families() -> Vec<String> {
             graphql_rate_limit: None,
         }),
         checks: vec![Category::Valid],
-        broadcasts: vec!["accepted"],
+        broadcasts: vec![patrol::observe::BroadcastOutcome::Accepted],
         planned_broadcasts: vec![],
     };
     let mut state = MinerState::new("5Hk", 74);

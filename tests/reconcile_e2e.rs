@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::support::cli::Run;
 use crate::support::subnet::Subnet;
-use patrol::github::{Endpoint, FakeAccount, FakeGithubConfig, Fault, FaultRule, Scope, spawn_fake_github};
+use patrol::lab::fake_github::{Endpoint, FakeAccount, FakeGithubConfig, Fault, FaultRule, Scope, spawn_fake_github};
 
 /// Our PAT, a rotated one for the same GitHub account, and one for another account.
 const PAT_A: &str = "ghp_reconcileE2eAccount4242tokenA0001";

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use patrol::github::{GithubClient, GithubOptions, Mode};
-use patrol::validator::{Axon, AxonConfig, Metagraph, PatStore, PatValidator, RegisteredMiner};
+use patrol::lab::validator::{Axon, AxonConfig, Metagraph, PatStore, PatValidator, RegisteredMiner};
 use patrol::wallet::Hotkey;
 use patrol::wire::Target;
 use tokio_util::sync::CancellationToken;

@@ -26,9 +26,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use patrol::validator::AxonConfig;
-use patrol::validator::axon::fuzz_entry::{Reply, Session, VECTORS_TIME_NS, success_json};
-use patrol::validator::axon::{Answer, BodySynapse, Route};
+use patrol::lab::validator::AxonConfig;
+use patrol::lab::validator::axon::fuzz_entry::{Reply, Session, VECTORS_TIME_NS, success_json};
+use patrol::lab::validator::axon::{Answer, BodySynapse, Route};
 use patrol::wire::synapse::TerminalInfo;
 use patrol::wire::verify::RequestHeaders;
 use serde_json::Value;

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use patrol::sim::faults;
-use patrol::sim::scenario::{FaultKind, Scenario, Targets, When};
+use patrol::lab::sim::faults;
+use patrol::lab::sim::scenario::{FaultKind, Scenario, Targets, When};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 

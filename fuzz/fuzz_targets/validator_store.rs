@@ -8,7 +8,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use patrol::validator::{PatEntry, PatStore, RawPat};
+use patrol::lab::validator::{PatEntry, PatStore, RawPat};
 use serde_json::Value;
 
 const UID: u16 = 1;

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use super::status::MinerView;
 use crate::config::{MinerSettings, PatError, Settings};
-use crate::coverage::Category;
 use crate::github::{Preflight, PreflightOutcome};
 use crate::metrics::Metrics;
+use crate::observe::Category;
 use crate::reconcile::pass::PassOutcome;
 use crate::reconcile::state::{MinerState, StateError, StateFile, StateLock};
 use crate::secret::Pat;
@@ -208,7 +208,7 @@ impl Miner {
             let reason = self.state.validators.get(&uid).and_then(|h| h.reason.clone()).unwrap_or_default();
             let addr = v.validator.addr();
             // e.g. a clock behind the validators' (401 "Nonce is too old"): say what to fix
-            let hint = v.checked.as_ref().and_then(|c| c.hint.clone()).unwrap_or_default();
+            let hint = v.checked.as_ref().and_then(|c| crate::observe::hint(&c.outcome)).unwrap_or_default();
             let before = self.logged.categories.insert(uid, now);
             match before {
                 None if now.is_covered() => {

@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::coverage::{Category, Summary};
+use crate::coverage::Summary;
+use crate::observe::Category;
 use crate::reconcile::pass::PassOutcome;
 
 /// Uids listed per category before the list is cut short.

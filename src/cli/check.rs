@@ -4,7 +4,7 @@ use crate::cli::common;
 use crate::cli::{CheckArgs, Exit};
 use crate::config::Settings;
 use crate::coverage::Verdict;
-use crate::probe;
+use crate::fanout;
 use crate::report::{self, CheckReport, CheckRow};
 
 /// Run the command.
@@ -16,7 +16,7 @@ pub async fn run(settings: &Settings, args: &CheckArgs) -> anyhow::Result<Exit> 
     }
     let el = common::eligible(settings, caller.hotkey.ss58(), args.json).await?;
     let validators = &el.selection.eligible;
-    let replies = probe::check_all(
+    let replies = fanout::check_all(
         &caller.dendrite,
         validators,
         settings.reconcile.check_timeout,

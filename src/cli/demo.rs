@@ -22,14 +22,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Coded, DemoArgs, Exit};
-use crate::coverage::Category;
-use crate::github::{self, FakeAccount, FakeGithubConfig, GithubClient, GithubOptions, Mode};
+use crate::github::{GithubClient, GithubOptions, Mode};
+use crate::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
+use crate::lab::validator::{Axon, AxonConfig, Metagraph, PatStore, PatValidator, RegisteredMiner};
+use crate::observe::Category;
 use crate::reconcile::core::Policy;
 use crate::reconcile::core::Secs;
 use crate::reconcile::pass::{self, Env, Io, PassConfig, PassOutcome, SystemEnv};
 use crate::reconcile::state::MinerState;
 use crate::secret::Pat;
-use crate::validator::{Axon, AxonConfig, Metagraph, PatStore, PatValidator, RegisteredMiner};
 use crate::validators::{Selection, Validator};
 use crate::wallet::Hotkey;
 use crate::wire::Dendrite;
@@ -145,7 +146,13 @@ fn counts<'a>(cats: impl Iterator<Item = &'a Category>) -> BTreeMap<&'static str
 }
 
 fn summarize(out: &PassOutcome) -> (BTreeMap<&'static str, usize>, Vec<u16>, BTreeMap<&'static str, usize>) {
-    let checked = counts(out.validators.iter().filter_map(|v| v.checked.as_ref()).map(|r| &r.category));
+    let seen: Vec<Category> = out
+        .validators
+        .iter()
+        .filter_map(|v| v.checked.as_ref())
+        .map(|r| crate::observe::classify(&r.outcome))
+        .collect();
+    let checked = counts(seen.iter());
     let sent = out.validators.iter().filter(|v| v.attempts > 0).map(|v| v.validator.uid).collect();
     let finals: Vec<Category> =
         out.validators.iter().map(|v| v.final_category.unwrap_or(Category::NoResponse)).collect();
@@ -160,7 +167,7 @@ fn print_pass(n: usize, out: &PassOutcome) {
     let (checked, sent, finals) = summarize(out);
     println!("pass {n}: checked {} validators ({})", out.validators.len(), fmt_counts(&checked));
     for v in &out.validators {
-        let before = v.checked.as_ref().map_or("-", |r| r.category.as_str());
+        let before = v.checked.as_ref().map_or("-", |r| crate::observe::classify(&r.outcome).as_str());
         let after = v.final_category.map_or("-", Category::as_str);
         let action = if v.attempts > 0 { "broadcast → accepted" } else { "nothing to do" };
         println!("  uid {:>2}  {:<21} {:<10} {:<22} now {after}", v.validator.uid, v.validator.addr(), before, action);
@@ -185,7 +192,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Exit> {
 
     let token = random_token();
     let pat = Pat::new(&token).context("demo PAT")?;
-    let (gh_addr, gh) = github::spawn_fake_github(FakeGithubConfig::default().with_account(FakeAccount::new(
+    let (gh_addr, gh) = spawn_fake_github(FakeGithubConfig::default().with_account(FakeAccount::new(
         &token,
         DEMO_GITHUB_ID,
         DEMO_LOGIN,

@@ -1,4 +1,4 @@
-//! `patrol dev fake-github` (hidden): [`crate::github::fake`] as a process, for real-process tests
+//! `patrol dev fake-github` (hidden): [`crate::lab::fake_github`] as a process, for real-process tests
 //! and benchmarks. Loopback only. Prints one JSON line when bound:
 //! `{"ready":true,"listen":"127.0.0.1:PORT"}`; it is then driven over its `/_fake/...` control API.
 //! SIGTERM/SIGINT stop it, exit 0.
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::cli::validator_args::FakeGithubArgs;
 use crate::cli::validator_serve::shutdown_signal;
 use crate::cli::{Coded, Exit};
-use crate::github::fake::{self, FakeAccount, FakeGithubConfig, FakeGithubHandle, FaultRule};
+use crate::lab::fake_github::{self, FakeAccount, FakeGithubConfig, FakeGithubHandle, FaultRule};
 
 /// The `--config` JSON schema.
 #[derive(Deserialize)]
@@ -57,6 +57,6 @@ pub async fn run(args: &FakeGithubArgs, global_config: Option<&Path>) -> anyhow:
         out.flush()?;
     }
     tracing::info!(listen = %bound, accounts, "fake GitHub serving");
-    fake::serve(listener, handle, shutdown_signal()).await.context("fake GitHub failed")?;
+    fake_github::serve(listener, handle, shutdown_signal()).await.context("fake GitHub failed")?;
     Ok(Exit::Covered)
 }

@@ -39,7 +39,7 @@ fn filter_from(verbose: u8, quiet: &str) -> EnvFilter {
 pub fn init_quiet(verbose: u8) {
     // The simulated validators log like real ones would; in a simulation that is noise.
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter_from(verbose, "warn,patrol::validator=off"))
+        .with_env_filter(filter_from(verbose, "warn,patrol::lab::validator=off"))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)

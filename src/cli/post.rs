@@ -12,6 +12,7 @@ use backon::{ExponentialBuilder, Retryable};
 use crate::cli::common;
 use crate::cli::{Coded, Exit, PostArgs};
 use crate::config::Settings;
+use crate::fanout;
 use crate::github::{GithubClient, GithubOptions, PreflightOutcome};
 use crate::reconcile::core::{self, BroadcastObs, Desired, Policy, Preflight};
 use crate::reconcile::pass::{Env, SystemEnv};
@@ -19,8 +20,7 @@ use crate::reconcile::state::StateFile;
 use crate::report::{self, PostOutcome, PostReport, PostRow};
 use crate::secret::Pat;
 use crate::validators::Validator;
-use crate::wire::dendrite::Reply;
-use crate::wire::{BroadcastFields, CallOutcome, Dendrite};
+use crate::wire::{BroadcastFields, CallOutcome, Dendrite, NoResponseKind, Reply};
 
 /// GitHub client for the miner-side preflight, from `[github]`.
 pub fn github_client(settings: &Settings) -> anyhow::Result<GithubClient> {
@@ -111,22 +111,12 @@ pub async fn run(settings: &Settings, args: &PostArgs) -> anyhow::Result<Exit> {
     }
     let el = common::eligible(settings, caller.hotkey.ss58(), args.json).await?;
     let retries = args.retries.unwrap_or(settings.reconcile.post_retries);
-    let mut tasks = tokio::task::JoinSet::new();
-    let sem = Arc::new(tokio::sync::Semaphore::new(settings.reconcile.concurrency));
-    for (i, v) in el.selection.eligible.iter().enumerate() {
-        let (d, v, pat, sem) = (caller.dendrite.clone(), v.clone(), loaded.pat.clone(), sem.clone());
-        let timeout = settings.reconcile.broadcast_timeout;
-        tasks.spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            (i, broadcast_with_retries(d, v, pat, timeout, retries).await)
-        });
-    }
-    let mut results: Vec<Option<(Reply<BroadcastFields>, u32)>> = vec![None; el.selection.eligible.len()];
-    while let Some(j) = tasks.join_next().await {
-        if let Ok((i, r)) = j {
-            results[i] = Some(r);
-        }
-    }
+    let timeout = settings.reconcile.broadcast_timeout;
+    let (d, pat) = (caller.dendrite.clone(), loaded.pat.clone());
+    let results = fanout::each(&el.selection.eligible, settings.reconcile.concurrency, move |v| {
+        broadcast_with_retries(d.clone(), v, pat.clone(), timeout, retries)
+    })
+    .await;
     let rows: Vec<PostRow> = el
         .selection
         .eligible
@@ -134,17 +124,7 @@ pub async fn run(settings: &Settings, args: &PostArgs) -> anyhow::Result<Exit> {
         .zip(results)
         .map(|(v, r)| match r {
             Some((reply, attempts)) => PostRow::new(v, &reply, attempts),
-            None => PostRow::new(
-                v,
-                &Reply {
-                    outcome: CallOutcome::NoResponse {
-                        kind: crate::wire::NoResponseKind::Disconnected,
-                        detail: "internal error".into(),
-                    },
-                    latency: Duration::ZERO,
-                },
-                0,
-            ),
+            None => PostRow::new(v, &Reply::no_response(NoResponseKind::Disconnected, "internal error"), 0),
         })
         .collect();
     record(settings, caller.hotkey.ss58(), &loaded.pat, &el.selection.eligible, &rows);
@@ -210,7 +190,7 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
         let sent = core::broadcast_sent(h, now, &d.fingerprint);
         let obs = match row.outcome {
             PostOutcome::Accepted => BroadcastObs::Accepted,
-            PostOutcome::Rejected => BroadcastObs::Rejected { reason: row.rejection_reason.clone() },
+            PostOutcome::Rejected => BroadcastObs::refused(row.rejection_reason.clone()),
             PostOutcome::NoResponse => {
                 BroadcastObs::Failed { status: row.status_code, detail: row.detail.clone().unwrap_or_default() }
             }
@@ -218,7 +198,7 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
         let (_, mut h2) = core::after_broadcast(&p, &d, &sent, &obs, now, env.jitter());
         if obs == BroadcastObs::Accepted {
             // accepted just now: covered until the next check says otherwise
-            h2.category = Some(crate::coverage::Category::Valid);
+            h2.category = Some(crate::observe::Category::Valid);
             h2.next_check_at = now + p.interval;
         }
         state.validators.insert(v.uid, h2);

@@ -1,10 +1,10 @@
 //! `patrol simulate SCENARIO.toml [--json] [--plot FILE.svg]`: compare strategies over weeks of a
-//! simulated subnet (see `crate::sim`). Exit 0 on success, 78 for a bad scenario file.
+//! simulated subnet (see `crate::lab::sim`). Exit 0 on success, 78 for a bad scenario file.
 
 use anyhow::Context as _;
 
 use crate::cli::{Coded, Exit, SimulateArgs};
-use crate::sim::{report, scenario::Scenario};
+use crate::lab::sim::{report, scenario::Scenario};
 
 /// Run the command.
 pub fn run(args: &SimulateArgs) -> anyhow::Result<Exit> {

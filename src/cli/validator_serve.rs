@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::cli::validator_args::ServeArgs;
 use crate::cli::{Coded, Exit};
 use crate::github::{self, GithubClient, GithubOptions, Mode};
-use crate::validator::{Axon, AxonConfig, Metagraph, PatStore, PatValidator, RegisteredMiner};
+use crate::lab::validator::{Axon, AxonConfig, Metagraph, PatStore, PatValidator, RegisteredMiner};
 use crate::wallet::Hotkey;
 
 /// The `--validator-config` TOML schema.
@@ -161,9 +161,12 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
         None => 0,
     };
     let axon = AxonConfig {
-        body_limit: args.body_limit.or(file.body_limit).unwrap_or(crate::validator::axon::DEFAULT_BODY_LIMIT),
+        body_limit: args.body_limit.or(file.body_limit).unwrap_or(crate::lab::validator::axon::DEFAULT_BODY_LIMIT),
         clock_offset_ns,
-        max_handlers: args.max_handlers.or(file.max_handlers).unwrap_or(crate::validator::axon::DEFAULT_MAX_HANDLERS),
+        max_handlers: args
+            .max_handlers
+            .or(file.max_handlers)
+            .unwrap_or(crate::lab::validator::axon::DEFAULT_MAX_HANDLERS),
         ..AxonConfig::default()
     };
     Ok(ServeSettings { hotkey, listen, store, metagraph, github: gh, axon })

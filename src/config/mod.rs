@@ -150,7 +150,25 @@ pub struct ReconcileSettings {
     pub recheck_inconclusive: Duration,
     /// Alert when a validator's store stays unavailable (or uncovered) this long: one scoring round.
     pub alert_after: Duration,
+    /// How often every eligible validator gets the liveness probe (`None`: no probes, the fixed
+    /// interval scheduler of patrol ≤ 0.1).
+    pub probe_interval: Option<Duration>,
+    /// Up to this much random delay is added to each probe sweep.
+    pub probe_jitter: Duration,
+    pub probe_timeout: Duration,
+    /// A validator whose port refuses connections is probed at `probe_interval` for this long (a
+    /// restart usually ends soon), then every `backoff_max`.
+    pub fast_probe_refused_for: Duration,
+    /// A validator whose probes time out (a black hole may be gone for good) is probed at
+    /// `probe_interval` for this long, then every `backoff_max`.
+    pub fast_probe_timeout_for: Duration,
+    /// Estimated GitHub calls per hour patrol may cause on the PAT (`None`: unlimited).
+    pub github_budget: Option<u32>,
 }
+
+/// `[reconcile] github_budget`'s default: 3 % of GitHub's 5,000 requests an hour per token, so the
+/// validators' own scoring keeps the rest.
+pub const DEFAULT_GITHUB_BUDGET: u32 = 150;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +205,12 @@ impl Default for ReconcileSettings {
             post_retries: 2,
             recheck_inconclusive: Duration::from_secs(5 * 60),
             alert_after: Duration::from_secs(2 * 3600),
+            probe_interval: Some(Duration::from_secs(25)),
+            probe_jitter: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(5),
+            fast_probe_refused_for: Duration::from_secs(3600),
+            fast_probe_timeout_for: Duration::from_secs(10 * 60),
+            github_budget: Some(DEFAULT_GITHUB_BUDGET),
         }
     }
 }
@@ -519,6 +543,34 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             post_retries: r.post_retries.unwrap_or(d.post_retries),
             recheck_inconclusive: pos("recheck_inconclusive", r.recheck_inconclusive.as_ref(), d.recheck_inconclusive)?,
             alert_after: pos("alert_after", r.alert_after.as_ref(), d.alert_after)?,
+            probe_interval: match r.probe_interval.as_deref().map(str::trim) {
+                Some("off") => None,
+                Some(v) => Some(pos("probe_interval", Some(&v.to_string()), Duration::ZERO)?),
+                None => d.probe_interval,
+            },
+            probe_jitter: self.duration("reconcile.probe_jitter", r.probe_jitter.as_deref(), d.probe_jitter)?,
+            probe_timeout: pos("probe_timeout", r.probe_timeout.as_ref(), d.probe_timeout)?,
+            fast_probe_refused_for: self.duration(
+                "reconcile.fast_probe_refused_for",
+                r.fast_probe_refused_for.as_deref(),
+                d.fast_probe_refused_for,
+            )?,
+            fast_probe_timeout_for: self.duration(
+                "reconcile.fast_probe_timeout_for",
+                r.fast_probe_timeout_for.as_deref(),
+                d.fast_probe_timeout_for,
+            )?,
+            github_budget: match &r.github_budget {
+                None => d.github_budget,
+                Some(toml::Value::String(v)) if v.trim() == "off" => None,
+                Some(toml::Value::Integer(n)) if (1..=i64::from(u32::MAX)).contains(n) => Some(*n as u32),
+                Some(other) => {
+                    return Err(self.err(
+                        "reconcile.github_budget",
+                        format!("{other} is not a positive number of calls per hour (or \"off\")"),
+                    ));
+                }
+            },
         };
         if s.concurrency == 0 {
             return Err(self.err("reconcile.concurrency", "must be at least 1"));
@@ -528,6 +580,11 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         }
         if s.jitter > s.interval {
             return Err(self.err("reconcile.jitter", "must not exceed reconcile.interval"));
+        }
+        if let Some(p) = s.probe_interval
+            && s.probe_jitter > p
+        {
+            return Err(self.err("reconcile.probe_jitter", "must not exceed reconcile.probe_interval"));
         }
         Ok(s)
     }

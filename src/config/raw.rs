@@ -84,6 +84,14 @@ pub struct RawReconcile {
     pub post_retries: Option<u32>,
     pub recheck_inconclusive: Option<String>,
     pub alert_after: Option<String>,
+    /// A duration, or "off".
+    pub probe_interval: Option<String>,
+    pub probe_jitter: Option<String>,
+    pub probe_timeout: Option<String>,
+    pub fast_probe_refused_for: Option<String>,
+    pub fast_probe_timeout_for: Option<String>,
+    /// Calls per hour (integer), or "off".
+    pub github_budget: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

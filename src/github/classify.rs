@@ -202,25 +202,6 @@ fn parse_expiry(text: &str) -> Option<i64> {
     Some(local.assume_offset(offset).unix_timestamp())
 }
 
-/// Whether a validator's "PAT test query failed: <detail>" may pass on retry — the miner-side
-/// reading of upstream's texts (docs §2.3/§2.6: "classify by reason string; no better signal
-/// exists"). Known permanent shapes are 4xx codes, GraphQL errors and the viewer-null text;
-/// everything else is a transport or JSON error text, which is transient.
-pub fn test_query_detail_is_transient(detail: &str) -> bool {
-    let detail = detail.trim();
-    let detail = detail.strip_prefix("PAT test query failed:").map_or(detail, str::trim_start);
-    let code = detail
-        .strip_prefix("GitHub GraphQL API returned ")
-        .or_else(|| detail.strip_prefix("GitHub API returned "))
-        .map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next().unwrap_or_default().parse::<u16>());
-    match code {
-        Some(Ok(code)) => code >= 500 || code == 408 || code == 429,
-        Some(Err(_)) => false,
-        None if detail.starts_with("GraphQL error:") => detail.to_lowercase().contains("rate limit"),
-        None => !detail.starts_with(VIEWER_NULL_DETAIL),
-    }
-}
-
 /// "<what> returned <status>" plus GitHub's message when it sent one.
 pub(crate) fn status_detail(what: &str, status: u16, message: &str) -> String {
     if message.is_empty() {
@@ -473,29 +454,6 @@ mod tests {
         assert_eq!(parse_expiry("2026-12-31 01:00:00 +0100"), Some(1_798_675_200));
         assert_eq!(parse_expiry("2026-12-30 17:00:00 -0700"), Some(1_798_675_200));
         assert_eq!(parse_expiry("next tuesday"), None);
-    }
-
-    #[test]
-    fn detail_strings_classify_like_fixed_mode() {
-        #[rustfmt::skip]
-        let table = [
-            ("GitHub GraphQL API returned 503", true),
-            ("PAT test query failed: GitHub GraphQL API returned 502", true),
-            ("GitHub GraphQL API returned 429", true),
-            ("GitHub GraphQL API returned 408", true),
-            ("GitHub GraphQL API returned 401", false),
-            ("GitHub GraphQL API returned 403", false),
-            ("GitHub API returned 500", true),
-            ("GraphQL error: Bad credentials", false),
-            ("GraphQL error: API rate limit exceeded for user", true),
-            ("PAT test query failed: Fine-grained PATs need 'Public Repositories (read-only)' permission", false),
-            ("HTTPSConnectionPool(host='api.github.com', port=443): Read timed out. (read timeout=15)", true),
-            ("('Connection aborted.', RemoteDisconnected('Remote end closed connection without response'))", true),
-            ("Expecting value: line 1 column 1 (char 0)", true),
-        ];
-        for (detail, transient) in table {
-            assert_eq!(test_query_detail_is_transient(detail), transient, "{detail}");
-        }
     }
 
     #[test]

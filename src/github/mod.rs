@@ -1,10 +1,10 @@
-//! Everything patrol says to GitHub, and a fake GitHub to say it to in tests.
+//! Everything patrol says to GitHub.
 //!
 //! Owns the two credential calls gittensor validators make with a miner's PAT (docs §2.5): the
 //! identity lookup `GET /user` (retried) and the GraphQL test query `POST /graphql` (not retried),
 //! their classification in the two [`Mode`]s of docs §2.6, and the miner-side [`Preflight`] that runs
-//! both and says whether a PAT is worth broadcasting. [`fake`] is an axum GitHub with programmable
-//! faults, used by `patrol demo`, the simulation and the tests.
+//! both and says whether a PAT is worth broadcasting. The fake GitHub the tests, the demo and the
+//! simulation talk to lives in the lab ([`crate::lab::fake_github`]).
 //!
 //! Layout: [`classify`] is pure (status + headers + body → verdict, table-tested); [`client`] does the
 //! I/O, the retry loop and the preflight; this file holds the shared result types.
@@ -21,17 +21,12 @@
 
 pub mod classify;
 pub mod client;
-pub mod fake;
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use classify::test_query_detail_is_transient;
 pub use client::{GithubClient, GithubOptions};
-pub use fake::{
-    Endpoint, FakeAccount, FakeGithubConfig, FakeGithubHandle, FakeStats, Fault, FaultRule, Scope, spawn_fake_github,
-};
 
 /// `https://api.github.com`: where both calls go unless configured otherwise.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";

@@ -29,9 +29,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::classify::{self, Persistence};
 use crate::config::ReconcileSettings;
-use crate::coverage::Category;
+pub use crate::observe::{BroadcastObs, CheckObs};
+use crate::observe::{Category, Refusal};
 
 /// Unix seconds.
 pub type Secs = u64;
@@ -168,28 +168,6 @@ impl History {
     }
 }
 
-/// One check's result, as the core needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckObs {
-    pub category: Category,
-    pub reason: Option<String>,
-    pub status: Option<u16>,
-}
-
-/// One broadcast's result.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BroadcastObs {
-    Accepted,
-    Rejected {
-        reason: Option<String>,
-    },
-    /// No answer, or an HTTP error status.
-    Failed {
-        status: Option<u16>,
-        detail: String,
-    },
-}
-
 /// What to do about one validator now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -232,8 +210,8 @@ pub fn wants_broadcast(d: &Desired, h: &History, obs: &CheckObs) -> bool {
         return false;
     }
     match obs.category {
-        Category::NoPat => true,
-        Category::InvalidPat => classify::invalid_pat_reason(obs.reason.as_deref()) == Persistence::Permanent,
+        // InvalidPat is a permanent verdict: transient reasons were classified inconclusive.
+        Category::NoPat | Category::InvalidPat => true,
         Category::Valid => !holds_current(d, h) && !adopts(d, h),
         _ => false,
     }
@@ -273,9 +251,7 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
         h.unavailable_since = None;
     }
     // It no longer holds what it accepted (store wiped, or the PAT it holds is dead).
-    let permanent_invalid = obs.category == Category::InvalidPat
-        && classify::invalid_pat_reason(obs.reason.as_deref()) == Persistence::Permanent;
-    if obs.category == Category::NoPat || permanent_invalid {
+    if matches!(obs.category, Category::NoPat | Category::InvalidPat) {
         h.accepted_fingerprint = None;
     }
 
@@ -289,9 +265,6 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
         return (Action::GiveUp { reason, next_check_at: h.next_check_at }, h);
     }
 
-    let transient_invalid = obs.category == Category::InvalidPat
-        && classify::invalid_pat_reason(obs.reason.as_deref()) == Persistence::Transient;
-
     match obs.category {
         Category::Valid if holds_current(d, &h) => {
             h.confirmed = true;
@@ -304,17 +277,6 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
             h.clear_failures();
             h.next_check_at = now + p.recheck_inconclusive;
             (Action::Recheck { at: h.next_check_at, why: "inconclusive: GitHub blip at the validator".into() }, h)
-        }
-        Category::InvalidPat if transient_invalid => {
-            h.clear_failures();
-            h.next_check_at = now + p.recheck_inconclusive;
-            (
-                Action::Recheck {
-                    at: h.next_check_at,
-                    why: "invalid_pat with a transient reason (validator-side GitHub error)".into(),
-                },
-                h,
-            )
         }
         Category::StoreUnavailable => {
             let at = h.record_failure(p, now, u);
@@ -403,13 +365,13 @@ pub fn after_broadcast(
             h.next_check_at = now;
             (Action::Recheck { at: now, why: "accepted; confirm with a check".into() }, h)
         }
-        BroadcastObs::Rejected { reason } => {
+        BroadcastObs::Rejected { reason, refusal } => {
             h.rejections = h.rejections.saturating_add(1);
             let text = reason.clone().unwrap_or_else(|| "rejected without a reason".into());
-            let permanent = classify::broadcast_rejection(reason.as_deref()) == Persistence::Permanent;
+            let permanent = *refusal == Refusal::Permanent;
             // Known-transient texts ("store temporarily unavailable; please retry") back off for as
             // long as they last; only unrecognised texts escalate after `max_rejections`.
-            let escalate = !classify::is_known_transient(reason.as_deref()) && h.rejections >= p.max_rejections;
+            let escalate = *refusal == Refusal::Unknown && h.rejections >= p.max_rejections;
             if permanent || escalate {
                 let why = if permanent { text } else { format!("rejected {} times in a row: {text}", h.rejections) };
                 h.terminal = Some(Terminal { reason: why.clone(), fingerprint: d.fingerprint.clone(), since: now });

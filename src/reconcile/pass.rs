@@ -12,14 +12,59 @@ use std::time::{Duration, Instant};
 
 use super::core::{self, Action, BroadcastObs, CheckObs, Decision, Desired, Policy, Preflight, Secs};
 use super::state::MinerState;
-use crate::coverage::{self, Category};
+use crate::fanout;
 use crate::github::{self, GithubClient, PreflightOutcome};
-use crate::probe;
-use crate::report::CheckRow;
+use crate::observe::{BroadcastOutcome, Category};
 use crate::secret::Pat;
 use crate::validators::{Selection, Validator};
-use crate::wire::dendrite::Reply;
-use crate::wire::{CallOutcome, CheckFields, Dendrite};
+use crate::wire::{CheckFields, Dendrite, Reply};
+
+/// What a pass did about one validator (`reconcile --json` `action`, logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionTaken {
+    /// Covered: nothing until the next check.
+    None,
+    /// The PAT was sent and accepted (then confirmed with a check).
+    Broadcast,
+    /// Checked again later (backoff, inconclusive, a refused broadcast, spacing).
+    Recheck,
+    /// Terminal until the PAT changes.
+    GiveUp,
+    /// Dry run: the PAT would have been sent.
+    WouldBroadcast,
+    /// Not contacted this pass (its timer has not fired, or in backoff).
+    NotDue,
+}
+
+impl ActionTaken {
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionTaken::None => "none",
+            ActionTaken::Broadcast => "broadcast",
+            ActionTaken::Recheck => "recheck",
+            ActionTaken::GiveUp => "give_up",
+            ActionTaken::WouldBroadcast => "would_broadcast",
+            ActionTaken::NotDue => "not_due",
+        }
+    }
+
+    fn of(a: &Action) -> ActionTaken {
+        match a {
+            Action::None { .. } => ActionTaken::None,
+            Action::Broadcast => ActionTaken::Broadcast,
+            Action::Recheck { .. } => ActionTaken::Recheck,
+            Action::GiveUp { .. } => ActionTaken::GiveUp,
+        }
+    }
+}
+
+impl std::fmt::Display for ActionTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Knobs of a pass.
 #[derive(Debug, Clone)]
@@ -38,9 +83,9 @@ pub struct PassConfig {
 #[derive(Debug, Clone)]
 pub struct ValidatorOutcome {
     pub validator: Validator,
-    /// The first check this pass (`None`: not due, so not contacted).
-    pub checked: Option<CheckRow>,
-    pub action: String,
+    /// The first check's reply this pass (`None`: not due, so not contacted).
+    pub checked: Option<Reply<CheckFields>>,
+    pub action: ActionTaken,
     /// Why (for recheck / give-up / backoff).
     pub why: Option<String>,
     /// Broadcasts sent to it this pass.
@@ -61,8 +106,8 @@ pub struct PassOutcome {
     /// The preflight, if it ran.
     pub preflight: Option<github::Preflight>,
     pub checks: Vec<Category>,
-    /// Broadcast outcomes ("accepted", "rejected", "no_response", "rejected_http").
-    pub broadcasts: Vec<&'static str>,
+    /// How each broadcast of this pass ended.
+    pub broadcasts: Vec<BroadcastOutcome>,
     /// Validators a dry run would have sent the PAT to.
     pub planned_broadcasts: Vec<u16>,
 }
@@ -104,16 +149,6 @@ pub struct Io<'a> {
     pub github: &'a GithubClient,
     /// `None`: the caller saves only after the pass (or never, for a dry run).
     pub checkpoint: Option<Checkpoint<'a>>,
-}
-
-fn to_obs(reply: &Reply<CheckFields>) -> CheckObs {
-    let category = coverage::classify(&reply.outcome);
-    let (reason, status) = match &reply.outcome {
-        CallOutcome::Answered(f) => (f.rejection_reason.clone(), Some(200)),
-        CallOutcome::Rejected { status, message } => (Some(message.clone()), Some(*status)),
-        CallOutcome::NoResponse { kind, detail } => (Some(format!("{}: {detail}", kind.as_str())), None),
-    };
-    CheckObs { category, reason, status }
 }
 
 fn to_preflight(p: &github::Preflight) -> Preflight {
@@ -162,15 +197,15 @@ pub async fn run(
         .filter(|v| state.validators.get(&v.uid).is_none_or(|h| core::due(h, now, cfg.one_shot)))
         .cloned()
         .collect();
-    let replies = probe::check_all(io.dendrite, &due, cfg.check_timeout, cfg.concurrency).await;
-    let mut checked: BTreeMap<u16, CheckRow> = BTreeMap::new();
+    let replies = fanout::check_all(io.dendrite, &due, cfg.check_timeout, cfg.concurrency).await;
+    let mut checked: BTreeMap<u16, Reply<CheckFields>> = BTreeMap::new();
     let mut observations: BTreeMap<u16, CheckObs> = BTreeMap::new();
     let mut checks = Vec::new();
-    for (v, r) in due.iter().zip(&replies) {
-        let row = CheckRow::new(v, r);
-        checks.push(row.category);
-        checked.insert(v.uid, row);
-        observations.insert(v.uid, to_obs(r));
+    for (v, r) in due.iter().zip(replies) {
+        let obs = CheckObs::of(&r);
+        checks.push(obs.category);
+        observations.insert(v.uid, obs);
+        checked.insert(v.uid, r);
     }
 
     // 2. preflight only when someone needs the PAT
@@ -224,30 +259,15 @@ pub async fn run(
         if let Some(save) = io.checkpoint {
             save(state);
         }
-        let results = probe::broadcast_all(io.dendrite, &to_send, pat, cfg.broadcast_timeout, cfg.concurrency).await;
+        let results = fanout::broadcast_all(io.dendrite, &to_send, pat, cfg.broadcast_timeout, cfg.concurrency).await;
         let mut confirm = Vec::new();
         for (v, r) in to_send.iter().zip(&results) {
-            let (obs, label) = match &r.outcome {
-                CallOutcome::Answered(f) if f.accepted == Some(true) => (BroadcastObs::Accepted, "accepted"),
-                CallOutcome::Answered(f) if f.accepted == Some(false) => {
-                    (BroadcastObs::Rejected { reason: f.rejection_reason.clone() }, "rejected")
-                }
-                CallOutcome::Answered(_) => (
-                    BroadcastObs::Failed { status: Some(200), detail: "answer without `accepted`".into() },
-                    "no_response",
-                ),
-                CallOutcome::Rejected { status, message } => {
-                    (BroadcastObs::Failed { status: Some(*status), detail: message.clone() }, "rejected_http")
-                }
-                CallOutcome::NoResponse { kind, detail } => (
-                    BroadcastObs::Failed { status: None, detail: format!("{}: {detail}", kind.as_str()) },
-                    "no_response",
-                ),
-            };
+            let obs = BroadcastObs::of(r);
+            let label = obs.outcome();
             broadcasts.push(label);
             let h = state.validators.get(&v.uid).cloned().unwrap_or_else(|| core::History::new(&v.hotkey));
             let (action, h) = core::after_broadcast(p, &desired, &h, &obs, now, env.jitter());
-            tracing::info!(uid = v.uid, addr = %v.addr(), result = label, "broadcast");
+            tracing::info!(uid = v.uid, addr = %v.addr(), result = %label, "broadcast");
             if obs == BroadcastObs::Accepted {
                 confirm.push(v.clone());
                 accepted.insert(v.uid);
@@ -256,9 +276,9 @@ pub async fn run(
             actions.insert(v.uid, (action, 1));
         }
         if !confirm.is_empty() {
-            let replies = probe::check_all(io.dendrite, &confirm, cfg.check_timeout, cfg.concurrency).await;
+            let replies = fanout::check_all(io.dendrite, &confirm, cfg.check_timeout, cfg.concurrency).await;
             for (v, r) in confirm.iter().zip(&replies) {
-                let obs = to_obs(r);
+                let obs = CheckObs::of(r);
                 checks.push(obs.category);
                 let h = state.validators.get(&v.uid).cloned().unwrap_or_else(|| core::History::new(&v.hotkey));
                 let (action, h) = core::after_check(p, &desired, &h, &obs, now, env.jitter());
@@ -285,19 +305,19 @@ pub async fn run(
                     // what this pass did: an accepted broadcast (then confirmed) reports as
                     // `broadcast`; a refused one as what follows from the refusal
                     let label = if cfg.dry_run && *a == Action::Broadcast {
-                        "would_broadcast"
+                        ActionTaken::WouldBroadcast
                     } else if accepted.contains(&v.uid) {
-                        "broadcast"
+                        ActionTaken::Broadcast
                     } else {
-                        a.label()
+                        ActionTaken::of(a)
                     };
-                    (label.to_string(), why, *n, h.map(|h| h.next_check_at).unwrap_or_else(|| a.next_at(now)))
+                    (label, why, *n, h.map(|h| h.next_check_at).unwrap_or_else(|| a.next_at(now)))
                 }
                 None => {
                     let next = h.map(|h| h.not_before.max(h.next_check_at)).unwrap_or(now);
                     let why =
                         h.filter(|h| h.not_before > now).map(|h| format!("in backoff after {} failures", h.failures));
-                    ("not_due".to_string(), why, 0, next)
+                    (ActionTaken::NotDue, why, 0, next)
                 }
             };
             ValidatorOutcome {

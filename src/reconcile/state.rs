@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 use super::core::{History, Secs};
@@ -101,7 +100,7 @@ impl StateFile {
             .write(true)
             .open(&lp)
             .map_err(|source| StateError::Lock { path: lp.clone(), source })?;
-        match f.try_lock_exclusive() {
+        match f.try_lock() {
             Ok(()) => {
                 // Only the lock holder writes, so leftovers are from writers that died.
                 for p in fsutil::remove_orphaned_temp_files(&self.path) {
@@ -109,10 +108,8 @@ impl StateFile {
                 }
                 Ok(StateLock { _file: f })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
-                Err(StateError::Busy { path: self.path.clone() })
-            }
-            Err(source) => Err(StateError::Lock { path: lp, source }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy { path: self.path.clone() }),
+            Err(std::fs::TryLockError::Error(source)) => Err(StateError::Lock { path: lp, source }),
         }
     }
 

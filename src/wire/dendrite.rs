@@ -76,11 +76,45 @@ pub enum CallOutcome<F> {
 pub struct Reply<F> {
     pub outcome: CallOutcome<F>,
     pub latency: Duration,
+    /// The answering axon's `bt_header_axon_uuid`: made once per process start (bittensor 10.x
+    /// `Axon.__init__`), stamped into every *error* response after preprocessing (success responses
+    /// echo the caller's body instead, wire doc §6). A different one than last time means the
+    /// validator restarted.
+    pub axon_uuid: Option<String>,
+}
+
+impl<F> Reply<F> {
+    /// A reply that never reached the wire (a panicked task, a skipped call).
+    pub fn no_response(kind: NoResponseKind, detail: impl Into<String>) -> Reply<F> {
+        Reply {
+            outcome: CallOutcome::NoResponse { kind, detail: detail.into() },
+            latency: Duration::ZERO,
+            axon_uuid: None,
+        }
+    }
+}
+
+/// What came back from one request, before typing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    /// The HTTP status, 0 when there was none.
+    pub status: u16,
+    pub outcome: CallOutcome<Value>,
+    pub axon_uuid: Option<String>,
+}
+
+/// The liveness probe's answer: any HTTP response at all means the axon is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeFields {
+    /// The HTTP status (a bittensor axon answers the probe with 500, see [`Dendrite::probe`]).
+    pub status: u16,
 }
 
 /// A fully built request, before sending: what goes on the wire.
 #[derive(Clone)]
 pub struct PreparedRequest {
+    /// `POST` for the synapses; `GET` (no body) for the liveness probe.
+    pub method: reqwest::Method,
     pub url: String,
     /// Headers in wire order (lowercase names).
     pub headers: Vec<(&'static str, String)>,
@@ -95,6 +129,7 @@ pub struct PreparedRequest {
 impl std::fmt::Debug for PreparedRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PreparedRequest")
+            .field("method", &self.method)
             .field("url", &self.url)
             .field("headers", &self.headers)
             .field("body_bytes", &self.body.len())
@@ -228,24 +263,75 @@ impl Dendrite {
         headers.push(("header_size", "0".into()));
         headers.push(("total_size", "0".into()));
         headers.push(("computed_body_hash", EMPTY_BODY_HASH.into()));
-        PreparedRequest { url: target.url(kind), headers, body, nonce, signed_message: message }
-    }
-
-    /// Send a prepared request and classify the answer. Never takes longer than `timeout`.
-    pub async fn send(&self, req: PreparedRequest, timeout: Duration) -> (u16, CallOutcome<Value>) {
-        match tokio::time::timeout(timeout, self.send_inner(req)).await {
-            Ok(r) => r,
-            Err(_) => (
-                0,
-                CallOutcome::NoResponse {
-                    kind: NoResponseKind::Timeout,
-                    detail: format!("no answer within {}", humantime::format_duration(timeout)),
-                },
-            ),
+        PreparedRequest {
+            method: reqwest::Method::POST,
+            url: target.url(kind),
+            headers,
+            body,
+            nonce,
+            signed_message: message,
         }
     }
 
-    async fn send_inner(&self, req: PreparedRequest) -> (u16, CallOutcome<Value>) {
+    /// The liveness probe: a signed `GET /Synapse` without a body, with the header set a
+    /// `bt.Dendrite` sends for the SDK's built-in `Synapse` (ping) endpoint.
+    ///
+    /// Why this request: a bittensor 10.x axon stamps its per-process uuid only into *error*
+    /// responses, after preprocessing, so the probe must fail late and harmlessly. `Synapse` has no
+    /// blacklist and no priority function; the signature, our registered hotkey and a fresh nonce
+    /// pass verification like any check; then the body (none) fails to parse: HTTP 500 with
+    /// `bt_header_axon_uuid`. No handler runs, so the validator makes no GitHub call, and its log
+    /// shows one `JSONDecodeError#<id>` line from a correctly signed, registered caller — not a
+    /// signature, nonce or blacklist failure, which would read as an attack.
+    pub fn prepare_probe(&self, target: &Target, timeout: Duration) -> PreparedRequest {
+        let nonce = self.next_nonce();
+        let me = self.hotkey.ss58();
+        let message = signed_message(nonce, me, &target.hotkey, &self.uuid, EMPTY_BODY_HASH);
+        let signature = self.hotkey.sign_hex(message.as_bytes());
+        let headers: Vec<(&'static str, String)> = vec![
+            ("name", PROBE_SYNAPSE.to_string()),
+            ("timeout", py_float(timeout.as_secs_f64())),
+            ("bt_header_axon_ip", target.ip.to_string()),
+            ("bt_header_axon_port", target.port.to_string()),
+            ("bt_header_axon_hotkey", target.hotkey.clone()),
+            ("bt_header_dendrite_ip", self.opts.external_ip.clone()),
+            ("bt_header_dendrite_version", VERSION_AS_INT.to_string()),
+            ("bt_header_dendrite_nonce", nonce.to_string()),
+            ("bt_header_dendrite_uuid", self.uuid.clone()),
+            ("bt_header_dendrite_hotkey", me.to_string()),
+            ("bt_header_dendrite_signature", signature),
+            ("header_size", "0".into()),
+            ("total_size", "0".into()),
+            ("computed_body_hash", EMPTY_BODY_HASH.into()),
+        ];
+        PreparedRequest {
+            method: reqwest::Method::GET,
+            url: target.url_for(PROBE_SYNAPSE),
+            headers,
+            body: String::new(),
+            nonce,
+            signed_message: message,
+        }
+    }
+
+    /// Send a prepared request and classify the answer. Never takes longer than `timeout`.
+    pub async fn send(&self, req: PreparedRequest, timeout: Duration) -> Sent {
+        match tokio::time::timeout(timeout, self.send_inner(req)).await {
+            Ok(r) => r,
+            Err(_) => Sent {
+                status: 0,
+                outcome: CallOutcome::NoResponse {
+                    kind: NoResponseKind::Timeout,
+                    detail: format!("no answer within {}", humantime::format_duration(timeout)),
+                },
+                axon_uuid: None,
+            },
+        }
+    }
+
+    async fn send_inner(&self, req: PreparedRequest) -> Sent {
+        let no_answer =
+            |kind, detail| Sent { status: 0, outcome: CallOutcome::NoResponse { kind, detail }, axon_uuid: None };
         let mut headers = HeaderMap::with_capacity(req.headers.len() + 1);
         for (k, v) in &req.headers {
             // Every value we build is ASCII (numbers, SS58, hex, uuid, IP), so this cannot fail.
@@ -253,20 +339,30 @@ impl Dendrite {
                 headers.insert(HeaderName::from_static(k), v);
             }
         }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let resp = match self.http.post(&req.url).headers(headers).body(req.body).send().await {
+        let builder = if req.method == reqwest::Method::POST {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            self.http.post(&req.url).body(req.body)
+        } else {
+            self.http.request(req.method.clone(), &req.url)
+        };
+        let resp = match builder.headers(headers).send().await {
             Ok(r) => r,
-            Err(e) => return (0, CallOutcome::NoResponse { kind: transport_kind(&e), detail: root_cause(&e) }),
+            Err(e) => return no_answer(transport_kind(&e), root_cause(&e)),
         };
         let status = resp.status();
-        let header_message = resp
+        let latin1 = |v: &HeaderValue| v.as_bytes().iter().map(|&b| b as char).collect::<String>();
+        let header_message = resp.headers().get("bt_header_axon_status_message").map(latin1);
+        // A uuid is a short token; anything else there is not an axon's uuid.
+        let axon_uuid = resp
             .headers()
-            .get("bt_header_axon_status_message")
-            .map(|v| v.as_bytes().iter().map(|&b| b as char).collect::<String>());
+            .get("bt_header_axon_uuid")
+            .map(latin1)
+            .filter(|u| !u.is_empty() && u.len() <= 64 && u.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        let sent = |status: u16, outcome| Sent { status, outcome, axon_uuid: axon_uuid.clone() };
         let body = match read_capped(resp, self.opts.max_response_bytes).await {
             Ok(b) => b,
             Err(ReadError::TooLarge) if status.as_u16() == 200 => {
-                return (
+                return sent(
                     200,
                     CallOutcome::NoResponse {
                         kind: NoResponseKind::TooLarge,
@@ -276,7 +372,7 @@ impl Dendrite {
             }
             Err(ReadError::TooLarge) => Vec::new(),
             Err(ReadError::Transport(e)) => {
-                return (
+                return sent(
                     status.as_u16(),
                     CallOutcome::NoResponse { kind: NoResponseKind::Disconnected, detail: root_cause(&e) },
                 );
@@ -285,8 +381,8 @@ impl Dendrite {
         let code = status.as_u16();
         if code == 200 {
             return match serde_json::from_slice::<Value>(&body) {
-                Ok(v) if v.is_object() => (200, CallOutcome::Answered(v)),
-                _ => (
+                Ok(v) if v.is_object() => sent(200, CallOutcome::Answered(v)),
+                _ => sent(
                     200,
                     CallOutcome::NoResponse {
                         kind: NoResponseKind::Malformed,
@@ -300,25 +396,51 @@ impl Dendrite {
             .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
             .or(header_message)
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
-        (code, CallOutcome::Rejected { status: code, message: truncate(&message, 512) })
+        sent(code, CallOutcome::Rejected { status: code, message: truncate(&message, 512) })
     }
 
     /// `PatCheckSynapse` to one validator.
     pub async fn check(&self, target: &Target, timeout: Duration) -> Reply<CheckFields> {
         let started = Instant::now();
         let req = self.prepare(SynapseKind::Check, target, timeout, None);
-        let (_, out) = self.send(req, timeout).await;
-        Reply { outcome: typed(out, synapse::parse_check), latency: started.elapsed() }
+        let sent = self.send(req, timeout).await;
+        Reply {
+            outcome: typed(sent.outcome, synapse::parse_check),
+            latency: started.elapsed(),
+            axon_uuid: sent.axon_uuid,
+        }
     }
 
     /// `PatBroadcastSynapse` carrying `pat` to one validator.
     pub async fn broadcast(&self, target: &Target, timeout: Duration, pat: &Pat) -> Reply<BroadcastFields> {
         let started = Instant::now();
         let req = self.prepare(SynapseKind::Broadcast, target, timeout, Some(pat));
-        let (_, out) = self.send(req, timeout).await;
-        Reply { outcome: typed(out, synapse::parse_broadcast), latency: started.elapsed() }
+        let sent = self.send(req, timeout).await;
+        Reply {
+            outcome: typed(sent.outcome, synapse::parse_broadcast),
+            latency: started.elapsed(),
+            axon_uuid: sent.axon_uuid,
+        }
+    }
+
+    /// The liveness probe ([`Dendrite::prepare_probe`]) to one validator: any HTTP status is an
+    /// answer (`Answered` with the status), with the axon's uuid when it sent one.
+    pub async fn probe(&self, target: &Target, timeout: Duration) -> Reply<ProbeFields> {
+        let started = Instant::now();
+        let req = self.prepare_probe(target, timeout);
+        let sent = self.send(req, timeout).await;
+        let outcome = match sent.outcome {
+            CallOutcome::NoResponse { kind, detail } => CallOutcome::NoResponse { kind, detail },
+            // A malformed or oversized body still came from a live server.
+            _ => CallOutcome::Answered(ProbeFields { status: sent.status }),
+        };
+        Reply { outcome, latency: started.elapsed(), axon_uuid: sent.axon_uuid }
     }
 }
+
+/// The endpoint the liveness probe calls: the SDK's built-in ping (`Axon.__init__` attaches a
+/// `ping(Synapse)` forward to every axon).
+pub const PROBE_SYNAPSE: &str = "Synapse";
 
 fn typed<F>(out: CallOutcome<Value>, parse: impl Fn(&Value) -> Result<F, synapse::FieldError>) -> CallOutcome<F> {
     match out {

@@ -13,7 +13,7 @@ pub mod verify;
 use std::fmt;
 use std::net::IpAddr;
 
-pub use dendrite::{CallOutcome, Dendrite, NoResponseKind, PreparedRequest};
+pub use dendrite::{CallOutcome, Dendrite, NoResponseKind, PreparedRequest, ProbeFields, Reply};
 pub use synapse::{BroadcastFields, CheckFields, SynapseKind};
 
 /// `version_as_int` of bittensor 10.3.1 (major·1e6 + minor·1e3 + patch), sent as the dendrite version.
@@ -46,9 +46,14 @@ pub struct Target {
 impl Target {
     /// `http://ip:port/Name`, with IPv6 bracketed (the Python dendrite doesn't, and fails; docs §1).
     pub fn url(&self, kind: SynapseKind) -> String {
+        self.url_for(kind.name())
+    }
+
+    /// `http://ip:port/<synapse class name>`.
+    pub fn url_for(&self, synapse: &str) -> String {
         match self.ip {
-            IpAddr::V4(ip) => format!("http://{ip}:{}/{}", self.port, kind.name()),
-            IpAddr::V6(ip) => format!("http://[{ip}]:{}/{}", self.port, kind.name()),
+            IpAddr::V4(ip) => format!("http://{ip}:{}/{synapse}", self.port),
+            IpAddr::V6(ip) => format!("http://[{ip}]:{}/{synapse}", self.port),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use blake2::Digest as _;
 use patrol::chain::time::TIMESTAMP_NOW_KEY;
-use patrol::github::{FakeAccount, FakeGithubConfig, Fault, FaultRule, Scope, spawn_fake_github};
+use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, Fault, FaultRule, Scope, spawn_fake_github};
 use serde_json::Value;
 
 use super::{MINER2_SEED, PAT, config, scratch};

@@ -285,7 +285,7 @@ fn sigkill_of_patrol_run_at_random_points_keeps_the_state_valid_and_the_next_sta
     let fp = end.fingerprint.clone().expect("a fingerprint");
     for n in &net.nodes {
         let h = &end.validators[&n.uid];
-        assert_eq!(h.category, Some(patrol::coverage::Category::Valid), "uid {}: {h:?}", n.uid);
+        assert_eq!(h.category, Some(patrol::observe::Category::Valid), "uid {}: {h:?}", n.uid);
         assert_eq!(h.accepted_fingerprint.as_deref(), Some(fp.as_str()), "uid {}", n.uid);
     }
     let leftovers = inspect(&state_dir, &state_name).temps;

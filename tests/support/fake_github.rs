@@ -1,4 +1,4 @@
-//! `patrol dev fake-github` as a process (the fake GitHub of `patrol::github::fake`, serving other
+//! `patrol dev fake-github` as a process (the fake GitHub of `patrol::lab::fake_github`, serving other
 //! patrol processes), driven over its `/_fake/...` control API with a tiny blocking HTTP/1.1 client,
 //! so a test that blocks on `patrol` runs needs no async runtime to inject or clear faults. The
 //! process is killed and reaped on drop; everything is on 127.0.0.1; every request is bounded.

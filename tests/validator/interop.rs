@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use patrol::github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
+use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
 use patrol::wire::{CallOutcome, CheckFields, Target};
 use serde_json::Value;
 

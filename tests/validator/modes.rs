@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use patrol::github::{FakeAccount, FakeGithubConfig, Fault, FaultRule, Mode, Scope, spawn_fake_github};
-use patrol::validator::handlers::{REASON_CHECK_RETRY, reason_identity_transient, reason_no_github_id};
-use patrol::validator::{AxonConfig, PatStore, RawPat, RegisteredMiner};
+use patrol::github::Mode;
+use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, Fault, FaultRule, Scope, spawn_fake_github};
+use patrol::lab::validator::handlers::{REASON_CHECK_RETRY, reason_identity_transient, reason_no_github_id};
+use patrol::lab::validator::{AxonConfig, PatStore, RawPat, RegisteredMiner};
 use patrol::wire::{BroadcastFields, CallOutcome, CheckFields};
 
 use super::{dendrite, github_options, miner_key, start_in_process};

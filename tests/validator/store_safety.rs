@@ -13,9 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use patrol::github::{FakeAccount, FakeGithubConfig, Mode, spawn_fake_github};
+use patrol::github::Mode;
+use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
+use patrol::lab::validator::{AxonConfig, PatStore, RawPat, RegisteredMiner};
 use patrol::secret::Pat;
-use patrol::validator::{AxonConfig, PatStore, RawPat, RegisteredMiner};
 use patrol::wire::{CallOutcome, Dendrite};
 use serde_json::Value;
 

@@ -27,7 +27,7 @@ fn desired(pre: Preflight) -> Desired {
 }
 
 fn obs(c: Category, reason: Option<&str>) -> CheckObs {
-    CheckObs { category: c, reason: reason.map(str::to_string), status: Some(200) }
+    CheckObs { category: c, reason: reason.map(str::to_string), status: Some(200), axon_uuid: None }
 }
 
 fn holding() -> History {
@@ -53,7 +53,11 @@ fn decision_table() {
             "invalid_pat transient (upstream bug)",
             valid.clone(),
             holding(),
-            obs(Category::InvalidPat, Some("PAT test query failed: GitHub GraphQL API returned 502")),
+            CheckObs::answer(crate::wire::CheckFields {
+                has_pat: Some(true),
+                pat_valid: Some(false),
+                rejection_reason: Some("PAT test query failed: GitHub GraphQL API returned 502".into()),
+            }),
             "recheck",
         ),
         (
@@ -84,7 +88,7 @@ fn decision_table() {
             "rejected 500",
             valid.clone(),
             holding(),
-            CheckObs { category: Category::Rejected, reason: None, status: Some(500) },
+            CheckObs { category: Category::Rejected, reason: None, status: Some(500), axon_uuid: None },
             "recheck",
         ),
         (
@@ -150,7 +154,7 @@ fn broadcast_outcomes() {
     let (a, h2) = after_broadcast(&p, &d, &h, &BroadcastObs::Accepted, NOW, 0.0);
     assert_eq!(a.label(), "recheck");
     assert_eq!(h2.accepted_fingerprint.as_deref(), Some(FP));
-    let locked = BroadcastObs::Rejected { reason: Some("GitHub identity is locked for this hotkey.".into()) };
+    let locked = BroadcastObs::refused(Some("GitHub identity is locked for this hotkey.".into()));
     let (a, h3) = after_broadcast(&p, &d, &h, &locked, NOW, 0.0);
     assert_eq!(a.label(), "give_up");
     assert!(h3.terminal.is_some());
@@ -161,8 +165,7 @@ fn broadcast_outcomes() {
     let d2 = Desired { fingerprint: "fp-new".into(), ..d.clone() };
     let (a, _) = after_check(&p, &d2, &h3, &obs(Category::NoPat, None), NOW + 10_000, 0.0);
     assert_eq!(a, Action::Broadcast);
-    let transient =
-        BroadcastObs::Rejected { reason: Some("Validator PAT store temporarily unavailable; please retry.".into()) };
+    let transient = BroadcastObs::refused(Some("Validator PAT store temporarily unavailable; please retry.".into()));
     let (a, h4) = after_broadcast(&p, &d, &h, &transient, NOW, 0.0);
     assert_eq!(a.label(), "recheck");
     assert_eq!(h4.failures, 1);
@@ -175,7 +178,7 @@ fn broadcast_outcomes() {
     assert!(hh.terminal.is_none());
     assert_eq!(hh.not_before, NOW + p.backoff_max, "capped backoff");
     // a repeated unrecognised rejection becomes terminal after max_rejections
-    let odd = BroadcastObs::Rejected { reason: Some("computer says no".into()) };
+    let odd = BroadcastObs::refused(Some("computer says no".into()));
     let mut hh = h.clone();
     for i in 1..=p.max_rejections {
         hh = after_broadcast(&p, &d, &hh, &odd, NOW, 0.0).1;
@@ -280,9 +283,9 @@ impl Model {
     fn broadcast(&mut self, uid: u16, b: Behaviour, fp: &str) -> BroadcastObs {
         match b {
             Behaviour::Down => BroadcastObs::Failed { status: None, detail: "timeout".into() },
-            Behaviour::StoreBroken => BroadcastObs::Rejected {
-                reason: Some("Validator PAT store temporarily unavailable; please retry.".into()),
-            },
+            Behaviour::StoreBroken => {
+                BroadcastObs::refused(Some("Validator PAT store temporarily unavailable; please retry.".into()))
+            }
             _ => {
                 self.stored.insert(uid, Some(fp.to_string()));
                 BroadcastObs::Accepted

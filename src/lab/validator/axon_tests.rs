@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::*;
 use crate::github::{IdentityResult, Mode, TestQueryResult};
-use crate::validator::handlers::{BoxFuture, CredentialChecker};
-use crate::validator::{Metagraph, PatStore, RawPat, RegisteredMiner};
+use crate::lab::validator::handlers::{BoxFuture, CredentialChecker};
+use crate::lab::validator::{Metagraph, PatStore, RawPat, RegisteredMiner};
 use crate::wallet::Hotkey;
 
 const DENDRITE_HOTKEY: &str = "5DfhGyQdFobKM8NsWvEeAKk5EQQgYe9AydgJ7rMB6E1EqRzV";
@@ -317,7 +317,7 @@ async fn body_limit_priority_timeout_and_ping() {
     // 413: a body over the limit, before it is parsed
     let mut req = d.prepare(crate::wire::SynapseKind::Check, &t, Duration::from_secs(5), None);
     req.body = format!("{{\"pad\": \"{}\"}}", "x".repeat(4096));
-    let (status, out) = d.send(req, Duration::from_secs(5)).await;
+    let crate::wire::dendrite::Sent { status, outcome: out, .. } = d.send(req, Duration::from_secs(5)).await;
     assert_eq!(status, 413, "{out:?}");
 
     // 408: the only slot is busy (a check whose identity lookup takes 800 ms) longer than the
@@ -334,7 +334,7 @@ async fn body_limit_priority_timeout_and_ping() {
     }
     let started = Instant::now();
     let req = d.prepare(crate::wire::SynapseKind::Check, &t, Duration::from_millis(300), None);
-    let (status, out) = d.send(req, Duration::from_secs(5)).await;
+    let crate::wire::dendrite::Sent { status, outcome: out, .. } = d.send(req, Duration::from_secs(5)).await;
     assert_eq!(status, 408, "{out:?}");
     assert_eq!(out, crate::wire::CallOutcome::Rejected { status: 408, message: "Response timeout after: 0.3s".into() });
     assert!(started.elapsed() < Duration::from_secs(5));

@@ -17,8 +17,8 @@ use rand_chacha::ChaCha8Rng;
 use super::faults::{Effect, Event, T};
 use super::scenario::{Scenario, Strategy, StrategyKind};
 use super::world::{self, SimGithub, SimValidator};
-use crate::coverage::{self, Category};
 use crate::github::PreflightOutcome;
+use crate::observe::Category;
 use crate::reconcile::core::{self, BroadcastObs, CheckObs, Desired, History, Policy, Preflight};
 use crate::secret::fingerprint;
 
@@ -530,14 +530,22 @@ impl<'a> Run<'a> {
     fn check(&mut self, v: usize) -> CheckObs {
         self.checks += 1;
         if !self.vs[v].up() {
-            return CheckObs { category: Category::NoResponse, reason: Some("timeout".into()), status: None };
+            return CheckObs {
+                category: Category::NoResponse,
+                reason: Some("timeout".into()),
+                status: None,
+                axon_uuid: None,
+            };
         }
         let pv = self.vs[v].validator.clone();
         match self.rt.block_on(pv.check(&self.our_hotkey)) {
-            Ok(f) => {
-                CheckObs { category: coverage::classify_fields(&f), reason: f.rejection_reason, status: Some(200) }
-            }
-            Err(e) => CheckObs { category: Category::Rejected, reason: Some(e.to_string()), status: Some(500) },
+            Ok(f) => CheckObs::answer(f),
+            Err(e) => CheckObs {
+                category: Category::Rejected,
+                reason: Some(e.to_string()),
+                status: Some(500),
+                axon_uuid: None,
+            },
         }
     }
 
@@ -555,7 +563,7 @@ impl<'a> Run<'a> {
                 self.refresh(t, v);
                 BroadcastObs::Accepted
             }
-            _ => BroadcastObs::Rejected { reason: f.rejection_reason },
+            _ => BroadcastObs::refused(f.rejection_reason),
         }
     }
 

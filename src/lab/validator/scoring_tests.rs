@@ -1,6 +1,6 @@
 use super::*;
-use crate::validator::store::PatEntry;
-use crate::validator::{Metagraph, RegisteredMiner};
+use crate::lab::validator::store::PatEntry;
+use crate::lab::validator::{Metagraph, RegisteredMiner};
 
 fn hk(i: u8) -> String {
     crate::wallet::Hotkey::from_seed(&[i; 32]).ss58().to_string()

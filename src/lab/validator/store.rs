@@ -401,7 +401,7 @@ impl PatStore {
             .open(&self.lock_path)
             .map_err(lock_err)?;
         // Blocking flock(LOCK_EX); released when `file` is dropped (also if this process dies).
-        fs2::FileExt::lock_exclusive(&file).map_err(lock_err)?;
+        file.lock().map_err(lock_err)?;
         f()
     }
 

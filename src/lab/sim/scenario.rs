@@ -487,7 +487,7 @@ interval = "15m"
             .replace("duration = \"1h\"", "duration = \"100y\"");
         let s = Scenario::parse("x.toml", &max).unwrap();
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
-        let t = crate::sim::faults::timeline(&s, &mut rng);
+        let t = crate::lab::sim::faults::timeline(&s, &mut rng);
         assert!(t.iter().all(|e| e.at <= 3 * MAX_DURATION.as_secs()), "{t:?}");
     }
 }

@@ -17,6 +17,8 @@
 //! Must not: log request bodies (a broadcast carries a PAT), echo the token, or block the executor.
 
 mod body;
+/// In-process entry points for `fuzz/fuzz_targets/axon_request.rs` (feature `fuzzing` only).
+#[cfg(feature = "fuzzing")]
 pub mod fuzz_entry;
 mod gate;
 mod headers;

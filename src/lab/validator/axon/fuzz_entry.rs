@@ -14,8 +14,8 @@ use axum::http::{HeaderName, HeaderValue, Method, Uri};
 pub use super::body::success_json;
 use super::{Axon, AxonConfig};
 use crate::github::{IdentityResult, Mode, TestQueryResult};
-use crate::validator::handlers::{BoxFuture, CredentialChecker, PatValidator};
-use crate::validator::{Metagraph, PatStore, RegisteredMiner};
+use crate::lab::validator::handlers::{BoxFuture, CredentialChecker, PatValidator};
+use crate::lab::validator::{Metagraph, PatStore, RegisteredMiner};
 use crate::wallet::Hotkey;
 
 /// The seed of the axon hotkey the recorded vectors (`shared/vectors/axon_responses.json`) were

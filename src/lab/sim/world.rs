@@ -11,10 +11,10 @@ use std::time::Duration;
 use super::faults::Effect;
 use super::scenario::GithubScope;
 use crate::github::{IdentityResult, Mode, PreflightOutcome, TestQueryResult};
-use crate::validator::handlers::BoxFuture;
-use crate::validator::scoring::PrFetch;
-use crate::validator::store::RawPat;
-use crate::validator::{CredentialChecker, Metagraph, PatStore, PatValidator, RegisteredMiner, ScoringGate};
+use crate::lab::validator::handlers::BoxFuture;
+use crate::lab::validator::scoring::PrFetch;
+use crate::lab::validator::store::RawPat;
+use crate::lab::validator::{CredentialChecker, Metagraph, PatStore, PatValidator, RegisteredMiner, ScoringGate};
 
 /// GitHub as seen at one moment: which tokens work, and what is failing for whom.
 #[derive(Debug, Default)]
