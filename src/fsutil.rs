@@ -34,6 +34,62 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Why [`read_capped`] did not return a file's bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// A device, FIFO, socket or directory where a regular file is expected (`/dev/zero` as a
+    /// config file would be read forever).
+    #[error("is not a regular file (it is {0})")]
+    NotRegular(&'static str),
+    #[error("is larger than {cap} bytes; this is not a file patrol wrote or expects")]
+    TooLarge { cap: u64 },
+}
+
+/// What kind of file `meta` describes, for messages.
+pub fn file_kind(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a regular file"
+    }
+}
+
+/// Read a regular file of at most `cap` bytes (symlinks are followed). Anything else is refused
+/// before a byte is read, and a file that grows past `cap` while being read is refused too, so no
+/// local file can make patrol allocate without bound.
+pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    // Opening a FIFO for reading blocks until a writer appears: refuse by metadata first.
+    let meta = fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(file_kind(&meta)));
+    }
+    if meta.len() > cap {
+        return Err(ReadError::TooLarge { cap });
+    }
+    let mut f = File::open(path)?;
+    let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    (&mut f).take(cap.saturating_add(1)).read_to_end(&mut buf)?;
+    if buf.len() as u64 > cap {
+        return Err(ReadError::TooLarge { cap });
+    }
+    Ok(buf)
+}
+
 /// fsync a directory so that a rename inside it is durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -96,6 +152,23 @@ mod tests {
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         // no temp files left behind
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn capped_reads_refuse_devices_and_big_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        fs::write(&p, b"12345").unwrap();
+        assert_eq!(read_capped(&p, 5).unwrap(), b"12345");
+        assert!(matches!(read_capped(&p, 4), Err(ReadError::TooLarge { cap: 4 })));
+        assert!(matches!(
+            read_capped(Path::new("/dev/zero"), 1 << 20),
+            Err(ReadError::NotRegular("a character device"))
+        ));
+        assert!(matches!(read_capped(d.path(), 1 << 20), Err(ReadError::NotRegular("a directory"))));
+        assert!(
+            matches!(read_capped(&d.path().join("missing"), 1), Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound)
+        );
     }
 
     #[test]
