@@ -10,6 +10,8 @@
 //! `pass_duration_seconds`, `last_pass_timestamp_seconds`, `last_full_coverage_timestamp_seconds`,
 //! `metagraph_age_seconds{netuid}`, `pat_preflight{outcome}`, `pat_expiry_timestamp_seconds`,
 //! `github_rate_limit_remaining`, `alerts{kind}`, `passes_total`; and, set by the agent only:
+//! `github_calls_estimated_total`, `github_calls_last_hour`, `github_budget_per_hour`,
+//! `check_interval_seconds`, `probes_total`, `restarts_detected_total`; and, set by the agent only:
 //! `rechecks_total`, `metagraph_reads_total{netuid,source}`, `miner_problem{hotkey,kind}`,
 //! `reloads_total{result}`, `ready`, `build_info{version}`.
 
@@ -24,6 +26,7 @@ use prometheus_client::registry::Registry;
 use crate::coverage::Summary;
 use crate::github::{Preflight, PreflightOutcome};
 use crate::observe::Category;
+use crate::reconcile::core::{AlertKind, ProbeVerdict};
 use crate::reconcile::pass::PassOutcome;
 use crate::reconcile::state::MinerState;
 
@@ -87,8 +90,6 @@ struct VersionL {
     version: String,
 }
 
-/// Kinds of `patrol_alerts` (the `kind` of [`crate::reconcile::core::Alert`]).
-const ALERT_KINDS: [&str; 4] = ["terminal", "store_unavailable", "uncovered", "pat_invalid"];
 /// Outcomes of `patrol_pat_preflight`.
 const PREFLIGHT_OUTCOMES: [&str; 3] = ["valid", "transient", "invalid"];
 /// Kinds of `patrol_miner_problem`.
@@ -117,6 +118,12 @@ pub struct Metrics {
     metagraph_reads: Family<ReadL, Counter>,
     miner_problem: Family<KindL, Gauge>,
     reloads: Family<ResultL, Counter>,
+    github_calls: Family<MinerL, Counter>,
+    github_last_hour: Family<MinerL, Gauge>,
+    github_budget: Family<MinerL, Gauge>,
+    check_interval: Family<MinerL, Gauge>,
+    probes: Family<MinerL, Counter>,
+    restarts: Family<MinerL, Counter>,
     ready: Gauge,
     build_info: Family<VersionL, Gauge>,
     /// Per-validator series set by the last pass of each miner.
@@ -154,6 +161,12 @@ impl Metrics {
             metagraph_reads: Family::default(),
             miner_problem: Family::default(),
             reloads: Family::default(),
+            github_calls: Family::default(),
+            github_last_hour: Family::default(),
+            github_budget: Family::default(),
+            check_interval: Family::default(),
+            probes: Family::default(),
+            restarts: Family::default(),
             ready: Gauge::default(),
             build_info: Family::default(),
             validator_series: Default::default(),
@@ -231,6 +244,32 @@ impl Metrics {
             m.miner_problem.clone(),
         );
         registry.register("reloads", "Configuration reloads by result (applied, rejected)", m.reloads.clone());
+        registry.register(
+            "github_calls_estimated",
+            "Estimated GitHub calls patrol caused on the PAT (checks of a held PAT, broadcasts, preflights)",
+            m.github_calls.clone(),
+        );
+        registry.register(
+            "github_calls_last_hour",
+            "Estimated GitHub calls patrol caused on the PAT in the last hour",
+            m.github_last_hour.clone(),
+        );
+        registry.register(
+            "github_budget_per_hour",
+            "[reconcile] github_budget: GitHub calls an hour patrol may cause on the PAT (absent: unlimited)",
+            m.github_budget.clone(),
+        );
+        registry.register(
+            "check_interval_seconds",
+            "Routine check interval in force (the configured one, stretched by the GitHub budget)",
+            m.check_interval.clone(),
+        );
+        registry.register("probes", "Liveness probes sent (no PAT, no GitHub call)", m.probes.clone());
+        registry.register(
+            "restarts_detected",
+            "Validators found restarted (new axon uuid) or answering again after silence",
+            m.restarts.clone(),
+        );
         registry.register("ready", "1 when /readyz would answer 200", m.ready.clone());
         registry.register("build_info", "Always 1; the version label says which patrol runs", m.build_info.clone());
         m.build_info.get_or_create(&VersionL { version: env!("CARGO_PKG_VERSION").into() }).set(1);
@@ -291,15 +330,34 @@ impl Metrics {
         for b in &out.broadcasts {
             self.broadcasts.get_or_create(&OutcomeL { hotkey: hk(), outcome: b.as_str().into() }).inc();
         }
+        let g = &out.github;
+        self.github_calls.get_or_create(&MinerL { hotkey: hk() }).inc_by(u64::from(g.pass_calls));
+        self.github_last_hour.get_or_create(&MinerL { hotkey: hk() }).set(i64::from(g.last_hour));
+        match g.budget_per_hour {
+            Some(b) => {
+                self.github_budget.get_or_create(&MinerL { hotkey: hk() }).set(i64::from(b));
+            }
+            None => {
+                self.github_budget.remove(&MinerL { hotkey: hk() });
+            }
+        }
+        self.check_interval.get_or_create(&MinerL { hotkey: hk() }).set(g.interval_s as i64);
+        self.probes.get_or_create(&MinerL { hotkey: hk() }).inc_by(out.probes as u64);
+        let restarts = out
+            .validators
+            .iter()
+            .filter(|v| matches!(v.probe, Some(ProbeVerdict::Restarted | ProbeVerdict::Revived { .. })))
+            .count();
+        self.restarts.get_or_create(&MinerL { hotkey: hk() }).inc_by(restarts as u64);
         if let Some(t) = state.last_full_coverage_at {
             self.last_full.get_or_create(&MinerL { hotkey: hk() }).set(t as f64);
         }
         if let Some(pf) = &out.preflight {
             self.observe_preflight(hotkey, pf);
         }
-        for kind in ALERT_KINDS {
+        for kind in AlertKind::ALL {
             let n = out.alerts.iter().filter(|a| a.kind == kind).count();
-            self.alerts.get_or_create(&KindL { hotkey: hk(), kind: kind.into() }).set(n as i64);
+            self.alerts.get_or_create(&KindL { hotkey: hk(), kind: kind.as_str().into() }).set(n as i64);
         }
     }
 
@@ -368,14 +426,20 @@ impl Metrics {
         self.rate_remaining.remove(&MinerL { hotkey: hk() });
         self.passes.remove(&MinerL { hotkey: hk() });
         self.rechecks.remove(&MinerL { hotkey: hk() });
-        for o in ["accepted", "rejected", "no_response", "rejected_http"] {
-            self.broadcasts.remove(&OutcomeL { hotkey: hk(), outcome: o.into() });
+        for o in crate::observe::BroadcastOutcome::ALL {
+            self.broadcasts.remove(&OutcomeL { hotkey: hk(), outcome: o.as_str().into() });
         }
         for o in PREFLIGHT_OUTCOMES {
             self.preflight.remove(&OutcomeL { hotkey: hk(), outcome: o.into() });
         }
-        for k in ALERT_KINDS {
-            self.alerts.remove(&KindL { hotkey: hk(), kind: k.into() });
+        for k in AlertKind::ALL {
+            self.alerts.remove(&KindL { hotkey: hk(), kind: k.as_str().into() });
+        }
+        for f in [&self.github_calls, &self.probes, &self.restarts] {
+            f.remove(&MinerL { hotkey: hk() });
+        }
+        for f in [&self.github_last_hour, &self.github_budget, &self.check_interval] {
+            f.remove(&MinerL { hotkey: hk() });
         }
         for k in MINER_PROBLEMS {
             self.miner_problem.remove(&KindL { hotkey: hk(), kind: k.into() });

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::coverage::Summary;
 use crate::observe::{self, Category, GittCategory};
-use crate::reconcile::pass::{ActionTaken, PassOutcome};
+use crate::reconcile::pass::{ActionTaken, PassOutcome, Spend};
 use crate::validators::{Skipped, Validator};
 use crate::wire::{BroadcastFields, CallOutcome, CheckFields, Reply};
 
@@ -465,6 +465,8 @@ pub struct ReconcileReport {
     pub preflight: Option<String>,
     pub alerts: Vec<crate::reconcile::core::Alert>,
     pub pass_duration_ms: u64,
+    /// Estimated GitHub calls on the PAT: this pass, the last hour, the budget, the interval.
+    pub github: Spend,
 }
 
 /// Unix seconds as RFC 3339 (UTC).
@@ -530,6 +532,7 @@ impl ReconcileReport {
             preflight,
             alerts: out.alerts.clone(),
             pass_duration_ms: out.duration.as_millis() as u64,
+            github: out.github,
         }
     }
 }

@@ -129,8 +129,9 @@ fn exported_families() -> Vec<String> {
             final_category: Some(Category::Valid),
             next_check_at: 1_800_000_900,
             failures: 0,
+            probe: Some(patrol::reconcile::core::ProbeVerdict::Restarted),
         }],
-        alerts: vec![Alert { uid: Some(1), kind: "terminal", message: "x".into() }],
+        alerts: vec![Alert { uid: Some(1), kind: patrol::reconcile::core::AlertKind::Terminal, message: "x".into() }],
         preflight: Some(Preflight {
             outcome: PreflightOutcome::Valid { login: "m".into(), id: "1".into() },
             identity_attempts: 1,
@@ -144,6 +145,15 @@ fn exported_families() -> Vec<String> {
         checks: vec![Category::Valid],
         broadcasts: vec![patrol::observe::BroadcastOutcome::Accepted],
         planned_broadcasts: vec![],
+        probes: 1,
+        github: patrol::reconcile::pass::Spend {
+            pass_calls: 4,
+            last_hour: 4,
+            budget_per_hour: Some(150),
+            interval_s: 900,
+            interval_lossy_s: 900,
+            deferred: 0,
+        },
     };
     let mut state = MinerState::new("5Hk", 74);
     state.last_full_coverage_at = Some(1_800_000_000);

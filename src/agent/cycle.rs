@@ -1,135 +1,132 @@
-//! What runs when, and what its results change: the next wake-up (round or validator timer),
-//! starting a round or a re-check as a job, and taking a finished job's results into the miners'
-//! state, the metrics, the logs (once per change) and the health bookkeeping.
+//! Starting what the [`Scheduler`](super::schedule::Scheduler) says is due — a round, a re-check
+//! of validators whose timers fired, a probe sweep — as one job, and taking a finished job's
+//! results into the miners' state, the metrics, the logs (once per change) and the health
+//! bookkeeping.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::http::MetagraphSeen;
 use super::job::{self, Done, Kind, Task};
-use super::miner::Problem;
-use super::{Agent, InFlight, schedule};
-use crate::chain::ChainClient;
+use super::miner::{Problem, ProblemKind};
+use super::{Agent, InFlight};
+use crate::chain::{ChainClient, ChainError};
 use crate::reconcile::core::Secs;
 use crate::validators::Selection;
 
 impl Agent<'_> {
-    /// The earliest of the next round and every validator timer (idle only).
-    pub(super) fn next_wake(&self) -> Option<Instant> {
-        let mut wake = self.next_round;
-        if let Some(sel) = &self.selection {
-            let eligible: BTreeSet<u16> = sel.eligible.iter().map(|v| v.uid).collect();
-            let gap = self.min_gap();
-            // Wall clock first: the deadline then errs late, never early (an early wake finds
-            // nothing due and would loop until the second turns).
-            let now_unix = schedule::unix_now();
-            let now = Instant::now();
-            for m in self.world.miners.iter().filter(|m| m.problem.is_none()) {
-                if let Some(at) = schedule::earliest(&m.state, &eligible, gap) {
-                    wake = wake.min(schedule::deadline(at, now_unix, now));
-                }
-            }
-        }
-        Some(wake)
+    fn eligible(&self) -> BTreeSet<u16> {
+        self.selection.as_ref().map(|s| s.eligible.iter().map(|v| v.uid).collect()).unwrap_or_default()
     }
 
-    /// The shortest time between two contacts of one validator when the core left its timer in
-    /// the past (see [`schedule::due_at`]).
-    fn min_gap(&self) -> Secs {
-        self.world.settings.reconcile.backoff_initial.as_secs().max(1)
+    /// The earliest of the next round, the next sweep and every validator timer (idle only).
+    pub(super) fn next_wake(&self) -> Secs {
+        let eligible = self.eligible();
+        // With a problem (e.g. `no_validator_source`) a miner's timers do not run (see below).
+        let states = self.world.miners.iter().filter(|m| m.problem.is_none()).map(|m| &m.state);
+        self.scheduler.next_wake(states, &eligible)
     }
 
-    /// Start a round or a re-check if one is due now.
+    /// Start a round, or a re-check / probe sweep, if one is due now.
     pub(super) fn start_due_work(&mut self) {
-        if Instant::now() >= self.next_round {
-            self.start_round();
+        let now = self.clock.now();
+        if self.scheduler.round_due(now) {
+            self.start_round(now);
             return;
         }
         let Some(sel) = self.selection.clone() else { return };
-        let eligible: BTreeSet<u16> = sel.eligible.iter().map(|v| v.uid).collect();
-        let gap = self.min_gap();
-        let now = schedule::unix_now() as Secs;
+        let eligible = self.eligible();
+        let sweep = self.scheduler.sweep_due(now);
         let mut tasks = Vec::new();
-        for (index, m) in self.world.miners.iter_mut().enumerate() {
+        for index in 0..self.world.miners.len() {
+            let m = &self.world.miners[index];
             // Deliberate: with a problem (e.g. `no_validator_source`: neither the chain nor a cache
-            // younger than `metagraph_max_age` could be read) no re-check or repair runs on the old
-            // set: the PAT goes only to validators known eligible within that age.
+            // younger than `metagraph_max_age` could be read) no re-check, probe or repair runs on
+            // the old set: the PAT goes only to validators known eligible within that age.
             if m.problem.is_some() {
                 continue;
             }
-            let due = schedule::due_uids(&m.state, &eligible, gap, now);
-            if due.is_empty() {
+            let work = self.scheduler.work(&m.state, &eligible, now, None);
+            if work.only.as_ref().is_none_or(BTreeSet::is_empty) && work.probe.is_empty() {
                 continue;
             }
+            let transport = self.world.transport(index);
+            let m = &mut self.world.miners[index];
             match m.load_pat() {
                 Ok((_, true)) => {
                     // A rotation the file watcher did not report: re-assert everywhere now.
                     m.force_full = true;
-                    self.start_round();
+                    self.start_round(now);
                     return;
                 }
-                Ok((pat, false)) => tasks.push(Task {
+                Ok((pat, false)) => tasks.extend(transport.map(|transport| Task {
                     index,
                     hotkey: m.ss58().to_string(),
-                    dendrite: m.dendrite.clone(),
+                    transport,
                     state: m.state.clone(),
                     pat,
-                    only: Some(due),
-                    one_shot: false,
+                    work,
                     refresh_preflight: false,
                     state_file: m.checkpoint_file(),
-                }),
-                Err(e) => m.set_problem(Some(Problem::new("pat_unavailable", e.to_string())), &self.shared.metrics),
+                })),
+                Err(e) => {
+                    m.set_problem(Some(Problem::new(ProblemKind::PatUnavailable, e.to_string())), &self.shared.metrics)
+                }
             }
+        }
+        if sweep {
+            self.scheduler.sweep_started(now, rand::random::<f64>());
         }
         if tasks.is_empty() {
             return;
         }
-        tracing::debug!(miners = tasks.len(), "re-checking validators whose timers fired");
-        let fut = job::recheck(sel, self.world.github.clone(), self.world.cfg.clone(), tasks);
+        tracing::debug!(miners = tasks.len(), sweep, "re-checking validators whose timers fired");
+        let fut = job::recheck(sel, self.world.cfg.clone(), tasks);
         self.job = Some(InFlight { handle: tokio::spawn(fut), kind: Kind::Recheck });
     }
 
-    /// Start a round: fresh validator set, one pass per miner that has a PAT.
-    fn start_round(&mut self) {
+    /// Start a round: fresh validator set, one pass per miner that has a PAT (with the probe sweep,
+    /// when one is due too).
+    fn start_round(&mut self, now: Secs) {
+        let eligible = self.eligible();
+        let sweep = self.scheduler.sweep_due(now);
         let mut tasks = Vec::new();
-        for (index, m) in self.world.miners.iter_mut().enumerate() {
+        for index in 0..self.world.miners.len() {
+            let transport = self.world.transport(index);
+            let m = &mut self.world.miners[index];
             let pat = match m.load_pat() {
                 Ok((pat, changed)) => {
                     m.force_full |= changed;
-                    if m.problem.as_ref().is_some_and(|p| p.kind == "pat_unavailable") {
+                    if m.problem.as_ref().is_some_and(|p| p.is(ProblemKind::PatUnavailable)) {
                         m.set_problem(None, &self.shared.metrics);
                     }
                     pat
                 }
                 Err(e) => {
-                    m.set_problem(Some(Problem::new("pat_unavailable", e.to_string())), &self.shared.metrics);
+                    m.set_problem(Some(Problem::new(ProblemKind::PatUnavailable, e.to_string())), &self.shared.metrics);
                     continue;
                 }
             };
-            tasks.push(Task {
+            let work = self.scheduler.work(&m.state, &eligible, now, Some(m.force_full));
+            tasks.extend(transport.map(|transport| Task {
                 index,
                 hotkey: m.ss58().to_string(),
-                dendrite: m.dendrite.clone(),
+                transport,
                 state: m.state.clone(),
                 pat,
-                only: None,
-                one_shot: m.force_full,
+                work,
                 refresh_preflight: m.preflight_due(),
                 state_file: m.checkpoint_file(),
-            });
+            }));
+        }
+        if sweep {
+            self.scheduler.sweep_started(now, rand::random::<f64>());
         }
         let chain = self.chain.take().unwrap_or_else(|| ChainClient::from_settings(&self.world.settings.chain));
-        let fut =
-            job::round(self.world.settings.clone(), chain, self.world.github.clone(), self.world.cfg.clone(), tasks);
+        let fut = job::round(self.world.settings.clone(), chain, self.world.cfg.clone(), tasks);
         self.job = Some(InFlight { handle: tokio::spawn(fut), kind: Kind::Round });
         // Until this round reports, the next one is an interval away (a failure shortens it).
-        self.next_round = Instant::now() + self.round_delay();
-    }
-
-    fn round_delay(&self) -> Duration {
-        let r = &self.world.settings.reconcile;
-        schedule::round_delay(r.interval, r.jitter, rand::random::<f64>())
+        self.scheduler.round_started(now, rand::random::<f64>());
     }
 
     /// Take a finished job's results.
@@ -140,7 +137,7 @@ impl Agent<'_> {
             Err(e) => {
                 tracing::error!(error = %e, "a pass task failed; retrying later");
                 if kind == Some(Kind::Round) {
-                    self.round_failed("the pass task failed".into());
+                    self.round_failed(None);
                 }
                 self.publish_status();
                 return;
@@ -151,7 +148,7 @@ impl Agent<'_> {
         }
         match done.view {
             Some(Ok(read)) => self.round_succeeded(read),
-            Some(Err(msg)) => self.round_failed(msg),
+            Some(Err(e)) => self.round_failed(Some(e)),
             None => {}
         }
         let metrics = &self.shared.metrics;
@@ -161,7 +158,7 @@ impl Agent<'_> {
             m.state = t.state;
             match t.result {
                 Ok(out) => {
-                    if m.problem.as_ref().is_some_and(|p| p.kind != "pat_unavailable") {
+                    if m.problem.as_ref().is_some_and(|p| !p.is(ProblemKind::PatUnavailable)) {
                         m.set_problem(None, metrics);
                     }
                     m.absorb(&out, t.extra_preflight.as_ref());
@@ -192,7 +189,7 @@ impl Agent<'_> {
             tracing::info!(source = read.source, "the validator set is readable again (was: {e})");
         }
         for m in &mut self.world.miners {
-            if m.problem.as_ref().is_some_and(|p| p.kind == "no_validator_source") {
+            if m.problem.as_ref().is_some_and(|p| p.is(ProblemKind::NoValidatorSource)) {
                 m.set_problem(None, metrics);
             }
         }
@@ -229,25 +226,23 @@ impl Agent<'_> {
             source: read.source,
         });
         self.selection = Some(read.selection);
-        self.round_failures = 0;
-        self.next_round = Instant::now() + self.round_delay();
+        self.scheduler.round_succeeded();
     }
 
-    fn round_failed(&mut self, msg: String) {
-        self.round_failures += 1;
-        let r = &self.world.settings.reconcile;
-        let retry = schedule::round_retry(r.backoff_initial, r.interval, self.round_failures);
+    /// A round could not read the validator set (`None`: its task failed).
+    fn round_failed(&mut self, error: Option<ChainError>) {
+        let msg = error.map_or_else(|| "the pass task failed".to_string(), |e| e.to_string());
+        let retry = Duration::from_secs(self.scheduler.round_failed(self.clock.now()));
         if self.view_error.as_deref() != Some(msg.as_str()) {
             tracing::error!(retry_in = %humantime::format_duration(retry), "cannot read the validator set: {msg}");
         }
-        let problem = Problem::new("no_validator_source", format!("no validator source: {msg}"));
+        let problem = Problem::new(ProblemKind::NoValidatorSource, format!("no validator source: {msg}"));
         for m in &mut self.world.miners {
-            if m.problem.as_ref().is_none_or(|p| p.kind == "no_validator_source") {
+            if m.problem.as_ref().is_none_or(|p| p.is(ProblemKind::NoValidatorSource)) {
                 m.set_problem(Some(problem.clone()), &self.shared.metrics);
             }
         }
         self.view_error = Some(msg);
-        self.next_round = Instant::now() + retry;
     }
 }
 

@@ -3,40 +3,37 @@
 //!
 //! - a **round**: read the validator set once for the netuid (chain, cache or static list; one read
 //!   shared by every miner), then one pass per miner, concurrently;
-//! - a **re-check**: passes limited to the validators whose own timers fired, on the validator set
-//!   of the last round.
+//! - a **re-check**: passes limited to the validators whose own timers fired, or a probe sweep, on
+//!   the validator set of the last round.
 //!
-//! Everything a job needs is moved in (a clone of each miner's state, its PAT, the chain client)
-//! and comes back in [`Done`]; the main loop keeps the originals, so a job that is abandoned at
-//! shutdown leaves the last saved state intact.
+//! Everything a job needs is moved in (a clone of each miner's state, its PAT, its transport, the
+//! chain client) and comes back in [`Done`]; the main loop keeps the originals, so a job that is
+//! abandoned at shutdown leaves the last saved state intact.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::miner::Problem;
-use crate::chain::{self, ChainClient, SubnetView};
+use super::miner::{Problem, ProblemKind};
+use crate::chain::{self, ChainClient, ChainError, SubnetView};
 use crate::config::Settings;
-use crate::github::{GithubClient, Preflight};
-use crate::reconcile::pass::{self, Io, PassConfig, PassOutcome, SystemEnv};
+use crate::github::Preflight;
+use crate::reconcile::budget;
+use crate::reconcile::pass::{self, PassConfig, PassOutcome, Work};
 use crate::reconcile::state::{MinerState, StateFile};
+use crate::reconcile::transport::Transport;
 use crate::secret::Pat;
 use crate::validators::Selection;
-use crate::wire::Dendrite;
 
 /// One miner's share of a job.
 pub struct Task {
     /// Index of the miner in the agent's list.
     pub index: usize,
     pub hotkey: String,
-    pub dendrite: Arc<Dendrite>,
+    pub transport: Arc<dyn Transport>,
     pub state: MinerState,
     pub pat: Pat,
-    /// `None`: every due validator; `Some`: only these (timers that fired).
-    pub only: Option<BTreeSet<u16>>,
-    /// Check every validator not in backoff, due or not (start-up, PAT rotation).
-    pub one_shot: bool,
+    pub work: Work,
     /// Run a telemetry preflight if the pass did not run one.
     pub refresh_preflight: bool,
     /// Where to checkpoint the state before broadcasting (`None`: dry run, nothing is saved).
@@ -76,23 +73,15 @@ pub struct Done {
     /// The chain client lent to a round, given back.
     pub chain: Option<ChainClient>,
     /// A round's validator set, or why there is none.
-    pub view: Option<Result<ViewRead, String>>,
+    pub view: Option<Result<ViewRead, ChainError>>,
     pub tasks: Vec<TaskDone>,
 }
 
 /// A round: read the validator set once, then pass every miner on it.
-pub async fn round(
-    settings: Settings,
-    mut chain: ChainClient,
-    github: Arc<GithubClient>,
-    cfg: PassConfig,
-    tasks: Vec<Task>,
-) -> Done {
+pub async fn round(settings: Settings, mut chain: ChainClient, cfg: PassConfig, tasks: Vec<Task>) -> Done {
     let view = match chain::subnet_view_using(&mut chain, &settings, None).await {
         Ok(v) => v,
-        Err(e) => {
-            return Done { kind: Kind::Round, chain: Some(chain), view: Some(Err(e.to_string())), tasks: Vec::new() };
-        }
+        Err(e) => return Done { kind: Kind::Round, chain: Some(chain), view: Some(Err(e)), tasks: Vec::new() },
     };
     let selection = Arc::new(view.select(settings.validators.thresholds));
     let read = ViewRead {
@@ -102,14 +91,23 @@ pub async fn round(
         age: view.origin.cache_age().unwrap_or_default(),
         selection: selection.clone(),
     };
-    let done = run_tasks(selection, Some(&view), github, cfg, tasks).await;
+    let done = run_tasks(selection, Some(&view), cfg, tasks).await;
     Done { kind: Kind::Round, chain: Some(chain), view: Some(Ok(read)), tasks: done }
 }
 
 /// A re-check on the last round's validator set.
-pub async fn recheck(selection: Arc<Selection>, github: Arc<GithubClient>, cfg: PassConfig, tasks: Vec<Task>) -> Done {
-    let done = run_tasks(selection, None, github, cfg, tasks).await;
+pub async fn recheck(selection: Arc<Selection>, cfg: PassConfig, tasks: Vec<Task>) -> Done {
+    let done = run_tasks(selection, None, cfg, tasks).await;
     Done { kind: Kind::Recheck, chain: None, view: None, tasks: done }
+}
+
+/// The telemetry preflight a round runs when its pass did not need one (at most hourly, see
+/// [`super::miner::PREFLIGHT_REFRESH`]), so the PAT's expiry and validity stay visible while every
+/// validator is covered. It counts against the GitHub budget.
+pub async fn refresh_preflight(transport: &dyn Transport, pat: &Pat, state: &mut MinerState) -> Preflight {
+    let pf = transport.preflight(pat).await;
+    state.github.record(transport.clock().now(), budget::CALLS_PER_PREFLIGHT);
+    pf
 }
 
 /// One pass per task, concurrently. A miner whose hotkey the view does not list is not passed (the
@@ -117,7 +115,6 @@ pub async fn recheck(selection: Arc<Selection>, github: Arc<GithubClient>, cfg: 
 async fn run_tasks(
     selection: Arc<Selection>,
     view: Option<&SubnetView>,
-    github: Arc<GithubClient>,
     cfg: PassConfig,
     tasks: Vec<Task>,
 ) -> Vec<TaskDone> {
@@ -130,25 +127,23 @@ async fn run_tasks(
             out.push(TaskDone {
                 index: task.index,
                 state: task.state,
-                result: Err(Problem::new("not_registered", e.to_string())),
+                result: Err(Problem::new(ProblemKind::NotRegistered, e.to_string())),
                 extra_preflight: None,
             });
             continue;
         }
-        let (selection, github, mut cfg) = (selection.clone(), github.clone(), cfg.clone());
+        let (selection, cfg) = (selection.clone(), cfg.clone());
         set.spawn(async move {
-            let Task { index, hotkey: _, dendrite, mut state, pat, only, one_shot, refresh_preflight, state_file } =
+            let Task { index, hotkey: _, transport, mut state, pat, work, refresh_preflight: refresh, state_file } =
                 task;
-            cfg.one_shot = one_shot;
             let save = |s: &MinerState| {
                 if let Some(f) = &state_file {
                     f.checkpoint(s);
                 }
             };
-            let io = Io { dendrite: &dendrite, github: &github, checkpoint: Some(&save) };
-            let outcome = pass::run(&io, &cfg, &selection, &mut state, &pat, &mut SystemEnv, only.as_ref()).await;
-            let extra_preflight = if refresh_preflight && outcome.preflight.is_none() {
-                Some(github.preflight(&pat).await)
+            let outcome = pass::run(&*transport, &cfg, &selection, &mut state, &pat, &work, Some(&save)).await;
+            let extra_preflight = if refresh && outcome.preflight.is_none() {
+                Some(refresh_preflight(&*transport, &pat, &mut state).await)
             } else {
                 None
             };

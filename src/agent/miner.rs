@@ -15,6 +15,7 @@ use crate::config::{MinerSettings, PatError, Settings};
 use crate::github::{Preflight, PreflightOutcome};
 use crate::metrics::Metrics;
 use crate::observe::Category;
+use crate::reconcile::core::{AlertKind, ProbeVerdict};
 use crate::reconcile::pass::PassOutcome;
 use crate::reconcile::state::{MinerState, StateError, StateFile, StateLock};
 use crate::secret::Pat;
@@ -38,17 +39,47 @@ pub enum MinerError {
     State(#[from] StateError),
 }
 
+/// What keeps a miner from being reconciled (`patrol_miner_problem{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    /// Its hotkey is not registered on the netuid: nothing is sent.
+    NotRegistered,
+    /// Its PAT cannot be read.
+    PatUnavailable,
+    /// Neither the chain nor a young enough metagraph cache can be read: nothing is sent.
+    NoValidatorSource,
+}
+
+impl ProblemKind {
+    /// All kinds (metric label values).
+    pub const ALL: [ProblemKind; 3] =
+        [ProblemKind::NotRegistered, ProblemKind::PatUnavailable, ProblemKind::NoValidatorSource];
+
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::NotRegistered => "not_registered",
+            ProblemKind::PatUnavailable => "pat_unavailable",
+            ProblemKind::NoValidatorSource => "no_validator_source",
+        }
+    }
+}
+
 /// Why a miner cannot be reconciled right now (shown in STATUS and `patrol_miner_problem`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
-    /// One of [`crate::metrics::MINER_PROBLEMS`].
-    pub kind: &'static str,
+    pub kind: ProblemKind,
     pub message: String,
 }
 
 impl Problem {
-    pub fn new(kind: &'static str, message: impl Into<String>) -> Problem {
+    pub fn new(kind: ProblemKind, message: impl Into<String>) -> Problem {
         Problem { kind, message: message.into() }
+    }
+
+    /// Is it of this kind?
+    pub fn is(&self, kind: ProblemKind) -> bool {
+        self.kind == kind
     }
 }
 
@@ -56,7 +87,7 @@ impl Problem {
 #[derive(Debug, Default)]
 struct Logged {
     categories: BTreeMap<u16, Category>,
-    alerts: BTreeSet<(&'static str, Option<u16>)>,
+    alerts: BTreeSet<(AlertKind, Option<u16>)>,
     preflight: Option<&'static str>,
     coverage: Option<(usize, usize)>,
 }
@@ -162,11 +193,13 @@ impl Miner {
             return;
         }
         match (&self.problem, &problem) {
-            (_, Some(p)) => tracing::error!(miner = %self.name(), kind = p.kind, "{}", p.message),
-            (Some(old), None) => tracing::info!(miner = %self.name(), kind = old.kind, "resolved: {}", old.message),
+            (_, Some(p)) => tracing::error!(miner = %self.name(), kind = p.kind.as_str(), "{}", p.message),
+            (Some(old), None) => {
+                tracing::info!(miner = %self.name(), kind = old.kind.as_str(), "resolved: {}", old.message)
+            }
             (None, None) => {}
         }
-        metrics.set_miner_problem(self.ss58(), problem.as_ref().map(|p| p.kind));
+        metrics.set_miner_problem(self.ss58(), problem.as_ref().map(|p| p.kind.as_str()));
         self.problem = problem;
     }
 
@@ -184,6 +217,7 @@ impl Miner {
         if out.preflight.is_some() || extra_preflight.is_some() {
             self.last_preflight = Some(Instant::now());
         }
+        self.log_probes(out);
         self.log_validators(out);
         self.log_alerts(out);
         if let Some(pf) = out.preflight.as_ref().or(extra_preflight) {
@@ -194,6 +228,25 @@ impl Miner {
             if self.logged.coverage != Some(now) {
                 tracing::info!(miner = %self.name(), covered, total, stake_pct = format!("{:.1}", stake * 100.0), "coverage {covered}/{total}");
                 self.logged.coverage = Some(now);
+            }
+        }
+    }
+
+    /// Restarts and revivals the probes found (each is acted on in the same pass).
+    fn log_probes(&self, out: &PassOutcome) {
+        for v in &out.validators {
+            let (uid, addr) = (v.validator.uid, v.validator.addr());
+            match v.probe {
+                Some(ProbeVerdict::Restarted) => tracing::info!(
+                    miner = %self.name(), uid, %addr, "validator {uid} restarted (new axon uuid); checked at once"
+                ),
+                Some(ProbeVerdict::Revived { silent_for }) => tracing::info!(
+                    miner = %self.name(), uid, %addr, silent_s = silent_for, "validator {uid} answers again after {silent_for} s of silence; checked at once"
+                ),
+                Some(ProbeVerdict::WentSilent(kind)) => tracing::debug!(
+                    miner = %self.name(), uid, %addr, kind = kind.as_str(), "validator {uid} stopped answering probes"
+                ),
+                Some(ProbeVerdict::Quiet) | None => {}
             }
         }
     }
@@ -236,14 +289,14 @@ impl Miner {
     }
 
     fn log_alerts(&mut self, out: &PassOutcome) {
-        let now: BTreeSet<(&'static str, Option<u16>)> = out.alerts.iter().map(|a| (a.kind, a.uid)).collect();
+        let now: BTreeSet<(AlertKind, Option<u16>)> = out.alerts.iter().map(|a| (a.kind, a.uid)).collect();
         for a in &out.alerts {
             if !self.logged.alerts.contains(&(a.kind, a.uid)) {
-                tracing::warn!(miner = %self.settings.name, kind = a.kind, uid = ?a.uid, "{}", a.message);
+                tracing::warn!(miner = %self.settings.name, kind = a.kind.as_str(), uid = ?a.uid, "{}", a.message);
             }
         }
         for (kind, uid) in self.logged.alerts.difference(&now) {
-            tracing::info!(miner = %self.settings.name, kind, uid = ?uid, "alert cleared");
+            tracing::info!(miner = %self.settings.name, kind = kind.as_str(), uid = ?uid, "alert cleared");
         }
         self.logged.alerts = now;
     }

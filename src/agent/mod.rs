@@ -9,18 +9,24 @@
 //!   once per netuid (shared by every miner) and runs one pass per miner; a *re-check* runs passes
 //!   limited to validators whose own timer fired. The job gets clones and owned values and hands
 //!   back new state, so nothing is shared with it;
-//! - **timers** ([`schedule`]): the next round (interval + jitter, or a capped backoff after a round
-//!   that could not read the validator set) and each validator's re-check time (its backoff,
-//!   inconclusive re-check or interval, from the persisted history);
+//! - **timers** ([`schedule::Scheduler`], pure, shared with the simulation): the next round
+//!   (interval + jitter, or a capped backoff after a round that could not read the validator set),
+//!   the next probe sweep, and each validator's re-check time (its backoff, inconclusive re-check or
+//!   budget-stretched interval, from the persisted history);
 //! - **file changes** ([`reload::FileWatch`], debounced) of the config and PAT files;
 //! - **the heartbeat** (every [`HEARTBEAT`], feeding `/healthz`) and **the watchdog** (`WATCHDOG=1`
 //!   at half `WATCHDOG_USEC`, sent from this loop, so a wedged loop gets the service restarted).
 //!
 //! The HTTP endpoint ([`http`]) runs as its own task and only reads [`http::Shared`].
 //!
-//! Files: this one has the loop itself; `cycle.rs` decides what runs when and takes a job's
-//! results in; `world.rs` holds the configuration in force and swaps in a reloaded one; [`miner`]
-//! is one miner's runtime (state, lock, what was logged); [`notify`] speaks `sd_notify`.
+//! Files: this one has the loop itself; `cycle.rs` starts what the scheduler says is due and takes
+//! a job's results in; `world.rs` holds the configuration in force and swaps in a reloaded one;
+//! [`miner`] is one miner's runtime (state, lock, what was logged); [`notify`] speaks `sd_notify`.
+//!
+//! The network is behind a [`Connector`], which hands each miner its
+//! [`Transport`](crate::reconcile::transport::Transport), and time behind a
+//! [`Clock`](crate::reconcile::transport::Clock): production uses the dendrite, the GitHub client
+//! and the system clock; the agent tests use a scripted transport and tokio's paused clock.
 //!
 //! # Lifecycle
 //! Start: install signal handlers, open every miner (hotkey, state lock, state), bind the endpoint,
@@ -48,8 +54,9 @@ pub mod status;
 mod world;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval, sleep_until};
 
@@ -58,10 +65,13 @@ use self::job::{Done, Kind};
 use self::miner::{Miner, MinerError};
 use self::notify::Notifier;
 use self::reload::{DEBOUNCE, FileWatch, Signal, Signals};
-use self::world::{World, github_client, pass_config, ready_window, stop_grace};
+use self::schedule::{ScheduleConfig, Scheduler};
+use self::world::{World, ready_window, stop_grace};
 use crate::chain::ChainClient;
-use crate::config::Settings;
-use crate::github::GithubError;
+use crate::config::{ConfigError, Settings};
+use crate::github::{GithubClient, GithubError, GithubOptions};
+use crate::reconcile::core::Secs;
+use crate::reconcile::transport::{Clock, NetLimits, NetTransport, SystemClock, Transport};
 use crate::validators::Selection;
 
 /// How often the main loop proves it is alive to `/healthz`.
@@ -80,8 +90,85 @@ pub struct Options {
 }
 
 /// Re-reads and validates the configuration for a reload (the CLI's own settings loader, so flags
-/// given at start keep applying). The error is a one-line message for the log.
-pub type Loader<'a> = &'a (dyn Fn() -> Result<Settings, String> + Sync);
+/// given at start keep applying).
+pub type Loader<'a> = &'a (dyn Fn() -> Result<Settings, ConfigError> + Sync);
+
+/// Hands each miner the transport its passes run on.
+pub trait Connector: Send + Sync {
+    /// The transport for `miner` under `settings`.
+    fn connect(&self, settings: &Settings, miner: &Miner) -> Arc<dyn Transport>;
+}
+
+/// The real network: the miner's dendrite and one GitHub client, with `[reconcile]`'s limits.
+#[derive(Debug)]
+pub struct NetConnector {
+    github: Arc<GithubClient>,
+}
+
+impl NetConnector {
+    /// A connector with a GitHub client for `[github]`.
+    pub fn new(settings: &Settings) -> Result<NetConnector, GithubError> {
+        let github = GithubClient::new(GithubOptions {
+            api_url: settings.github.api_url.clone(),
+            timeout: settings.github.timeout,
+            ..GithubOptions::default()
+        })?;
+        Ok(NetConnector { github: Arc::new(github) })
+    }
+}
+
+impl Connector for NetConnector {
+    fn connect(&self, settings: &Settings, miner: &Miner) -> Arc<dyn Transport> {
+        Arc::new(NetTransport::new(
+            miner.dendrite.clone(),
+            self.github.clone(),
+            NetLimits::from_settings(&settings.reconcile),
+        ))
+    }
+}
+
+/// Where stop and reload requests come from.
+pub enum SignalSource {
+    /// SIGTERM/SIGINT/SIGHUP.
+    Unix(Signals),
+    /// Sent by a test.
+    Channel(mpsc::Receiver<Signal>),
+}
+
+impl SignalSource {
+    async fn recv(&mut self) -> Signal {
+        match self {
+            SignalSource::Unix(s) => s.recv().await,
+            SignalSource::Channel(rx) => match rx.recv().await {
+                Some(s) => s,
+                // The sender is gone: nobody can stop us any more, so stop.
+                None => Signal::Stop("channel closed"),
+            },
+        }
+    }
+}
+
+/// What the agent runs on. [`Deps::production`] for `patrol run`.
+pub struct Deps {
+    /// `None`: a [`NetConnector`] built from (and rebuilt on reload of) the settings.
+    pub connector: Option<Arc<dyn Connector>>,
+    pub clock: Arc<dyn Clock>,
+    pub signals: SignalSource,
+    /// Watch the config and PAT files for changes.
+    pub watch_files: bool,
+}
+
+impl Deps {
+    /// The network, the system clock, Unix signals, file watching.
+    pub fn production() -> std::io::Result<Deps> {
+        Ok(Deps {
+            connector: None,
+            clock: Arc::new(SystemClock),
+            signals: SignalSource::Unix(Signals::install()?),
+            watch_files: true,
+        })
+    }
+}
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +214,13 @@ impl AgentError {
 /// patrol, listen address taken); afterwards every failure is logged, shown in STATUS and metrics,
 /// and retried.
 pub async fn run(settings: Settings, load: Loader<'_>, opts: Options) -> Result<(), AgentError> {
-    let mut signals = Signals::install().map_err(AgentError::Signals)?;
+    let deps = Deps::production().map_err(AgentError::Signals)?;
+    run_with(settings, load, opts, deps).await
+}
+
+/// [`run`] on the given dependencies.
+pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps: Deps) -> Result<(), AgentError> {
+    let Deps { connector, clock, mut signals, watch_files } = deps;
     let notifier = Notifier::new();
     notifier.status("starting: first pass running");
     let mut miners: Vec<Miner> = Vec::new();
@@ -143,7 +236,11 @@ pub async fn run(settings: Settings, load: Loader<'_>, opts: Options) -> Result<
             .map_err(|source| AgentError::Miner { name: m.name.clone(), source })?;
         miners.push(miner);
     }
-    let github = Arc::new(github_client(&settings)?);
+    let fixed_connector = connector.is_some();
+    let connector: Arc<dyn Connector> = match connector {
+        Some(c) => c,
+        None => Arc::new(NetConnector::new(&settings)?),
+    };
     let shared = Shared::new(ready_window(&settings));
     let server = match settings.agent.listen {
         Some(addr) => {
@@ -152,7 +249,7 @@ pub async fn run(settings: Settings, load: Loader<'_>, opts: Options) -> Result<
         }
         None => None,
     };
-    let watch = FileWatch::new(reload::watched_files(&settings));
+    let watch = FileWatch::new(if watch_files { reload::watched_files(&settings) } else { Default::default() });
     tracing::info!(
         miners = miners.len(),
         netuid = settings.chain.netuid,
@@ -160,7 +257,8 @@ pub async fn run(settings: Settings, load: Loader<'_>, opts: Options) -> Result<
         dry_run = opts.dry_run,
         "patrol agent starting"
     );
-    let world = World { cfg: pass_config(&settings, opts.dry_run), github, miners, settings };
+    let scheduler = Scheduler::new(ScheduleConfig::from(&settings.reconcile), clock.now());
+    let world = World::new(settings, connector, miners, opts.dry_run);
     let mut agent = Agent {
         world,
         load,
@@ -168,10 +266,12 @@ pub async fn run(settings: Settings, load: Loader<'_>, opts: Options) -> Result<
         shared,
         server,
         notifier,
+        clock,
+        fixed_connector,
+        watch_files,
+        scheduler,
         chain: None,
         selection: None,
-        next_round: Instant::now(),
-        round_failures: 0,
         view_error: None,
         job: None,
         note: None,
@@ -195,12 +295,15 @@ struct Agent<'a> {
     shared: Arc<Shared>,
     server: Option<Server>,
     notifier: Notifier,
+    clock: Arc<dyn Clock>,
+    /// The connector came with the dependencies (tests): keep it across reloads.
+    fixed_connector: bool,
+    watch_files: bool,
+    scheduler: Scheduler,
     /// Kept across rounds (one connection); lent to the round in flight.
     chain: Option<ChainClient>,
     /// The last round's eligible validators (re-checks run on it).
     selection: Option<Arc<Selection>>,
-    next_round: Instant,
-    round_failures: u32,
     /// Why the last round could not read the validator set (logged once).
     view_error: Option<String>,
     job: Option<InFlight>,
@@ -222,7 +325,15 @@ enum Event {
 }
 
 impl Agent<'_> {
-    async fn main_loop(&mut self, signals: &mut Signals) {
+    /// Unix second `at` as a tokio deadline. Firing at the start of the second (not a fraction
+    /// before it) matters: histories compare whole seconds, and a timer that fired early would find
+    /// nothing due and spin.
+    fn deadline(&self, at: Secs) -> tokio::time::Instant {
+        let wait = (at as f64 - self.clock.now_f64()).clamp(0.0, 1e9);
+        tokio::time::Instant::now() + Duration::from_secs_f64(wait)
+    }
+
+    async fn main_loop(&mut self, signals: &mut SignalSource) {
         let mut heartbeat = interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut watchdog = notify::watchdog_interval().map(|d| {
@@ -245,7 +356,8 @@ impl Agent<'_> {
                 }
                 self.start_due_work();
             }
-            let wake = if self.job.is_none() && stopping.is_none() { self.next_wake() } else { None };
+            let wake =
+                if self.job.is_none() && stopping.is_none() { Some(self.deadline(self.next_wake())) } else { None };
             let job = &mut self.job;
             let watch = &mut self.watch;
             let event = tokio::select! {
@@ -256,7 +368,7 @@ impl Agent<'_> {
                 _ = async { match watchdog.as_mut() { Some(i) => i.tick().await, None => std::future::pending().await } } => Event::Watchdog,
                 p = watch.changed() => Event::FileChanged(p),
                 () = async { match debounce { Some(t) => sleep_until(t).await, None => std::future::pending().await } } => Event::Debounced,
-                () = async { match wake { Some(t) => sleep_until(t.into()).await, None => std::future::pending().await } } => Event::Timer,
+                () = async { match wake { Some(t) => sleep_until(t).await, None => std::future::pending().await } } => Event::Timer,
             };
             match event {
                 Event::Signal(Signal::Stop(name)) => {
@@ -316,8 +428,12 @@ impl Agent<'_> {
         let views: Vec<(String, status::MinerView)> =
             self.world.miners.iter().map(|m| (m.name().to_string(), m.status_view())).collect();
         let refs: Vec<(&str, &status::MinerView)> = views.iter().map(|(n, v)| (n.as_str(), v)).collect();
-        let next =
-            if self.job.is_some() { None } else { Some(self.next_round.saturating_duration_since(Instant::now())) };
+        let now = self.clock.now();
+        let next = if self.job.is_some() {
+            None
+        } else {
+            Some(Duration::from_secs(self.scheduler.next_round().saturating_sub(now)))
+        };
         status::line(&refs, next, self.opts.dry_run, self.note.as_deref())
     }
 
@@ -330,7 +446,7 @@ impl Agent<'_> {
             tracing::info!(status = %line, "first pass done; ready");
             self.notifier.ready(&line);
         }
-        self.shared.metrics.set_ready(self.shared.readiness(Instant::now()).is_ok());
+        self.shared.metrics.set_ready(self.shared.readiness(std::time::Instant::now()).is_ok());
     }
 
     /// Save every miner's state and stop the endpoint.

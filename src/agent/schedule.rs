@@ -1,18 +1,179 @@
-//! The agent's clock arithmetic, pure: when the next round is due (interval plus jitter, or a
-//! capped backoff after a round that could not read the validator set), and when each validator's
-//! own re-check timer fires (from its persisted [`History`]), so a validator in backoff or waiting
-//! for an inconclusive re-check is contacted at its own time, not only at round boundaries.
+//! What runs when — the agent's scheduler, pure. The main loop (real time) and the simulation
+//! (virtual time) both ask it; nothing here reads a clock or sleeps: `now` is passed in, answers
+//! are unix seconds, and the main loop turns them into tokio deadlines.
 //!
-//! Nothing here reads a clock or sleeps; the main loop passes `now` in and converts the answers to
-//! tokio deadlines with [`deadline`].
+//! Three kinds of wake-up:
+//! - a **round** every `interval` (+ up to `jitter`): re-read the validator set, then pass every
+//!   miner over the validators whose own timer has come (after a round that could not read the
+//!   set: a capped backoff instead);
+//! - a validator's **timer** (`next_check_at` from its persisted history: its backoff, an
+//!   inconclusive re-check, its routine interval as the GitHub budget stretches it);
+//! - a **probe sweep** every `probe_interval` (+ up to `probe_jitter`): the liveness probe to every
+//!   validator that answers, and to the silent ones at that same short cadence for
+//!   `fast_probe_refused_for` (a refused port: a restart usually ends soon) or
+//!   `fast_probe_timeout_for` (a black hole may be gone), then every `backoff_max`. A probe that
+//!   finds a validator answering again, or answering with a new process uuid, gets it checked (and
+//!   repaired) in the same pass ([`crate::reconcile::pass::Pass::probe`]).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::config::ReconcileSettings;
+use crate::observe::Silence;
 use crate::reconcile::core::{History, Secs};
+use crate::reconcile::pass::Work;
 use crate::reconcile::state::MinerState;
 
-/// When the agent should next contact a validator.
+/// The probe cadence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeCadence {
+    pub interval: Secs,
+    pub jitter: Secs,
+    pub fast_refused_for: Secs,
+    pub fast_timeout_for: Secs,
+    /// A validator silent longer than its fast window is probed this often.
+    pub slow_every: Secs,
+}
+
+/// The scheduler's settings, seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleConfig {
+    pub interval: Secs,
+    pub jitter: Secs,
+    /// The first retry of a round that could not read the validator set, and the shortest time
+    /// between two contacts of one validator when its timer lies in the past.
+    pub backoff_initial: Secs,
+    /// `None`: no probes (the fixed-interval scheduler).
+    pub probe: Option<ProbeCadence>,
+}
+
+impl From<&ReconcileSettings> for ScheduleConfig {
+    fn from(r: &ReconcileSettings) -> ScheduleConfig {
+        let s = |d: Duration| d.as_secs();
+        ScheduleConfig {
+            interval: s(r.interval).max(1),
+            jitter: s(r.jitter),
+            backoff_initial: s(r.backoff_initial).max(1),
+            probe: r.probe_interval.map(|p| ProbeCadence {
+                interval: s(p).max(1),
+                jitter: s(r.probe_jitter),
+                fast_refused_for: s(r.fast_probe_refused_for),
+                fast_timeout_for: s(r.fast_probe_timeout_for),
+                slow_every: s(r.backoff_max).max(1),
+            }),
+        }
+    }
+}
+
+/// The agent's timers (one per agent; validator timers live in each miner's state).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scheduler {
+    cfg: ScheduleConfig,
+    next_round: Secs,
+    round_failures: u32,
+    next_sweep: Option<Secs>,
+}
+
+impl Scheduler {
+    /// A scheduler whose first round is due at `now`; the first sweep follows one probe interval
+    /// later (the round checks everything first).
+    pub fn new(cfg: ScheduleConfig, now: Secs) -> Scheduler {
+        let next_sweep = cfg.probe.map(|p| now.saturating_add(p.interval));
+        Scheduler { cfg, next_round: now, round_failures: 0, next_sweep }
+    }
+
+    /// Take new settings (a reload), keeping the timers.
+    pub fn reconfigure(&mut self, cfg: ScheduleConfig, now: Secs) {
+        self.next_sweep = match (cfg.probe, self.next_sweep) {
+            (None, _) => None,
+            (Some(_), Some(t)) => Some(t),
+            (Some(p), None) => Some(now.saturating_add(p.interval)),
+        };
+        self.cfg = cfg;
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &ScheduleConfig {
+        &self.cfg
+    }
+
+    /// When the next round is due.
+    pub fn next_round(&self) -> Secs {
+        self.next_round
+    }
+
+    /// A round is due.
+    pub fn round_due(&self, now: Secs) -> bool {
+        now >= self.next_round
+    }
+
+    /// Run a round at once (a reload, a rotated PAT).
+    pub fn round_now(&mut self, now: Secs) {
+        self.next_round = self.next_round.min(now);
+    }
+
+    /// A round starts: until it reports, the next one is an interval (+ jitter `u` ∈ [0, 1)) away.
+    pub fn round_started(&mut self, now: Secs, u: f64) {
+        self.next_round = now.saturating_add(round_delay(self.cfg.interval, self.cfg.jitter, u));
+    }
+
+    /// The round read the validator set.
+    pub fn round_succeeded(&mut self) {
+        self.round_failures = 0;
+    }
+
+    /// The round could not read the validator set: retry after a capped backoff. Returns the delay.
+    pub fn round_failed(&mut self, now: Secs) -> Secs {
+        self.round_failures = self.round_failures.saturating_add(1);
+        let retry = round_retry(self.cfg.backoff_initial, self.cfg.interval, self.round_failures);
+        self.next_round = now.saturating_add(retry);
+        retry
+    }
+
+    /// A probe sweep is due.
+    pub fn sweep_due(&self, now: Secs) -> bool {
+        self.next_sweep.is_some_and(|t| now >= t)
+    }
+
+    /// A sweep starts: the next one is a probe interval (+ jitter `u`) away.
+    pub fn sweep_started(&mut self, now: Secs, u: f64) {
+        if let Some(p) = self.cfg.probe {
+            self.next_sweep = Some(now.saturating_add(round_delay(p.interval, p.jitter, u)));
+        }
+    }
+
+    /// What one miner's pass should do at `now`: the validators whose timers fired, and — when a
+    /// sweep is due — the ones to probe. `round`: the checks of a round (everything due; `one_shot`
+    /// at start-up and after a rotation).
+    pub fn work(&self, state: &MinerState, eligible: &BTreeSet<u16>, now: Secs, round: Option<bool>) -> Work {
+        let probe = match (self.cfg.probe, self.sweep_due(now)) {
+            (Some(p), true) => probes_due(state, eligible, self.cfg.backoff_initial, &p, now),
+            _ => BTreeSet::new(),
+        };
+        match round {
+            Some(one_shot) => Work { only: None, one_shot, probe },
+            None => {
+                Work { only: Some(due_uids(state, eligible, self.cfg.backoff_initial, now)), one_shot: false, probe }
+            }
+        }
+    }
+
+    /// The earliest of the next round, the next sweep and every miner's validator timers.
+    pub fn next_wake<'a>(&self, states: impl IntoIterator<Item = &'a MinerState>, eligible: &BTreeSet<u16>) -> Secs {
+        let mut wake = self.next_round;
+        if let Some(t) = self.next_sweep {
+            wake = wake.min(t);
+        }
+        for s in states {
+            if let Some(t) = earliest(s, eligible, self.cfg.backoff_initial) {
+                wake = wake.min(t);
+            }
+        }
+        wake
+    }
+}
+
+/// When the agent should next check a validator.
 ///
 /// Normally the decision core's `next_check_at`. But the core leaves `next_check_at` untouched
 /// when its decision was a broadcast that did not happen in that pass (a dry run, or a confirm check
@@ -48,88 +209,51 @@ pub fn earliest(state: &MinerState, eligible: &BTreeSet<u16>, min_gap: Secs) -> 
         .filter(|&t| t != Secs::MAX)
 }
 
+/// Whether a sweep at `now` probes this validator: every sweep while it answers; while silent, at
+/// the sweep cadence for its fast window, then every `slow_every`.
+pub fn probe_wanted(h: &History, p: &ProbeCadence, now: Secs) -> bool {
+    let Some(s) = h.silent else { return true };
+    let fast_for = match s.kind {
+        Silence::Refused | Silence::Dropped => p.fast_refused_for,
+        Silence::Timeout => p.fast_timeout_for,
+    };
+    now.saturating_sub(s.since) <= fast_for || h.last_probe_at.is_none_or(|t| now >= t.saturating_add(p.slow_every))
+}
+
+/// The validators a sweep at `now` probes: those patrol has met, that are still eligible, that
+/// [`probe_wanted`] says so for, and whose check is not due anyway (a check answers the same
+/// question, and more).
+pub fn probes_due(
+    state: &MinerState,
+    eligible: &BTreeSet<u16>,
+    min_gap: Secs,
+    p: &ProbeCadence,
+    now: Secs,
+) -> BTreeSet<u16> {
+    eligible
+        .iter()
+        .copied()
+        .filter(|uid| {
+            state
+                .validators
+                .get(uid)
+                .is_some_and(|h| h.left_at.is_none() && due_at(h, min_gap) > now && probe_wanted(h, p, now))
+        })
+        .collect()
+}
+
 /// Time to the next round: the interval plus a uniform share of `jitter` (`u` ∈ [0, 1)), so many
 /// miners restarted together do not probe validators in lockstep.
-pub fn round_delay(interval: Duration, jitter: Duration, u: f64) -> Duration {
-    interval + jitter.mul_f64(u.clamp(0.0, 1.0))
+pub fn round_delay(interval: Secs, jitter: Secs, u: f64) -> Secs {
+    interval.saturating_add((jitter as f64 * u.clamp(0.0, 1.0)) as Secs)
 }
 
 /// Time to retry a round that could not read the validator set, after `failures` (≥ 1) such rounds
 /// in a row: `initial` doubling, capped at `interval` (never later than a normal round).
-pub fn round_retry(initial: Duration, interval: Duration, failures: u32) -> Duration {
+pub fn round_retry(initial: Secs, interval: Secs, failures: u32) -> Secs {
     let exp = failures.saturating_sub(1).min(20);
-    initial.saturating_mul(1u32 << exp).min(interval).max(Duration::from_secs(1))
-}
-
-/// Unix time now, with sub-second precision.
-pub fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-/// The `Instant` at which wall-clock second `at` has begun, given that `now` is `now_unix`. Firing
-/// at the start of the second (not a fraction before it) matters: the pass compares whole seconds,
-/// and a timer that fired early would find nothing due and spin.
-pub fn deadline(at: Secs, now_unix: f64, now: Instant) -> Instant {
-    let wait = (at as f64 - now_unix).max(0.0);
-    now + Duration::from_secs_f64(wait.min(1e9))
+    initial.saturating_mul(1u64 << exp).min(interval).max(1)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn h(next: Secs, checked: Option<Secs>) -> History {
-        History { next_check_at: next, checked_at: checked, ..History::new("vk") }
-    }
-
-    #[test]
-    fn timers_follow_the_core_but_never_spin() {
-        // (next_check_at, checked_at, min_gap) -> due
-        let cases = [
-            (0, None, 60, 0),             // never seen: at once
-            (1900, Some(1000), 60, 1900), // covered: next interval
-            (1030, Some(1000), 60, 1030), // backoff shorter than min_gap: the core wins
-            (1000, Some(1000), 60, 1060), // stale (dry-run broadcast): wait min_gap
-            (0, Some(1000), 60, 1060),
-            (0, Some(1000), 0, 1001), // a zero gap still moves forward
-        ];
-        for (next, checked, gap, want) in cases {
-            assert_eq!(due_at(&h(next, checked), gap), want, "{next} {checked:?} {gap}");
-        }
-    }
-
-    #[test]
-    fn due_and_earliest_over_the_eligible_set() {
-        let mut s = MinerState::new("5Hk", 74);
-        s.validators.insert(1, h(100, Some(50)));
-        s.validators.insert(2, h(300, Some(50)));
-        let mut gone = h(10, Some(5));
-        gone.left_at = Some(7);
-        s.validators.insert(3, gone);
-        let eligible: BTreeSet<u16> = [1, 2, 3].into();
-        assert_eq!(due_uids(&s, &eligible, 60, 150), [1].into());
-        assert_eq!(due_uids(&s, &eligible, 60, 300), [1, 2].into());
-        assert_eq!(earliest(&s, &eligible, 60), Some(100));
-        let with_new: BTreeSet<u16> = [2, 4].into();
-        assert_eq!(earliest(&s, &with_new, 60), Some(0));
-        assert_eq!(due_uids(&s, &with_new, 60, 1), [4].into());
-        assert_eq!(earliest(&s, &[3].into(), 60), None);
-    }
-
-    #[test]
-    fn round_delays() {
-        let m = Duration::from_secs(60);
-        assert_eq!(round_delay(15 * m, 90 * Duration::from_secs(1), 0.0), 15 * m);
-        assert_eq!(round_delay(15 * m, 2 * m, 0.5), 16 * m);
-        assert_eq!(round_retry(Duration::from_secs(30), 15 * m, 1), Duration::from_secs(30));
-        assert_eq!(round_retry(Duration::from_secs(30), 15 * m, 3), 2 * m);
-        assert_eq!(round_retry(Duration::from_secs(30), 15 * m, 30), 15 * m);
-    }
-
-    #[test]
-    fn deadlines_start_at_the_second() {
-        let now = Instant::now();
-        assert_eq!(deadline(100, 100.5, now), now);
-        assert_eq!(deadline(101, 100.25, now), now + Duration::from_millis(750));
-    }
-}
+mod tests;

@@ -1,40 +1,38 @@
 //! The configuration in force and everything built from it ([`World`]: settings, pass config,
-//! GitHub client, miners), and replacing it on a reload: the new configuration is read and
+//! the connector to the network, miners), and replacing it on a reload: the new configuration is read and
 //! **everything** it needs is built (hotkeys loaded, new state locks taken, a new listener bound)
 //! before anything is swapped, so a configuration that fails anywhere leaves the running one
 //! untouched.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::Agent;
 use super::http::Server;
 use super::miner::Miner;
 use super::reload::{self, FileWatch};
+use super::schedule::ScheduleConfig;
+use super::{Agent, Connector, NetConnector};
 use crate::config::Settings;
-use crate::github::{GithubClient, GithubError, GithubOptions};
 use crate::reconcile::pass::PassConfig;
+use crate::reconcile::transport::Transport;
 
 /// The configuration in force and everything built from it.
 pub(super) struct World {
     pub settings: Settings,
     pub cfg: PassConfig,
-    pub github: Arc<GithubClient>,
+    pub connector: Arc<dyn Connector>,
     pub miners: Vec<Miner>,
 }
 
-/// The pass settings `reconcile` uses, with the agent's notion of "due" (each validator's own
-/// timer); a round that must look at everything sets `one_shot` per miner ([`super::job::Task`]).
-pub(super) fn pass_config(settings: &Settings, dry_run: bool) -> PassConfig {
-    crate::cli::reconcile::pass_config(settings, dry_run, false)
-}
+impl World {
+    pub fn new(settings: Settings, connector: Arc<dyn Connector>, miners: Vec<Miner>, dry_run: bool) -> World {
+        World { cfg: PassConfig::from_settings(&settings, dry_run), settings, connector, miners }
+    }
 
-pub(super) fn github_client(settings: &Settings) -> Result<GithubClient, GithubError> {
-    GithubClient::new(GithubOptions {
-        api_url: settings.github.api_url.clone(),
-        timeout: settings.github.timeout,
-        ..GithubOptions::default()
-    })
+    /// Miner `index`'s transport under the settings in force.
+    pub fn transport(&self, index: usize) -> Option<Arc<dyn Transport>> {
+        self.miners.get(index).map(|m| self.connector.connect(&self.settings, m))
+    }
 }
 
 /// `/readyz` wants a round within 2 × the longest gap between rounds.
@@ -63,7 +61,7 @@ impl Agent<'_> {
     pub(super) async fn reload(&mut self, why: &str) {
         let result = match (self.load)() {
             Ok(s) => self.apply(s).await,
-            Err(msg) => Err(msg),
+            Err(e) => Err(e.to_string()),
         };
         match result {
             Ok(()) => {
@@ -71,7 +69,7 @@ impl Agent<'_> {
                 self.shared.metrics.inc_reloads("applied");
                 self.note = None;
                 // A reload (and a rotated PAT) gets a pass at once.
-                self.next_round = Instant::now();
+                self.scheduler.round_now(self.clock.now());
             }
             Err(msg) => {
                 tracing::error!(reason = %why, "configuration reload rejected, the running configuration stays: {msg}");
@@ -107,7 +105,11 @@ impl Agent<'_> {
                     .map_err(|e| format!("miner {}: {e}", m.name))?)),
             }
         }
-        let github = Arc::new(github_client(&settings).map_err(|e| e.to_string())?);
+        let connector: Arc<dyn Connector> = if self.fixed_connector {
+            self.world.connector.clone()
+        } else {
+            Arc::new(NetConnector::new(&settings).map_err(|e| e.to_string())?)
+        };
         let new_server = if settings.agent.listen != self.world.settings.agent.listen {
             match settings.agent.listen {
                 Some(addr) => {
@@ -157,12 +159,13 @@ impl Agent<'_> {
                 }
             }
         }
-        let files = reload::watched_files(&settings);
+        let files = if self.watch_files { reload::watched_files(&settings) } else { Default::default() };
         if &files != self.watch.files() {
             self.watch = FileWatch::new(files);
         }
         self.shared.set_ready_window(ready_window(&settings));
-        self.world = World { cfg: pass_config(&settings, self.opts.dry_run), github, miners, settings };
+        self.scheduler.reconfigure(ScheduleConfig::from(&settings.reconcile), self.clock.now());
+        self.world = World::new(settings, connector, miners, self.opts.dry_run);
         Ok(())
     }
 }

@@ -26,10 +26,11 @@ use crate::github::{GithubClient, GithubOptions, Mode};
 use crate::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
 use crate::lab::validator::{Axon, AxonConfig, Metagraph, PatStore, PatValidator, RegisteredMiner};
 use crate::observe::Category;
+use crate::reconcile::budget::Budget;
 use crate::reconcile::core::Policy;
-use crate::reconcile::core::Secs;
-use crate::reconcile::pass::{self, Env, Io, PassConfig, PassOutcome, SystemEnv};
+use crate::reconcile::pass::{self, PassConfig, PassOutcome, Work};
 use crate::reconcile::state::MinerState;
+use crate::reconcile::transport::{Clock, NetLimits, NetTransport, SystemClock};
 use crate::secret::Pat;
 use crate::validators::{Selection, Validator};
 use crate::wallet::Hotkey;
@@ -114,16 +115,14 @@ impl DemoValidator {
 
 /// The wall clock shifted forward on demand: the second pass happens "one check interval later"
 /// without the demo waiting for it (patrol spaces broadcasts to one validator by a minute or more).
+#[derive(Default)]
 struct DemoClock {
-    shift: Secs,
+    shift: std::sync::atomic::AtomicU64,
 }
 
-impl Env for DemoClock {
-    fn now(&self) -> Secs {
-        SystemEnv.now() + self.shift
-    }
-    fn jitter(&mut self) -> f64 {
-        rand::random::<f64>()
+impl Clock for DemoClock {
+    fn now_f64(&self) -> f64 {
+        SystemClock.now_f64() + self.shift.load(std::sync::atomic::Ordering::SeqCst) as f64
     }
 }
 
@@ -227,23 +226,22 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Exit> {
         timeout: Duration::from_secs(2),
         ..GithubOptions::default()
     })?;
-    let io = Io { dendrite: &dendrite, github: &github, checkpoint: None };
-    let cfg = PassConfig {
-        policy: Policy::default(),
+    let clock = Arc::new(DemoClock::default());
+    let limits = NetLimits {
         check_timeout: Duration::from_secs(2),
         broadcast_timeout: Duration::from_secs(3),
+        probe_timeout: Duration::from_secs(2),
         concurrency: 8,
-        dry_run: false,
-        one_shot: true,
     };
+    let net = NetTransport { dendrite, github: Arc::new(github), limits, clock: clock.clone() };
+    let cfg = PassConfig { policy: Policy::default(), budget: Budget::default(), dry_run: false };
     let mut state = MinerState::new(miner.ss58(), 74);
     let selection = |vs: &[DemoValidator]| Selection {
         eligible: vs.iter().map(DemoValidator::as_selected).collect(),
         skipped: Vec::new(),
     };
 
-    let mut clock = DemoClock { shift: 0 };
-    let first = pass::run(&io, &cfg, &selection(&validators), &mut state, &pat, &mut clock, None).await;
+    let first = pass::run(&net, &cfg, &selection(&validators), &mut state, &pat, &Work::one_shot(), None).await;
     if !args.json {
         print_pass(1, &first);
     }
@@ -263,8 +261,8 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Exit> {
         );
     }
 
-    clock.shift = cfg.policy.interval;
-    let second = pass::run(&io, &cfg, &selection(&validators), &mut state, &pat, &mut clock, None).await;
+    clock.shift.store(cfg.policy.interval, std::sync::atomic::Ordering::SeqCst);
+    let second = pass::run(&net, &cfg, &selection(&validators), &mut state, &pat, &Work::one_shot(), None).await;
     if !args.json {
         print_pass(2, &second);
     }

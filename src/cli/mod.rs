@@ -323,6 +323,11 @@ impl Cli {
 
     /// Read and validate settings for this invocation.
     pub fn settings(&self) -> anyhow::Result<Settings> {
+        Ok(self.load_settings()?)
+    }
+
+    /// [`Cli::settings`], with the typed error (the agent's reload logs it).
+    pub fn load_settings(&self) -> Result<Settings, config::ConfigError> {
         let file = config::locate(self.config.as_deref(), |k| std::env::var(k).ok());
         let mut s = Settings::load(file.as_deref(), &self.overrides())?;
         if let Some(m) = self.miner() {

@@ -14,9 +14,10 @@ use crate::cli::{Coded, Exit, PostArgs};
 use crate::config::Settings;
 use crate::fanout;
 use crate::github::{GithubClient, GithubOptions, PreflightOutcome};
+use crate::reconcile::budget;
 use crate::reconcile::core::{self, BroadcastObs, Desired, Policy, Preflight};
-use crate::reconcile::pass::{Env, SystemEnv};
 use crate::reconcile::state::StateFile;
+use crate::reconcile::transport::{Clock, SystemClock};
 use crate::report::{self, PostOutcome, PostReport, PostRow};
 use crate::secret::Pat;
 use crate::validators::Validator;
@@ -174,8 +175,7 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
         }
     };
     let mut state = file.load(hotkey, settings.chain.netuid);
-    let mut env = SystemEnv;
-    let now = env.now();
+    let now = SystemClock.now();
     let p = Policy::from(&settings.reconcile);
     let fp = pat.fingerprint();
     state.first_fingerprint.get_or_insert_with(|| fp.clone());
@@ -195,7 +195,7 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
                 BroadcastObs::Failed { status: row.status_code, detail: row.detail.clone().unwrap_or_default() }
             }
         };
-        let (_, mut h2) = core::after_broadcast(&p, &d, &sent, &obs, now, env.jitter());
+        let (_, mut h2) = core::after_broadcast(&p, &d, &sent, &obs, now, rand::random::<f64>());
         if obs == BroadcastObs::Accepted {
             // accepted just now: covered until the next check says otherwise
             h2.category = Some(crate::observe::Category::Valid);
@@ -203,6 +203,9 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
         }
         state.validators.insert(v.uid, h2);
     }
+    // the preflight and every broadcast sent count against the GitHub budget the agent keeps
+    let attempts: u32 = rows.iter().map(|r| r.attempts).sum();
+    state.github.record(now, budget::CALLS_PER_PREFLIGHT + attempts * budget::CALLS_PER_BROADCAST);
     state.updated_at = now;
     if let Err(e) = file.save(&state) {
         tracing::warn!(error = %e, "could not save the state file");

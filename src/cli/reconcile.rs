@@ -3,28 +3,18 @@
 //! the state, and exits with the coverage verdict of the final state (0/1/2/3). `--dry-run` prints
 //! the plan and sends no PAT (and saves nothing).
 
+use std::sync::Arc;
+
 use crate::cli::check::verdict_exit;
 use crate::cli::common;
 use crate::cli::post::github_client;
 use crate::cli::{Exit, ReconcileArgs};
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::reconcile::core::Policy;
-use crate::reconcile::pass::{self, Io, PassConfig, SystemEnv};
+use crate::reconcile::pass::{self, PassConfig, Work};
 use crate::reconcile::state::StateFile;
+use crate::reconcile::transport::{NetLimits, NetTransport};
 use crate::report::{self, ReconcileReport};
-
-/// Pass settings from the config.
-pub fn pass_config(settings: &Settings, dry_run: bool, one_shot: bool) -> PassConfig {
-    PassConfig {
-        policy: Policy::from(&settings.reconcile),
-        check_timeout: settings.reconcile.check_timeout,
-        broadcast_timeout: settings.reconcile.broadcast_timeout,
-        concurrency: settings.reconcile.concurrency,
-        dry_run,
-        one_shot,
-    }
-}
 
 /// Run the command.
 pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Exit> {
@@ -39,12 +29,15 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
     // A dry run only reads; a real pass owns the state for its duration.
     let _lock = if args.dry_run { None } else { Some(file.try_lock()?) };
     let mut state = file.load(caller.hotkey.ss58(), settings.chain.netuid);
-    let github = github_client(settings)?;
+    let net = NetTransport::new(
+        caller.dendrite.clone(),
+        Arc::new(github_client(settings)?),
+        NetLimits::from_settings(&settings.reconcile),
+    );
     let save = |s: &crate::reconcile::state::MinerState| file.checkpoint(s);
-    let checkpoint: Option<crate::reconcile::pass::Checkpoint<'_>> = if args.dry_run { None } else { Some(&save) };
-    let io = Io { dendrite: &caller.dendrite, github: &github, checkpoint };
-    let cfg = pass_config(settings, args.dry_run, true);
-    let out = pass::run(&io, &cfg, &el.selection, &mut state, &loaded.pat, &mut SystemEnv, None).await;
+    let checkpoint: Option<pass::Checkpoint<'_>> = if args.dry_run { None } else { Some(&save) };
+    let cfg = PassConfig::from_settings(settings, args.dry_run);
+    let out = pass::run(&net, &cfg, &el.selection, &mut state, &loaded.pat, &Work::one_shot(), checkpoint).await;
     if !args.dry_run {
         file.save(&state)?;
     }
@@ -66,6 +59,16 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
         }
         for a in &rep.alerts {
             eprintln!("ALERT {}: {}", a.kind, a.message);
+        }
+        let g = &rep.github;
+        if g.interval_s > settings.reconcile.interval.as_secs() {
+            eprintln!(
+                "GitHub budget: {} validators' checks at every {} would pass the {} calls/h budget; checking every {} instead",
+                rep.check.total_validators,
+                humantime::format_duration(settings.reconcile.interval),
+                g.budget_per_hour.unwrap_or(0),
+                humantime::format_duration(std::time::Duration::from_secs(g.interval_s))
+            );
         }
     }
     let summary = rep.check.summary();

@@ -9,7 +9,7 @@ use crate::config::Settings;
 
 /// Run the agent until it is told to stop.
 pub async fn run(cli: &Cli, settings: &Settings, args: &RunArgs) -> anyhow::Result<Exit> {
-    let load = || cli.settings().map_err(|e| crate::cli::exit::render(e.as_ref()));
+    let load = || cli.load_settings();
     let opts = agent::Options { dry_run: args.dry_run };
     match agent::run(settings.clone(), &load, opts).await {
         Ok(()) => Ok(Exit::Covered),

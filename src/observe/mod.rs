@@ -157,6 +157,8 @@ pub struct CheckObs {
     pub status: Option<u16>,
     /// The axon's process uuid, when the answer carried one (error responses do).
     pub axon_uuid: Option<String>,
+    /// How it failed to answer, when it did not.
+    pub silence: Option<Silence>,
 }
 
 impl CheckObs {
@@ -168,12 +170,19 @@ impl CheckObs {
             CallOutcome::Rejected { status, message } => (Some(message.clone()), Some(*status)),
             CallOutcome::NoResponse { kind, detail } => (Some(format!("{}: {detail}", kind.as_str())), None),
         };
-        CheckObs { category, reason, status, axon_uuid: reply.axon_uuid.clone() }
+        let silence = ProbeObs::silence_of(&reply.outcome);
+        CheckObs { category, reason, status, axon_uuid: reply.axon_uuid.clone(), silence }
     }
 
     /// The observation of an answered check (HTTP 200 with these fields).
     pub fn answer(f: CheckFields) -> CheckObs {
-        CheckObs { category: classify_fields(&f), reason: f.rejection_reason, status: Some(200), axon_uuid: None }
+        CheckObs {
+            category: classify_fields(&f),
+            reason: f.rejection_reason,
+            status: Some(200),
+            axon_uuid: None,
+            silence: None,
+        }
     }
 }
 

@@ -29,9 +29,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::LOSS_MEMORY;
 use crate::config::ReconcileSettings;
-pub use crate::observe::{BroadcastObs, CheckObs};
-use crate::observe::{Category, Refusal};
+pub use crate::observe::{BroadcastObs, CheckObs, ProbeObs};
+use crate::observe::{Category, Refusal, Silence};
 
 /// Unix seconds.
 pub type Secs = u64;
@@ -39,7 +40,11 @@ pub type Secs = u64;
 /// Timing and limits of the reconciler (from `[reconcile]`), in seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
+    /// Routine re-check of a covered validator (stretched by the GitHub budget, see
+    /// [`super::budget::intervals`]).
     pub interval: Secs,
+    /// The same for a validator that lost our PAT lately (checked more often).
+    pub interval_lossy: Secs,
     pub recheck_inconclusive: Secs,
     pub backoff_initial: Secs,
     pub backoff_max: Secs,
@@ -53,6 +58,7 @@ impl From<&ReconcileSettings> for Policy {
     fn from(s: &ReconcileSettings) -> Policy {
         Policy {
             interval: s.interval.as_secs().max(1),
+            interval_lossy: s.interval.as_secs().max(1),
             recheck_inconclusive: s.recheck_inconclusive.as_secs().max(1),
             backoff_initial: s.backoff_initial.as_secs().max(1),
             backoff_max: s.backoff_max.as_secs().max(1),
@@ -69,6 +75,11 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The routine interval for this validator: shorter when it lost our PAT lately.
+    pub fn interval_for(&self, h: &History, now: Secs) -> Secs {
+        if h.is_lossy(now) { self.interval_lossy } else { self.interval }
+    }
+
     /// Backoff after `failures` (≥ 1) consecutive failures: base = initial·2^(failures−1), capped at
     /// `backoff_max`, jittered uniformly over [base/2, base] ("equal jitter"). Not full jitter
     /// ([0, base]): a near-zero draw would re-send a PAT right after a failure. `u` ∈ [0, 1).
@@ -146,6 +157,30 @@ pub struct History {
     /// When it left the eligible set (kept for a grace period so flapping can't bypass spacing).
     #[serde(default)]
     pub left_at: Option<Secs>,
+    /// The axon's process uuid last seen (probes and error answers carry it): a different one is a
+    /// restart.
+    #[serde(default)]
+    pub axon_uuid: Option<String>,
+    /// Since when, and how, it has not answered (probe, check or broadcast).
+    #[serde(default)]
+    pub silent: Option<Silent>,
+    /// The last liveness probe.
+    #[serde(default)]
+    pub last_probe_at: Option<Secs>,
+    /// When a check found our PAT gone after the validator had held it (most recent last, at most
+    /// [`MAX_LOSSES`]).
+    #[serde(default)]
+    pub losses: Vec<Secs>,
+}
+
+/// How many loss times a history keeps.
+pub const MAX_LOSSES: usize = 8;
+
+/// A validator that stopped answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Silent {
+    pub since: Secs,
+    pub kind: Silence,
 }
 
 impl History {
@@ -165,6 +200,37 @@ impl History {
     fn clear_failures(&mut self) {
         self.failures = 0;
         self.not_before = 0;
+    }
+
+    /// It lost our PAT within [`LOSS_MEMORY`].
+    pub fn is_lossy(&self, now: Secs) -> bool {
+        self.losses.last().is_some_and(|t| now.saturating_sub(*t) < LOSS_MEMORY)
+    }
+
+    /// It was holding our PAT as far as we know (so a `no_pat` now is a loss).
+    fn held_ours(&self) -> bool {
+        self.accepted_fingerprint.is_some() && self.category.is_some_and(Category::is_covered)
+    }
+
+    fn record_loss(&mut self, now: Secs) {
+        self.losses.push(now);
+        if self.losses.len() > MAX_LOSSES {
+            self.losses.remove(0);
+        }
+    }
+
+    /// Remember what an answer (or its absence) says about liveness and the axon's uuid.
+    fn saw(&mut self, axon_uuid: Option<&str>, silence: Option<Silence>, now: Secs) {
+        if let Some(u) = axon_uuid {
+            self.axon_uuid = Some(u.to_string());
+        }
+        match silence {
+            None => self.silent = None,
+            Some(kind) => match &mut self.silent {
+                Some(s) => s.kind = kind,
+                None => self.silent = Some(Silent { since: now, kind }),
+            },
+        }
     }
 }
 
@@ -232,6 +298,8 @@ fn adopts(d: &Desired, h: &History) -> bool {
 /// Decide after a check. Returns the action and the updated history. `u` ∈ [0,1) is a jitter sample.
 pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Secs, u: f64) -> (Action, History) {
     let mut h = h.clone();
+    let was_holding = h.held_ours();
+    h.saw(obs.axon_uuid.as_deref(), obs.silence, now);
     h.category = Some(obs.category);
     h.reason = obs.reason.clone();
     h.checked_at = Some(now);
@@ -252,6 +320,9 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
     }
     // It no longer holds what it accepted (store wiped, or the PAT it holds is dead).
     if matches!(obs.category, Category::NoPat | Category::InvalidPat) {
+        if was_holding {
+            h.record_loss(now);
+        }
         h.accepted_fingerprint = None;
     }
 
@@ -270,7 +341,7 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
             h.confirmed = true;
             h.clear_failures();
             h.rejections = 0;
-            h.next_check_at = now + p.interval;
+            h.next_check_at = now + p.interval_for(&h, now);
             (Action::None { next_check_at: h.next_check_at }, h)
         }
         Category::Inconclusive => {
@@ -394,6 +465,58 @@ pub fn after_broadcast(
     }
 }
 
+/// What a liveness probe says about a validator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeVerdict {
+    /// Nothing new: still answering with the same uuid, or still silent.
+    Quiet,
+    /// It answers again after `silent_for` seconds of silence: check it now (its store may have
+    /// come back empty).
+    Revived { silent_for: Secs },
+    /// It answers with a different process uuid: it restarted (perhaps faster than the probe
+    /// cadence, so no silence was seen). Check it now.
+    Restarted,
+    /// It stopped answering.
+    WentSilent(Silence),
+}
+
+impl ProbeVerdict {
+    /// The validator should be checked in this very pass.
+    pub fn wants_check(self) -> bool {
+        matches!(self, ProbeVerdict::Revived { .. } | ProbeVerdict::Restarted)
+    }
+}
+
+/// Decide after a probe. A revived or restarted validator is due at once and out of backoff: the
+/// backoff was about its silence, which is over, and a restart is exactly when its store may have
+/// been lost (the common loss: containers recreated without their volume).
+pub fn after_probe(h: &History, obs: &ProbeObs, now: Secs) -> (ProbeVerdict, History) {
+    let mut h = h.clone();
+    h.last_probe_at = Some(now);
+    let verdict = match obs {
+        ProbeObs::Alive { axon_uuid } => {
+            let restarted = matches!((axon_uuid, &h.axon_uuid), (Some(new), Some(old)) if new != old);
+            let verdict = match h.silent {
+                Some(s) => ProbeVerdict::Revived { silent_for: now.saturating_sub(s.since) },
+                None if restarted => ProbeVerdict::Restarted,
+                None => ProbeVerdict::Quiet,
+            };
+            h.saw(axon_uuid.as_deref(), None, now);
+            if verdict.wants_check() {
+                h.clear_failures();
+                h.next_check_at = now;
+            }
+            verdict
+        }
+        ProbeObs::Silent(kind) => {
+            let first = h.silent.is_none();
+            h.saw(None, Some(*kind), now);
+            if first { ProbeVerdict::WentSilent(*kind) } else { ProbeVerdict::Quiet }
+        }
+    };
+    (verdict, h)
+}
+
 /// Make `histories` match the eligible set. A new validator gets a fresh history; a uid whose
 /// hotkey changed starts over. A validator that left is marked and kept for `retain` seconds (then
 /// forgotten): if it comes back within that time its backoff is forgotten, as for a newcomer, but its
@@ -482,11 +605,47 @@ pub fn due(h: &History, now: Secs, one_shot: bool) -> bool {
     if one_shot { now >= h.not_before } else { now >= h.next_check_at }
 }
 
+/// What an alert is about (`patrol_alerts{kind}`, `reconcile --json` `alerts[].kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A validator refused the PAT for good; no retries until it changes.
+    Terminal,
+    /// A validator's store has been unreadable longer than `alert_after`.
+    StoreUnavailable,
+    /// A validator has been uncovered longer than `alert_after`.
+    Uncovered,
+    /// The PAT itself is revoked, expired or lacks scope: nothing is sent anywhere.
+    PatInvalid,
+}
+
+impl AlertKind {
+    /// All kinds (metric label values).
+    pub const ALL: [AlertKind; 4] =
+        [AlertKind::Terminal, AlertKind::StoreUnavailable, AlertKind::Uncovered, AlertKind::PatInvalid];
+
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Terminal => "terminal",
+            AlertKind::StoreUnavailable => "store_unavailable",
+            AlertKind::Uncovered => "uncovered",
+            AlertKind::PatInvalid => "pat_invalid",
+        }
+    }
+}
+
+impl std::fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Something a human should look at.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
     pub uid: Option<u16>,
-    pub kind: &'static str,
+    pub kind: AlertKind,
     pub message: String,
 }
 
@@ -501,7 +660,7 @@ pub fn alerts<'a>(
     if let Preflight::Invalid(r) = &d.preflight {
         out.push(Alert {
             uid: None,
-            kind: "pat_invalid",
+            kind: AlertKind::PatInvalid,
             message: format!("PAT revoked, expired or lacks scope: {r}; nothing was sent"),
         });
     }
@@ -509,13 +668,13 @@ pub fn alerts<'a>(
         if let Some(t) = &h.terminal {
             out.push(Alert {
                 uid: Some(uid),
-                kind: "terminal",
+                kind: AlertKind::Terminal,
                 message: format!("uid {uid}: {}; no retries until the PAT changes", t.reason),
             });
         } else if let Some(since) = h.unavailable_since.filter(|s| now.saturating_sub(*s) >= p.alert_after) {
             out.push(Alert {
                 uid: Some(uid),
-                kind: "store_unavailable",
+                kind: AlertKind::StoreUnavailable,
                 message: format!(
                     "uid {uid}: store unavailable for {} min (more than a scoring round)",
                     (now - since) / 60
@@ -524,7 +683,7 @@ pub fn alerts<'a>(
         } else if let Some(since) = h.uncovered_since.filter(|s| now.saturating_sub(*s) >= p.alert_after) {
             out.push(Alert {
                 uid: Some(uid),
-                kind: "uncovered",
+                kind: AlertKind::Uncovered,
                 message: format!("uid {uid}: not covered for {} min (more than a scoring round)", (now - since) / 60),
             });
         }

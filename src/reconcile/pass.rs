@@ -1,23 +1,79 @@
-//! One reconcile pass, the I/O around [`super::core`]: check the due validators concurrently, run
-//! the GitHub preflight only if some validator needs the PAT, broadcast where the plan says so,
-//! confirm accepted broadcasts with a check, and report. `reconcile` runs one pass; `run` runs
-//! passes (or subsets of validators whose timers fired) forever.
+//! One reconcile pass — the only one: `patrol reconcile` runs one, `patrol run` runs them as its
+//! scheduler says, the simulation runs them in virtual time, and the tests run them against a
+//! scripted [`Transport`]. All I/O goes through the transport; every decision is the pure core's
+//! ([`super::core`]) or the budget's ([`super::budget`]).
 //!
-//! The pass mutates a [`MinerState`] in memory; saving it is the caller's decision (a dry run
-//! doesn't).
+//! The phases, in order, each a method of [`Pass`]:
+//! 1. [`Pass::begin`]: sync the histories with the eligible set, note a rotated PAT, stretch the
+//!    routine interval to the GitHub budget;
+//! 2. [`Pass::probe`]: liveness probes; a validator that answers again after silence, or answers
+//!    with a new axon uuid (a restart), is checked in this same pass;
+//! 3. [`Pass::select`]: which validators to check — timers that fired and those triggered by a
+//!    probe — within the budget;
+//! 4. [`Pass::check`]: check them;
+//! 5. [`Pass::preflight`]: the PAT preflight, only if some answer calls for a broadcast;
+//! 6. [`Pass::decide`]: the core's plan; who gets the PAT (never in a dry run);
+//! 7. the checkpoint (the state is saved *before* the PAT leaves, so a crash mid-broadcast keeps
+//!    the spacing), then [`Pass::broadcast`];
+//! 8. [`Pass::confirm`]: check every accepted broadcast in the same pass;
+//! 9. [`Pass::finish`]: what happened to each validator, alerts, GitHub spend.
+//!
+//! The pass mutates a [`MinerState`] in memory; saving it after the pass is the caller's decision
+//! (a dry run never saves).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::core::{self, Action, BroadcastObs, CheckObs, Decision, Desired, Policy, Preflight, Secs};
+use super::budget::{self, Budget, Intervals};
+use super::core::{self, Action, BroadcastObs, CheckObs, Desired, Policy, Preflight, ProbeObs, ProbeVerdict, Secs};
 use super::state::MinerState;
-use crate::fanout;
-use crate::github::{self, GithubClient, PreflightOutcome};
+use super::transport::Transport;
+use crate::config::Settings;
+use crate::github::{self, PreflightOutcome};
 use crate::observe::{BroadcastOutcome, Category};
 use crate::secret::Pat;
 use crate::validators::{Selection, Validator};
-use crate::wire::{CheckFields, Dendrite, Reply};
+use crate::wire::{CheckFields, Reply};
+
+/// Knobs of a pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassConfig {
+    pub policy: Policy,
+    /// GitHub calls per hour patrol may cause on the PAT.
+    pub budget: Budget,
+    /// Plan only; never send the PAT.
+    pub dry_run: bool,
+}
+
+impl PassConfig {
+    /// From `[reconcile]`.
+    pub fn from_settings(settings: &Settings, dry_run: bool) -> PassConfig {
+        PassConfig {
+            policy: Policy::from(&settings.reconcile),
+            budget: Budget(settings.reconcile.github_budget),
+            dry_run,
+        }
+    }
+}
+
+/// What to do in a pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Work {
+    /// Check only these validators, if due (the agent's timers that fired); `None`: every one.
+    pub only: Option<BTreeSet<u16>>,
+    /// `reconcile` (and the agent's start, a rotation): every validator not in a backoff window is
+    /// due; otherwise a validator is due when its own `next_check_at` has come.
+    pub one_shot: bool,
+    /// Probe these first; the revived and the restarted are checked too, due or not.
+    pub probe: BTreeSet<u16>,
+}
+
+impl Work {
+    /// `patrol reconcile`: everything not in backoff.
+    pub fn one_shot() -> Work {
+        Work { one_shot: true, ..Work::default() }
+    }
+}
 
 /// What a pass did about one validator (`reconcile --json` `action`, logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -27,13 +83,13 @@ pub enum ActionTaken {
     None,
     /// The PAT was sent and accepted (then confirmed with a check).
     Broadcast,
-    /// Checked again later (backoff, inconclusive, a refused broadcast, spacing).
+    /// Checked again later (backoff, inconclusive, a refused broadcast, spacing, budget).
     Recheck,
     /// Terminal until the PAT changes.
     GiveUp,
     /// Dry run: the PAT would have been sent.
     WouldBroadcast,
-    /// Not contacted this pass (its timer has not fired, or in backoff).
+    /// Not contacted this pass (its timer has not fired, in backoff, or deferred by the budget).
     NotDue,
 }
 
@@ -66,27 +122,14 @@ impl std::fmt::Display for ActionTaken {
     }
 }
 
-/// Knobs of a pass.
-#[derive(Debug, Clone)]
-pub struct PassConfig {
-    pub policy: Policy,
-    pub check_timeout: Duration,
-    pub broadcast_timeout: Duration,
-    pub concurrency: usize,
-    /// Plan only; never send the PAT.
-    pub dry_run: bool,
-    /// `reconcile` semantics for "due" (everything not in backoff) vs `run`'s timers.
-    pub one_shot: bool,
-}
-
 /// What a pass did about one eligible validator.
 #[derive(Debug, Clone)]
 pub struct ValidatorOutcome {
     pub validator: Validator,
-    /// The first check's reply this pass (`None`: not due, so not contacted).
+    /// The first check's reply this pass (`None`: not contacted for a check).
     pub checked: Option<Reply<CheckFields>>,
     pub action: ActionTaken,
-    /// Why (for recheck / give-up / backoff).
+    /// Why (for recheck / give-up / backoff / budget).
     pub why: Option<String>,
     /// Broadcasts sent to it this pass.
     pub attempts: u32,
@@ -94,6 +137,25 @@ pub struct ValidatorOutcome {
     pub final_category: Option<Category>,
     pub next_check_at: Secs,
     pub failures: u32,
+    /// What a probe this pass said, if it was probed.
+    pub probe: Option<ProbeVerdict>,
+}
+
+/// GitHub calls on the PAT: this pass, the last hour, the budget and the intervals it implies.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Spend {
+    /// Estimated calls this pass caused.
+    pub pass_calls: u32,
+    /// Estimated calls in the hour up to the end of the pass (this pass included).
+    pub last_hour: u32,
+    /// Calls per hour allowed (`null`: unlimited).
+    pub budget_per_hour: Option<u32>,
+    /// The routine interval the budget allows (≥ the configured one), seconds.
+    pub interval_s: Secs,
+    /// The same for validators that lost the PAT lately.
+    pub interval_lossy_s: Secs,
+    /// Checks deferred this pass to stay within the budget.
+    pub deferred: usize,
 }
 
 /// Everything a pass produced.
@@ -110,6 +172,9 @@ pub struct PassOutcome {
     pub broadcasts: Vec<BroadcastOutcome>,
     /// Validators a dry run would have sent the PAT to.
     pub planned_broadcasts: Vec<u16>,
+    /// Probes sent this pass.
+    pub probes: usize,
+    pub github: Spend,
 }
 
 impl PassOutcome {
@@ -119,100 +184,268 @@ impl PassOutcome {
     }
 }
 
-/// Clock and randomness, injected so tests and the simulation control them.
-pub trait Env: Send {
-    fn now(&self) -> Secs;
-    /// A jitter sample in [0, 1).
-    fn jitter(&mut self) -> f64;
-}
-
-/// The real clock and a thread RNG.
-pub struct SystemEnv;
-
-impl Env for SystemEnv {
-    fn now(&self) -> Secs {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-    }
-    fn jitter(&mut self) -> f64 {
-        rand::random::<f64>()
-    }
-}
-
-/// Saves the state mid-pass. Called once the plan marks validators as broadcast to and before
-/// the PAT leaves: a process killed while broadcasting then restarts knowing it sent, so the
-/// per-validator spacing survives a crash.
+/// Saves the state mid-pass: called once the plan marks validators as broadcast to and before the
+/// PAT leaves, so a process killed while broadcasting restarts knowing it sent.
 pub type Checkpoint<'a> = &'a (dyn Fn(&MinerState) + Send + Sync);
 
-/// The network side of a pass.
-pub struct Io<'a> {
-    pub dendrite: &'a Arc<Dendrite>,
-    pub github: &'a GithubClient,
-    /// `None`: the caller saves only after the pass (or never, for a dry run).
-    pub checkpoint: Option<Checkpoint<'a>>,
-}
-
-fn to_preflight(p: &github::Preflight) -> Preflight {
-    match &p.outcome {
-        PreflightOutcome::Valid { .. } => Preflight::Valid,
-        PreflightOutcome::Transient { reason, .. } => Preflight::Transient(reason.clone()),
-        PreflightOutcome::Invalid { reason } => Preflight::Invalid(reason.clone()),
-    }
-}
-
-/// Run one pass for `selection.eligible` (or only `only`, when given: the agent's per-validator
-/// timers). Updates `state`.
+/// Run one pass over `selection.eligible`. Updates `state`.
 pub async fn run(
-    io: &Io<'_>,
+    transport: &dyn Transport,
     cfg: &PassConfig,
     selection: &Selection,
     state: &mut MinerState,
     pat: &Pat,
-    env: &mut dyn Env,
-    only: Option<&BTreeSet<u16>>,
+    work: &Work,
+    checkpoint: Option<Checkpoint<'_>>,
 ) -> PassOutcome {
     let started = Instant::now();
-    let now = env.now();
-    let p = &cfg.policy;
-    let eligible: Vec<(u16, &str)> = selection.eligible.iter().map(|v| (v.uid, v.hotkey.as_str())).collect();
-    core::sync(&mut state.validators, &eligible, now, p.alert_after);
-
-    let fp = pat.fingerprint();
-    if state.first_fingerprint.is_none() {
-        state.first_fingerprint = Some(fp.clone());
-    }
-    if state.fingerprint.as_deref() != Some(fp.as_str()) {
-        if state.fingerprint.is_some() {
-            tracing::info!(pat = %pat.redacted(), "PAT changed; every validator will get the new one once");
+    let mut pass = Pass::begin(cfg, selection, state, pat, transport.clock().now());
+    pass.probe(transport, &work.probe).await;
+    let due = pass.select(work);
+    pass.check(transport, &due).await;
+    pass.preflight(transport, pat).await;
+    let to_send = pass.decide(transport);
+    if !to_send.is_empty() {
+        if let Some(save) = checkpoint {
+            save(pass.state);
         }
-        state.fingerprint = Some(fp.clone());
+        pass.broadcast(transport, &to_send, pat).await;
+        pass.confirm(transport).await;
     }
-    let mut desired =
-        Desired { fingerprint: fp, adopt_fingerprint: state.first_fingerprint.clone(), preflight: Preflight::NotRun };
+    pass.finish(started)
+}
 
-    // 1. check the due validators
-    let due: Vec<Validator> = selection
-        .eligible
-        .iter()
-        .filter(|v| only.is_none_or(|o| o.contains(&v.uid)))
-        .filter(|v| state.validators.get(&v.uid).is_none_or(|h| core::due(h, now, cfg.one_shot)))
-        .cloned()
-        .collect();
-    let replies = fanout::check_all(io.dendrite, &due, cfg.check_timeout, cfg.concurrency).await;
-    let mut checked: BTreeMap<u16, Reply<CheckFields>> = BTreeMap::new();
-    let mut observations: BTreeMap<u16, CheckObs> = BTreeMap::new();
-    let mut checks = Vec::new();
-    for (v, r) in due.iter().zip(replies) {
-        let obs = CheckObs::of(&r);
-        checks.push(obs.category);
-        observations.insert(v.uid, obs);
-        checked.insert(v.uid, r);
+/// One pass in progress.
+pub struct Pass<'a> {
+    cfg: &'a PassConfig,
+    selection: &'a Selection,
+    state: &'a mut MinerState,
+    now: Secs,
+    desired: Desired,
+    /// The policy with the budget's intervals.
+    policy: Policy,
+    intervals: Intervals,
+    eligible: Vec<(u16, String)>,
+    probes: usize,
+    probe_verdicts: BTreeMap<u16, ProbeVerdict>,
+    /// Checked in this pass because a probe said so.
+    triggered: BTreeSet<u16>,
+    /// Not checked although due, and why.
+    deferred: BTreeMap<u16, String>,
+    checked: BTreeMap<u16, Reply<CheckFields>>,
+    observations: BTreeMap<u16, CheckObs>,
+    checks: Vec<Category>,
+    preflight: Option<github::Preflight>,
+    /// `(action, broadcasts sent)` per validator decided on.
+    actions: BTreeMap<u16, (Action, u32)>,
+    planned: Vec<u16>,
+    sent: Vec<Validator>,
+    broadcasts: Vec<BroadcastOutcome>,
+    accepted: BTreeSet<u16>,
+    /// Estimated GitHub calls: spent this pass, and reserved (spent + admitted but not yet made).
+    calls: u32,
+    reserved: u32,
+}
+
+impl<'a> Pass<'a> {
+    /// Phase 1: histories follow the eligible set; the desired state; the budget's intervals.
+    pub fn begin(
+        cfg: &'a PassConfig,
+        selection: &'a Selection,
+        state: &'a mut MinerState,
+        pat: &Pat,
+        now: Secs,
+    ) -> Pass<'a> {
+        let eligible: Vec<(u16, String)> = selection.eligible.iter().map(|v| (v.uid, v.hotkey.clone())).collect();
+        let refs: Vec<(u16, &str)> = eligible.iter().map(|(u, h)| (*u, h.as_str())).collect();
+        core::sync(&mut state.validators, &refs, now, cfg.policy.alert_after);
+        let fp = pat.fingerprint();
+        if state.first_fingerprint.is_none() {
+            state.first_fingerprint = Some(fp.clone());
+        }
+        if state.fingerprint.as_deref() != Some(fp.as_str()) {
+            if state.fingerprint.is_some() {
+                tracing::info!(pat = %pat.redacted(), "PAT changed; every validator will get the new one once");
+            }
+            state.fingerprint = Some(fp.clone());
+        }
+        let desired = Desired {
+            fingerprint: fp,
+            adopt_fingerprint: state.first_fingerprint.clone(),
+            preflight: Preflight::NotRun,
+        };
+        // Who holds a PAT for us, as far as we know (one never seen might: count it).
+        let (mut steady, mut lossy) = (0, 0);
+        for (uid, _) in &eligible {
+            match state.validators.get(uid) {
+                Some(h) if h.category.is_some_and(|c| !c.holds_a_pat()) => {}
+                Some(h) if h.is_lossy(now) => lossy += 1,
+                _ => steady += 1,
+            }
+        }
+        let intervals = budget::intervals(cfg.policy.interval, cfg.budget, steady, lossy);
+        let policy = Policy { interval: intervals.steady, interval_lossy: intervals.lossy, ..cfg.policy };
+        let reserved = state.github.spent(now);
+        Pass {
+            cfg,
+            selection,
+            state,
+            now,
+            desired,
+            policy,
+            intervals,
+            eligible,
+            probes: 0,
+            probe_verdicts: BTreeMap::new(),
+            triggered: BTreeSet::new(),
+            deferred: BTreeMap::new(),
+            checked: BTreeMap::new(),
+            observations: BTreeMap::new(),
+            checks: Vec::new(),
+            preflight: None,
+            actions: BTreeMap::new(),
+            planned: Vec::new(),
+            sent: Vec::new(),
+            broadcasts: Vec::new(),
+            accepted: BTreeSet::new(),
+            calls: 0,
+            reserved,
+        }
     }
 
-    // 2. preflight only when someone needs the PAT
-    let mut preflight = None;
-    if core::needs_preflight(&desired, &state.validators, &observations) {
-        let pf = io.github.preflight(pat).await;
-        desired.preflight = to_preflight(&pf);
+    fn validator(&self, uid: u16) -> Option<&'a Validator> {
+        self.selection.eligible.iter().find(|v| v.uid == uid)
+    }
+
+    fn history(&self, v: &Validator) -> core::History {
+        self.state.validators.get(&v.uid).cloned().unwrap_or_else(|| core::History::new(&v.hotkey))
+    }
+
+    /// Phase 2: probe `which` (validators patrol has met; a newcomer is checked anyway).
+    pub async fn probe(&mut self, t: &dyn Transport, which: &BTreeSet<u16>) {
+        let vs: Vec<Validator> = self
+            .selection
+            .eligible
+            .iter()
+            .filter(|v| which.contains(&v.uid) && self.state.validators.contains_key(&v.uid))
+            .cloned()
+            .collect();
+        if vs.is_empty() {
+            return;
+        }
+        let replies = t.probe(&vs).await;
+        self.probes += vs.len();
+        for (v, r) in vs.iter().zip(&replies) {
+            let (verdict, h) = core::after_probe(&self.history(v), &ProbeObs::of(r), self.now);
+            if verdict.wants_check() {
+                tracing::debug!(uid = v.uid, addr = %v.addr(), ?verdict, "probe: checking now");
+                self.triggered.insert(v.uid);
+            }
+            if verdict != ProbeVerdict::Quiet {
+                self.probe_verdicts.insert(v.uid, verdict);
+            }
+            self.state.validators.insert(v.uid, h);
+        }
+    }
+
+    /// Phase 3: the validators to check now — due by their timers (within `work.only`) or
+    /// triggered by a probe — admitted within the GitHub budget: free checks always, triggered
+    /// ones up to the whole budget, routine ones up to [`budget::ROUTINE_GUARD`] of it, validators
+    /// that lost the PAT lately first, then the longest unchecked. The rest wait for the budget.
+    pub fn select(&mut self, work: &Work) -> Vec<Validator> {
+        struct Candidate<'v> {
+            v: &'v Validator,
+            cost: u32,
+            triggered: bool,
+            lossy: bool,
+            checked_at: Option<Secs>,
+        }
+        let mut candidates: Vec<Candidate<'_>> = Vec::new();
+        for v in &self.selection.eligible {
+            let h = self.state.validators.get(&v.uid);
+            let triggered = self.triggered.contains(&v.uid);
+            let timer = work.only.as_ref().is_none_or(|o| o.contains(&v.uid))
+                && h.is_none_or(|h| core::due(h, self.now, work.one_shot));
+            if !triggered && !timer {
+                continue;
+            }
+            // A silent validator answers nothing, so it costs nothing; one never met might hold a PAT.
+            let cost = match h {
+                Some(h) if h.silent.is_some() => 0,
+                Some(h) => h.category.map_or(budget::CALLS_PER_HELD_CHECK, budget::check_cost),
+                None => budget::CALLS_PER_HELD_CHECK,
+            };
+            let lossy = h.is_some_and(|h| h.is_lossy(self.now));
+            candidates.push(Candidate { v, cost, triggered, lossy, checked_at: h.and_then(|h| h.checked_at) });
+        }
+        candidates.sort_by_key(|c| (!c.triggered, !c.lossy, c.checked_at));
+        let mut due = Vec::new();
+        for c in candidates {
+            let limit = if c.triggered { self.cfg.budget.limit() } else { self.cfg.budget.routine_limit() };
+            if c.cost == 0 || self.reserved.saturating_add(c.cost) <= limit {
+                self.reserved = self.reserved.saturating_add(c.cost);
+                due.push(c.v.clone());
+                continue;
+            }
+            let at = self.free_at(c.cost, limit);
+            let mut h = self.history(c.v);
+            h.next_check_at = h.next_check_at.max(at);
+            self.state.validators.insert(c.v.uid, h);
+            self.deferred.insert(
+                c.v.uid,
+                format!(
+                    "deferred to stay within the GitHub budget ({} of {} calls this hour)",
+                    self.reserved,
+                    self.cfg.budget.limit()
+                ),
+            );
+        }
+        due
+    }
+
+    /// When `need` more calls fit under `limit`, given what this pass has reserved so far.
+    fn free_at(&self, need: u32, limit: u32) -> Secs {
+        let pending = self.reserved.saturating_sub(self.state.github.spent(self.now));
+        self.state.github.free_at(self.now, need.saturating_add(pending), limit).max(self.now + 1)
+    }
+
+    /// Phase 4: check `due`.
+    pub async fn check(&mut self, t: &dyn Transport, due: &[Validator]) {
+        if due.is_empty() {
+            return;
+        }
+        let replies = t.check(due).await;
+        for (v, r) in due.iter().zip(replies) {
+            let obs = CheckObs::of(&r);
+            self.calls += budget::check_cost(obs.category);
+            self.checks.push(obs.category);
+            self.observations.insert(v.uid, obs);
+            self.checked.insert(v.uid, r);
+        }
+    }
+
+    /// Phase 5: the GitHub preflight, only when some validator needs the PAT.
+    pub async fn preflight(&mut self, t: &dyn Transport, pat: &Pat) {
+        if !core::needs_preflight(&self.desired, &self.state.validators, &self.observations) {
+            return;
+        }
+        let need = budget::CALLS_PER_PREFLIGHT;
+        if self.reserved.saturating_add(need) > self.cfg.budget.limit() {
+            self.desired.preflight = Preflight::Transient(format!(
+                "the GitHub budget ({} calls an hour) is spent until {}",
+                self.cfg.budget.limit(),
+                self.free_at(need, self.cfg.budget.limit())
+            ));
+            return;
+        }
+        let pf = t.preflight(pat).await;
+        self.reserved = self.reserved.saturating_add(need);
+        self.calls += need;
+        self.desired.preflight = match &pf.outcome {
+            PreflightOutcome::Valid { .. } => Preflight::Valid,
+            PreflightOutcome::Transient { reason, .. } => Preflight::Transient(reason.clone()),
+            PreflightOutcome::Invalid { reason } => Preflight::Invalid(reason.clone()),
+        };
         // Debug only: the callers report it once — `reconcile` on stderr, the agent on a change.
         match &pf.outcome {
             PreflightOutcome::Valid { login, .. } => tracing::debug!(login = %login, "PAT preflight passed"),
@@ -221,135 +454,170 @@ pub async fn run(
             }
             PreflightOutcome::Invalid { reason } => tracing::debug!(%reason, "PAT is invalid; it will not be sent"),
         }
-        preflight = Some(pf);
+        self.preflight = Some(pf);
     }
 
-    // 3. decide
-    let decisions: Vec<Decision> =
-        core::plan(p, &desired, &state.validators, &eligible, &observations, now, || env.jitter());
-    let mut actions: BTreeMap<u16, (Action, u32)> = BTreeMap::new();
-    let mut to_send: Vec<Validator> = Vec::new();
-    let mut planned = Vec::new();
-    for d in decisions {
-        if d.action == Action::Broadcast {
-            if cfg.dry_run {
-                planned.push(d.uid);
-                // Nothing was sent, so nothing moved the validator's next check: without this it
-                // stays in the past and `patrol run --dry-run` would re-check it on every tick.
-                let mut h = d.history;
-                h.next_check_at = now + p.interval;
-                state.validators.insert(d.uid, h);
-                actions.insert(d.uid, (Action::Broadcast, 0));
-                continue;
+    /// Phase 6: the core's decisions; returns the validators to send the PAT to (none in a dry
+    /// run, none beyond the budget) and marks them as sent to in the state (before sending).
+    pub fn decide(&mut self, t: &dyn Transport) -> Vec<Validator> {
+        let refs: Vec<(u16, &str)> = self.eligible.iter().map(|(u, h)| (*u, h.as_str())).collect();
+        let decisions = core::plan(
+            &self.policy,
+            &self.desired,
+            &self.state.validators,
+            &refs,
+            &self.observations,
+            self.now,
+            || t.jitter(),
+        );
+        let mut to_send = Vec::new();
+        for d in decisions {
+            let mut h = d.history;
+            let mut action = d.action;
+            if action == Action::Broadcast {
+                let limit = self.cfg.budget.limit();
+                if self.cfg.dry_run {
+                    self.planned.push(d.uid);
+                    // Nothing was sent, so nothing moved the validator's next check: without this
+                    // it stays in the past and `patrol run --dry-run` would re-check it every tick.
+                    h.next_check_at = self.now + self.policy.interval;
+                } else if self.reserved.saturating_add(budget::CALLS_PER_REPAIR) > limit {
+                    let at = self.free_at(budget::CALLS_PER_REPAIR, limit);
+                    h.next_check_at = at;
+                    action = Action::Recheck {
+                        at,
+                        why: format!("repair deferred: the GitHub budget ({limit} calls an hour) is spent"),
+                    };
+                } else if let Some(v) = self.validator(d.uid) {
+                    self.reserved = self.reserved.saturating_add(budget::CALLS_PER_REPAIR);
+                    h = core::broadcast_sent(&h, self.now, &self.desired.fingerprint);
+                    to_send.push(v.clone());
+                }
             }
-            state.validators.insert(d.uid, core::broadcast_sent(&d.history, now, &desired.fingerprint));
-            if let Some(v) = selection.eligible.iter().find(|v| v.uid == d.uid) {
-                to_send.push(v.clone());
-            }
-        } else {
-            state.validators.insert(d.uid, d.history);
+            self.state.validators.insert(d.uid, h);
+            self.actions.insert(d.uid, (action, 0));
         }
-        actions.insert(d.uid, (d.action, 0));
+        to_send
     }
 
-    // 4. broadcast, then confirm the accepted ones with a check
-    let mut broadcasts = Vec::new();
-    let mut accepted: BTreeSet<u16> = BTreeSet::new();
-    if !to_send.is_empty() {
-        if let Some(save) = io.checkpoint {
-            save(state);
-        }
-        let results = fanout::broadcast_all(io.dendrite, &to_send, pat, cfg.broadcast_timeout, cfg.concurrency).await;
-        let mut confirm = Vec::new();
-        for (v, r) in to_send.iter().zip(&results) {
+    /// Phase 7: send the PAT to `to_send` and take the answers in.
+    pub async fn broadcast(&mut self, t: &dyn Transport, to_send: &[Validator], pat: &Pat) {
+        let replies = t.broadcast(to_send, pat).await;
+        for (v, r) in to_send.iter().zip(&replies) {
             let obs = BroadcastObs::of(r);
-            let label = obs.outcome();
-            broadcasts.push(label);
-            let h = state.validators.get(&v.uid).cloned().unwrap_or_else(|| core::History::new(&v.hotkey));
-            let (action, h) = core::after_broadcast(p, &desired, &h, &obs, now, env.jitter());
-            tracing::info!(uid = v.uid, addr = %v.addr(), result = %label, "broadcast");
+            let outcome = obs.outcome();
+            self.calls += budget::CALLS_PER_BROADCAST;
+            self.broadcasts.push(outcome);
+            let (action, h) =
+                core::after_broadcast(&self.policy, &self.desired, &self.history(v), &obs, self.now, t.jitter());
+            tracing::info!(uid = v.uid, addr = %v.addr(), result = %outcome, "broadcast");
             if obs == BroadcastObs::Accepted {
-                confirm.push(v.clone());
-                accepted.insert(v.uid);
+                self.accepted.insert(v.uid);
             }
-            state.validators.insert(v.uid, h);
-            actions.insert(v.uid, (action, 1));
+            self.state.validators.insert(v.uid, h);
+            self.actions.insert(v.uid, (action, 1));
         }
-        if !confirm.is_empty() {
-            let replies = fanout::check_all(io.dendrite, &confirm, cfg.check_timeout, cfg.concurrency).await;
-            for (v, r) in confirm.iter().zip(&replies) {
-                let obs = CheckObs::of(r);
-                checks.push(obs.category);
-                let h = state.validators.get(&v.uid).cloned().unwrap_or_else(|| core::History::new(&v.hotkey));
-                let (action, h) = core::after_check(p, &desired, &h, &obs, now, env.jitter());
-                // A confirm that still wants a broadcast waits for the next pass (spacing rule).
-                state.validators.insert(v.uid, h);
-                actions.insert(v.uid, (action, 1));
-            }
+        self.sent = to_send.to_vec();
+    }
+
+    /// Phase 8: confirm the accepted broadcasts with a check, in this pass.
+    pub async fn confirm(&mut self, t: &dyn Transport) {
+        let confirm: Vec<Validator> = self.sent.iter().filter(|v| self.accepted.contains(&v.uid)).cloned().collect();
+        if confirm.is_empty() {
+            return;
+        }
+        let replies = t.check(&confirm).await;
+        for (v, r) in confirm.iter().zip(&replies) {
+            let obs = CheckObs::of(r);
+            self.calls += budget::check_cost(obs.category);
+            self.checks.push(obs.category);
+            let (action, h) =
+                core::after_check(&self.policy, &self.desired, &self.history(v), &obs, self.now, t.jitter());
+            // A confirm that still wants a broadcast waits for the next pass (spacing rule).
+            self.state.validators.insert(v.uid, h);
+            self.actions.insert(v.uid, (action, 1));
         }
     }
 
-    // 5. report
-    let validators: Vec<ValidatorOutcome> = selection
-        .eligible
-        .iter()
-        .map(|v| {
-            let h = state.validators.get(&v.uid);
-            let (label, why, attempts, next) = match actions.get(&v.uid) {
-                Some((a, n)) => {
-                    let why = match a {
-                        Action::Recheck { why, .. } => Some(why.clone()),
-                        Action::GiveUp { reason, .. } => Some(reason.clone()),
-                        _ => None,
-                    };
-                    // what this pass did: an accepted broadcast (then confirmed) reports as
-                    // `broadcast`; a refused one as what follows from the refusal
-                    let label = if cfg.dry_run && *a == Action::Broadcast {
-                        ActionTaken::WouldBroadcast
-                    } else if accepted.contains(&v.uid) {
-                        ActionTaken::Broadcast
-                    } else {
-                        ActionTaken::of(a)
-                    };
-                    (label, why, *n, h.map(|h| h.next_check_at).unwrap_or_else(|| a.next_at(now)))
-                }
-                None => {
-                    let next = h.map(|h| h.not_before.max(h.next_check_at)).unwrap_or(now);
-                    let why =
-                        h.filter(|h| h.not_before > now).map(|h| format!("in backoff after {} failures", h.failures));
-                    (ActionTaken::NotDue, why, 0, next)
-                }
-            };
-            ValidatorOutcome {
-                validator: v.clone(),
-                checked: checked.get(&v.uid).cloned(),
-                action: label,
-                why,
-                attempts,
-                final_category: h.and_then(|h| h.category),
-                next_check_at: next,
-                failures: h.map(|h| h.failures).unwrap_or(0),
+    /// Phase 9: what happened to each validator, alerts, the spend; the state's pass bookkeeping.
+    pub fn finish(self, started: Instant) -> PassOutcome {
+        let now = self.now;
+        self.state.github.record(now, self.calls);
+        let validators: Vec<ValidatorOutcome> = self.selection.eligible.iter().map(|v| self.outcome_of(v)).collect();
+        if !validators.is_empty() && validators.iter().all(|v| v.final_category.is_some_and(Category::is_covered)) {
+            self.state.last_full_coverage_at = Some(now);
+        }
+        self.state.last_pass_at = Some(now);
+        self.state.updated_at = now;
+        let alerts = core::alerts(&self.policy, &self.desired, core::active(&self.state.validators), now);
+        // Debug only: `reconcile` prints them, the agent logs raised/cleared transitions.
+        for a in &alerts {
+            tracing::debug!(kind = a.kind.as_str(), uid = ?a.uid, "{}", a.message);
+        }
+        let github = Spend {
+            pass_calls: self.calls,
+            last_hour: self.state.github.spent(now),
+            budget_per_hour: self.cfg.budget.0,
+            interval_s: self.intervals.steady,
+            interval_lossy_s: self.intervals.lossy,
+            deferred: self.deferred.len(),
+        };
+        PassOutcome {
+            started_at: now,
+            duration: started.elapsed(),
+            validators,
+            alerts,
+            preflight: self.preflight,
+            checks: self.checks,
+            broadcasts: self.broadcasts,
+            planned_broadcasts: self.planned,
+            probes: self.probes,
+            github,
+        }
+    }
+
+    fn outcome_of(&self, v: &Validator) -> ValidatorOutcome {
+        let now = self.now;
+        let h = self.state.validators.get(&v.uid);
+        let (action, why, attempts, next) = match self.actions.get(&v.uid) {
+            Some((a, n)) => {
+                let why = match a {
+                    Action::Recheck { why, .. } => Some(why.clone()),
+                    Action::GiveUp { reason, .. } => Some(reason.clone()),
+                    _ => None,
+                };
+                // what this pass did: an accepted broadcast (then confirmed) reports as
+                // `broadcast`; a refused one as what follows from the refusal
+                let taken = if self.cfg.dry_run && *a == Action::Broadcast {
+                    ActionTaken::WouldBroadcast
+                } else if self.accepted.contains(&v.uid) {
+                    ActionTaken::Broadcast
+                } else {
+                    ActionTaken::of(a)
+                };
+                (taken, why, *n, h.map(|h| h.next_check_at).unwrap_or_else(|| a.next_at(now)))
             }
-        })
-        .collect();
-    if !validators.is_empty() && validators.iter().all(|v| v.final_category.is_some_and(Category::is_covered)) {
-        state.last_full_coverage_at = Some(now);
-    }
-    state.last_pass_at = Some(now);
-    state.updated_at = now;
-    let alerts = core::alerts(p, &desired, core::active(&state.validators), now);
-    // Debug only: `reconcile` prints them, the agent logs raised/cleared transitions.
-    for a in &alerts {
-        tracing::debug!(kind = a.kind, uid = ?a.uid, "{}", a.message);
-    }
-    PassOutcome {
-        started_at: now,
-        duration: started.elapsed(),
-        validators,
-        alerts,
-        preflight,
-        checks,
-        broadcasts,
-        planned_broadcasts: planned,
+            None => {
+                let next = h.map(|h| h.not_before.max(h.next_check_at)).unwrap_or(now);
+                let why = self.deferred.get(&v.uid).cloned().or_else(|| {
+                    h.filter(|h| h.not_before > now).map(|h| format!("in backoff after {} failures", h.failures))
+                });
+                (ActionTaken::NotDue, why, 0, next)
+            }
+        };
+        ValidatorOutcome {
+            validator: v.clone(),
+            checked: self.checked.get(&v.uid).cloned(),
+            action,
+            why,
+            attempts,
+            final_category: h.and_then(|h| h.category),
+            next_check_at: next,
+            failures: h.map(|h| h.failures).unwrap_or(0),
+            probe: self.probe_verdicts.get(&v.uid).copied(),
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::Ledger;
 use super::core::{History, Secs};
 use crate::fsutil;
 
@@ -33,6 +34,9 @@ pub struct MinerState {
     pub last_pass_at: Option<Secs>,
     pub last_full_coverage_at: Option<Secs>,
     pub updated_at: Secs,
+    /// Estimated GitHub calls on the PAT, last hour (shared by `reconcile` and `run`).
+    #[serde(default)]
+    pub github: Ledger,
 }
 
 impl MinerState {
@@ -48,6 +52,7 @@ impl MinerState {
             last_pass_at: None,
             last_full_coverage_at: None,
             updated_at: 0,
+            github: Ledger::default(),
         }
     }
 }

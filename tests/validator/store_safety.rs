@@ -4,9 +4,10 @@
 //! - SIGKILL in the middle of a write leaves a valid file (the old one or the new one);
 //! - two processes writing at once lose nothing.
 //!
-//! The writer processes are this test binary re-executed into [`store_hammer_child`] (an env var
-//! selects the role), so the real `PatStore` code runs in a separate process that can be killed
-//! at any instant, with no extra command in the shipped binary.
+//! The writer processes are this test binary re-executed into [`store_hammer_child`] (ignored, so
+//! it never counts as a passing test; the spawner runs it with `--ignored --exact`), so the real
+//! `PatStore` code runs in a separate process that can be killed at any instant, with no extra
+//! command in the shipped binary.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -25,12 +26,13 @@ use super::{github_options, miner_key, start_in_process};
 const HAMMER_ENV: &str = "PATROL_STORE_HAMMER";
 const HAMMER_TEST: &str = "validator::store_safety::store_hammer_child";
 
-/// Not a test on its own: when this binary is re-executed with `PATROL_STORE_HAMMER=<path>`, it
-/// becomes a store writer that upserts uids `START..START+COUNT` (`PATROL_HAMMER_START`,
-/// `PATROL_HAMMER_COUNT`; COUNT 0 = forever) and exits. Without the variable it does nothing.
+/// Not a test: the writer process. When this binary is re-executed with `--ignored --exact` and
+/// `PATROL_STORE_HAMMER=<path>`, it upserts uids `START..START+COUNT` (`PATROL_HAMMER_START`,
+/// `PATROL_HAMMER_COUNT`; COUNT 0 = forever) and exits.
 #[test]
+#[ignore = "child-process entry point of the store-safety tests, which spawn it; not a test on its own"]
 fn store_hammer_child() {
-    let Ok(path) = std::env::var(HAMMER_ENV) else { return };
+    let path = std::env::var(HAMMER_ENV).expect("spawned by a store-safety test with PATROL_STORE_HAMMER set");
     let start: u32 = std::env::var("PATROL_HAMMER_START").unwrap().parse().unwrap();
     let count: u32 = std::env::var("PATROL_HAMMER_COUNT").unwrap().parse().unwrap();
     let store = PatStore::new(&path);
@@ -46,7 +48,7 @@ fn store_hammer_child() {
 
 fn spawn_hammer(path: &Path, start: u32, count: u32) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", HAMMER_TEST, "--test-threads=1", "--quiet"])
+        .args(["--ignored", "--exact", HAMMER_TEST, "--test-threads=1", "--quiet"])
         .env(HAMMER_ENV, path)
         .env("PATROL_HAMMER_START", start.to_string())
         .env("PATROL_HAMMER_COUNT", count.to_string())
@@ -99,7 +101,15 @@ fn sigkill_mid_write_leaves_the_old_or_the_new_file() {
     let mut last = valid_uids(&path);
     for round in 0..12u64 {
         let mut child = Reaped(spawn_hammer(&path, 10_000 + round as u32 * 1000, 0));
-        std::thread::sleep(Duration::from_millis(80 + (round * 37) % 120));
+        // Kill only once the writer is writing (a loaded machine may take a while to start it),
+        // then at a different point into its stream of writes each round.
+        let begun = Instant::now();
+        while valid_uids(&path).len() == last.len() {
+            assert!(child.0.try_wait().unwrap().is_none(), "round {round}: the writer exited early");
+            assert!(begun.elapsed() < Duration::from_secs(60), "round {round}: the writer never wrote");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(10 + (round * 37) % 120));
         child.0.kill().unwrap();
         child.0.wait().unwrap();
         let now = valid_uids(&path);

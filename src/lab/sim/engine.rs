@@ -1,26 +1,40 @@
 //! The event loop: one run of one strategy over the scenario's fault timeline, in virtual time.
 //!
 //! Every validator is the real embedded validator (handlers, store on tmpfs, scoring gate with its
-//! 2-hour rounds and EMA); the `patrol` strategy is the real reconcile core (`plan`,
-//! `after_broadcast`, backoff, adoption, spacing) driven with the agent's timing: a pass every
-//! interval (+ jitter) and per-validator timers for earlier re-checks. Nothing here opens a socket.
+//! 2-hour rounds and EMA). The `patrol` strategy is the product itself: the agent's
+//! [`Scheduler`] says when to wake and what is due, and the product's reconcile pass
+//! ([`crate::reconcile::pass::run`]) runs over the simulation's [`Transport`](SimNet) — there is
+//! no reconcile logic in this file. The `post` strategies model `gitt miner post`, once or with
+//! retries, over the same transport. Nothing here opens a socket.
 //!
-//! Diagnostics: `PATROL_SIM_TRACE=<validator index>` prints every decision the reconciler makes
-//! about that validator (observation, action, broadcast result) to stderr.
+//! What is measured (see [`RunStats`]): coverage over time (count and stake-weighted), time to
+//! repair (from the moment a validator could accept the PAT again — up, reachable, store readable
+//! — to the moment it holds it), minutes unscored (up but not holding our valid PAT), PATs sent,
+//! checks, probes, and the GitHub calls made with the miner's PAT because of the strategy
+//! (validator handlers and the miner's preflight, as the simulated GitHub counted them).
+//!
+//! Diagnostics: `PATROL_SIM_TRACE=<validator index>` prints what each pass did about that validator.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::faults::{Effect, Event, T};
-use super::scenario::{Scenario, Strategy, StrategyKind};
+use super::net::SimNet;
+use super::scenario::{PatrolKnobs, Scenario, Strategy, StrategyKind};
 use super::world::{self, SimGithub, SimValidator};
-use crate::github::PreflightOutcome;
-use crate::observe::Category;
-use crate::reconcile::core::{self, BroadcastObs, CheckObs, Desired, History, Policy, Preflight};
-use crate::secret::fingerprint;
+use crate::agent::job;
+use crate::agent::miner::PREFLIGHT_REFRESH;
+use crate::agent::schedule::{ScheduleConfig, Scheduler};
+use crate::observe::BroadcastObs;
+use crate::reconcile::core::Secs;
+use crate::reconcile::pass::{self, PassConfig, Work};
+use crate::reconcile::state::MinerState;
+use crate::reconcile::transport::Transport;
+use crate::secret::Pat;
+use crate::validators::{Selection, Validator};
 
 /// Our miner's uid at every validator (uid 0 is the recycle uid).
 const OUR_UID: u16 = 1;
@@ -31,8 +45,6 @@ const BASE: u64 = 1_800_000_000;
 enum Ev {
     Fault(usize),
     Round(u16),
-    PatrolPass,
-    PatrolTimer(u16),
     /// A post to every validator (`None`) or a retry to one.
     Post(Option<(u16, u32)>),
 }
@@ -48,20 +60,33 @@ pub struct RunStats {
     pub mean_stake_coverage: f64,
     /// Seconds with fewer than all validators covered.
     pub time_below_full_s: u64,
+    /// Broadcasts that reached a validator (the PAT left the miner).
     pub pats_sent: u64,
     pub broadcast_attempts: u64,
     pub checks: u64,
+    pub probes: u64,
+    /// Broadcasts a dry run planned (and did not send).
+    pub planned_broadcasts: u64,
     /// Time-averaged stake-weighted share of our miner's weight across validators.
     pub mean_weight_share: f64,
     /// Losses of coverage that were repaired, and how long repairs took: time the validator was
-    /// uncovered while a repair was possible (it was up and its store readable).
+    /// uncovered while a repair was possible (it was up, reachable and its store readable).
     pub repairs: usize,
-    pub repair_max_s: u64,
+    pub repair_p50_s: u64,
     pub repair_p95_s: u64,
+    pub repair_max_s: u64,
     /// Losses never repaired by the end.
     pub unrepaired: usize,
     /// The slowest repair: validator index, lost at, repaired at (virtual seconds).
     pub worst_repair: Option<(usize, T, T)>,
+    /// Minutes per validator per day that a running validator did not hold our valid PAT.
+    pub unscored_min_per_validator_day: f64,
+    /// GitHub calls made with the miner's PAT because of the strategy, per hour.
+    pub github_calls_per_hour: f64,
+    /// The busiest clock hour's GitHub calls.
+    pub github_calls_max_hour: u64,
+    /// The validators' own scoring calls with the PAT, per hour (the same for every strategy).
+    pub scoring_calls_per_hour: f64,
     /// Stake-weighted coverage per sample window (window minimum).
     #[serde(skip)]
     pub series: Vec<f64>,
@@ -72,12 +97,17 @@ struct Tracker {
     stakes: Vec<f64>,
     total_stake: f64,
     covered: Vec<bool>,
+    /// Up, reachable, store readable: a repair is possible.
+    repairable: Vec<bool>,
+    /// The process runs (it scores, or would).
+    running: Vec<bool>,
     count: usize,
     stake: f64,
     last_t: T,
     acc_count: f64,
     acc_stake: f64,
     below: u64,
+    unscored: u64,
     min_count: usize,
     min_stake: f64,
     sample: T,
@@ -86,8 +116,8 @@ struct Tracker {
     acc_share: f64,
     last_share_t: T,
     lost_at: Vec<Option<T>>,
-    down_since: Vec<Option<T>>,
-    down_acc: Vec<T>,
+    /// Repairable time accumulated since the loss.
+    repairable_acc: Vec<T>,
     repairs: Vec<T>,
     worst: Option<(usize, T, T)>,
 }
@@ -99,12 +129,15 @@ impl Tracker {
             stakes: stakes.to_vec(),
             total_stake: stakes.iter().sum(),
             covered: vec![false; n],
+            repairable: vec![true; n],
+            running: vec![true; n],
             count: 0,
             stake: 0.0,
             last_t: 0,
             acc_count: 0.0,
             acc_stake: 0.0,
             below: 0,
+            unscored: 0,
             min_count: 0,
             min_stake: 0.0,
             sample: sample.max(1),
@@ -113,8 +146,7 @@ impl Tracker {
             acc_share: 0.0,
             last_share_t: 0,
             lost_at: vec![None; n],
-            down_since: vec![None; n],
-            down_acc: vec![0; n],
+            repairable_acc: vec![0; n],
             repairs: Vec::new(),
             worst: None,
         }
@@ -124,12 +156,20 @@ impl Tracker {
         if t <= self.last_t {
             return;
         }
-        let dt = (t - self.last_t) as f64;
-        self.acc_count += self.count as f64 * dt;
+        let dt = t - self.last_t;
+        self.acc_count += self.count as f64 * dt as f64;
         let frac = self.stake / self.total_stake;
-        self.acc_stake += frac * dt;
+        self.acc_stake += frac * dt as f64;
         if self.count < self.covered.len() {
-            self.below += t - self.last_t;
+            self.below += dt;
+        }
+        for v in 0..self.covered.len() {
+            if !self.covered[v] && self.running[v] {
+                self.unscored += dt;
+            }
+            if self.lost_at[v].is_some() && self.repairable[v] {
+                self.repairable_acc[v] += dt;
+            }
         }
         let (w0, w1) = ((self.last_t / self.sample) as usize, ((t - 1) / self.sample) as usize);
         for w in w0..=w1.min(self.series.len().saturating_sub(1)) {
@@ -144,46 +184,34 @@ impl Tracker {
         self.min_stake = self.stake / self.total_stake;
     }
 
-    fn set(&mut self, t: T, v: usize, covered: bool, up: bool) {
+    /// Validator `v` at `t`.
+    fn set(&mut self, t: T, v: usize, covered: bool, repairable: bool, running: bool) {
+        self.advance(t);
+        self.repairable[v] = repairable;
+        self.running[v] = running;
         if self.covered[v] == covered {
             return;
         }
-        self.advance(t);
         self.covered[v] = covered;
         // summed afresh: incremental add/subtract drifts below zero in floating point
         self.stake = self.covered.iter().zip(&self.stakes).filter(|(c, _)| **c).map(|(_, s)| s).sum::<f64>() + 0.0;
         if covered {
             self.count += 1;
             if let Some(at) = self.lost_at[v].take() {
-                let down = self.down_acc[v] + self.down_since[v].map_or(0, |d| t - d);
-                let took = (t - at).saturating_sub(down);
-                if self.worst.is_none_or(|(_, a, b)| took > (b - a)) {
-                    self.worst = Some((v, at, t));
+                let took = self.repairable_acc[v];
+                if self.worst.is_none_or(|(_, a, b)| took > b - a) {
+                    self.worst = Some((v, t - took, t));
                 }
                 self.repairs.push(took);
+                let _ = at;
             }
         } else {
             self.count -= 1;
             self.lost_at[v] = Some(t);
-            self.down_acc[v] = 0;
-            self.down_since[v] = (!up).then_some(t);
+            self.repairable_acc[v] = 0;
         }
         self.min_count = self.min_count.min(self.count);
         self.min_stake = self.min_stake.min(self.stake / self.total_stake);
-    }
-
-    fn updown(&mut self, t: T, v: usize, up: bool) {
-        if self.lost_at[v].is_none() {
-            return;
-        }
-        match (up, self.down_since[v]) {
-            (false, None) => self.down_since[v] = Some(t),
-            (true, Some(d)) => {
-                self.down_acc[v] += t - d;
-                self.down_since[v] = None;
-            }
-            _ => {}
-        }
     }
 
     fn set_share(&mut self, t: T, share: f64) {
@@ -192,12 +220,15 @@ impl Tracker {
         self.share = share;
     }
 
-    fn finish(mut self, end: T, pats_sent: u64, attempts: u64, checks: u64) -> RunStats {
+    fn finish(mut self, end: T) -> RunStats {
         self.advance(end);
         self.set_share(end, self.share);
         let mut r = self.repairs.clone();
         r.sort_unstable();
-        let p95 = if r.is_empty() { 0 } else { r[((r.len() as f64 * 0.95).ceil() as usize).clamp(1, r.len()) - 1] };
+        let pct =
+            |p: f64| if r.is_empty() { 0 } else { r[((r.len() as f64 * p).ceil() as usize).clamp(1, r.len()) - 1] };
+        let n = self.covered.len().max(1) as f64;
+        let days = end as f64 / 86_400.0;
         RunStats {
             validators: self.covered.len(),
             min_covered: self.min_count,
@@ -206,18 +237,30 @@ impl Tracker {
             min_stake_coverage: self.min_stake,
             mean_stake_coverage: self.acc_stake / end as f64,
             time_below_full_s: self.below,
-            pats_sent,
-            broadcast_attempts: attempts,
-            checks,
             mean_weight_share: self.acc_share / end as f64,
             repairs: r.len(),
+            repair_p50_s: pct(0.5),
+            repair_p95_s: pct(0.95),
             repair_max_s: r.last().copied().unwrap_or(0),
-            repair_p95_s: p95,
             unrepaired: self.lost_at.iter().filter(|x| x.is_some()).count(),
             worst_repair: self.worst,
+            unscored_min_per_validator_day: self.unscored as f64 / 60.0 / n / days.max(f64::MIN_POSITIVE),
             series: self.series,
+            ..RunStats::default()
         }
     }
+}
+
+/// The patrol strategy's agent: the scheduler, the miner's state and what the pass needs.
+struct Agent {
+    scheduler: Scheduler,
+    cfg: PassConfig,
+    state: MinerState,
+    selection: Selection,
+    eligible: BTreeSet<u16>,
+    /// The next round checks everything not in backoff (start, PAT rotation).
+    force_full: bool,
+    last_preflight: Option<Secs>,
 }
 
 /// One strategy's run.
@@ -228,6 +271,7 @@ pub struct Run<'a> {
     rt: tokio::runtime::Runtime,
     rng: ChaCha8Rng,
     github: SimGithub,
+    net: SimNet,
     vs: Vec<SimValidator>,
     our_hotkey: String,
     token: String,
@@ -236,19 +280,11 @@ pub struct Run<'a> {
     queue: BinaryHeap<Reverse<(T, u64, Ev)>>,
     seq: u64,
     tracker: Tracker,
-    // patrol
-    policy: Policy,
-    hist: BTreeMap<u16, History>,
-    first_fp: Option<String>,
-    next_pass: T,
-    timers: HashMap<u16, T>,
-    force_pass: bool,
-    /// (uid, validator hotkey) of every validator, built once.
-    eligible: Vec<(u16, String)>,
-    // counters
-    pats_sent: u64,
-    attempts: u64,
-    checks: u64,
+    agent: Option<Agent>,
+    /// Calls with our PAT per clock hour (patrol-caused).
+    hourly: Vec<u64>,
+    last_calls: u64,
+    planned: u64,
     _dir: tempfile::TempDir,
 }
 
@@ -262,7 +298,7 @@ pub enum SimError {
 }
 
 impl<'a> Run<'a> {
-    /// Set up the world for `strategy` (`faults = false`: the fault-free baseline).
+    /// Set up the world for `strategy`.
     pub fn new(
         s: &'a Scenario,
         timeline: &'a [Event],
@@ -279,7 +315,7 @@ impl<'a> Run<'a> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SimError::Runtime)?;
         let github = SimGithub::default();
         let token = "ghp_simMinerToken0000".to_string();
-        github.add_token(&token, 4242, "sim-miner");
+        github.add_our_token(&token, 4242, "sim-miner");
         for b in 0..s.background_miners {
             github.add_token(&world::background_token(b), 1000 + u64::from(b), &format!("bg{b}"));
         }
@@ -300,14 +336,14 @@ impl<'a> Run<'a> {
                 world::validator(&setup, i as u16, *st)
             })
             .collect();
-        let policy = match &strategy.kind {
-            StrategyKind::Patrol { interval, backoff_initial, backoff_max, .. } => Policy {
-                interval: interval.as_secs().max(1),
-                backoff_initial: backoff_initial.as_secs().max(1),
-                backoff_max: backoff_max.as_secs().max(1),
-                ..Policy::default()
-            },
-            _ => Policy::default(),
+        let seed = s.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(index + 1));
+        let net = SimNet::new(github.clone(), our_hotkey.clone(), seed.rotate_left(17), vs.len());
+        for (i, v) in vs.iter().enumerate() {
+            net.set_reach(v, i);
+        }
+        let agent = match &strategy.kind {
+            StrategyKind::Patrol(k) => Some(Self::agent(k, &our_hotkey, &vs)),
+            _ => None,
         };
         let n = vs.len();
         Ok(Run {
@@ -315,8 +351,9 @@ impl<'a> Run<'a> {
             timeline,
             strategy,
             rt,
-            rng: ChaCha8Rng::seed_from_u64(s.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(index + 1))),
+            rng: ChaCha8Rng::seed_from_u64(seed),
             github,
+            net,
             vs,
             our_hotkey,
             token,
@@ -325,18 +362,41 @@ impl<'a> Run<'a> {
             queue: BinaryHeap::new(),
             seq: 0,
             tracker: Tracker::new(&s.stakes, s.duration.as_secs(), s.sample.as_secs()),
-            policy,
-            hist: BTreeMap::new(),
-            first_fp: None,
-            next_pass: 0,
-            timers: HashMap::new(),
-            force_pass: false,
-            eligible: (0..n as u16).map(|v| (v, format!("validator{v}"))).collect(),
-            pats_sent: 0,
-            attempts: 0,
-            checks: 0,
+            agent,
+            hourly: vec![0; s.duration.as_secs().div_ceil(3600).max(1) as usize],
+            last_calls: 0,
+            planned: 0,
             _dir: dir,
         })
+    }
+
+    fn agent(k: &PatrolKnobs, our_hotkey: &str, vs: &[SimValidator]) -> Agent {
+        let settings = k.settings();
+        let eligible: Vec<Validator> = vs
+            .iter()
+            .map(|v| Validator {
+                uid: v.index,
+                hotkey: format!("validator{}", v.index),
+                ip: std::net::IpAddr::from([127, 0, 0, 1]),
+                port: 10_000 + v.index,
+                vtrust: 1.0,
+                stake: v.stake,
+            })
+            .collect();
+        let cfg = PassConfig {
+            policy: crate::reconcile::core::Policy::from(&settings),
+            budget: crate::reconcile::budget::Budget(settings.github_budget),
+            dry_run: k.dry_run,
+        };
+        Agent {
+            scheduler: Scheduler::new(ScheduleConfig::from(&settings), BASE),
+            cfg,
+            state: MinerState::new(our_hotkey, 74),
+            eligible: eligible.iter().map(|v| v.uid).collect(),
+            selection: Selection { eligible, skipped: Vec::new() },
+            force_full: true,
+            last_preflight: None,
+        }
     }
 
     fn push(&mut self, t: T, ev: Ev) {
@@ -364,14 +424,24 @@ impl<'a> Run<'a> {
 
     fn refresh(&mut self, t: T, v: usize) {
         let c = self.is_covered(v);
-        let up = self.vs[v].up() && self.vs[v].corrupt == 0;
-        self.tracker.set(t, v, c, up);
+        let x = &self.vs[v];
+        let (repairable, running) = (x.answering() && x.corrupt == 0, x.up());
+        self.tracker.set(t, v, c, repairable, running);
+        self.net.set_reach(&self.vs[v], v);
     }
 
     fn refresh_all(&mut self, t: T) {
         for v in 0..self.vs.len() {
             self.refresh(t, v);
         }
+    }
+
+    /// Move the per-hour GitHub tally up to now.
+    fn tally(&mut self, t: T) {
+        let (calls, _) = self.github.our_calls();
+        let hour = ((t / 3600) as usize).min(self.hourly.len() - 1);
+        self.hourly[hour] += calls - self.last_calls;
+        self.last_calls = calls;
     }
 
     /// Run to the end; `faults` = apply the timeline.
@@ -390,58 +460,66 @@ impl<'a> Run<'a> {
             let phase = phases.gen_range(0..round);
             self.push(phase, Ev::Round(v as u16));
         }
-        match self.strategy.kind {
-            StrategyKind::Patrol { .. } => self.push(0, Ev::PatrolPass),
-            _ => self.push(0, Ev::Post(None)),
+        if self.agent.is_none() {
+            self.push(0, Ev::Post(None));
         }
         let mut started = false;
-        while let Some(Reverse((t, _, ev))) = self.queue.pop() {
-            if t >= end {
-                break;
-            }
+        loop {
+            let next_event = self.queue.peek().map(|Reverse((t, _, _))| *t);
+            let next_patrol =
+                self.agent.as_ref().map(|a| a.scheduler.next_wake([&a.state], &a.eligible).saturating_sub(BASE));
+            // world events first at equal times: the agent sees the world as it is at `t`
+            let patrol_first = match (next_event, next_patrol) {
+                (Some(e), Some(p)) => p < e,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            let t = if patrol_first { next_patrol } else { next_event };
+            let Some(t) = t.filter(|t| *t < end) else { break };
             // Coverage is measured from the end of the initial post/pass at t = 0 on.
             if t > 0 && !started {
                 started = true;
                 self.tracker.start();
             }
             self.tracker.advance(t);
-            match ev {
-                Ev::Fault(i) => self.fault(t, i),
-                Ev::Round(v) => {
-                    if self.vs[v as usize].up() {
-                        let uids = self.uids();
-                        world::scoring_round(&mut self.vs[v as usize], &self.github, uids, OUR_UID);
-                        let share = self.vs.iter().map(|x| x.stake * x.weight).sum::<f64>() / self.tracker.total_stake;
-                        self.tracker.set_share(t, share);
+            if patrol_first {
+                self.patrol(t);
+            } else if let Some(Reverse((_, _, ev))) = self.queue.pop() {
+                match ev {
+                    Ev::Fault(i) => self.fault(t, i),
+                    Ev::Round(v) => {
+                        if self.vs[v as usize].up() {
+                            let uids = self.uids();
+                            world::scoring_round(&mut self.vs[v as usize], &self.github, uids, OUR_UID);
+                            let share =
+                                self.vs.iter().map(|x| x.stake * x.weight).sum::<f64>() / self.tracker.total_stake;
+                            self.tracker.set_share(t, share);
+                        }
+                        self.push(t + round, Ev::Round(v));
                     }
-                    self.push(t + round, Ev::Round(v));
+                    Ev::Post(target) => self.post(t, target),
                 }
-                Ev::PatrolPass => {
-                    let force = std::mem::take(&mut self.force_pass);
-                    self.patrol(t, None, force);
-                    if let StrategyKind::Patrol { interval, jitter, .. } = self.strategy.kind {
-                        let j = if jitter.is_zero() { 0 } else { self.rng.gen_range(0..=jitter.as_secs()) };
-                        self.next_pass = t + interval.as_secs().max(1) + j;
-                        let next = self.next_pass;
-                        self.push(next, Ev::PatrolPass);
-                        self.schedule_timers();
-                    }
-                }
-                Ev::PatrolTimer(v) => {
-                    if self.timers.get(&v) == Some(&t) {
-                        self.timers.remove(&v);
-                        self.patrol(t, Some(v), false);
-                        self.schedule_timers();
-                    }
-                }
-                Ev::Post(target) => self.post(t, target),
             }
+            self.tally(t);
         }
         if !started {
             self.tracker.start();
         }
-        let (p, a, c) = (self.pats_sent, self.attempts, self.checks);
-        self.tracker.finish(end, p, a, c)
+        self.tally(end.saturating_sub(1));
+        let counts = self.net.counts();
+        let planned = self.planned;
+        let (calls, scoring) = self.github.our_calls();
+        let hours = end as f64 / 3600.0;
+        let mut stats = self.tracker.finish(end);
+        stats.pats_sent = counts.pats_sent;
+        stats.broadcast_attempts = counts.broadcasts;
+        stats.checks = counts.checks;
+        stats.probes = counts.probes;
+        stats.planned_broadcasts = planned;
+        stats.github_calls_per_hour = calls as f64 / hours;
+        stats.github_calls_max_hour = self.hourly.iter().copied().max().unwrap_or(0);
+        stats.scoring_calls_per_hour = scoring as f64 / hours;
+        stats
     }
 
     fn fault(&mut self, t: T, i: usize) {
@@ -449,25 +527,42 @@ impl<'a> Run<'a> {
         match effect {
             Effect::Down(v) => {
                 self.vs[v as usize].down += 1;
-                self.tracker.updown(t, v as usize, false);
+                self.refresh(t, v as usize);
             }
             Effect::Up(v) => {
                 let x = &mut self.vs[v as usize];
                 x.down = x.down.saturating_sub(1);
-                if x.up() {
-                    if x.wiped {
-                        x.wiped = false;
-                        world::restore_background(x, OUR_UID, self.s.background_miners);
-                    }
-                    let readable = x.corrupt == 0;
-                    self.tracker.updown(t, v as usize, readable);
+                if x.up() && x.wiped {
+                    x.wiped = false;
+                    world::restore_background(x, OUR_UID, self.s.background_miners);
                 }
+                self.refresh(t, v as usize);
             }
-            Effect::Crash(v) => self.vs[v as usize].gate.restart(),
+            Effect::Partition(v) => {
+                self.vs[v as usize].partitioned += 1;
+                self.refresh(t, v as usize);
+            }
+            Effect::Heal(v) => {
+                let x = &mut self.vs[v as usize];
+                x.partitioned = x.partitioned.saturating_sub(1);
+                self.refresh(t, v as usize);
+            }
+            Effect::Crash(v) => {
+                let x = &mut self.vs[v as usize];
+                x.gate.restart();
+                // a new process: a new axon uuid
+                x.generation += 1;
+                self.refresh(t, v as usize);
+            }
             Effect::WipeStore(v) => {
                 let x = &mut self.vs[v as usize];
                 let _ = std::fs::remove_file(x.path());
-                x.wiped = true;
+                if x.up() {
+                    // lost while running (no restart): everyone else re-posts as after a wipe
+                    world::restore_background(x, OUR_UID, self.s.background_miners);
+                } else {
+                    x.wiped = true;
+                }
                 self.reread(v as usize);
                 self.refresh(t, v as usize);
             }
@@ -479,8 +574,6 @@ impl<'a> Run<'a> {
                 }
                 x.corrupt += 1;
                 self.refresh(t, v as usize);
-                // an unreadable store can't be repaired by anyone: the repair clock pauses
-                self.tracker.updown(t, v as usize, false);
             }
             Effect::CorruptEnd(v) => {
                 let x = &mut self.vs[v as usize];
@@ -496,9 +589,7 @@ impl<'a> Run<'a> {
                     }
                     self.reread(v as usize);
                 }
-                let repairable = self.vs[v as usize].corrupt == 0 && self.vs[v as usize].up();
                 self.refresh(t, v as usize);
-                self.tracker.updown(t, v as usize, repairable);
             }
             Effect::GithubStart { .. } | Effect::GithubEnd { .. } => self.github.apply(&effect),
             Effect::PatRevoked => {
@@ -509,16 +600,16 @@ impl<'a> Run<'a> {
                 self.github.revoke(&self.token);
                 self.rotations += 1;
                 self.token = format!("ghp_simMinerRotated{:04}", self.rotations);
-                self.github.add_token(&self.token, 4242, "sim-miner");
+                self.github.add_our_token(&self.token, 4242, "sim-miner");
                 self.refresh_all(t);
-                match self.strategy.kind {
-                    // the agent watches the PAT file: an immediate pass that reaches everyone
-                    StrategyKind::Patrol { .. } => {
-                        self.force_pass = true;
-                        self.push(t + 1, Ev::PatrolPass);
+                match &mut self.agent {
+                    // the agent watches the PAT file: a round at once that re-asserts everywhere
+                    Some(a) => {
+                        a.force_full = true;
+                        a.scheduler.round_now(BASE + t + 1);
                     }
                     // a person re-runs `post` some time after rotating
-                    _ => {
+                    None => {
                         let at = t + self.strategy.repost_delay.as_secs();
                         self.push(at, Ev::Post(None));
                     }
@@ -527,141 +618,101 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn check(&mut self, v: usize) -> CheckObs {
-        self.checks += 1;
-        if !self.vs[v].up() {
-            return CheckObs {
-                category: Category::NoResponse,
-                reason: Some("timeout".into()),
-                status: None,
-                axon_uuid: None,
-            };
-        }
-        let pv = self.vs[v].validator.clone();
-        match self.rt.block_on(pv.check(&self.our_hotkey)) {
-            Ok(f) => CheckObs::answer(f),
-            Err(e) => CheckObs {
-                category: Category::Rejected,
-                reason: Some(e.to_string()),
-                status: Some(500),
-                axon_uuid: None,
-            },
-        }
-    }
-
-    fn broadcast(&mut self, t: T, v: usize) -> BroadcastObs {
-        self.attempts += 1;
-        if !self.vs[v].up() {
-            return BroadcastObs::Failed { status: None, detail: "timeout".into() };
-        }
-        self.pats_sent += 1;
-        let pv = self.vs[v].validator.clone();
-        let f = self.rt.block_on(pv.broadcast(&self.our_hotkey, &self.token));
-        match f.accepted {
-            Some(true) => {
-                self.reread(v);
-                self.refresh(t, v);
-                BroadcastObs::Accepted
-            }
-            _ => BroadcastObs::refused(f.rejection_reason),
-        }
-    }
-
+    /// `gitt miner post` (once, or with retries for the silent): one broadcast to every validator
+    /// (or a retry to one) over the same transport the agent uses.
     fn post(&mut self, t: T, target: Option<(u16, u32)>) {
         let retries = match self.strategy.kind {
             StrategyKind::PostRetries { retries } => retries,
             _ => 0,
         };
-        let todo: Vec<(usize, u32)> = match target {
-            None => (0..self.vs.len()).map(|v| (v, 0)).collect(),
-            Some((v, a)) => vec![(v as usize, a)],
+        let todo: Vec<(u16, u32)> = match target {
+            None => (0..self.vs.len() as u16).map(|v| (v, 0)).collect(),
+            Some(x) => vec![x],
         };
-        for (v, attempt) in todo {
-            if let BroadcastObs::Failed { .. } = self.broadcast(t, v)
+        let targets: Vec<Validator> = todo
+            .iter()
+            .map(|(v, _)| Validator {
+                uid: *v,
+                hotkey: format!("validator{v}"),
+                ip: std::net::IpAddr::from([127, 0, 0, 1]),
+                port: 10_000 + v,
+                vtrust: 1.0,
+                stake: self.vs[usize::from(*v)].stake,
+            })
+            .collect();
+        self.net.set_now(BASE + t);
+        let Some(pat) = Pat::new(&self.token) else { return };
+        let replies = self.rt.block_on(self.net.broadcast(&targets, &pat));
+        for ((v, attempt), r) in todo.into_iter().zip(&replies) {
+            if let BroadcastObs::Failed { .. } = BroadcastObs::of(r)
                 && attempt < retries
             {
                 // backon-style exponential backoff with jitter: ~1 s, 2 s, 4 s ...
                 let delay = (1u64 << attempt.min(10)) + self.rng.gen_range(0..=1);
-                self.push(t + delay, Ev::Post(Some((v as u16, attempt + 1))));
+                self.push(t + delay, Ev::Post(Some((v, attempt + 1))));
             }
+        }
+        self.after_broadcasts(t);
+    }
+
+    fn after_broadcasts(&mut self, t: T) {
+        for v in self.net.take_touched() {
+            self.reread(usize::from(v));
+            self.refresh(t, usize::from(v));
         }
     }
 
-    /// The agent's per-validator timers: a validator whose next check comes before the next pass
-    /// gets its own wake-up.
-    fn schedule_timers(&mut self) {
-        let next_pass = self.next_pass;
-        let wanted: Vec<(u16, T)> = self
-            .hist
-            .iter()
-            .filter_map(|(uid, h)| {
-                let at = h.next_check_at.saturating_sub(BASE);
-                (at < next_pass).then_some((*uid, at))
-            })
-            .collect();
-        for (uid, at) in wanted {
-            if self.timers.get(&uid) != Some(&at) {
-                self.timers.insert(uid, at);
-                self.push(at, Ev::PatrolTimer(uid));
-            }
-        }
-    }
-
-    fn patrol(&mut self, t: T, only: Option<u16>, force: bool) {
+    /// The agent's wake-up at `t`: whatever the scheduler says is due, through the product's pass.
+    fn patrol(&mut self, t: T) {
         let now = BASE + t;
-        let eligible = std::mem::take(&mut self.eligible);
-        let el: Vec<(u16, &str)> = eligible.iter().map(|(u, h)| (*u, h.as_str())).collect();
-        // The eligible set only changes when the agent re-reads the metagraph, i.e. on full passes.
-        if only.is_none() {
-            core::sync(&mut self.hist, &el, now, self.policy.alert_after);
+        self.net.set_now(now);
+        let Some(pat) = Pat::new(&self.token) else { return };
+        let Some(a) = self.agent.as_mut() else { return };
+        // what `agent::cycle` does: a round when due (with the sweep, if one is due too), else the
+        // validators whose timers fired and the probes
+        let round = a.scheduler.round_due(now);
+        let work: Work = a.scheduler.work(&a.state, &a.eligible, now, round.then_some(a.force_full));
+        let sweep = a.scheduler.sweep_due(now);
+        if round {
+            a.scheduler.round_started(now, self.net.sample());
+            a.scheduler.round_succeeded();
+            a.force_full = false;
         }
-        let fp = fingerprint(&self.token);
-        self.first_fp.get_or_insert_with(|| fp.clone());
-        let mut desired =
-            Desired { fingerprint: fp, adopt_fingerprint: self.first_fp.clone(), preflight: Preflight::NotRun };
-        let due: Vec<u16> = el
-            .iter()
-            .map(|(u, _)| *u)
-            .filter(|u| only.is_none_or(|o| o == *u))
-            .filter(|u| force || self.hist.get(u).is_none_or(|h| core::due(h, now, false)))
-            .collect();
-        let mut obs = BTreeMap::new();
-        for u in &due {
-            let o = self.check(*u as usize);
-            obs.insert(*u, o);
+        if sweep {
+            a.scheduler.sweep_started(now, self.net.sample());
         }
-        if core::needs_preflight(&desired, &self.hist, &obs) {
-            desired.preflight = match self.github.preflight(&self.token) {
-                PreflightOutcome::Valid { .. } => Preflight::Valid,
-                PreflightOutcome::Transient { reason, .. } => Preflight::Transient(reason),
-                PreflightOutcome::Invalid { reason } => Preflight::Invalid(reason),
-            };
-        }
-        let mut jit: Vec<f64> = (0..due.len() * 3 + 1).map(|_| self.rng.r#gen::<f64>()).collect();
-        let decisions = core::plan(&self.policy, &desired, &self.hist, &el, &obs, now, || jit.pop().unwrap_or(0.5));
-        let trace = std::env::var("PATROL_SIM_TRACE").ok().and_then(|v| v.parse::<u16>().ok());
-        for d in decisions {
-            if trace == Some(d.uid) {
-                eprintln!("t={t} uid={} obs={:?} action={:?}", d.uid, obs.get(&d.uid), d.action);
+        let nothing = !round && work.only.as_ref().is_none_or(BTreeSet::is_empty) && work.probe.is_empty();
+        if nothing {
+            // As the agent does: no job. (The scheduler never leaves a wake-up in the past that
+            // has nothing due; if it ever did, a round a second later ends the spin.)
+            if a.scheduler.next_wake([&a.state], &a.eligible) <= now {
+                debug_assert!(false, "a wake-up at {now} with nothing due");
+                a.scheduler.round_now(now + 1);
             }
-            let mut h = d.history;
-            if d.action == core::Action::Broadcast {
-                h = core::broadcast_sent(&h, now, &desired.fingerprint);
-                let res = self.broadcast(t, d.uid as usize);
-                let u = self.rng.r#gen::<f64>();
-                let (a2, h2) = core::after_broadcast(&self.policy, &desired, &h, &res, now, u);
-                if trace == Some(d.uid) {
-                    eprintln!("t={t} uid={} broadcast={res:?} -> {a2:?}", d.uid);
-                }
-                h = h2;
-                if res == BroadcastObs::Accepted {
-                    let o = self.check(d.uid as usize);
-                    let u = self.rng.r#gen::<f64>();
-                    h = core::after_check(&self.policy, &desired, &h, &o, now, u).1;
-                }
-            }
-            self.hist.insert(d.uid, h);
+            return;
         }
-        self.eligible = eligible;
+        let out = self.rt.block_on(pass::run(&self.net, &a.cfg, &a.selection, &mut a.state, &pat, &work, None));
+        self.planned += out.planned_broadcasts.len() as u64;
+        // the agent's hourly telemetry preflight, on rounds (`agent::job`)
+        let preflight_due = a.last_preflight.is_none_or(|p| now >= p + PREFLIGHT_REFRESH.as_secs());
+        if out.preflight.is_some() {
+            a.last_preflight = Some(now);
+        } else if round && preflight_due {
+            let _ = self.rt.block_on(job::refresh_preflight(&self.net, &pat, &mut a.state));
+            a.last_preflight = Some(now);
+        }
+        if let Some(trace) = std::env::var("PATROL_SIM_TRACE").ok().and_then(|v| v.parse::<u16>().ok())
+            && let Some(v) = out.validators.iter().find(|v| v.validator.uid == trace)
+        {
+            eprintln!(
+                "t={t} uid={trace} probe={:?} action={} why={:?} final={:?} next={}",
+                v.probe,
+                v.action,
+                v.why,
+                v.final_category,
+                v.next_check_at.saturating_sub(BASE)
+            );
+        }
+        self.after_broadcasts(t);
     }
 }

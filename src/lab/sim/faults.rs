@@ -13,8 +13,12 @@ pub type T = u64;
 /// One change to the world.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Validator stops answering (nests: several faults may hold it down).
+    /// The validator's process stops (nests: several faults may hold it down); connections are
+    /// refused until [`Effect::Up`].
     Down(u16),
+    /// The network drops everything to and from it (nests); calls time out until [`Effect::Heal`].
+    Partition(u16),
+    Heal(u16),
     /// The validator process restarts: its in-memory evaluation cache is lost.
     Crash(u16),
     Up(u16),
@@ -100,6 +104,7 @@ fn targets(t: &Targets, n: u16, rng: &mut ChaCha8Rng) -> Vec<u16> {
 }
 
 fn effects(spec: &FaultSpec, v: Option<u16>, at: T, downtime: T, out: &mut Vec<Event>) {
+    // Restarts of this fault may draw their own downtime (see `timeline`).
     let d = spec.duration.as_secs();
     let mut push = |at: T, effect: Effect| out.push(Event { at, effect });
     match (&spec.kind, v) {
@@ -125,9 +130,10 @@ fn effects(spec: &FaultSpec, v: Option<u16>, at: T, downtime: T, out: &mut Vec<E
             }
         }
         (FaultKind::Unreachable, Some(v)) => {
-            push(at, Effect::Down(v));
-            push(at + d, Effect::Up(v));
+            push(at, Effect::Partition(v));
+            push(at + d, Effect::Heal(v));
         }
+        (FaultKind::StoreLoss, Some(v)) => push(at, Effect::WipeStore(v)),
         (FaultKind::CorruptStore, Some(v)) => {
             push(at, Effect::CorruptStart(v));
             push(at + d, Effect::CorruptEnd(v));
@@ -160,6 +166,10 @@ pub fn timeline(s: &Scenario, rng: &mut ChaCha8Rng) -> Vec<Event> {
         } else {
             for v in targets(&spec.targets, s.validators, rng) {
                 for at in arrivals(&spec.when, start, end, rng) {
+                    let downtime = match spec.downtime {
+                        Some((lo, hi)) => rng.gen_range(lo.as_secs()..=hi.as_secs()),
+                        None => downtime,
+                    };
                     effects(spec, Some(v), at, downtime, &mut out);
                 }
             }

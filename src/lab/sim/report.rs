@@ -92,7 +92,9 @@ pub fn table(r: &SimReport) -> String {
         "PATS SENT",
         "CHECKS",
         "SCORE LOST",
-        "REPAIR MAX",
+        "REPAIR P50/P95/MAX",
+        "UNSCORED MIN/V/DAY",
+        "GITHUB/H (MAX H)",
         "UNREPAIRED",
     ];
     let n = r.validators;
@@ -113,7 +115,9 @@ pub fn table(r: &SimReport) -> String {
                 st.pats_sent.to_string(),
                 st.checks.to_string(),
                 format!("{:.2}%", s.score_share_lost * 100.0),
-                hm(st.repair_max_s),
+                format!("{}/{}/{}", hm(st.repair_p50_s), hm(st.repair_p95_s), hm(st.repair_max_s)),
+                format!("{:.2}", st.unscored_min_per_validator_day),
+                format!("{:.1} ({})", st.github_calls_per_hour, st.github_calls_max_hour),
                 st.unrepaired.to_string(),
             ]
         })

@@ -81,6 +81,10 @@ struct RawFault {
     /// github faults: who sees GitHub fail: "validators", "miner" or "both".
     scope: Option<String>,
     retry_after: Option<String>,
+    /// restarts: each one's downtime drawn uniformly from [downtime_min, downtime_max] instead of
+    /// the subnet's `restart_downtime`.
+    downtime_min: Option<String>,
+    downtime_max: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +99,12 @@ struct RawStrategy {
     backoff_max: Option<String>,
     /// post strategies: the miner re-posts this long after rotating the PAT.
     repost_delay: Option<String>,
+    /// patrol: the liveness probe cadence, or "off" (the fixed-interval scheduler).
+    probe_interval: Option<String>,
+    /// patrol: GitHub calls an hour (integer), or "off".
+    github_budget: Option<toml::Value>,
+    /// patrol: `patrol run --dry-run`.
+    dry_run: Option<bool>,
 }
 
 /// A validated scenario.
@@ -163,6 +173,8 @@ pub enum FaultKind {
     PatRevoked,
     /// The miner rotates to a new PAT (the old one is revoked at the same time).
     PatRotated,
+    /// The store file is lost while the process keeps running (no restart, same axon uuid).
+    StoreLoss,
 }
 
 /// One `[[fault]]`.
@@ -175,6 +187,8 @@ pub struct FaultSpec {
     pub start: Duration,
     pub end: Duration,
     pub duration: Duration,
+    /// Restart downtime range for this fault (`None`: the subnet's `restart_downtime`).
+    pub downtime: Option<(Duration, Duration)>,
 }
 
 /// A strategy to compare.
@@ -184,8 +198,37 @@ pub enum StrategyKind {
     PostOnce,
     /// `post` with retries for validators that gave no response.
     PostRetries { retries: u32 },
-    /// `patrol run`.
-    Patrol { interval: Duration, jitter: Duration, backoff_initial: Duration, backoff_max: Duration },
+    /// `patrol run`: the agent's scheduler and the reconcile pass.
+    Patrol(PatrolKnobs),
+}
+
+/// The `[reconcile]` settings a patrol strategy runs with (the rest are patrol's defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatrolKnobs {
+    pub interval: Duration,
+    pub jitter: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// `None`: no liveness probes.
+    pub probe_interval: Option<Duration>,
+    /// `None`: no GitHub budget.
+    pub github_budget: Option<u32>,
+    pub dry_run: bool,
+}
+
+impl PatrolKnobs {
+    /// These knobs over patrol's `[reconcile]` defaults.
+    pub fn settings(&self) -> crate::config::ReconcileSettings {
+        crate::config::ReconcileSettings {
+            interval: self.interval,
+            jitter: self.jitter,
+            backoff_initial: self.backoff_initial,
+            backoff_max: self.backoff_max,
+            probe_interval: self.probe_interval,
+            github_budget: self.github_budget,
+            ..crate::config::ReconcileSettings::default()
+        }
+    }
 }
 
 /// One `[[strategy]]`.
@@ -283,15 +326,27 @@ impl Scenario {
                 },
                 "pat_revoked" => FaultKind::PatRevoked,
                 "pat_rotated" => FaultKind::PatRotated,
+                "store_loss" => FaultKind::StoreLoss,
                 other => {
                     return Err(err(
                         &k("kind"),
                         format!(
                             "{other:?} is not one of restart_empty_store, restart, crash_loop, unreachable, corrupt_store, \
-                             github_outage, github_rate_limit, pat_revoked, pat_rotated"
+                             store_loss, github_outage, github_rate_limit, pat_revoked, pat_rotated"
                         ),
                     ));
                 }
+            };
+            let downtime = match (&f.downtime_min, &f.downtime_max) {
+                (None, None) => None,
+                (Some(a), Some(b)) => {
+                    let (a, b) = (dur(&k("downtime_min"), a)?, dur(&k("downtime_max"), b)?);
+                    if a > b {
+                        return Err(err(&k("downtime_max"), "must not be smaller than downtime_min".into()));
+                    }
+                    Some((a, b))
+                }
+                _ => return Err(err(&k("downtime_min"), "give both downtime_min and downtime_max".into())),
             };
             let targets = match &f.validators {
                 None => Targets::All,
@@ -343,7 +398,11 @@ impl Scenario {
             };
             let needs_duration = !matches!(
                 kind,
-                FaultKind::RestartEmptyStore | FaultKind::Restart | FaultKind::PatRevoked | FaultKind::PatRotated
+                FaultKind::RestartEmptyStore
+                    | FaultKind::Restart
+                    | FaultKind::PatRevoked
+                    | FaultKind::PatRotated
+                    | FaultKind::StoreLoss
             );
             let fduration = opt(&k("duration"), &f.duration, Duration::ZERO)?;
             if needs_duration && fduration.is_zero() {
@@ -356,6 +415,7 @@ impl Scenario {
                 start: opt(&k("start"), &f.start, Duration::ZERO)?,
                 end: opt(&k("end"), &f.end, duration)?.min(duration),
                 duration: fduration,
+                downtime,
             });
         }
         let mut strategies = Vec::new();
@@ -365,16 +425,42 @@ impl Scenario {
                 "post_once" => StrategyKind::PostOnce,
                 "post_retries" => StrategyKind::PostRetries { retries: s.retries.unwrap_or(2) },
                 "patrol" => {
-                    let interval = opt(&k("interval"), &s.interval, Duration::from_secs(900))?;
+                    let d = crate::config::ReconcileSettings::default();
+                    let interval = opt(&k("interval"), &s.interval, d.interval)?;
                     if interval.is_zero() {
                         return Err(err(&k("interval"), "must be greater than zero".into()));
                     }
-                    StrategyKind::Patrol {
+                    let probe_interval = match s.probe_interval.as_deref().map(str::trim) {
+                        Some("off") => None,
+                        Some(p) => {
+                            let p = dur(&k("probe_interval"), p)?;
+                            if p.is_zero() {
+                                return Err(err(&k("probe_interval"), "must be greater than zero (or \"off\")".into()));
+                            }
+                            Some(p)
+                        }
+                        None => d.probe_interval,
+                    };
+                    let github_budget = match &s.github_budget {
+                        None => d.github_budget,
+                        Some(toml::Value::String(v)) if v.trim() == "off" => None,
+                        Some(toml::Value::Integer(n)) if (1..=i64::from(u32::MAX)).contains(n) => Some(*n as u32),
+                        Some(other) => {
+                            return Err(err(
+                                &k("github_budget"),
+                                format!("{other} is not a positive number of calls per hour (or \"off\")"),
+                            ));
+                        }
+                    };
+                    StrategyKind::Patrol(PatrolKnobs {
                         interval,
-                        jitter: opt(&k("jitter"), &s.jitter, Duration::from_secs(90))?,
-                        backoff_initial: opt(&k("backoff_initial"), &s.backoff_initial, Duration::from_secs(60))?,
-                        backoff_max: opt(&k("backoff_max"), &s.backoff_max, Duration::from_secs(1800))?,
-                    }
+                        jitter: opt(&k("jitter"), &s.jitter, d.jitter)?,
+                        backoff_initial: opt(&k("backoff_initial"), &s.backoff_initial, d.backoff_initial)?,
+                        backoff_max: opt(&k("backoff_max"), &s.backoff_max, d.backoff_max)?,
+                        probe_interval,
+                        github_budget,
+                        dry_run: s.dry_run.unwrap_or(false),
+                    })
                 }
                 other => return Err(err(&k("kind"), format!("{other:?} is not post_once, post_retries or patrol"))),
             };

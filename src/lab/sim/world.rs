@@ -21,6 +21,12 @@ use crate::lab::validator::{CredentialChecker, Metagraph, PatStore, PatValidator
 pub struct GithubState {
     /// token → (id, login)
     pub tokens: HashMap<String, (u64, String)>,
+    /// Our miner's tokens (every one it ever had): calls with them are counted.
+    ours: std::collections::HashSet<String>,
+    /// Calls made with our tokens because of patrol (validator handlers, our preflight).
+    pub patrol_calls: u64,
+    /// Calls made with our tokens by the validators' scoring rounds.
+    pub scoring_calls: u64,
     validators_down: u32,
     miner_down: u32,
     /// Active rate limits: retry-after seconds, per scope.
@@ -99,8 +105,27 @@ impl GithubState {
         }
     }
 
-    /// The miner's local preflight of `token`.
-    pub fn preflight(&self, token: &str) -> PreflightOutcome {
+    fn count(&mut self, token: &str, scoring: bool) {
+        if self.ours.contains(token) {
+            if scoring {
+                self.scoring_calls += 1;
+            } else {
+                self.patrol_calls += 1;
+            }
+        }
+    }
+
+    /// The miner's local preflight of `token` (`/user`, then the GraphQL query if it passed).
+    pub fn preflight(&mut self, token: &str) -> PreflightOutcome {
+        self.count(token, false);
+        let outcome = self.preflight_outcome(token);
+        if matches!(outcome, PreflightOutcome::Valid { .. }) {
+            self.count(token, false);
+        }
+        outcome
+    }
+
+    fn preflight_outcome(&self, token: &str) -> PreflightOutcome {
         match self.failing(true) {
             Some(r) => PreflightOutcome::Transient {
                 reason: "GitHub unavailable from the miner".into(),
@@ -136,12 +161,27 @@ impl SimGithub {
         self.with(|g| g.tokens.insert(token.to_string(), (id, login.to_string())));
     }
 
+    /// A token of our miner's: GitHub calls with it are counted.
+    pub fn add_our_token(&self, token: &str, id: u64, login: &str) {
+        self.add_token(token, id, login);
+        self.with(|g| g.ours.insert(token.to_string()));
+    }
+
+    /// `(patrol-caused, scoring)` calls with our tokens so far.
+    pub fn our_calls(&self) -> (u64, u64) {
+        self.with(|g| (g.patrol_calls, g.scoring_calls))
+    }
+
     pub fn revoke(&self, token: &str) {
         self.with(|g| g.tokens.remove(token));
     }
 
+    /// A scoring round's identity lookup.
     pub fn identity_now(&self, token: &str) -> IdentityResult {
-        self.with(|g| g.identity(token))
+        self.with(|g| {
+            g.count(token, true);
+            g.identity(token)
+        })
     }
 
     pub fn preflight(&self, token: &str) -> PreflightOutcome {
@@ -155,24 +195,35 @@ impl SimGithub {
 
 impl CredentialChecker for SimGithub {
     fn identity<'a>(&'a self, token: &'a str) -> BoxFuture<'a, IdentityResult> {
-        let r = self.identity_now(token);
+        let r = self.with(|g| {
+            g.count(token, false);
+            g.identity(token)
+        });
         Box::pin(async move { r })
     }
 
     fn test_query<'a>(&'a self, token: &'a str) -> BoxFuture<'a, TestQueryResult> {
-        let r = self.with(|g| g.test_query(token));
+        let r = self.with(|g| {
+            g.count(token, false);
+            g.test_query(token)
+        });
         Box::pin(async move { r })
     }
 }
 
 /// One simulated validator.
 pub struct SimValidator {
+    pub index: u16,
     pub stake: f64,
     pub validator: Arc<PatValidator>,
     pub store: Arc<PatStore>,
     pub gate: ScoringGate,
-    /// Nesting count of faults holding it down.
+    /// Nesting count of faults holding its process down (connections refused).
     pub down: u32,
+    /// Nesting count of network partitions (calls time out); the process keeps running.
+    pub partitioned: u32,
+    /// Process starts so far: a restart makes a new axon uuid.
+    pub generation: u32,
     /// Nesting count of corruption windows, and the bytes to restore afterwards.
     pub corrupt: u32,
     pub backup: Option<Vec<u8>>,
@@ -183,8 +234,19 @@ pub struct SimValidator {
 }
 
 impl SimValidator {
+    /// Its process runs (it may still be unreachable).
     pub fn up(&self) -> bool {
         self.down == 0
+    }
+
+    /// Up and reachable: it answers, and could accept the PAT.
+    pub fn answering(&self) -> bool {
+        self.down == 0 && self.partitioned == 0
+    }
+
+    /// The axon uuid of the current process.
+    pub fn uuid(&self) -> String {
+        format!("sim-{}-{}", self.index, self.generation)
     }
 
     pub fn path(&self) -> PathBuf {
@@ -231,11 +293,14 @@ pub fn validator(setup: &Setup<'_>, i: u16, stake: f64) -> SimValidator {
     let _ = std::fs::create_dir_all(dir.join(format!("v{i}")));
     let pv = Arc::new(PatValidator::new(metagraph, store.clone(), Arc::new(github.clone()), Mode::Parity));
     let v = SimValidator {
+        index: i,
         stake,
         validator: pv,
         store,
         gate: ScoringGate::new(alpha),
         down: 0,
+        partitioned: 0,
+        generation: 0,
         corrupt: 0,
         backup: None,
         wiped: false,

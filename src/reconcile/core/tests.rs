@@ -14,6 +14,7 @@ const NOW: Secs = 1_800_000_000;
 fn policy() -> Policy {
     Policy {
         interval: 900,
+        interval_lossy: 900,
         recheck_inconclusive: 300,
         backoff_initial: 60,
         backoff_max: 1800,
@@ -27,7 +28,7 @@ fn desired(pre: Preflight) -> Desired {
 }
 
 fn obs(c: Category, reason: Option<&str>) -> CheckObs {
-    CheckObs { category: c, reason: reason.map(str::to_string), status: Some(200), axon_uuid: None }
+    CheckObs { category: c, reason: reason.map(str::to_string), status: Some(200), axon_uuid: None, silence: None }
 }
 
 fn holding() -> History {
@@ -88,7 +89,7 @@ fn decision_table() {
             "rejected 500",
             valid.clone(),
             holding(),
-            CheckObs { category: Category::Rejected, reason: None, status: Some(500), axon_uuid: None },
+            CheckObs { category: Category::Rejected, reason: None, status: Some(500), axon_uuid: None, silence: None },
             "recheck",
         ),
         (
@@ -195,7 +196,7 @@ fn store_unavailable_alerts_after_a_round() {
     let (_, h) = after_check(&p, &d, &h, &obs(Category::StoreUnavailable, None), NOW + 7300, 0.0);
     let a = alerts(&p, &d, [(1, &h)], NOW + 7300);
     assert_eq!(a.len(), 1);
-    assert_eq!(a[0].kind, "store_unavailable");
+    assert_eq!(a[0].kind, AlertKind::StoreUnavailable);
 }
 
 #[test]

@@ -1,0 +1,230 @@
+//! The GitHub budget: how many calls on the miner's PAT patrol may cause per hour, and how the
+//! reconciler spends them. Pure: time is passed in.
+//!
+//! Why: a `PatCheckSynapse` makes the validator call GitHub with our PAT — `GET /user` and, if that
+//! succeeds, the GraphQL viewer query — but only when it holds a PAT for us; a broadcast costs the
+//! same two calls; the miner's own preflight costs two more. The validators' scoring uses the same
+//! token (about one `/user` per validator per two-hour round), so patrol keeps its own traffic to
+//! `[reconcile] github_budget` calls an hour (default 150, 3 % of GitHub's 5,000).
+//!
+//! # Cost model (estimated, per answer category; docs/gittensor-pat-semantics.md §2.3, §2.5)
+//! | what | calls |
+//! |---|---|
+//! | check of a validator that holds a PAT for us (`valid`, `inconclusive`, `invalid_pat`) | 2 |
+//! | check answered `no_pat` / `store_unavailable`, no answer, HTTP rejection | 0 |
+//! | broadcast | 2 |
+//! | our preflight (`/user` + GraphQL) | 2 |
+//! | liveness probe | 0 (no handler runs) |
+//!
+//! # Spending rules
+//! - Spending is tracked in a sliding hour ([`Ledger`], persisted with the state, so `reconcile`
+//!   from cron and `patrol run` share it).
+//! - The routine check interval stretches so that steady-state checks plan for at most
+//!   [`ROUTINE_SHARE`] of the budget; validators that lost our PAT in the last
+//!   [`LOSS_MEMORY`] are checked twice as often as the others ([`intervals`]).
+//! - Routine checks are admitted while the hour's spending stays under [`ROUTINE_GUARD`] of the
+//!   budget; repairs (a broadcast and its confirming check), checks triggered by a restart or a
+//!   revival, and the preflight may use all of it. Free checks (a validator not believed to hold a
+//!   PAT) are always admitted. So the budget is never exceeded, and a repair never waits behind
+//!   routine checks.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use super::core::Secs;
+use crate::observe::Category;
+
+/// The sliding window.
+pub const WINDOW: Secs = 3600;
+/// GitHub calls a check of a validator holding a PAT for us costs (REST `/user` + GraphQL).
+pub const CALLS_PER_HELD_CHECK: u32 = 2;
+/// GitHub calls a broadcast costs at the validator (identity + test query).
+pub const CALLS_PER_BROADCAST: u32 = 2;
+/// GitHub calls of our own preflight.
+pub const CALLS_PER_PREFLIGHT: u32 = 2;
+/// A repair: the broadcast plus the check that confirms it.
+pub const CALLS_PER_REPAIR: u32 = CALLS_PER_BROADCAST + CALLS_PER_HELD_CHECK;
+/// The share of the budget the routine interval plans for.
+pub const ROUTINE_SHARE: f64 = 0.75;
+/// Routine checks are deferred once the hour's spending would pass this share of the budget.
+pub const ROUTINE_GUARD: f64 = 0.85;
+/// A validator that lost our PAT within this time is "lossy" and checked more often.
+pub const LOSS_MEMORY: Secs = 7 * 86_400;
+/// The agent's own telemetry preflight runs at most hourly: planned for in the interval.
+pub const PREFLIGHTS_PER_HOUR: u32 = 1;
+/// The longest the routine interval stretches to.
+pub const MAX_INTERVAL: Secs = 24 * 3600;
+
+/// What a check answered with `category` cost at the validator.
+pub fn check_cost(category: Category) -> u32 {
+    if category.holds_a_pat() { CALLS_PER_HELD_CHECK } else { 0 }
+}
+
+/// Estimated GitHub calls on the PAT in the last hour, and the lifetime total.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ledger {
+    /// `(when, calls)`, oldest first, none older than [`WINDOW`].
+    entries: VecDeque<(Secs, u32)>,
+    /// Every call ever recorded (the `patrol_github_calls_estimated_total` counter's source).
+    #[serde(default)]
+    pub total: u64,
+}
+
+impl Ledger {
+    fn prune(&mut self, now: Secs) {
+        while self.entries.front().is_some_and(|(t, _)| t.saturating_add(WINDOW) <= now) {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Record `calls` spent at `now`.
+    pub fn record(&mut self, now: Secs, calls: u32) {
+        if calls == 0 {
+            return;
+        }
+        self.prune(now);
+        self.total = self.total.saturating_add(u64::from(calls));
+        match self.entries.back_mut() {
+            Some((t, c)) if *t == now => *c = c.saturating_add(calls),
+            _ => self.entries.push_back((now, calls)),
+        }
+    }
+
+    /// Calls spent in the hour before `now`.
+    pub fn spent(&self, now: Secs) -> u32 {
+        self.entries.iter().filter(|(t, _)| t.saturating_add(WINDOW) > now).map(|(_, c)| *c).sum()
+    }
+
+    /// Whether `need` more calls at `now` keep the hour within `limit`.
+    pub fn fits(&self, now: Secs, need: u32, limit: u32) -> bool {
+        self.spent(now).saturating_add(need) <= limit
+    }
+
+    /// The earliest time from `now` on at which `need` more calls fit within `limit`.
+    pub fn free_at(&self, now: Secs, need: u32, limit: u32) -> Secs {
+        if need > limit {
+            return now.saturating_add(WINDOW);
+        }
+        let mut spent = self.spent(now);
+        if spent.saturating_add(need) <= limit {
+            return now;
+        }
+        for (t, c) in self.entries.iter().filter(|(t, _)| t.saturating_add(WINDOW) > now) {
+            spent = spent.saturating_sub(*c);
+            if spent.saturating_add(need) <= limit {
+                return t.saturating_add(WINDOW);
+            }
+        }
+        now.saturating_add(WINDOW)
+    }
+}
+
+/// A budget in calls per hour (`None`: unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Budget(pub Option<u32>);
+
+impl Budget {
+    /// What repairs, triggered checks and the preflight may fill the hour up to.
+    pub fn limit(self) -> u32 {
+        self.0.unwrap_or(u32::MAX)
+    }
+
+    /// What routine checks may fill the hour up to.
+    pub fn routine_limit(self) -> u32 {
+        self.0.map_or(u32::MAX, |b| (f64::from(b) * ROUTINE_GUARD).floor() as u32)
+    }
+}
+
+/// Routine check intervals, seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intervals {
+    /// For validators that did not lose our PAT lately.
+    pub steady: Secs,
+    /// For validators that did ([`LOSS_MEMORY`]).
+    pub lossy: Secs,
+}
+
+/// The routine intervals that keep steady-state checks of `steady` + `lossy` validators holding a
+/// PAT within [`ROUTINE_SHARE`] of the budget: `base` (the configured interval) when that fits,
+/// longer otherwise; lossy validators get half the steady interval, never less than `base`.
+pub fn intervals(base: Secs, budget: Budget, steady: usize, lossy: usize) -> Intervals {
+    let base = base.max(1);
+    let Some(b) = budget.0 else { return Intervals { steady: base, lossy: base } };
+    let target = f64::from(b) * ROUTINE_SHARE - f64::from(PREFLIGHTS_PER_HOUR * CALLS_PER_PREFLIGHT);
+    let weight = 2.0 * lossy as f64 + steady as f64;
+    if weight == 0.0 {
+        return Intervals { steady: base, lossy: base };
+    }
+    let needed = if target <= 0.0 {
+        MAX_INTERVAL as f64
+    } else {
+        f64::from(CALLS_PER_HELD_CHECK) * WINDOW as f64 * weight / target
+    };
+    let steady = (needed.ceil() as Secs).clamp(base, MAX_INTERVAL.max(base));
+    Intervals { steady, lossy: (steady / 2).max(base) }
+}
+
+/// Estimated calls an hour that checking `held` validators every `interval` costs, plus the hourly
+/// preflight: what `doctor` compares with the budget.
+pub fn hourly_cost(held: usize, interval: Secs) -> f64 {
+    held as f64 * f64::from(CALLS_PER_HELD_CHECK) * WINDOW as f64 / interval.max(1) as f64
+        + f64::from(PREFLIGHTS_PER_HOUR * CALLS_PER_PREFLIGHT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_follow_the_answer() {
+        for c in [Category::Valid, Category::Inconclusive, Category::InvalidPat] {
+            assert_eq!(check_cost(c), 2, "{c}");
+        }
+        for c in [Category::NoPat, Category::StoreUnavailable, Category::NoResponse, Category::Rejected] {
+            assert_eq!(check_cost(c), 0, "{c}");
+        }
+    }
+
+    #[test]
+    fn the_ledger_slides() {
+        let mut l = Ledger::default();
+        l.record(1000, 4);
+        l.record(1000, 2);
+        l.record(2000, 10);
+        l.record(2500, 0);
+        assert_eq!(l.spent(2500), 16);
+        assert_eq!(l.spent(4600), 10, "the first entry left the window at 4600");
+        assert_eq!(l.spent(5600), 0);
+        assert_eq!(l.total, 16);
+        assert!(l.fits(2500, 4, 20) && !l.fits(2500, 5, 20));
+        assert_eq!(l.free_at(2500, 4, 20), 2500);
+        assert_eq!(l.free_at(2500, 5, 20), 4600);
+        assert_eq!(l.free_at(2500, 15, 20), 5600);
+        assert_eq!(l.free_at(2500, 25, 20), 2500 + WINDOW, "never fits: an hour from now");
+        // pruned on record, the lifetime total stays
+        l.record(9000, 1);
+        assert_eq!((l.spent(9000), l.total), (1, 17));
+    }
+
+    #[test]
+    fn intervals_stretch_with_the_held_count() {
+        let b = Budget(Some(150));
+        // 16 validators at 15 m: 128 + 2 calls/h would pass 75 % (112.5): stretched to ~17.4 m
+        let i = intervals(900, b, 16, 0);
+        assert_eq!(i, Intervals { steady: 1043, lossy: 900 });
+        assert!(hourly_cost(16, i.steady) <= 150.0 * ROUTINE_SHARE + 0.01, "{}", hourly_cost(16, i.steady));
+        // few validators: the configured interval
+        assert_eq!(intervals(900, b, 7, 0), Intervals { steady: 900, lossy: 900 });
+        // lossy ones count double and get half the interval
+        let i = intervals(900, b, 60, 4);
+        assert_eq!(i.lossy, i.steady / 2);
+        let cost = 4.0 * 7200.0 / i.lossy as f64 + 60.0 * 7200.0 / i.steady as f64 + 2.0;
+        assert!(cost <= 150.0 * ROUTINE_SHARE + 0.5, "{cost}");
+        // no budget: as configured; a budget too small for even the preflight: the cap
+        assert_eq!(intervals(900, Budget(None), 256, 0), Intervals { steady: 900, lossy: 900 });
+        assert_eq!(intervals(900, Budget(Some(2)), 3, 0).steady, MAX_INTERVAL);
+        assert_eq!(Budget(Some(150)).routine_limit(), 127);
+        assert_eq!(Budget(None).limit(), u32::MAX);
+    }
+}

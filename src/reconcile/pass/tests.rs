@@ -1,0 +1,274 @@
+//! Each phase of the pass against the scripted transport: what it contacts, in what order, and what
+//! it leaves in the state.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::reconcile::budget::Budget;
+use crate::reconcile::core::History;
+use crate::reconcile::transport::script::{self, Call, Script};
+
+const NOW: Secs = 1_800_000_000;
+const PAT: &str = "ghp_passTestToken00000001";
+
+fn validator(uid: u16) -> Validator {
+    Validator {
+        uid,
+        hotkey: format!("vk{uid}"),
+        ip: "127.0.0.1".parse().unwrap(),
+        port: 9000 + uid,
+        vtrust: 0.9,
+        stake: 1000.0 * f64::from(uid),
+    }
+}
+
+fn selection(uids: &[u16]) -> Selection {
+    Selection { eligible: uids.iter().map(|u| validator(*u)).collect(), skipped: Vec::new() }
+}
+
+fn cfg() -> PassConfig {
+    PassConfig { policy: Policy::default(), budget: Budget(None), dry_run: false }
+}
+
+fn pat() -> Pat {
+    Pat::new(PAT).unwrap()
+}
+
+/// A state in which every uid holds our PAT, was checked an interval ago and is due now.
+fn holding(uids: &[u16]) -> MinerState {
+    let mut s = MinerState::new("5Hk", 74);
+    let fp = pat().fingerprint();
+    s.first_fingerprint = Some(fp.clone());
+    s.fingerprint = Some(fp.clone());
+    for u in uids {
+        s.validators.insert(
+            *u,
+            History {
+                category: Some(Category::Valid),
+                accepted_fingerprint: Some(fp.clone()),
+                confirmed: true,
+                checked_at: Some(NOW - 900),
+                next_check_at: NOW,
+                axon_uuid: Some(format!("uuid-{u}")),
+                ..History::new(&format!("vk{u}"))
+            },
+        );
+    }
+    s
+}
+
+async fn run_pass(t: &Script, cfg: &PassConfig, sel: &Selection, state: &mut MinerState, work: &Work) -> PassOutcome {
+    let save = |_: &MinerState| t.checkpoint();
+    let checkpoint: Option<Checkpoint<'_>> = if cfg.dry_run { None } else { Some(&save) };
+    run(t, cfg, sel, state, &pat(), work, checkpoint).await
+}
+
+fn outcome(out: &PassOutcome, uid: u16) -> &ValidatorOutcome {
+    out.validators.iter().find(|v| v.validator.uid == uid).unwrap()
+}
+
+#[tokio::test]
+async fn a_lost_store_is_rebroadcast_and_confirmed_in_the_same_pass() {
+    let t = Script::new(NOW);
+    t.on_check(1, script::valid()).on_check(2, script::no_pat()).on_broadcast(2, script::broadcast(true, None));
+    t.on_check(2, script::valid());
+    let mut state = holding(&[1, 2]);
+    let out = run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &Work::one_shot()).await;
+    assert_eq!(
+        t.calls(),
+        vec![Call::Check(1), Call::Check(2), Call::Preflight, Call::Checkpoint, Call::Broadcast(2), Call::Check(2)]
+    );
+    assert_eq!(outcome(&out, 1).action, ActionTaken::None);
+    let v2 = outcome(&out, 2);
+    assert_eq!((v2.action, v2.attempts, v2.final_category), (ActionTaken::Broadcast, 1, Some(Category::Valid)));
+    assert_eq!(out.broadcasts, vec![BroadcastOutcome::Accepted]);
+    let h = &state.validators[&2];
+    assert_eq!(h.losses, vec![NOW], "the loss is remembered (it is checked more often for a while)");
+    assert!(h.confirmed && h.accepted_fingerprint.is_some());
+    // 2 (check of 1) + 0 (no_pat) + 2 (preflight) + 2 (broadcast) + 2 (confirm)
+    assert_eq!((out.github.pass_calls, state.github.spent(NOW)), (8, 8));
+}
+
+#[tokio::test]
+async fn the_checkpoint_is_written_before_the_pat_leaves_and_records_the_broadcast() {
+    let t = Script::new(NOW);
+    t.on_check(3, script::no_pat()).on_broadcast(3, script::broadcast(true, None)).on_check(3, script::valid());
+    let mut state = holding(&[3]);
+    let saved = std::sync::Mutex::new(None);
+    let save = |s: &MinerState| {
+        t.checkpoint();
+        *saved.lock().unwrap() = Some(s.clone());
+    };
+    run(&*t, &cfg(), &selection(&[3]), &mut state, &pat(), &Work::one_shot(), Some(&save)).await;
+    let calls = t.calls();
+    let at = |c: Call| calls.iter().position(|x| *x == c).unwrap();
+    assert!(at(Call::Checkpoint) < at(Call::Broadcast(3)), "{calls:?}");
+    let saved = saved.lock().unwrap().clone().expect("a checkpoint");
+    let h = &saved.validators[&3];
+    assert_eq!((h.last_broadcast_at, h.broadcasts), (Some(NOW), 1), "the checkpoint knows the PAT is being sent");
+}
+
+#[tokio::test]
+async fn a_refused_broadcast_backs_off_without_a_confirm_check() {
+    let t = Script::new(NOW);
+    t.on_check(1, script::no_pat());
+    t.on_broadcast(1, script::broadcast(false, Some("Validator PAT store temporarily unavailable; please retry. (x)")));
+    let mut state = holding(&[1]);
+    let out = run_pass(&t, &cfg(), &selection(&[1]), &mut state, &Work::one_shot()).await;
+    assert_eq!(t.calls(), vec![Call::Check(1), Call::Preflight, Call::Checkpoint, Call::Broadcast(1)]);
+    let v = outcome(&out, 1);
+    assert_eq!(v.action, ActionTaken::Recheck);
+    assert!(v.why.as_deref().unwrap().contains("temporarily unavailable"), "{v:?}");
+    let h = &state.validators[&1];
+    let p = Policy::default();
+    assert_eq!(h.failures, 1);
+    assert!(h.next_check_at >= NOW + p.backoff_initial, "waits for the backoff and the spacing: {h:?}");
+    assert_eq!(out.broadcasts, vec![BroadcastOutcome::Rejected]);
+    // the next pass at the same time contacts nobody: it is in backoff
+    t.clear_log();
+    let again = run_pass(&t, &cfg(), &selection(&[1]), &mut state, &Work::one_shot()).await;
+    assert_eq!(t.calls(), vec![]);
+    assert_eq!(outcome(&again, 1).action, ActionTaken::NotDue);
+}
+
+#[tokio::test]
+async fn a_dry_run_plans_but_sends_nothing_and_checkpoints_nothing() {
+    let t = Script::new(NOW);
+    t.on_check(1, script::no_pat());
+    let mut state = holding(&[1]);
+    let dry = PassConfig { dry_run: true, ..cfg() };
+    let out = run_pass(&t, &dry, &selection(&[1]), &mut state, &Work::one_shot()).await;
+    assert_eq!(t.calls(), vec![Call::Check(1), Call::Preflight], "no checkpoint, no broadcast");
+    assert_eq!(out.planned_broadcasts, vec![1]);
+    assert!(out.broadcasts.is_empty());
+    assert_eq!(outcome(&out, 1).action, ActionTaken::WouldBroadcast);
+    assert_eq!(state.validators[&1].broadcasts, 0, "nothing recorded as sent");
+    assert!(state.validators[&1].next_check_at > NOW, "and not re-checked on every tick");
+}
+
+#[tokio::test]
+async fn a_validator_answering_again_after_silence_is_checked_and_repaired_in_the_same_pass() {
+    let t = Script::new(NOW);
+    let mut state = holding(&[1, 2]);
+    for u in [1, 2] {
+        let h = state.validators.get_mut(&u).unwrap();
+        h.next_check_at = NOW + 600;
+    }
+    // uid 1 went silent (refused) two minutes ago and had backed off
+    let h = state.validators.get_mut(&1).unwrap();
+    h.silent = Some(crate::reconcile::core::Silent { since: NOW - 120, kind: crate::observe::Silence::Refused });
+    h.failures = 3;
+    h.not_before = NOW + 240;
+    t.on_probe(1, script::alive("uuid-1-new")).on_probe(2, script::alive("uuid-2"));
+    t.on_check(1, script::no_pat()).on_broadcast(1, script::broadcast(true, None)).on_check(1, script::valid());
+    let work = Work { only: Some(BTreeSet::new()), one_shot: false, probe: [1, 2].into() };
+    let out = run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &work).await;
+    assert_eq!(
+        t.calls(),
+        vec![
+            Call::Probe(1),
+            Call::Probe(2),
+            Call::Check(1),
+            Call::Preflight,
+            Call::Checkpoint,
+            Call::Broadcast(1),
+            Call::Check(1)
+        ]
+    );
+    let v1 = outcome(&out, 1);
+    assert_eq!(v1.probe, Some(ProbeVerdict::Revived { silent_for: 120 }));
+    assert_eq!((v1.action, v1.final_category), (ActionTaken::Broadcast, Some(Category::Valid)));
+    assert_eq!(outcome(&out, 2).probe, None, "same uuid, still answering: nothing to say");
+    assert_eq!(outcome(&out, 2).action, ActionTaken::NotDue);
+    let h = &state.validators[&1];
+    assert_eq!((h.silent, h.failures, h.axon_uuid.as_deref()), (None, 0, Some("uuid-1-new")));
+    assert_eq!(out.probes, 2);
+}
+
+#[tokio::test]
+async fn a_new_axon_uuid_is_a_restart_checked_at_once_and_a_silent_probe_is_remembered() {
+    let t = Script::new(NOW);
+    let mut state = holding(&[1, 2, 3]);
+    for u in [1, 2, 3] {
+        state.validators.get_mut(&u).unwrap().next_check_at = NOW + 600;
+    }
+    t.on_probe(1, script::alive("uuid-1-restarted")).on_probe(2, script::refused()).on_probe(3, script::timeout());
+    // restarted but kept its store: one check, nothing to send
+    t.on_check(1, script::valid());
+    let work = Work { only: Some(BTreeSet::new()), one_shot: false, probe: [1, 2, 3].into() };
+    let out = run_pass(&t, &cfg(), &selection(&[1, 2, 3]), &mut state, &work).await;
+    assert_eq!(t.calls(), vec![Call::Probe(1), Call::Probe(2), Call::Probe(3), Call::Check(1)]);
+    assert_eq!(outcome(&out, 1).probe, Some(ProbeVerdict::Restarted));
+    assert_eq!(outcome(&out, 1).action, ActionTaken::None);
+    use crate::observe::Silence;
+    assert_eq!(outcome(&out, 2).probe, Some(ProbeVerdict::WentSilent(Silence::Refused)));
+    assert_eq!(outcome(&out, 3).probe, Some(ProbeVerdict::WentSilent(Silence::Timeout)));
+    assert_eq!(state.validators[&2].silent.map(|s| (s.since, s.kind)), Some((NOW, Silence::Refused)));
+    assert_eq!(state.validators[&3].silent.map(|s| s.kind), Some(Silence::Timeout));
+}
+
+#[tokio::test]
+async fn routine_checks_wait_for_the_budget_but_triggered_ones_and_free_ones_do_not() {
+    let t = Script::new(NOW);
+    let mut state = holding(&[1, 2, 3, 4]);
+    // uid 4 is known to hold nothing: checking it is free
+    state.validators.get_mut(&4).unwrap().category = Some(Category::NoPat);
+    // uid 2 lost our PAT yesterday: checked before the steady ones
+    state.validators.get_mut(&2).unwrap().losses = vec![NOW - 86_400];
+    // uid 3 is probed and found restarted
+    state.validators.get_mut(&3).unwrap().next_check_at = NOW + 600;
+    t.on_probe(3, script::alive("uuid-3-new"));
+    // 150 a hour: routine checks may fill it to 127; 122 spent leaves room for two more calls
+    state.github.record(NOW - 60, 122);
+    t.on_check(3, script::valid()).on_check(2, script::valid()).on_check(4, script::no_pat());
+    t.on_broadcast(4, script::broadcast(true, None)).on_check(4, script::valid());
+    let budget = PassConfig { budget: Budget(Some(150)), ..cfg() };
+    let work = Work { only: None, one_shot: false, probe: [3].into() };
+    let out = run_pass(&t, &budget, &selection(&[1, 2, 3, 4]), &mut state, &work).await;
+    let calls = t.calls();
+    assert_eq!(&calls[..4], &[Call::Probe(3), Call::Check(3), Call::Check(2), Call::Check(4)], "{calls:?}");
+    assert!(!calls.contains(&Call::Check(1)), "the steady validator waits: {calls:?}");
+    let v1 = outcome(&out, 1);
+    assert_eq!(v1.action, ActionTaken::NotDue);
+    assert!(v1.why.as_deref().unwrap().contains("GitHub budget"), "{v1:?}");
+    assert!(state.validators[&1].next_check_at > NOW, "deferred until the budget frees up");
+    assert_eq!(out.github.deferred, 1);
+    // the repair of uid 4 still happened: repairs may use the whole budget
+    assert_eq!(outcome(&out, 4).action, ActionTaken::Broadcast);
+    assert!(state.github.spent(NOW) <= 150, "{}", state.github.spent(NOW));
+}
+
+#[tokio::test]
+async fn a_repair_beyond_the_budget_waits_instead_of_exceeding_it() {
+    let t = Script::new(NOW);
+    let mut state = holding(&[1]);
+    // known to have lost it: the check is free
+    state.validators.get_mut(&1).unwrap().category = Some(Category::NoPat);
+    state.github.record(NOW - 60, 146);
+    t.on_check(1, script::no_pat());
+    let budget = PassConfig { budget: Budget(Some(150)), ..cfg() };
+    let out = run_pass(&t, &budget, &selection(&[1]), &mut state, &Work::one_shot()).await;
+    // the check is free, the preflight fits (148), a broadcast and its confirm (152) would not
+    assert_eq!(t.calls(), vec![Call::Check(1), Call::Preflight]);
+    let v = outcome(&out, 1);
+    assert_eq!(v.action, ActionTaken::Recheck);
+    assert!(v.why.as_deref().unwrap().contains("repair deferred"), "{v:?}");
+    assert_eq!(state.validators[&1].next_check_at, NOW - 60 + 3600, "when the old spending leaves the window");
+    assert_eq!(state.github.spent(NOW), 148);
+}
+
+#[tokio::test]
+async fn the_budget_stretches_the_routine_interval() {
+    let t = Script::new(NOW);
+    let uids: Vec<u16> = (1..=16).collect();
+    let mut state = holding(&uids);
+    for u in &uids {
+        t.on_check(*u, script::valid());
+    }
+    let budget = PassConfig { budget: Budget(Some(150)), ..cfg() };
+    let out = run_pass(&t, &budget, &selection(&uids), &mut state, &Work::one_shot()).await;
+    assert_eq!(out.github.interval_s, 1043, "16 validators at 15 m would cost 130 calls/h, more than 75 % of 150");
+    assert!(uids.iter().all(|u| state.validators[u].next_check_at == NOW + 1043));
+    let unlimited = budget::intervals(900, Budget(None), 16, 0);
+    assert_eq!(unlimited.steady, 900);
+}
