@@ -74,7 +74,7 @@ impl Agent<'_> {
                 self.next_round = Instant::now();
             }
             Err(msg) => {
-                tracing::error!(reason = %why, "configuration reload rejected, the running configuration stays: {msg}");
+                tracing::error!(reason = %why, "configuration reload rejected, the running configuration stays: {}", crate::secret::redact_tokens(&msg));
                 self.shared.metrics.inc_reloads("rejected");
                 self.note = Some("reload rejected, see the log".into());
             }
