@@ -6,6 +6,7 @@
 //! [`Pat::fingerprint`] (a one-way tag that says whether two PATs are the same).
 
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fmt;
 
 /// A GitHub personal access token. Whitespace around it is trimmed on construction (a credential file
@@ -48,6 +49,58 @@ pub fn redact(s: &str) -> String {
     format!("***{tail}")
 }
 
+/// The prefixes GitHub gives its tokens (classic PAT, OAuth, user-to-server, server-to-server,
+/// refresh, fine-grained PAT).
+const TOKEN_PREFIXES: [&str; 6] = ["github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_"];
+
+/// A matched token shorter than this shows no tail at all: `***` + last 4 of a short string would
+/// show most of it. Real tokens are 40 (classic) or 93 (fine-grained) characters.
+const MIN_TAIL_LEN: usize = 16;
+
+/// Replace everything in `text` that looks like a GitHub token — one of the prefixes `ghp_`,
+/// `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_` followed by token characters (`A-Z a-z 0-9 _`),
+/// wherever it starts (a token glued to other text is still a token) — by `***` + its last 4
+/// characters (`***` alone for a match shorter than 16 characters). For text that leaves the process and may quote user input: an
+/// error message, a log line. Borrows when there is nothing to redact.
+pub fn redact_tokens(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let is_token_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut out: Option<String> = None;
+    // `copied`: bytes of `text` before this index are already in `out`.
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let Some(prefix) = TOKEN_PREFIXES.iter().find(|p| bytes[i..].starts_with(p.as_bytes())) else {
+            i += 1;
+            continue;
+        };
+        let body = i + prefix.len();
+        let end = body + bytes[body..].iter().take_while(|b| is_token_byte(**b)).count();
+        if end == body {
+            i = body;
+            continue;
+        }
+        // Every byte of the match is ASCII, so `i` and `end` are char boundaries.
+        let token = &text[i..end];
+        let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        o.push_str(&text[copied..i]);
+        if token.len() < MIN_TAIL_LEN {
+            o.push_str("***");
+        } else {
+            o.push_str(&redact(token));
+        }
+        copied = end;
+        i = end;
+    }
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut o) => {
+            o.push_str(&text[copied..]);
+            Cow::Owned(o)
+        }
+    }
+}
+
 /// Fingerprint of a raw token string; see [`Pat::fingerprint`].
 pub fn fingerprint(token: &str) -> String {
     let mut h = Sha256::new();
@@ -75,6 +128,53 @@ mod tests {
         assert!(!format!("{p:?}").contains("abcdefgh"));
         assert!(Pat::new(" \n\t").is_none());
         assert_eq!(redact("short"), "***");
+    }
+
+    #[test]
+    fn redact_tokens_table() {
+        let classic = "ghp_0123456789abcdefghijABCDEFGHIJ12WXYZ";
+        let fine =
+            "github_pat_11ABCDEFG0123456789abc_defghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdQRST";
+        for (input, want) in [
+            // nothing to redact
+            ("", ""),
+            ("cannot read config file /etc/patrol/config.toml", "cannot read config file /etc/patrol/config.toml"),
+            (
+                "ghp_ alone, gho_, github_pat_: prefixes without a token",
+                "ghp_ alone, gho_, github_pat_: prefixes without a token",
+            ),
+            ("GHP_UPPERCASE0000000000000000000", "GHP_UPPERCASE0000000000000000000"),
+            ("***WXYZ", "***WXYZ"),
+            // every prefix, anywhere in the text
+            (classic, "***WXYZ"),
+            (fine, "***QRST"),
+            ("gho_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa01", "***aa01"),
+            ("ghu_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa02", "***aa02"),
+            ("ghs_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa03", "***aa03"),
+            ("ghr_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa04", "***aa04"),
+            // in a TOML excerpt, a path, a quoted value, glued to other text; ends at a non-token char
+            ("2 | token = \"ghp_0123456789abcdefghijABCDEFGHIJ12WXYZ\"", "2 | token = \"***WXYZ\""),
+            (
+                "cannot read config file /home/m/ghp_0123456789abcdefghijABCDEFGHIJ12WXYZ.toml: os error 2",
+                "cannot read config file /home/m/***WXYZ.toml: os error 2",
+            ),
+            ("x=ghp_0123456789abcdefghijABCDEFGHIJ12WXYZ", "x=***WXYZ"),
+            ("tokenghp_0123456789abcdefghijABCDEFGHIJ12WXYZ!", "token***WXYZ!"),
+            // two tokens, non-ASCII around them
+            (
+                "é ghp_0123456789abcdefghijABCDEFGHIJ12WXYZ → gho_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb99 ü",
+                "é ***WXYZ → ***bb99 ü",
+            ),
+            // a short match shows no tail at all
+            ("ghp_abc1234", "***"),
+            ("ghp_abcdefghijk", "***"),
+            ("ghp_abcdefghijkl", "***ijkl"),
+        ] {
+            let got = redact_tokens(input);
+            assert_eq!(got, want, "redact_tokens({input:?})");
+            assert_eq!(matches!(got, Cow::Borrowed(_)), input == want, "borrows iff unchanged: {input:?}");
+        }
+        assert!(!redact_tokens(&format!("a {classic} b")).contains("0123456789"));
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl Agent<'_> {
                 self.scheduler.round_now(self.clock.now());
             }
             Err(msg) => {
-                tracing::error!(reason = %why, "configuration reload rejected, the running configuration stays: {msg}");
+                tracing::error!(reason = %why, "configuration reload rejected, the running configuration stays: {}", crate::secret::redact_tokens(&msg));
                 self.shared.metrics.inc_reloads("rejected");
                 self.note = Some("reload rejected, see the log".into());
             }

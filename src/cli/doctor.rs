@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::chain::time as chain_time;
 use crate::chain::{ChainClient, Snapshot};
 use crate::cli::{Cli, DoctorArgs, Exit};
-use crate::config::{MinerSettings, Settings};
+use crate::config::{MinerSettings, PatError, Settings};
 use crate::github::{GithubClient, GithubOptions, IdentityResult, TestQueryResult};
 use crate::validators::{self, Neuron};
 use crate::wallet::Hotkey;
@@ -65,6 +65,15 @@ pub async fn run(cli: &Cli, args: &DoctorArgs) -> anyhow::Result<Exit> {
         )],
     };
     let all_ok = checks.iter().all(|c| c.ok);
+    // Details quote paths and values the user typed (a PAT pasted as --pat-file): never a token.
+    let checks: Vec<Check> = checks
+        .into_iter()
+        .map(|c| Check {
+            detail: crate::secret::redact_tokens(&c.detail).into_owned(),
+            fix: c.fix.map(|f| crate::secret::redact_tokens(&f).into_owned()),
+            ..c
+        })
+        .collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"success": all_ok, "checks": checks}))?);
     } else {
@@ -219,12 +228,22 @@ async fn pat_checks(settings: &Settings, label: &dyn Fn(&MinerSettings) -> Optio
                 l
             }
             Err(e) => {
-                checks.push(fail(
-                    "pat",
-                    miner,
-                    e.to_string(),
-                    "set [pat] file or [pat] credential in the config, or GITTENSOR_MINER_PAT, or pass --pat-file (a file must be chmod 600)",
-                ));
+                let fix = match &e {
+                    PatError::NotConfigured | PatError::NotFound(_) => {
+                        "set [pat] file or [pat] credential in the config, or GITTENSOR_MINER_PAT, or pass --pat-file (a file must be chmod 600)"
+                    }
+                    PatError::Missing { .. } => {
+                        "fix the --pat-file path, [pat] file or the LoadCredential= name, or remove it to use the next PAT source"
+                    }
+                    PatError::TooOpen { .. } => "chmod 600 the PAT file",
+                    PatError::Unreadable { .. }
+                    | PatError::NotRegular { .. }
+                    | PatError::TooLarge { .. }
+                    | PatError::Empty(_) => {
+                        "point the PAT source at a regular file (chmod 600) that holds just the token"
+                    }
+                };
+                checks.push(fail("pat", miner, e.to_string(), fix));
                 continue;
             }
         };

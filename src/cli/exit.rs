@@ -61,7 +61,9 @@ impl Coded {
 
 /// One line for an error and its causes, like anyhow's `{:#}`, but a cause whose text the message
 /// already shows is not repeated (our error types print their I/O source inline and also expose it
-/// as `source()`, so `{:#}` would say "No such file or directory" twice).
+/// as `source()`, so `{:#}` would say "No such file or directory" twice). Anything that looks like a
+/// GitHub token is redacted ([`crate::secret::redact_tokens`]): errors quote paths and values the
+/// user typed, and a PAT pasted as `--pat-file`, `--config` or `--network` must not be echoed.
 pub fn render(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut cause = err.source();
@@ -73,7 +75,7 @@ pub fn render(err: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = c.source();
     }
-    out
+    crate::secret::redact_tokens(&out).into_owned()
 }
 
 /// Pick the exit code for an error by looking through its chain for known types.

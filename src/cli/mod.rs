@@ -117,7 +117,7 @@ pub struct ChainArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub min_vtrust: Option<f64>,
     /// Validators need at least this stake in α (default 15000).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub min_stake: Option<f64>,
 }
 
@@ -285,7 +285,8 @@ impl Cli {
             ov.hotkey_file = w.hotkey_file.clone();
         }
         if let Some(c) = c {
-            ov.network = c.rpc_url.clone().or(c.network.clone());
+            ov.network = c.network.clone();
+            ov.rpc_url = c.rpc_url.clone();
             ov.netuid = c.netuid;
             ov.min_vtrust = c.min_vtrust;
             ov.min_stake = c.min_stake;
@@ -356,7 +357,14 @@ pub fn main_from(args: Vec<OsString>) -> ExitCode {
             if wants_json {
                 print_json_error(Exit::Usage.error_type(), &first_line(&e.to_string()));
             } else {
-                let _ = e.print();
+                // clap quotes the offending argument: a PAT pasted in the wrong place must not come back.
+                let text = e.to_string();
+                match crate::secret::redact_tokens(&text) {
+                    std::borrow::Cow::Borrowed(_) => {
+                        let _ = e.print();
+                    }
+                    std::borrow::Cow::Owned(redacted) => eprint!("{redacted}"),
+                }
             }
             return Exit::Usage.into();
         }
@@ -384,8 +392,10 @@ fn first_line(s: &str) -> String {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().trim_start_matches("error: ").to_string()
 }
 
-/// gitt's error envelope: `{"success": false, "error": {"type": T, "message": M}}` on stdout.
+/// gitt's error envelope: `{"success": false, "error": {"type": T, "message": M}}` on stdout. The
+/// message is redacted like every error text ([`crate::secret::redact_tokens`]).
 pub fn print_json_error(kind: &str, message: &str) {
+    let message = crate::secret::redact_tokens(message);
     let v = serde_json::json!({"success": false, "error": {"type": kind, "message": message}});
     println!("{v}");
 }

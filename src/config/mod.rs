@@ -27,11 +27,23 @@ pub const NETWORKS: [(&str, &str); 3] = [
 /// Default health/metrics listen address (loopback only).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9184";
 
+/// The largest config file read (1 MiB). A config with every key and 256 static validators is
+/// about 40 KiB; anything bigger is the wrong file (`--config /dev/zero` would otherwise be read
+/// until memory runs out).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The origin of a value given as a flag, in messages ("command line: --min-vtrust: …").
+const COMMAND_LINE: &str = "command line";
+
 /// A configuration problem. Always exit code 78 at the CLI edge.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not a regular file (it is {kind})")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("config file {path} is larger than {cap} bytes; a patrol config is a few KiB, this is the wrong file")]
+    TooLarge { path: PathBuf, cap: u64 },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("{origin}: {key}: {message}")]
@@ -47,7 +59,10 @@ pub struct Overrides {
     pub hotkey_file: Option<String>,
     pub pat: Option<String>,
     pub pat_file: Option<String>,
+    /// `--network`.
     pub network: Option<String>,
+    /// `--rpc-url` (gitt compatibility): wins over `--network`.
+    pub rpc_url: Option<String>,
     pub netuid: Option<u16>,
     pub min_vtrust: Option<f64>,
     pub min_stake: Option<f64>,
@@ -240,9 +255,7 @@ impl Settings {
     pub fn load(file: Option<&Path>, ov: &Overrides) -> Result<Settings, ConfigError> {
         let env = |k: &str| std::env::var(k).ok();
         let text = match file {
-            Some(p) => {
-                Some(std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?)
-            }
+            Some(p) => Some(read_config(p)?),
             None => None,
         };
         Settings::build(file, text.as_deref(), ov, env)
@@ -255,10 +268,13 @@ impl Settings {
         ov: &Overrides,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let origin = file.map(|p| p.display().to_string()).unwrap_or_else(|| "command line".into());
+        let origin = file.map(|p| p.display().to_string()).unwrap_or_else(|| COMMAND_LINE.into());
         let raw: RawConfig = match text {
-            Some(t) => toml::from_str(t)
-                .map_err(|e| ConfigError::Parse { path: origin.clone(), message: one_line(&e.to_string()) })?,
+            // The message may quote the file (a PAT pasted under an unknown key): never the token.
+            Some(t) => toml::from_str(t).map_err(|e| ConfigError::Parse {
+                path: origin.clone(),
+                message: crate::secret::redact_tokens(&one_line(&e.to_string())).into_owned(),
+            })?,
             None => RawConfig::default(),
         };
         let v = Validator { origin: origin.clone(), env: &env, base: file.map(crate::fsutil::parent_dir) };
@@ -302,7 +318,7 @@ impl Settings {
 
     /// The file name or "command line", for messages.
     pub fn origin(&self) -> String {
-        self.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "command line".into())
+        self.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| COMMAND_LINE.into())
     }
 }
 
@@ -316,6 +332,15 @@ struct Validator<'a, E: Fn(&str) -> Option<String>> {
 impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid { origin: self.origin.clone(), key: key.into(), message: message.into() }
+    }
+
+    /// An invalid value named where it came from: `flag` when it was given on the command line
+    /// (`Some`), else the file's `key` (the file's value or the default).
+    fn err_at(&self, flag: Option<&str>, key: &str, message: impl Into<String>) -> ConfigError {
+        match flag {
+            Some(f) => ConfigError::Invalid { origin: COMMAND_LINE.into(), key: f.into(), message: message.into() },
+            None => self.err(key, message),
+        }
     }
 
     fn duration(&self, key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
@@ -392,9 +417,12 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         let RawWallet { name, hotkey, path, hotkey_file } = w;
         let name_w = ov.wallet.clone().or(name).unwrap_or_else(|| "default".into());
         let hotkey_n = ov.hotkey.clone().or(hotkey).unwrap_or_else(|| "default".into());
-        for (k, v) in [("wallet.name", &name_w), ("wallet.hotkey", &hotkey_n)] {
+        for (k, flag, v) in [
+            ("wallet.name", ov.wallet.is_some().then_some("--wallet"), &name_w),
+            ("wallet.hotkey", ov.hotkey.is_some().then_some("--hotkey"), &hotkey_n),
+        ] {
             if v.is_empty() || v.contains('/') {
-                return Err(self.err(&key(k), format!("{v:?} must be a plain name (no '/')")));
+                return Err(self.err_at(flag, &key(k), format!("{v:?} must be a plain name (no '/')")));
             }
         }
         let hotkey_file =
@@ -415,7 +443,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         let mut sources = Vec::new();
         if let Some(lit) = ov.pat.as_deref() {
             sources.push(PatSource::Literal(crate::secret::Pat::new(lit).ok_or_else(|| ConfigError::Invalid {
-                origin: "command line".into(),
+                origin: COMMAND_LINE.into(),
                 key: "--pat".into(),
                 message: "is empty".into(),
             })?));
@@ -443,8 +471,9 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     }
 
     fn chain(&self, c: raw::RawChain, ov: &Overrides) -> Result<ChainSettings, ConfigError> {
-        let network = ov.network.clone().or(c.network).unwrap_or_else(|| "finney".into());
-        let url = resolve_network(&network).map_err(|m| self.err("chain.network", m))?;
+        let flag = if ov.rpc_url.is_some() { Some("--rpc-url") } else { ov.network.is_some().then_some("--network") };
+        let network = ov.rpc_url.clone().or(ov.network.clone()).or(c.network).unwrap_or_else(|| "finney".into());
+        let url = resolve_network(&network).map_err(|m| self.err_at(flag, "chain.network", m))?;
         let netuid = ov.netuid.or(c.netuid).unwrap_or(74);
         Ok(ChainSettings {
             network,
@@ -470,10 +499,12 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         let min_vtrust = ov.min_vtrust.or(v.min_vtrust).unwrap_or(0.25);
         let min_stake = ov.min_stake.or(v.min_stake).unwrap_or(15_000.0);
         if !min_vtrust.is_finite() {
-            return Err(self.err("validators.min_vtrust", "must be a finite number"));
+            let flag = ov.min_vtrust.is_some().then_some("--min-vtrust");
+            return Err(self.err_at(flag, "validators.min_vtrust", "must be a finite number"));
         }
         if !min_stake.is_finite() || min_stake < 0.0 {
-            return Err(self.err("validators.min_stake", "must be a non-negative number (α)"));
+            let flag = ov.min_stake.is_some().then_some("--min-stake");
+            return Err(self.err_at(flag, "validators.min_stake", "must be a non-negative number (α)"));
         }
         let static_list = match v.static_list {
             None => None,
@@ -601,7 +632,11 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         let listen = match listen_s.trim() {
             "off" | "" | "none" => None,
             s => Some(s.parse::<SocketAddr>().map_err(|_| {
-                self.err("agent.listen", format!("{s:?} is not an address like \"127.0.0.1:9184\" (or \"off\")"))
+                self.err_at(
+                    ov.listen.is_some().then_some("--listen"),
+                    "agent.listen",
+                    format!("{s:?} is not an address like \"127.0.0.1:9184\" (or \"off\")"),
+                )
             })?),
         };
         let fmt_s = ov.log_format.clone().or(a.log_format).unwrap_or_else(|| "auto".into());
@@ -611,7 +646,11 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             "json" => LogFormat::Json,
             "journald" => LogFormat::Journald,
             other => {
-                return Err(self.err("agent.log_format", format!("{other:?} is not one of auto, text, json, journald")));
+                return Err(self.err_at(
+                    ov.log_format.is_some().then_some("--log-format"),
+                    "agent.log_format",
+                    format!("{other:?} is not one of auto, text, json, journald"),
+                ));
             }
         };
         let external_ip = a.external_ip.unwrap_or_else(|| "0.0.0.0".into());
@@ -657,11 +696,38 @@ fn expand_home(s: &str, env: &impl Fn(&str) -> Option<String>) -> PathBuf {
     }
 }
 
-/// toml errors span several lines (a source excerpt); keep them to one.
+/// Read the config file: a regular file of at most [`MAX_CONFIG_BYTES`], UTF-8.
+fn read_config(p: &Path) -> Result<String, ConfigError> {
+    use crate::fsutil::ReadError;
+    let path = || p.to_path_buf();
+    let bytes = crate::fsutil::read_capped(p, MAX_CONFIG_BYTES).map_err(|e| match e {
+        ReadError::Io(source) => ConfigError::Read { path: path(), source },
+        ReadError::NotRegular(kind) => ConfigError::NotRegular { path: path(), kind },
+        ReadError::TooLarge { cap } => ConfigError::TooLarge { path: path(), cap },
+    })?;
+    String::from_utf8(bytes)
+        .map_err(|_| ConfigError::Parse { path: p.display().to_string(), message: "is not UTF-8 text".into() })
+}
+
+/// toml errors span several lines (a source excerpt); keep them to one. The excerpt keeps the key
+/// (`2 | netuid = …`: a type error names no key otherwise) but never the value, which may be a
+/// secret (a PAT pasted under an unknown key); a line that is not `key = value` or a `[table]`
+/// header is not quoted at all.
 fn one_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' '))
+        .map(|l| match l.split_once('|') {
+            Some((n, src)) if !n.trim().is_empty() && n.trim().chars().all(|c| c.is_ascii_digit()) => {
+                let src = src.trim();
+                match src.split_once('=') {
+                    _ if src.starts_with('[') => format!("{} | {src}", n.trim()),
+                    Some((key, _)) => format!("{} | {} = …", n.trim(), key.trim()),
+                    None => format!("{} | …", n.trim()),
+                }
+            }
+            _ => l.to_string(),
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }

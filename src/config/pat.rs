@@ -4,14 +4,31 @@
 //! `--pat-file` → `[pat] credential` (systemd `LoadCredential=`, read from `$CREDENTIALS_DIRECTORY`) →
 //! env `GITTENSOR_MINER_PAT` → `[pat] file`. Whitespace is trimmed. A PAT *file* readable by group or
 //! others is refused: the token grants access to the miner's GitHub account.
+//!
+//! A source the user *named* — `--pat-file`, `[pat] file`, `[pat] credential` — decides: when it is
+//! missing or unreadable that is the error, and no later source is tried (a typo in `--pat-file`
+//! must not quietly send the config's or the environment's PAT instead). The one exception is a
+//! `[pat] credential` when `$CREDENTIALS_DIRECTORY` is not set at all: the process is not running
+//! under a systemd unit with credentials (the same config used from a shell, e.g. `patrol doctor`),
+//! so the credential does not apply and the next source is tried. `$CREDENTIALS_DIRECTORY` set but
+//! without that credential is a broken unit, an error. `GITTENSOR_MINER_PAT` unset is simply the
+//! next source.
+//!
+//! Files are read with a cap ([`MAX_PAT_FILE_BYTES`]) and only when they are regular files: a FIFO
+//! would block the open forever, a device would be read forever.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::fsutil::{self, ReadError};
 use crate::secret::Pat;
 
 /// Env var holding the PAT, as `gitt` reads it.
 pub const PAT_ENV: &str = "GITTENSOR_MINER_PAT";
+
+/// The largest PAT file read (4 KiB). A GitHub token is 40 (classic) or 93 (fine-grained)
+/// characters; anything near this size is the wrong file.
+pub const MAX_PAT_FILE_BYTES: u64 = 4 * 1024;
 
 /// One place a PAT may come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +63,19 @@ pub enum PatError {
     NotConfigured,
     #[error("no GitHub PAT found; tried: {}", .0.join(", "))]
     NotFound(Vec<String>),
+    /// A named source (a PAT file, a systemd credential) is not there. No other source is tried.
+    #[error(
+        "PAT {source_desc} does not exist; patrol does not fall back to another PAT source when a named one is missing"
+    )]
+    Missing { source_desc: String },
     #[error("cannot read PAT {source_desc}: {error}")]
     Unreadable { source_desc: String, error: std::io::Error },
+    #[error("PAT {source_desc} is not a regular file (it is {kind}); point it at the file holding the token")]
+    NotRegular { source_desc: String, kind: &'static str },
+    #[error(
+        "PAT {source_desc} is larger than {cap} bytes; a GitHub PAT is under 100 characters, so this is the wrong file"
+    )]
+    TooLarge { source_desc: String, cap: u64 },
     #[error("PAT file {path} is readable by group or others (mode {mode:04o}); run: chmod 600 {path}")]
     TooOpen { path: PathBuf, mode: u32 },
     #[error("PAT from {0} is empty")]
@@ -63,7 +91,8 @@ pub struct LoadedPat {
     pub path: Option<PathBuf>,
 }
 
-/// Resolve the first available source. `env` is injected so tests don't touch the process env.
+/// Resolve the first available source (see the module doc for what "available" means). `env` is
+/// injected so tests don't touch the process env.
 pub fn resolve(sources: &[PatSource], env: impl Fn(&str) -> Option<String>) -> Result<LoadedPat, PatError> {
     if sources.is_empty() {
         return Err(PatError::NotConfigured);
@@ -79,36 +108,46 @@ pub fn resolve(sources: &[PatSource], env: impl Fn(&str) -> Option<String>) -> R
                 }
                 None => tried.push(format!("{s} (unset)")),
             },
-            PatSource::Credential(name) => match env("CREDENTIALS_DIRECTORY") {
-                Some(dir) => {
-                    let path = Path::new(&dir).join(name);
-                    if path.exists() {
-                        // systemd owns these (0400, the unit's user): no mode check.
-                        return read_file(&path, s.to_string(), false);
-                    }
-                    tried.push(format!("{s} (no {} )", path.display()));
+            PatSource::Credential(name) => match env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
+                // systemd owns these (0400, the unit's user): no mode check.
+                Some(dir) => return read_file(&Path::new(&dir).join(name), s.to_string(), true),
+                None => {
+                    tried.push(format!("{s} (not applicable: $CREDENTIALS_DIRECTORY is unset, not a systemd service)"))
                 }
-                None => tried.push(format!("{s} ($CREDENTIALS_DIRECTORY unset)")),
             },
-            PatSource::File(path) => {
-                if path.exists() {
-                    return read_file(path, s.to_string(), true);
-                }
-                tried.push(format!("{s} (does not exist)"));
-            }
+            PatSource::File(path) => return read_file(path, s.to_string(), false),
         }
     }
     Err(PatError::NotFound(tried))
 }
 
-fn read_file(path: &Path, origin: String, check_mode: bool) -> Result<LoadedPat, PatError> {
-    let meta = std::fs::metadata(path).map_err(|error| PatError::Unreadable { source_desc: origin.clone(), error })?;
+/// Read a PAT file (`credential`: a systemd credential, whose mode systemd owns).
+fn read_file(path: &Path, origin: String, credential: bool) -> Result<LoadedPat, PatError> {
+    // A credential's origin names it, not the file: say where it was looked for.
+    let missing = || PatError::Missing {
+        source_desc: if credential { format!("{origin} ({})", path.display()) } else { origin.clone() },
+    };
+    let meta = std::fs::metadata(path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => missing(),
+        _ => PatError::Unreadable { source_desc: origin.clone(), error },
+    })?;
+    if !meta.is_file() {
+        return Err(PatError::NotRegular { source_desc: origin.clone(), kind: fsutil::file_kind(&meta) });
+    }
     let mode = meta.permissions().mode() & 0o777;
-    if check_mode && mode & 0o077 != 0 {
+    if !credential && mode & 0o077 != 0 {
         return Err(PatError::TooOpen { path: path.to_path_buf(), mode });
     }
-    let raw =
-        std::fs::read_to_string(path).map_err(|error| PatError::Unreadable { source_desc: origin.clone(), error })?;
+    let raw = fsutil::read_capped(path, MAX_PAT_FILE_BYTES).map_err(|e| match e {
+        ReadError::Io(error) if error.kind() == std::io::ErrorKind::NotFound => missing(),
+        ReadError::Io(error) => PatError::Unreadable { source_desc: origin.clone(), error },
+        ReadError::NotRegular(kind) => PatError::NotRegular { source_desc: origin.clone(), kind },
+        ReadError::TooLarge { cap } => PatError::TooLarge { source_desc: origin.clone(), cap },
+    })?;
+    let raw = String::from_utf8(raw).map_err(|_| PatError::Unreadable {
+        source_desc: origin.clone(),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+    })?;
     let pat = Pat::new(&raw).ok_or_else(|| PatError::Empty(origin.clone()))?;
     Ok(LoadedPat { pat, origin, path: Some(path.to_path_buf()) })
 }
@@ -154,18 +193,83 @@ mod tests {
         assert!(matches!(e, PatError::TooOpen { mode: 0o644, .. }));
         assert!(e.to_string().contains("chmod 600"));
         assert!(!e.to_string().contains("ghp_x"));
-        let e = resolve(
-            &[PatSource::Credential("c".into()), PatSource::Env, PatSource::File(d.path().join("nope"))],
-            |_| None,
-        )
-        .unwrap_err();
+        // nothing applicable: every source said why
+        let e = resolve(&[PatSource::Credential("c".into()), PatSource::Env], |_| None).unwrap_err();
         let msg = e.to_string();
+        assert!(matches!(e, PatError::NotFound(_)), "{msg}");
         assert!(
-            msg.contains("CREDENTIALS_DIRECTORY") && msg.contains(PAT_ENV) && msg.contains("does not exist"),
+            msg.contains("CREDENTIALS_DIRECTORY") && msg.contains(PAT_ENV) && msg.contains("not applicable"),
             "{msg}"
         );
         let empty = write(d.path(), "empty", "\n  \n", 0o600);
         assert!(matches!(resolve(&[PatSource::File(empty)], |_| None), Err(PatError::Empty(_))));
         assert!(matches!(resolve(&[], |_| None), Err(PatError::NotConfigured)));
+    }
+
+    /// Issue 15 item 2: a named source that is missing or unusable is the answer, never a reason to
+    /// try the next one.
+    #[test]
+    fn a_named_source_that_is_missing_never_falls_through() {
+        let d = tempfile::tempdir().unwrap();
+        let good = write(d.path(), "good", "ghp_fromconfig000000\n", 0o600);
+        let creds = d.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        let creds_s = creds.to_string_lossy().into_owned();
+        let with = |creds: Option<&str>, pat_env: bool| {
+            let creds = creds.map(str::to_owned);
+            move |k: &str| match k {
+                "CREDENTIALS_DIRECTORY" => creds.clone(),
+                PAT_ENV if pat_env => Some("ghp_fromenv000000000".to_string()),
+                _ => None,
+            }
+        };
+        let nope = d.path().join("nope");
+        // --pat-file nope, then a credential, the env and [pat] file that would all work
+        write(&creds, "github-pat", "ghp_fromcred00000000", 0o400);
+        let srcs = [
+            PatSource::File(nope.clone()),
+            PatSource::Credential("github-pat".into()),
+            PatSource::Env,
+            PatSource::File(good.clone()),
+        ];
+        let e = resolve(&srcs, with(Some(&creds_s), true)).unwrap_err();
+        assert!(matches!(e, PatError::Missing { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains(&nope.display().to_string()) && msg.contains("does not fall back"), "{msg}");
+        // a directory or a FIFO named as the PAT file: refused, not skipped
+        let e = resolve(&[PatSource::File(d.path().to_path_buf()), PatSource::Env], with(None, true)).unwrap_err();
+        assert!(e.to_string().contains("not a regular file (it is a directory)"), "{e}");
+        // a credential missing from a $CREDENTIALS_DIRECTORY that is set: a broken unit, an error
+        let srcs = [PatSource::Credential("other".into()), PatSource::Env, PatSource::File(good.clone())];
+        let e = resolve(&srcs, with(Some(&creds_s), true)).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, PatError::Missing { .. }), "{msg}");
+        assert!(msg.contains("\"other\"") && msg.contains(&creds.join("other").display().to_string()), "{msg}");
+        // no $CREDENTIALS_DIRECTORY at all (not under systemd): the credential does not apply
+        assert_eq!(resolve(&srcs, with(None, true)).unwrap().pat.expose(), "ghp_fromenv000000000");
+        assert_eq!(resolve(&srcs, with(Some(""), false)).unwrap().pat.expose(), "ghp_fromconfig000000");
+        // [pat] file missing (the last source) names it too
+        let e = resolve(&[PatSource::Env, PatSource::File(nope.clone())], with(None, false)).unwrap_err();
+        assert!(matches!(e, PatError::Missing { .. }) && e.to_string().contains("nope"), "{e}");
+    }
+
+    /// Issue 15 item 6: PAT files are read with a cap, and a FIFO is refused without opening it.
+    #[test]
+    fn pat_files_are_capped_and_must_be_regular() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) with a NUL-terminated path we own; no memory is shared.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // no writer: opening it would block forever
+        let e = resolve(&[PatSource::File(fifo)], |_| None).unwrap_err();
+        assert!(e.to_string().contains("not a regular file (it is a FIFO)"), "{e}");
+        let cap = usize::try_from(MAX_PAT_FILE_BYTES).unwrap();
+        let at_cap = write(d.path(), "at-cap", &format!("ghp_fits000000000000{}", " ".repeat(cap - 20)), 0o600);
+        assert_eq!(resolve(&[PatSource::File(at_cap)], |_| None).unwrap().pat.expose(), "ghp_fits000000000000");
+        let big = write(d.path(), "big", &"x".repeat(cap + 1), 0o600);
+        let e = resolve(&[PatSource::File(big)], |_| None).unwrap_err();
+        assert!(matches!(e, PatError::TooLarge { cap: 4096, .. }), "{e}");
+        assert!(e.to_string().contains("larger than 4096 bytes") && e.to_string().contains("big"), "{e}");
     }
 }

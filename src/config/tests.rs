@@ -183,3 +183,102 @@ fn locate_order() {
     assert_eq!(locate(Some(Path::new("/x.toml")), e), Some(PathBuf::from("/x.toml")));
     assert_eq!(locate(None, e), Some(PathBuf::from("/from/env.toml")));
 }
+
+/// Issue 15 item 10: a bad value given as a flag names the flag and "command line", not the file's
+/// key; the same value from the file keeps the file and the key.
+#[test]
+fn flag_errors_name_the_flag() {
+    let file = Some(Path::new("/etc/patrol/base.toml"));
+    let text = "[validators]\nmin_vtrust = 0.3\n[chain]\nnetwork = \"local\"\n";
+    for (ov, want) in [
+        (
+            Overrides { min_vtrust: Some(f64::NAN), ..Overrides::default() },
+            "command line: --min-vtrust: must be a finite number",
+        ),
+        (
+            Overrides { min_stake: Some(-1.0), ..Overrides::default() },
+            "command line: --min-stake: must be a non-negative",
+        ),
+        (
+            Overrides { network: Some("bogus".into()), ..Overrides::default() },
+            "command line: --network: \"bogus\" is not",
+        ),
+        (
+            Overrides { rpc_url: Some("http://x".into()), network: Some("local".into()), ..Overrides::default() },
+            "command line: --rpc-url: \"http://x\"",
+        ),
+        (
+            Overrides { wallet: Some("a/b".into()), ..Overrides::default() },
+            "command line: --wallet: \"a/b\" must be a plain name",
+        ),
+        (
+            Overrides { hotkey: Some("".into()), ..Overrides::default() },
+            "command line: --hotkey: \"\" must be a plain name",
+        ),
+        (
+            Overrides { listen: Some("localhost".into()), ..Overrides::default() },
+            "command line: --listen: \"localhost\"",
+        ),
+        (Overrides { log_format: Some("xml".into()), ..Overrides::default() }, "command line: --log-format: \"xml\""),
+    ] {
+        let e = Settings::build(file, Some(text), &ov, env_none).unwrap_err().to_string();
+        assert!(e.starts_with(want), "{ov:?} gave {e}");
+        assert!(
+            !e.contains("base.toml") && !e.contains("validators.") && !e.contains("chain.") && !e.contains("wallet."),
+            "{e}"
+        );
+    }
+    // --rpc-url wins over --network, as before
+    let ov =
+        Overrides { rpc_url: Some("ws://10.0.0.1:9944".into()), network: Some("test".into()), ..Overrides::default() };
+    assert_eq!(Settings::build(file, Some(text), &ov, env_none).unwrap().chain.url, "ws://10.0.0.1:9944");
+    // from the file: the file and the key
+    for (text, want) in [
+        ("[validators]\nmin_stake = -1.0", "/etc/patrol/base.toml: validators.min_stake:"),
+        ("[chain]\nnetwork = \"bogus\"", "/etc/patrol/base.toml: chain.network:"),
+        ("[wallet]\nname = \"a/b\"", "/etc/patrol/base.toml: wallet.name:"),
+        ("[[miner]]\nwallet = { hotkey = \"a/b\" }", "/etc/patrol/base.toml: miner[0].wallet.hotkey:"),
+    ] {
+        let e = Settings::build(file, Some(text), &Overrides::default(), env_none).unwrap_err().to_string();
+        assert!(e.starts_with(want), "{text:?} gave {e}");
+    }
+    // a flag that is fine does not take the blame for a bad file value
+    let ov = Overrides { min_vtrust: Some(0.5), ..Overrides::default() };
+    let e = Settings::build(file, Some("[validators]\nmin_stake = -1.0"), &ov, env_none).unwrap_err().to_string();
+    assert!(e.starts_with("/etc/patrol/base.toml: validators.min_stake:"), "{e}");
+}
+
+/// Issue 15 item 3: a parse error never quotes a token from the file (nor the source line).
+#[test]
+fn parse_errors_do_not_quote_the_pat() {
+    let token = "ghp_configParseToken0000000000000000042";
+    let e = build(&format!("[pat]\nfile = \"pat\"\ntoken = \"{token}\"\n")).unwrap_err().to_string();
+    assert!(
+        e.contains("/etc/patrol/patrol.toml") && e.contains("unknown field `token`") && e.contains("line 3"),
+        "{e}"
+    );
+    assert!(!e.contains(token) && !e.contains("configParse") && !e.contains('\n'), "{e}");
+    // a token as a value of the wrong type is quoted by serde: redacted
+    let e = build(&format!("[chain]\nnetuid = \"{token}\"\n")).unwrap_err().to_string();
+    assert!(e.contains("netuid") && !e.contains("configParse"), "{e}");
+}
+
+/// Issue 15 item 6: the config file is read only if it is a regular file, and at most 1 MiB.
+#[test]
+fn config_reads_are_capped_and_regular_files_only() {
+    let e = Settings::load(Some(Path::new("/dev/zero")), &Overrides::default()).unwrap_err();
+    assert!(matches!(e, ConfigError::NotRegular { kind: "a character device", .. }), "{e}");
+    assert!(e.to_string().contains("/dev/zero is not a regular file"), "{e}");
+    let d = tempfile::tempdir().unwrap();
+    let e = Settings::load(Some(d.path()), &Overrides::default()).unwrap_err();
+    assert!(matches!(e, ConfigError::NotRegular { kind: "a directory", .. }), "{e}");
+    let big = d.path().join("big.toml");
+    let cap = usize::try_from(MAX_CONFIG_BYTES).unwrap();
+    std::fs::write(&big, format!("# {}\n", "x".repeat(cap))).unwrap();
+    let e = Settings::load(Some(&big), &Overrides::default()).unwrap_err();
+    assert!(matches!(e, ConfigError::TooLarge { cap: 1_048_576, .. }), "{e}");
+    assert!(e.to_string().contains("big.toml is larger than 1048576 bytes"), "{e}");
+    std::fs::write(&big, [0xff, 0xfe, b'\n']).unwrap();
+    let e = Settings::load(Some(&big), &Overrides::default()).unwrap_err();
+    assert!(e.to_string().contains("not UTF-8"), "{e}");
+}
