@@ -8,6 +8,8 @@ mod chain;
 /// GitHub 5xx/429/slow/reset, the chain dropping connections, clock skew (issue 7).
 mod faults;
 mod github; // GitHub client (identity, test query, preflight) against the fake GitHub.
+/// Files patrol reads and writes: devices, FIFOs, symlinks, caps, move-aside, state dir (issue 15).
+mod hardening_files;
 /// patrol check/post against a real Python bt.Axon; request vs captured vectors (issue 2).
 mod interop;
 /// Packaging: systemd units verify, the .deb contents, alert rules and dashboard names (issue 6).
