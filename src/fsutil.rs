@@ -5,16 +5,83 @@
 //! dies at any point before that, the target holds the old bytes (or does not exist). Readers never
 //! see a partial file, because the bytes go to a temp file in the same directory that is fsynced and
 //! then renamed over the target, and the directory is fsynced so the rename itself survives a crash.
+//!
+//! Only regular files are ever replaced: a device node, FIFO, socket or directory at the path is
+//! refused ([`Refused`]), so `--metrics-file /dev/null` can not turn `/dev/null` into a file. A
+//! symbolic link is followed, as `open(2)` would (and as gittensor, which writes through it, does):
+//! the link's final target is replaced, with the temp file in the target's directory, and the link
+//! stays a link. A dangling link creates its target; a loop is refused.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Atomically replace `path` with `bytes`, creating the file with `mode` (e.g. 0o600).
+/// How many symbolic links [`resolve_target`] follows before calling it a loop (Linux's own limit).
+pub const MAX_SYMLINKS: usize = 40;
+
+/// Why [`atomic_write`] refused to replace a path (carried inside the `io::Error` it returns, see
+/// [`refused`]). These are configuration mistakes, not I/O failures: nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// `target` is `path` itself, or where its symbolic links lead.
+    #[error("{}{kind}, not a regular file; patrol only replaces regular files and left it alone", via(path, target))]
+    NotRegular { path: PathBuf, target: PathBuf, kind: &'static str },
+    #[error("{} is a loop of symbolic links (or more than {MAX_SYMLINKS} deep)", path.display())]
+    SymlinkLoop { path: PathBuf },
+}
+
+fn via(path: &Path, target: &Path) -> String {
+    if path == target {
+        "it is ".to_string()
+    } else {
+        format!("it is a symbolic link to {}, which is ", target.display())
+    }
+}
+
+/// The [`Refused`] inside an error returned by [`atomic_write`], if that is why it failed.
+pub fn refused(e: &io::Error) -> Option<&Refused> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<Refused>())
+}
+
+fn refuse(r: Refused) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, r)
+}
+
+/// The file a write to `path` lands in: `path` itself, or the end of its chain of symbolic links
+/// (relative links resolve against the directory of the link). It may not exist yet (a dangling
+/// link's target). Refuses what is not a regular file and loops.
+pub fn resolve_target(path: &Path) -> io::Result<PathBuf> {
+    let mut current = path.to_path_buf();
+    for _ in 0..=MAX_SYMLINKS {
+        let meta = match fs::symlink_metadata(&current) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(current),
+            Err(e) => return Err(e),
+        };
+        if meta.file_type().is_symlink() {
+            let link = fs::read_link(&current)?;
+            current = if link.is_absolute() { link } else { parent_dir(&current).join(link) };
+            continue;
+        }
+        if !meta.is_file() {
+            return Err(refuse(Refused::NotRegular {
+                path: path.to_path_buf(),
+                target: current,
+                kind: file_kind(&meta),
+            }));
+        }
+        return Ok(current);
+    }
+    Err(refuse(Refused::SymlinkLoop { path: path.to_path_buf() }))
+}
+
+/// Atomically replace `path` with `bytes`, creating the file with `mode` (e.g. 0o600). `path` must
+/// be missing, a regular file, or a symbolic link to one (whose target is then replaced).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent_dir(path);
-    let name = path
+    let target = resolve_target(path)?;
+    let dir = parent_dir(&target);
+    let name = target
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
         .to_string_lossy()
@@ -25,7 +92,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, path)?;
+        fs::rename(&tmp, &target)?;
         sync_dir(&dir)
     })();
     if result.is_err() {
@@ -103,15 +170,58 @@ pub fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Move a file that could not be parsed aside (`<name>.corrupt-<unix secs>`) so that a fresh one can
-/// be written without losing the evidence. Returns the new path.
+/// Move a file that could not be parsed aside (`<name>.<tag>-<unix secs>`, or `…-<secs>-1`, `-2`, …
+/// when that name is taken: two files moved aside in the same second keep both) so that a fresh one
+/// can be written without losing the evidence. A symbolic link is followed: its target is moved
+/// (within the target's directory) and the link is left in place, so the next write through it
+/// creates a fresh target. Never renames over an existing file. Returns the new path.
 pub fn move_aside(path: &Path, tag: &str) -> io::Result<PathBuf> {
+    let source = resolve_target(path)?;
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let mut target = path.as_os_str().to_owned();
-    target.push(format!(".{tag}-{secs}"));
-    let target = PathBuf::from(target);
-    fs::rename(path, &target)?;
-    Ok(target)
+    // 1000 files moved aside within one second: something is looping; stop rather than spin.
+    for n in 0..1000u32 {
+        let mut target = source.as_os_str().to_owned();
+        target.push(format!(".{tag}-{secs}"));
+        if n > 0 {
+            target.push(format!("-{n}"));
+        }
+        let target = PathBuf::from(target);
+        match rename_noreplace(&source, &target) {
+            Ok(()) => return Ok(target),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("too many {tag} files next to {}", source.display())))
+}
+
+/// `rename(from, to)` that fails with `AlreadyExists` instead of replacing an existing `to`.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let cstr = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+        };
+        let (f, t) = (cstr(from)?, cstr(to)?);
+        // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
+        let rc =
+            unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        // EINVAL/ENOSYS: the filesystem or kernel has no RENAME_NOREPLACE; check, then rename.
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+            return Err(e);
+        }
+    }
+    match fs::symlink_metadata(to) {
+        Ok(_) => Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", to.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(from, to),
+        Err(e) => Err(e),
+    }
 }
 
 /// Remove the temp files `.<name>.tmp.<pid>.<n>` that [`atomic_write`] of `path` left behind in
@@ -119,9 +229,11 @@ pub fn move_aside(path: &Path, tag: &str) -> io::Result<PathBuf> {
 /// file is left alone.
 pub fn remove_orphaned_temp_files(path: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
+    // The temp files sit next to the file actually written (a symbolic link's target).
+    let path = resolve_target(path).unwrap_or_else(|_| path.to_path_buf());
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return removed };
     let prefix = format!(".{name}.tmp.");
-    let Ok(dir) = std::fs::read_dir(parent_dir(path)) else { return removed };
+    let Ok(dir) = std::fs::read_dir(parent_dir(&path)) else { return removed };
     for entry in dir.flatten() {
         let file = entry.file_name();
         let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)).and_then(|r| r.split('.').next()) else {
@@ -169,6 +281,82 @@ mod tests {
         assert!(
             matches!(read_capped(&d.path().join("missing"), 1), Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound)
         );
+    }
+
+    fn mkfifo(p: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", p.display());
+    }
+
+    #[test]
+    fn refuses_to_replace_what_is_not_a_regular_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        mkfifo(&fifo);
+        let e = atomic_write(&fifo, b"x", 0o600).unwrap_err();
+        assert!(matches!(refused(&e), Some(Refused::NotRegular { kind: "a FIFO", .. })), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "it is a FIFO, not a regular file; patrol only replaces regular files and left it alone"
+        );
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        let e = atomic_write(d.path(), b"x", 0o600).unwrap_err();
+        assert!(matches!(refused(&e), Some(Refused::NotRegular { kind: "a directory", .. })), "{e}");
+        // through a link: the message names where it leads
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink("fifo", &link).unwrap();
+        let e = atomic_write(&link, b"x", 0o600).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!("it is a symbolic link to {}, which is a FIFO", fifo.display())),
+            "{e}"
+        );
+        // nothing was left behind
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn writes_through_symbolic_links() {
+        let d = tempfile::tempdir().unwrap();
+        let other = d.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::write(other.join("real.json"), b"old").unwrap();
+        let link = d.path().join("f.json");
+        std::os::unix::fs::symlink("other/real.json", &link).unwrap();
+        atomic_write(&link, b"new", 0o600).unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(other.join("real.json")).unwrap(), b"new");
+        // a dangling link creates its target
+        let dangling = d.path().join("d.json");
+        std::os::unix::fs::symlink(other.join("later.json"), &dangling).unwrap();
+        atomic_write(&dangling, b"created", 0o600).unwrap();
+        assert!(fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(other.join("later.json")).unwrap(), b"created");
+        // a loop is refused
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        let e = atomic_write(&a, b"x", 0o600).unwrap_err();
+        assert!(matches!(refused(&e), Some(Refused::SymlinkLoop { .. })), "{e}");
+        // temp files go next to the target, and the orphan sweep finds them there
+        let orphan = other.join(".real.json.tmp.999999999.1");
+        fs::write(&orphan, b"").unwrap();
+        assert_eq!(remove_orphaned_temp_files(&link), vec![orphan]);
+    }
+
+    #[test]
+    fn two_files_moved_aside_in_the_same_second_keep_both() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        let mut moved = Vec::new();
+        for body in ["first", "second", "third"] {
+            fs::write(&p, body).unwrap();
+            moved.push(move_aside(&p, "corrupt").unwrap());
+        }
+        let bodies: Vec<String> = moved.iter().map(|m| fs::read_to_string(m).unwrap()).collect();
+        assert_eq!(bodies, ["first", "second", "third"]);
     }
 
     #[test]

@@ -16,6 +16,11 @@ use serde::Deserialize;
 pub const SS58_PREFIX: u8 = 42;
 const SIGNING_CONTEXT: &[u8] = b"substrate";
 
+/// Largest hotkey file patrol reads. A bittensor keyfile (JSON with a phrase, seed, private and
+/// public key and address) is under 1 KiB; 64 KiB leaves room for any formatting and stops
+/// `--hotkey-file /dev/zero` or a wrong, huge file from being read into memory.
+pub const HOTKEY_FILE_CAP: u64 = 64 << 10;
+
 /// Why a hotkey could not be loaded or used. Messages name the file and the field to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
@@ -25,6 +30,14 @@ pub enum WalletError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "hotkey file {path} is {kind}, not a regular file; point --hotkey-file / [wallet] hotkey_file at the keyfile"
+    )]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error(
+        "hotkey file {path} is larger than {cap} bytes; a bittensor keyfile is under 1 KB: is this the right file?"
+    )]
+    TooLarge { path: PathBuf, cap: u64 },
     #[error(
         "hotkey file {path} is encrypted ({format}); patrol needs an unencrypted hotkey (bittensor's default). \
          Regenerate the hotkey without a password, or point [wallet] hotkey_file at an unencrypted copy"
@@ -106,7 +119,11 @@ impl Hotkey {
     /// Load a hotkey keyfile. Order: `privateKey`, then `secretSeed`, then `secretPhrase`; the result
     /// is checked against `ss58Address`/`publicKey` when the file records them.
     pub fn load(path: &Path) -> Result<Hotkey, WalletError> {
-        let raw = std::fs::read(path).map_err(|source| WalletError::Read { path: path.into(), source })?;
+        let raw = crate::fsutil::read_capped(path, HOTKEY_FILE_CAP).map_err(|e| match e {
+            crate::fsutil::ReadError::Io(source) => WalletError::Read { path: path.into(), source },
+            crate::fsutil::ReadError::NotRegular(kind) => WalletError::NotRegular { path: path.into(), kind },
+            crate::fsutil::ReadError::TooLarge { cap } => WalletError::TooLarge { path: path.into(), cap },
+        })?;
         Hotkey::parse(path, &raw)
     }
 

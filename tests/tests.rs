@@ -10,6 +10,8 @@ mod faults;
 mod github; // GitHub client (identity, test query, preflight) against the fake GitHub.
 /// Config/PAT hardening: no PAT fall-through, no PAT in errors, capped reads, flag errors (issue 15).
 mod hardening_config;
+/// Files patrol reads and writes: devices, FIFOs, symlinks, caps, move-aside, state dir (issue 15).
+mod hardening_files;
 /// patrol check/post against a real Python bt.Axon; request vs captured vectors (issue 2).
 mod interop;
 /// Packaging: systemd units verify, the .deb contents, alert rules and dashboard names (issue 6).

@@ -5,8 +5,10 @@
 //! testnet's netuid 74 are different subnets and must never stand in for each other. The file holds
 //! the neurons as patrol uses them, the block they were read at and when (unix seconds), and is
 //! replaced with [`crate::fsutil::atomic_write`], so a crash never leaves half a file. A file that
-//! does not parse (or names another endpoint/netuid) is moved aside with a warning and treated as
-//! absent: a broken cache must never stop patrol.
+//! does not parse (or names another endpoint/netuid) or is larger than [`CACHE_CAP`] is moved aside
+//! with a warning and treated as absent: a broken cache must never stop patrol. One that cannot be
+//! read at all (no permission, a FIFO or device at its path) is left in place and treated as absent;
+//! saving over a FIFO or device is refused ([`crate::fsutil::atomic_write`]) and only logged.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +20,11 @@ use crate::validators::Neuron;
 
 /// Format version of the file; bump when the shape changes (an old file is then moved aside).
 const VERSION: u32 = 1;
+
+/// Largest cache file patrol reads. A neuron is ~200 bytes of JSON, so a 256-uid subnet is ~50 KiB
+/// and even the u16 maximum of 65536 uids (full-length hotkeys, IPv6 addresses) stays under 20 MiB;
+/// 32 MiB bounds what a wrong file (`/dev/zero`, a disk image) can make patrol allocate.
+pub const CACHE_CAP: u64 = 32 << 20;
 
 /// The file's content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,31 +95,34 @@ pub fn save(state_dir: &Path, url: &str, netuid: u16, block: u64, neurons: &[Neu
         neurons: neurons.to_vec(),
     };
     let bytes = serde_json::to_vec(&c).map_err(std::io::Error::other)?;
-    crate::fsutil::atomic_write(&file, &bytes, 0o644)?;
+    crate::fsutil::atomic_write(&file, &bytes, 0o644)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
     Ok(file)
 }
 
 /// Read the snapshot for `url`/`netuid`, moving an unreadable file aside.
 pub fn load(state_dir: &Path, url: &str, netuid: u16) -> Loaded {
     let file = path(state_dir, url, netuid);
-    let bytes = match std::fs::read(&file) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
+    let reason = match crate::fsutil::read_capped(&file, CACHE_CAP) {
+        Ok(bytes) => match serde_json::from_slice::<CachedMetagraph>(&bytes) {
+            Ok(c) if c.version != VERSION => {
+                format!("format version {} (expected {VERSION})", c.version)
+            }
+            // Two endpoints whose names map to the same file: not ours, but not broken either; the
+            // next save replaces it.
+            Ok(c) if c.url != url || c.netuid != netuid => return Loaded::Missing,
+            Ok(c) => return Loaded::Found(c),
+            Err(e) => e.to_string(),
+        },
+        Err(crate::fsutil::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
+        // A regular file, just not one patrol wrote: moved aside like a corrupt one.
+        Err(e @ crate::fsutil::ReadError::TooLarge { .. }) => e.to_string(),
         Err(e) => {
-            // Unreadable (permissions, I/O): leave it in place, it may be fine for someone else.
+            // Unreadable (permissions, I/O) or not a regular file (a FIFO, a device): leave it in
+            // place; the next save refuses to replace what is not a regular file, too.
             warn!(path = %file.display(), error = %e, "cannot read the metagraph cache");
             return Loaded::Corrupt { reason: e.to_string(), moved_to: None };
         }
-    };
-    let reason = match serde_json::from_slice::<CachedMetagraph>(&bytes) {
-        Ok(c) if c.version != VERSION => {
-            format!("format version {} (expected {VERSION})", c.version)
-        }
-        // Two endpoints whose names map to the same file: not ours, but not broken either; the next
-        // save replaces it.
-        Ok(c) if c.url != url || c.netuid != netuid => return Loaded::Missing,
-        Ok(c) => return Loaded::Found(c),
-        Err(e) => e.to_string(),
     };
     let moved_to = match crate::fsutil::move_aside(&file, "corrupt") {
         Ok(p) => Some(p),
@@ -192,6 +202,36 @@ mod tests {
         let Loaded::Corrupt { moved_to: Some(moved), .. } = load(d.path(), url, 74) else { panic!("not corrupt") };
         assert!(!p.exists());
         assert_eq!(std::fs::read(moved).unwrap(), b"{not json");
+        assert!(matches!(load(d.path(), url, 74), Loaded::Missing));
+    }
+
+    #[test]
+    fn a_fifo_at_the_cache_path_is_neither_read_nor_replaced() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::FileTypeExt;
+        let d = tempfile::tempdir().unwrap();
+        let url = "ws://127.0.0.1:9944";
+        let p = path(d.path(), url, 74);
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // load returns at once (a read would block until a writer came)
+        let Loaded::Corrupt { reason, moved_to: None } = load(d.path(), url, 74) else { panic!("not refused") };
+        assert!(reason.contains("a FIFO"), "{reason}");
+        let e = save(d.path(), url, 74, 1, &[neuron(0)]).unwrap_err();
+        assert!(e.to_string().contains("is a FIFO, not a regular file"), "{e}");
+        assert!(std::fs::symlink_metadata(&p).unwrap().file_type().is_fifo());
+    }
+
+    #[test]
+    fn a_cache_file_over_the_cap_is_moved_aside_unread() {
+        let d = tempfile::tempdir().unwrap();
+        let url = "ws://127.0.0.1:9944";
+        let p = path(d.path(), url, 74);
+        std::fs::File::create(&p).unwrap().set_len(CACHE_CAP + 1).unwrap();
+        let Loaded::Corrupt { reason, moved_to: Some(moved) } = load(d.path(), url, 74) else { panic!("not corrupt") };
+        assert!(reason.contains(&format!("larger than {CACHE_CAP} bytes")), "{reason}");
+        assert_eq!(std::fs::metadata(moved).unwrap().len(), CACHE_CAP + 1);
         assert!(matches!(load(d.path(), url, 74), Loaded::Missing));
     }
 

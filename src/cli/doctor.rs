@@ -389,18 +389,16 @@ fn eligible_check(settings: &Settings, snapshot: &Option<Result<Snapshot, String
 }
 
 fn state_dir_check(dir: &Path) -> Check {
-    let probe = dir.join(format!(".patrol-doctor-{}", std::process::id()));
-    let result = std::fs::create_dir_all(dir)
-        .and_then(|()| crate::fsutil::atomic_write(&probe, b"ok\n", 0o600))
-        .and_then(|()| std::fs::remove_file(&probe));
-    match result {
+    // The same check `reconcile` and `run` make before they take the state lock.
+    match crate::reconcile::state::check_dir(dir) {
         Ok(()) => ok("state dir", None, format!("{} is writable", dir.display())),
-        Err(e) => fail(
+        Err(crate::reconcile::state::StateError::Dir { path, reason }) => fail(
             "state dir",
             None,
-            format!("{}: {e}", dir.display()),
-            "create it and make it writable by the user patrol runs as (systemd: StateDirectory=patrol), or set [agent] state_dir / --state-dir",
+            format!("{} is not a writable directory: {reason}", path.display()),
+            crate::reconcile::state::DIR_FIX,
         ),
+        Err(e) => fail("state dir", None, e.to_string(), crate::reconcile::state::DIR_FIX),
     }
 }
 

@@ -3,7 +3,8 @@
 //! 0 every eligible validator covered · 1 partial · 2 none covered · 3 coverage undetermined (nobody
 //! answered, no validator source) · 64 usage error · 70 internal error · 78 configuration or
 //! credential error (bad config, unreadable/too-open PAT file, bad hotkey, hotkey not registered,
-//! PAT rejected by GitHub).
+//! PAT rejected by GitHub, a state dir that is not a writable directory, a path patrol must write
+//! that is a device, FIFO or directory).
 
 use std::process::ExitCode;
 
@@ -92,6 +93,14 @@ pub fn classify(err: &anyhow::Error) -> (Exit, &'static str) {
         }
         if cause.is::<crate::wallet::WalletError>() {
             return (Exit::Config, "wallet_error");
+        }
+        // An unusable state dir or state file: the operator must fix the setup (issue 15).
+        if cause.downcast_ref::<crate::reconcile::state::StateError>().is_some_and(|e| e.is_config()) {
+            return (Exit::Config, "state_error");
+        }
+        // A write refused because the path is a device, FIFO, directory or symlink loop.
+        if cause.downcast_ref::<std::io::Error>().and_then(crate::fsutil::refused).is_some() {
+            return (Exit::Config, "config_error");
         }
         if let Some(e) = cause.downcast_ref::<crate::chain::ChainError>() {
             return match e {

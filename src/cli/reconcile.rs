@@ -47,8 +47,9 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
         let m = Metrics::new();
         m.observe_pass(caller.hotkey.ss58(), &out, &state);
         m.set_metagraph_age(settings.chain.netuid, el.source.metagraph_age_s.unwrap_or(0) as f64);
+        // The io::Error stays in the chain: a refused target (a device, a FIFO) is exit 78.
         crate::fsutil::atomic_write(path, m.encode_prometheus().as_bytes(), 0o644)
-            .map_err(|e| anyhow::anyhow!("cannot write metrics file {}: {e}", path.display()))?;
+            .map_err(|e| anyhow::Error::new(e).context(format!("cannot write metrics file {}", path.display())))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);

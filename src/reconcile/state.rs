@@ -2,10 +2,14 @@
 //! first-uncovered times. JSON, written atomically (temp + fsync + rename), mode 0600, no secrets
 //! (only PAT fingerprints).
 //!
-//! A corrupt file, or one with an unknown `version`, is moved aside (`<name>.corrupt-<unix>`) with a
-//! warning and patrol starts fresh: losing history costs at most one extra check round, crashing
-//! would cost coverage. An exclusive advisory lock on `<name>.lock` keeps two patrol processes (a
-//! cron `reconcile` while `patrol run` is up) from interleaving their writes.
+//! A corrupt file, one with an unknown `version`, or one larger than [`STATE_CAP`], is moved aside
+//! (`<name>.corrupt-<unix>`) with a warning and patrol starts fresh: losing history costs at most one
+//! extra check round, crashing would cost coverage. What patrol cannot read at all — a FIFO, device
+//! or directory at the state path, a file it has no permission to read, a symlink loop — is never
+//! moved, replaced or deleted: taking the lock ([`StateFile::try_lock`], which every writer does
+//! first) fails with an error naming it (exit 78), and a dry run (which only reads) starts from an
+//! empty state with a warning. An exclusive advisory lock on `<name>.lock` keeps two patrol
+//! processes (a cron `reconcile` while `patrol run` is up) from interleaving their writes.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -57,17 +61,84 @@ impl MinerState {
     }
 }
 
-/// State I/O failures (reading problems are handled by starting fresh; these are write-side).
+/// Largest state file patrol reads. One validator's history is well under 1 KiB of JSON, so a
+/// subnet's 256 validators make ~100 KiB; 16 MiB is two orders of magnitude of headroom, and bounds
+/// what a wrong file (`/dev/zero`, a disk image) can make patrol allocate.
+pub const STATE_CAP: u64 = 16 << 20;
+
+/// What to do about a state directory patrol can't use (in messages and `patrol doctor`).
+pub const DIR_FIX: &str = "create it and make it writable by the user patrol runs as (systemd: StateDirectory=patrol), or set [agent] state_dir / --state-dir";
+
+/// State I/O failures. Reading problems of a file patrol can still replace (corrupt, too large) are
+/// handled by moving it aside and starting fresh; these are the ones it can't work around.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot create state directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
-    #[error("cannot write state file {path}: {source}")]
+    #[error("state dir {} is not a writable directory: {reason}; {DIR_FIX}", path.display())]
+    Dir { path: PathBuf, reason: String },
+    #[error(
+        "state file {} is {kind}, not a regular file; patrol neither reads nor replaces it: move it away, or set [agent] state_dir / --state-dir", path.display()
+    )]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error(
+        "cannot read state file {}: {source}; patrol does not replace a state file it cannot read: fix its permissions or move it away", path.display()
+    )]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write state file {}: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("cannot lock state file {path}: {source}")]
+    #[error("cannot lock state file {}: {source}", path.display())]
     Lock { path: PathBuf, source: std::io::Error },
-    #[error("state file {path} is locked by another patrol process (is `patrol run` using the same state dir?)")]
+    #[error("state file {} is locked by another patrol process (is `patrol run` using the same state dir?)", path.display())]
     Busy { path: PathBuf },
+}
+
+impl StateError {
+    /// A problem of the operator's setup (the dir, the file at the state path) rather than of this
+    /// run: exit 78, which a supervisor should not retry.
+    pub fn is_config(&self) -> bool {
+        match self {
+            StateError::Dir { .. } | StateError::NotRegular { .. } | StateError::Read { .. } => true,
+            StateError::Write { source, .. } => fsutil::refused(source).is_some(),
+            StateError::Lock { .. } | StateError::Busy { .. } => false,
+        }
+    }
+}
+
+/// Make sure `dir` is a directory this process can create files in (creating it if missing): the
+/// check `try_lock` and `patrol doctor` share. As root a mode without `w` does not stop writes, so
+/// this probes by creating (and removing) a file rather than by looking at permissions.
+pub fn check_dir(dir: &Path) -> Result<(), StateError> {
+    ensure_dir(dir)?;
+    let probe = dir.join(format!(".patrol-probe-{}-{}", std::process::id(), rand::random::<u32>()));
+    let created = OpenOptions::new().write(true).create_new(true).open(&probe);
+    match created {
+        Ok(f) => {
+            drop(f);
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(StateError::Dir { path: dir.to_path_buf(), reason: e.to_string() }),
+    }
+}
+
+/// `create_dir_all(dir)`, with an error that says what is in the way.
+fn ensure_dir(dir: &Path) -> Result<(), StateError> {
+    let bad = |reason: String| StateError::Dir { path: dir.to_path_buf(), reason };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) => return Err(bad(format!("it is {}", fsutil::file_kind(&m)))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bad(blocker(dir).unwrap_or_else(|| e.to_string()))),
+    }
+    std::fs::create_dir_all(dir).map_err(|e| bad(blocker(dir).unwrap_or_else(|| e.to_string())))
+}
+
+/// "X is a regular file" for the first ancestor of `dir` that exists and is not a directory
+/// (`create_dir_all` only says "File exists" or "Not a directory").
+fn blocker(dir: &Path) -> Option<String> {
+    dir.ancestors().skip(1).find_map(|a| match std::fs::metadata(a) {
+        Ok(m) if !m.is_dir() => Some(format!("{} is {}", a.display(), fsutil::file_kind(&m))),
+        _ => None,
+    })
 }
 
 /// The state file of one miner in a state directory.
@@ -94,10 +165,13 @@ impl StateFile {
         PathBuf::from(p)
     }
 
-    /// Take the exclusive lock without waiting; `Busy` if another process holds it.
+    /// Take the exclusive lock without waiting; `Busy` if another process holds it. Also makes sure,
+    /// before anything is sent, that this process will be able to save: the dir is writable
+    /// ([`check_dir`]) and the state path is missing or a regular file it can read (else
+    /// `NotRegular`/`Read`, and the file is left as it is).
     pub fn try_lock(&self) -> Result<StateLock, StateError> {
         let dir = fsutil::parent_dir(&self.path);
-        std::fs::create_dir_all(&dir).map_err(|source| StateError::CreateDir { path: dir, source })?;
+        check_dir(&dir)?;
         let lp = self.lock_path();
         let f = OpenOptions::new()
             .create(true)
@@ -111,6 +185,7 @@ impl StateFile {
                 for p in fsutil::remove_orphaned_temp_files(&self.path) {
                     tracing::info!(file = %p.display(), "removed a temp file left by a writer that died");
                 }
+                self.check_replaceable()?;
                 Ok(StateLock { _file: f })
             }
             Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy { path: self.path.clone() }),
@@ -118,28 +193,40 @@ impl StateFile {
         }
     }
 
-    /// Load, or start fresh (missing, corrupt, unknown version, other hotkey/netuid). Never fails:
-    /// problems are logged and the bad file is moved aside.
+    /// Is the state path something a later save may replace? Missing (or a dangling link), or a
+    /// regular file this process can open; anything else is an error naming it.
+    fn check_replaceable(&self) -> Result<(), StateError> {
+        match std::fs::metadata(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Read { path: self.path.clone(), source }),
+            Ok(m) if !m.is_file() => {
+                Err(StateError::NotRegular { path: self.path.clone(), kind: fsutil::file_kind(&m) })
+            }
+            Ok(_) => {
+                File::open(&self.path).map(drop).map_err(|source| StateError::Read { path: self.path.clone(), source })
+            }
+        }
+    }
+
+    /// Load, or start fresh (missing, corrupt, too large, unknown version, other hotkey/netuid).
+    /// Never fails: problems are logged and a bad file is moved aside. A file that cannot be read at
+    /// all (not a regular file, no permission) is left where it is: writers have already refused it
+    /// in [`try_lock`](Self::try_lock), so only a read-only (dry) run gets here with one.
     pub fn load(&self, hotkey: &str, netuid: u16) -> MinerState {
-        let raw = match std::fs::read(&self.path) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return MinerState::new(hotkey, netuid),
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot read state file; starting fresh");
+        let problem = match fsutil::read_capped(&self.path, STATE_CAP) {
+            Ok(raw) => match parse(&raw, hotkey, netuid) {
+                Ok(s) => return s,
+                Err(problem) => problem,
+            },
+            Err(fsutil::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 return MinerState::new(hotkey, netuid);
             }
-        };
-        let problem = match serde_json::from_slice::<serde_json::Value>(&raw) {
-            Err(e) => format!("not JSON ({e})"),
-            Ok(v) => match v.get("version").and_then(serde_json::Value::as_u64) {
-                Some(x) if x == u64::from(VERSION) => match serde_json::from_value::<MinerState>(v) {
-                    Ok(s) if s.hotkey == hotkey && s.netuid == netuid => return s,
-                    Ok(_) => return MinerState::new(hotkey, netuid),
-                    Err(e) => format!("unexpected structure ({e})"),
-                },
-                Some(x) => format!("unknown version {x} (this patrol writes {VERSION})"),
-                None => "no version field".to_string(),
-            },
+            // A regular file patrol can rename: moved aside like a corrupt one.
+            Err(e @ fsutil::ReadError::TooLarge { .. }) => e.to_string(),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read state file; starting fresh, leaving it as it is");
+                return MinerState::new(hotkey, netuid);
+            }
         };
         match fsutil::move_aside(&self.path, "corrupt") {
             Ok(to) => {
@@ -162,13 +249,29 @@ impl StateFile {
 
     /// Write atomically (0600).
     pub fn save(&self, state: &MinerState) -> Result<(), StateError> {
-        let dir = fsutil::parent_dir(&self.path);
-        std::fs::create_dir_all(&dir).map_err(|source| StateError::CreateDir { path: dir, source })?;
+        ensure_dir(&fsutil::parent_dir(&self.path))?;
         let mut bytes = serde_json::to_vec_pretty(state)
             .map_err(|e| StateError::Write { path: self.path.clone(), source: e.into() })?;
         bytes.push(b'\n');
         fsutil::atomic_write(&self.path, &bytes, 0o600)
             .map_err(|source| StateError::Write { path: self.path.clone(), source })
+    }
+}
+
+/// The state in `raw`, or what is wrong with it. Another miner's (or netuid's) state is not wrong,
+/// just not ours: a fresh state.
+fn parse(raw: &[u8], hotkey: &str, netuid: u16) -> Result<MinerState, String> {
+    match serde_json::from_slice::<serde_json::Value>(raw) {
+        Err(e) => Err(format!("not JSON ({e})")),
+        Ok(v) => match v.get("version").and_then(serde_json::Value::as_u64) {
+            Some(x) if x == u64::from(VERSION) => match serde_json::from_value::<MinerState>(v) {
+                Ok(s) if s.hotkey == hotkey && s.netuid == netuid => Ok(s),
+                Ok(_) => Ok(MinerState::new(hotkey, netuid)),
+                Err(e) => Err(format!("unexpected structure ({e})")),
+            },
+            Some(x) => Err(format!("unknown version {x} (this patrol writes {VERSION})")),
+            None => Err("no version field".to_string()),
+        },
     }
 }
 
