@@ -150,6 +150,7 @@ fn exported_families() -> Vec<String> {
             pass_calls: 4,
             last_hour: 4,
             budget_per_hour: Some(150),
+            configured_interval_s: 900,
             interval_s: 900,
             interval_lossy_s: 900,
             deferred: 0,

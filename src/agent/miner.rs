@@ -73,8 +73,11 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// A problem; anything in `message` that looks like a GitHub token is redacted (it reaches
+    /// the log, STATUS and metrics; a PAT error may quote a path someone pasted a token into).
     pub fn new(kind: ProblemKind, message: impl Into<String>) -> Problem {
-        Problem { kind, message: message.into() }
+        let message = message.into();
+        Problem { kind, message: crate::secret::redact_tokens(&message).into_owned() }
     }
 
     /// Is it of this kind?
@@ -90,6 +93,7 @@ struct Logged {
     alerts: BTreeSet<(AlertKind, Option<u16>)>,
     preflight: Option<&'static str>,
     coverage: Option<(usize, usize)>,
+    interval: Option<u64>,
 }
 
 /// A miner the agent reconciles.
@@ -218,6 +222,7 @@ impl Miner {
             self.last_preflight = Some(Instant::now());
         }
         self.log_probes(out);
+        self.log_budget(out);
         self.log_validators(out);
         self.log_alerts(out);
         if let Some(pf) = out.preflight.as_ref().or(extra_preflight) {
@@ -230,6 +235,25 @@ impl Miner {
                 self.logged.coverage = Some(now);
             }
         }
+    }
+
+    /// The routine interval, when the GitHub budget stretches it (logged on a change).
+    fn log_budget(&mut self, out: &PassOutcome) {
+        let g = &out.github;
+        if self.logged.interval == Some(g.interval_s) {
+            return;
+        }
+        let every = |s: u64| humantime::format_duration(Duration::from_secs(s)).to_string();
+        if g.interval_s > g.configured_interval_s {
+            tracing::warn!(
+                miner = %self.name(), budget = g.budget_per_hour, validators = out.validators.len(),
+                "checking every {} instead of every {}: that keeps the GitHub calls on the PAT within [reconcile] github_budget ({} an hour) with room for repairs",
+                every(g.interval_s), every(g.configured_interval_s), g.budget_per_hour.unwrap_or(0)
+            );
+        } else if self.logged.interval.is_some() {
+            tracing::info!(miner = %self.name(), "checking every {} again", every(g.interval_s));
+        }
+        self.logged.interval = Some(g.interval_s);
     }
 
     /// Restarts and revivals the probes found (each is acted on in the same pass).

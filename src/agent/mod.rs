@@ -460,3 +460,6 @@ impl Agent<'_> {
         tracing::info!("stopped");
     }
 }
+
+#[cfg(test)]
+mod tests;

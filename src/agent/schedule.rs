@@ -151,10 +151,14 @@ impl Scheduler {
             _ => BTreeSet::new(),
         };
         match round {
-            Some(one_shot) => Work { only: None, one_shot, probe },
-            None => {
-                Work { only: Some(due_uids(state, eligible, self.cfg.backoff_initial, now)), one_shot: false, probe }
-            }
+            // a round that must look at everything (start-up, rotation) re-asserts the PAT
+            Some(one_shot) => Work { only: None, one_shot, probe, reassert: one_shot },
+            None => Work {
+                only: Some(due_uids(state, eligible, self.cfg.backoff_initial, now)),
+                one_shot: false,
+                probe,
+                reassert: false,
+            },
         }
     }
 

@@ -32,10 +32,24 @@ pub struct Check {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// Passes, but something is worth knowing (counts as ok).
+    pub warning: bool,
 }
 
 fn ok(check: &'static str, miner: Option<&str>, detail: impl Into<String>) -> Check {
-    Check { check, miner: miner.map(str::to_owned), ok: true, skipped: false, detail: detail.into(), fix: None }
+    Check {
+        check,
+        miner: miner.map(str::to_owned),
+        ok: true,
+        skipped: false,
+        detail: detail.into(),
+        fix: None,
+        warning: false,
+    }
+}
+
+fn warn(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check { warning: true, fix: Some(fix.into()), ..ok(check, None, detail) }
 }
 
 fn skipped(check: &'static str, miner: Option<&str>, detail: impl Into<String>) -> Check {
@@ -50,6 +64,7 @@ fn fail(check: &'static str, miner: Option<&str>, detail: impl Into<String>, fix
         skipped: false,
         detail: detail.into(),
         fix: Some(fix.into()),
+        warning: false,
     }
 }
 
@@ -90,7 +105,12 @@ pub fn render(checks: &[Check]) -> String {
             Some(m) => format!("{m}: {}", c.detail),
             None => c.detail.clone(),
         };
-        out.push_str(&format!("{:<5}{:<20}{detail}\n", if c.ok { "ok" } else { "fail" }, c.check));
+        let status = match (c.ok, c.warning) {
+            (false, _) => "fail",
+            (true, true) => "warn",
+            (true, false) => "ok",
+        };
+        out.push_str(&format!("{status:<5}{:<20}{detail}\n", c.check));
         if let Some(fix) = &c.fix {
             out.push_str(&format!("{:<25}fix: {fix}\n", ""));
         }
@@ -205,6 +225,9 @@ pub async fn diagnose(settings: &Settings) -> Vec<Check> {
     checks.extend(pat_checks(settings, &label).await);
     checks.push(clock_check(settings, is_static, &snapshot).await);
     checks.push(eligible_check(settings, &snapshot));
+    if let Some(c) = budget_check(settings, &snapshot) {
+        checks.push(c);
+    }
     checks.push(state_dir_check(&settings.agent.state_dir));
     checks
 }
@@ -386,6 +409,48 @@ fn eligible_check(settings: &Settings, snapshot: &Option<Result<Snapshot, String
     }
     let uids: Vec<String> = sel.eligible.iter().map(|v| v.uid.to_string()).collect();
     ok("eligible validators", None, format!("{} eligible (uids {})", uids.len(), uids.join(",")))
+}
+
+/// Does the configured interval fit the GitHub budget at today's eligible set (all of it assumed to
+/// hold the PAT, the steady state)? A stretched interval is a warning, not a failure: patrol keeps
+/// to the budget by itself.
+fn budget_check(settings: &Settings, snapshot: &Option<Result<Snapshot, String>>) -> Option<Check> {
+    use crate::reconcile::budget::{self, Budget, ROUTINE_SHARE};
+    let neurons: &[Neuron] = match (&settings.validators.static_list, snapshot) {
+        (Some(list), _) => list,
+        (None, Some(Ok(s))) => &s.neurons,
+        _ => return None,
+    };
+    let n = validators::select(neurons, settings.validators.thresholds).eligible.len();
+    let r = &settings.reconcile;
+    let interval = r.interval.as_secs().max(1);
+    let every = |s: u64| humantime::format_duration(std::time::Duration::from_secs(s)).to_string();
+    let cost = budget::hourly_cost(n, interval);
+    let Some(b) = r.github_budget else {
+        return Some(ok(
+            "github budget",
+            None,
+            format!("off; {n} validators checked every {} cost about {cost:.0} GitHub calls an hour", every(interval)),
+        ));
+    };
+    let stretched = budget::intervals(interval, Budget(Some(b)), n, 0).steady;
+    let detail = format!(
+        "{b} calls an hour; {n} validators holding the PAT, checked every {}, cost about {cost:.0} an hour",
+        every(interval)
+    );
+    Some(if stretched > interval {
+        warn(
+            "github budget",
+            format!(
+                "{detail}: more than {:.0} % of the budget, so patrol checks every {} instead (the rest is kept for repairs)",
+                ROUTINE_SHARE * 100.0,
+                every(stretched)
+            ),
+            "nothing to do; to check more often raise [reconcile] github_budget (GitHub allows 5000 an hour per token, shared with the validators' scoring)",
+        )
+    } else {
+        ok("github budget", None, detail)
+    })
 }
 
 fn state_dir_check(dir: &Path) -> Check {

@@ -23,10 +23,15 @@
 //!   [`ROUTINE_SHARE`] of the budget; validators that lost our PAT in the last
 //!   [`LOSS_MEMORY`] are checked twice as often as the others ([`intervals`]).
 //! - Routine checks are admitted while the hour's spending stays under [`ROUTINE_GUARD`] of the
-//!   budget; repairs (a broadcast and its confirming check), checks triggered by a restart or a
-//!   revival, and the preflight may use all of it. Free checks (a validator not believed to hold a
-//!   PAT) are always admitted. So the budget is never exceeded, and a repair never waits behind
-//!   routine checks.
+//!   budget. Free checks (a validator not believed to hold a PAT) are always admitted.
+//! - Repairs (a broadcast and its confirming check), checks triggered by a restart or a revival,
+//!   the checks of a re-assertion (start-up, a rotated PAT) and the preflight may use the whole
+//!   budget — or, on a subnet so large that the budget could not re-assert the PAT everywhere
+//!   within the hour, up to [`CALLS_PER_REASSERT`] calls per eligible validator an hour
+//!   ([`Budget::repair_limit`]): a miner unscored for hours costs more than a burst of GitHub calls
+//!   well inside the token's 5,000 an hour, and the spacing and backoff rules keep a repair from
+//!   repeating. With up to 25 eligible validators (150 / 6) the budget is never exceeded; a repair
+//!   never waits behind routine checks.
 
 use std::collections::VecDeque;
 
@@ -45,6 +50,8 @@ pub const CALLS_PER_BROADCAST: u32 = 2;
 pub const CALLS_PER_PREFLIGHT: u32 = 2;
 /// A repair: the broadcast plus the check that confirms it.
 pub const CALLS_PER_REPAIR: u32 = CALLS_PER_BROADCAST + CALLS_PER_HELD_CHECK;
+/// Re-asserting the PAT at one validator: a check, a broadcast, the confirm.
+pub const CALLS_PER_REASSERT: u32 = CALLS_PER_HELD_CHECK + CALLS_PER_REPAIR;
 /// The share of the budget the routine interval plans for.
 pub const ROUTINE_SHARE: f64 = 0.75;
 /// Routine checks are deferred once the hour's spending would pass this share of the budget.
@@ -125,9 +132,17 @@ impl Ledger {
 pub struct Budget(pub Option<u32>);
 
 impl Budget {
-    /// What repairs, triggered checks and the preflight may fill the hour up to.
+    /// The budget itself (unlimited: `u32::MAX`).
     pub fn limit(self) -> u32 {
         self.0.unwrap_or(u32::MAX)
+    }
+
+    /// What repairs, triggered and re-assertion checks and the preflight may fill the hour up to,
+    /// with `eligible` validators: the budget, or enough to re-assert the PAT at every one of them
+    /// once an hour if that is more.
+    pub fn repair_limit(self, eligible: usize) -> u32 {
+        let wave = u32::try_from(eligible).unwrap_or(u32::MAX).saturating_mul(CALLS_PER_REASSERT);
+        self.0.map_or(u32::MAX, |b| b.max(wave))
     }
 
     /// What routine checks may fill the hour up to.
@@ -226,5 +241,10 @@ mod tests {
         assert_eq!(intervals(900, Budget(Some(2)), 3, 0).steady, MAX_INTERVAL);
         assert_eq!(Budget(Some(150)).routine_limit(), 127);
         assert_eq!(Budget(None).limit(), u32::MAX);
+        // repairs: the budget up to 25 validators, one re-assertion an hour beyond
+        assert_eq!(Budget(Some(150)).repair_limit(16), 150);
+        assert_eq!(Budget(Some(150)).repair_limit(25), 150);
+        assert_eq!(Budget(Some(150)).repair_limit(256), 1536);
+        assert_eq!(Budget(None).repair_limit(256), u32::MAX);
     }
 }

@@ -487,13 +487,14 @@ impl ProbeVerdict {
     }
 }
 
-/// Decide after a probe. A revived or restarted validator is due at once and out of backoff: the
-/// backoff was about its silence, which is over, and a restart is exactly when its store may have
-/// been lost (the common loss: containers recreated without their volume).
-pub fn after_probe(h: &History, obs: &ProbeObs, now: Secs) -> (ProbeVerdict, History) {
-    let mut h = h.clone();
+/// Decide after a probe, updating `h` in place (a sweep probes every validator every half minute:
+/// no copy of the history for a probe that changes nothing). A revived or restarted validator is
+/// due at once and out of backoff: the backoff was about its silence, which is over, and a restart
+/// is exactly when its store may have been lost (the common loss: containers recreated without
+/// their volume).
+pub fn after_probe(h: &mut History, obs: &ProbeObs, now: Secs) -> ProbeVerdict {
     h.last_probe_at = Some(now);
-    let verdict = match obs {
+    match obs {
         ProbeObs::Alive { axon_uuid } => {
             let restarted = matches!((axon_uuid, &h.axon_uuid), (Some(new), Some(old)) if new != old);
             let verdict = match h.silent {
@@ -501,7 +502,11 @@ pub fn after_probe(h: &History, obs: &ProbeObs, now: Secs) -> (ProbeVerdict, His
                 None if restarted => ProbeVerdict::Restarted,
                 None => ProbeVerdict::Quiet,
             };
-            h.saw(axon_uuid.as_deref(), None, now);
+            if h.axon_uuid.is_none() || restarted {
+                h.saw(axon_uuid.as_deref(), None, now);
+            } else {
+                h.silent = None;
+            }
             if verdict.wants_check() {
                 h.clear_failures();
                 h.next_check_at = now;
@@ -513,8 +518,7 @@ pub fn after_probe(h: &History, obs: &ProbeObs, now: Secs) -> (ProbeVerdict, His
             h.saw(None, Some(*kind), now);
             if first { ProbeVerdict::WentSilent(*kind) } else { ProbeVerdict::Quiet }
         }
-    };
-    (verdict, h)
+    }
 }
 
 /// Make `histories` match the eligible set. A new validator gets a fresh history; a uid whose

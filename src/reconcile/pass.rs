@@ -66,6 +66,9 @@ pub struct Work {
     pub one_shot: bool,
     /// Probe these first; the revived and the restarted are checked too, due or not.
     pub probe: BTreeSet<u16>,
+    /// Re-establishing coverage (the agent's start, a rotated PAT): the checks have a repair's
+    /// priority in the GitHub budget.
+    pub reassert: bool,
 }
 
 impl Work {
@@ -150,6 +153,8 @@ pub struct Spend {
     pub last_hour: u32,
     /// Calls per hour allowed (`null`: unlimited).
     pub budget_per_hour: Option<u32>,
+    /// `[reconcile] interval`, seconds.
+    pub configured_interval_s: Secs,
     /// The routine interval the budget allows (≥ the configured one), seconds.
     pub interval_s: Secs,
     /// The same for validators that lost the PAT lately.
@@ -225,7 +230,7 @@ pub struct Pass<'a> {
     /// The policy with the budget's intervals.
     policy: Policy,
     intervals: Intervals,
-    eligible: Vec<(u16, String)>,
+    eligible: Vec<(u16, &'a str)>,
     probes: usize,
     probe_verdicts: BTreeMap<u16, ProbeVerdict>,
     /// Checked in this pass because a probe said so.
@@ -256,9 +261,8 @@ impl<'a> Pass<'a> {
         pat: &Pat,
         now: Secs,
     ) -> Pass<'a> {
-        let eligible: Vec<(u16, String)> = selection.eligible.iter().map(|v| (v.uid, v.hotkey.clone())).collect();
-        let refs: Vec<(u16, &str)> = eligible.iter().map(|(u, h)| (*u, h.as_str())).collect();
-        core::sync(&mut state.validators, &refs, now, cfg.policy.alert_after);
+        let eligible: Vec<(u16, &'a str)> = selection.eligible.iter().map(|v| (v.uid, v.hotkey.as_str())).collect();
+        core::sync(&mut state.validators, &eligible, now, cfg.policy.alert_after);
         let fp = pat.fingerprint();
         if state.first_fingerprint.is_none() {
             state.first_fingerprint = Some(fp.clone());
@@ -336,7 +340,8 @@ impl<'a> Pass<'a> {
         let replies = t.probe(&vs).await;
         self.probes += vs.len();
         for (v, r) in vs.iter().zip(&replies) {
-            let (verdict, h) = core::after_probe(&self.history(v), &ProbeObs::of(r), self.now);
+            let Some(h) = self.state.validators.get_mut(&v.uid) else { continue };
+            let verdict = core::after_probe(h, &ProbeObs::of(r), self.now);
             if verdict.wants_check() {
                 tracing::debug!(uid = v.uid, addr = %v.addr(), ?verdict, "probe: checking now");
                 self.triggered.insert(v.uid);
@@ -344,7 +349,6 @@ impl<'a> Pass<'a> {
             if verdict != ProbeVerdict::Quiet {
                 self.probe_verdicts.insert(v.uid, verdict);
             }
-            self.state.validators.insert(v.uid, h);
         }
     }
 
@@ -381,7 +385,8 @@ impl<'a> Pass<'a> {
         candidates.sort_by_key(|c| (!c.triggered, !c.lossy, c.checked_at));
         let mut due = Vec::new();
         for c in candidates {
-            let limit = if c.triggered { self.cfg.budget.limit() } else { self.cfg.budget.routine_limit() };
+            let limit =
+                if c.triggered || work.reassert { self.repair_limit() } else { self.cfg.budget.routine_limit() };
             if c.cost == 0 || self.reserved.saturating_add(c.cost) <= limit {
                 self.reserved = self.reserved.saturating_add(c.cost);
                 due.push(c.v.clone());
@@ -393,14 +398,15 @@ impl<'a> Pass<'a> {
             self.state.validators.insert(c.v.uid, h);
             self.deferred.insert(
                 c.v.uid,
-                format!(
-                    "deferred to stay within the GitHub budget ({} of {} calls this hour)",
-                    self.reserved,
-                    self.cfg.budget.limit()
-                ),
+                format!("deferred to stay within the GitHub budget ({} of {limit} calls this hour)", self.reserved),
             );
         }
         due
+    }
+
+    /// What repairs may fill the hour up to on this subnet ([`Budget::repair_limit`]).
+    fn repair_limit(&self) -> u32 {
+        self.cfg.budget.repair_limit(self.eligible.len())
     }
 
     /// When `need` more calls fit under `limit`, given what this pass has reserved so far.
@@ -429,12 +435,11 @@ impl<'a> Pass<'a> {
         if !core::needs_preflight(&self.desired, &self.state.validators, &self.observations) {
             return;
         }
-        let need = budget::CALLS_PER_PREFLIGHT;
-        if self.reserved.saturating_add(need) > self.cfg.budget.limit() {
+        let (need, limit) = (budget::CALLS_PER_PREFLIGHT, self.repair_limit());
+        if self.reserved.saturating_add(need) > limit {
             self.desired.preflight = Preflight::Transient(format!(
-                "the GitHub budget ({} calls an hour) is spent until {}",
-                self.cfg.budget.limit(),
-                self.free_at(need, self.cfg.budget.limit())
+                "the GitHub budget ({limit} calls an hour) is spent until {}",
+                crate::report::rfc3339(self.free_at(need, limit))
             ));
             return;
         }
@@ -460,12 +465,11 @@ impl<'a> Pass<'a> {
     /// Phase 6: the core's decisions; returns the validators to send the PAT to (none in a dry
     /// run, none beyond the budget) and marks them as sent to in the state (before sending).
     pub fn decide(&mut self, t: &dyn Transport) -> Vec<Validator> {
-        let refs: Vec<(u16, &str)> = self.eligible.iter().map(|(u, h)| (*u, h.as_str())).collect();
         let decisions = core::plan(
             &self.policy,
             &self.desired,
             &self.state.validators,
-            &refs,
+            &self.eligible,
             &self.observations,
             self.now,
             || t.jitter(),
@@ -475,7 +479,7 @@ impl<'a> Pass<'a> {
             let mut h = d.history;
             let mut action = d.action;
             if action == Action::Broadcast {
-                let limit = self.cfg.budget.limit();
+                let limit = self.repair_limit();
                 if self.cfg.dry_run {
                     self.planned.push(d.uid);
                     // Nothing was sent, so nothing moved the validator's next check: without this
@@ -558,6 +562,7 @@ impl<'a> Pass<'a> {
             pass_calls: self.calls,
             last_hour: self.state.github.spent(now),
             budget_per_hour: self.cfg.budget.0,
+            configured_interval_s: self.cfg.policy.interval,
             interval_s: self.intervals.steady,
             interval_lossy_s: self.intervals.lossy,
             deferred: self.deferred.len(),

@@ -161,7 +161,7 @@ async fn a_validator_answering_again_after_silence_is_checked_and_repaired_in_th
     h.not_before = NOW + 240;
     t.on_probe(1, script::alive("uuid-1-new")).on_probe(2, script::alive("uuid-2"));
     t.on_check(1, script::no_pat()).on_broadcast(1, script::broadcast(true, None)).on_check(1, script::valid());
-    let work = Work { only: Some(BTreeSet::new()), one_shot: false, probe: [1, 2].into() };
+    let work = Work { only: Some(BTreeSet::new()), one_shot: false, probe: [1, 2].into(), reassert: false };
     let out = run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &work).await;
     assert_eq!(
         t.calls(),
@@ -195,7 +195,7 @@ async fn a_new_axon_uuid_is_a_restart_checked_at_once_and_a_silent_probe_is_reme
     t.on_probe(1, script::alive("uuid-1-restarted")).on_probe(2, script::refused()).on_probe(3, script::timeout());
     // restarted but kept its store: one check, nothing to send
     t.on_check(1, script::valid());
-    let work = Work { only: Some(BTreeSet::new()), one_shot: false, probe: [1, 2, 3].into() };
+    let work = Work { only: Some(BTreeSet::new()), one_shot: false, probe: [1, 2, 3].into(), reassert: false };
     let out = run_pass(&t, &cfg(), &selection(&[1, 2, 3]), &mut state, &work).await;
     assert_eq!(t.calls(), vec![Call::Probe(1), Call::Probe(2), Call::Probe(3), Call::Check(1)]);
     assert_eq!(outcome(&out, 1).probe, Some(ProbeVerdict::Restarted));
@@ -223,7 +223,7 @@ async fn routine_checks_wait_for_the_budget_but_triggered_ones_and_free_ones_do_
     t.on_check(3, script::valid()).on_check(2, script::valid()).on_check(4, script::no_pat());
     t.on_broadcast(4, script::broadcast(true, None)).on_check(4, script::valid());
     let budget = PassConfig { budget: Budget(Some(150)), ..cfg() };
-    let work = Work { only: None, one_shot: false, probe: [3].into() };
+    let work = Work { only: None, one_shot: false, probe: [3].into(), reassert: false };
     let out = run_pass(&t, &budget, &selection(&[1, 2, 3, 4]), &mut state, &work).await;
     let calls = t.calls();
     assert_eq!(&calls[..4], &[Call::Probe(3), Call::Check(3), Call::Check(2), Call::Check(4)], "{calls:?}");

@@ -1,0 +1,136 @@
+//! The agent's main loop in tokio's paused time, over the scripted transport: its scheduling is
+//! asserted on the virtual times of the calls it makes, with no real sleep and no socket.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::config::Overrides;
+use crate::reconcile::transport::script::{self, Call, Script};
+
+const T0: Secs = 1_800_000_000;
+const VALIDATOR: &str = "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi";
+
+/// Hands every miner the same scripted transport.
+struct Fixed(Arc<Script>);
+
+impl Connector for Fixed {
+    fn connect(&self, _: &Settings, _: &Miner) -> Arc<dyn Transport> {
+        self.0.clone()
+    }
+}
+
+fn no_reload() -> Result<Settings, ConfigError> {
+    Err(ConfigError::Parse { path: "test".into(), message: "no reloads in this test".into() })
+}
+
+fn settings(dir: &Path, extra: &str) -> Settings {
+    let hotkey = dir.join("hotkey");
+    std::fs::write(&hotkey, format!("{{\"secretSeed\":\"0x{}\"}}", "42".repeat(32))).unwrap();
+    let text = format!(
+        "[[validators.static]]\nuid = 1\nhotkey = \"{VALIDATOR}\"\nip = \"127.0.0.1\"\nport = 9\nstake = 20000.0\nvtrust = 0.9\n{extra}"
+    );
+    let ov = Overrides {
+        pat: Some("ghp_agentSchedulingTest0001".into()),
+        hotkey_file: Some(hotkey.display().to_string()),
+        state_dir: Some(dir.join("state").display().to_string()),
+        listen: Some("off".into()),
+        ..Overrides::default()
+    };
+    Settings::build(None, Some(&text), &ov, |_| None).unwrap()
+}
+
+/// Start the agent on `script`; returns the stop sender and its task.
+fn start(s: Settings, script: &Arc<Script>) -> (mpsc::Sender<Signal>, tokio::task::JoinHandle<Result<(), AgentError>>) {
+    let (tx, rx) = mpsc::channel(4);
+    let deps = Deps {
+        connector: Some(Arc::new(Fixed(script.clone()))),
+        clock: script.clone(),
+        signals: SignalSource::Channel(rx),
+        watch_files: false,
+    };
+    let agent = tokio::spawn(async move { run_with(s, &no_reload, Options::default(), deps).await });
+    (tx, agent)
+}
+
+async fn stop(tx: mpsc::Sender<Signal>, agent: tokio::task::JoinHandle<Result<(), AgentError>>) {
+    tx.send(Signal::Stop("SIGTERM")).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(120), agent).await.expect("the agent stops").unwrap();
+    assert!(r.is_ok(), "{r:?}");
+}
+
+fn times(log: &[(Secs, Call)], call: &Call) -> Vec<Secs> {
+    log.iter().filter(|(_, c)| c == call).map(|(t, _)| *t).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_validator_is_repaired_at_the_next_probe_sweep_not_the_next_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Script::on_tokio_time(T0);
+    script.on_check(1, script::valid()).probes_answer(1, script::alive("uuid-before"));
+    let (tx, agent) = start(settings(dir.path(), ""), &script);
+
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let log = script.log();
+    assert_eq!(times(&log, &Call::Check(1)), vec![T0], "the first round checks it: {log:?}");
+    let probes = times(&log, &Call::Probe(1));
+    assert!(probes.len() >= 3, "then the sweeps probe it: {log:?}");
+    assert!(probes.windows(2).all(|w| (25..=30).contains(&(w[1] - w[0]))), "every 25 s + up to 5 s: {probes:?}");
+
+    // The validator restarts: refused for 40 s, then a new process with an empty store.
+    script.probes_answer(1, script::refused());
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let back = script.clock().now();
+    script.probes_answer(1, script::alive("uuid-after"));
+    script.on_check(1, script::no_pat()).on_broadcast(1, script::broadcast(true, None)).on_check(1, script::valid());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let log = script.log();
+    let sent = times(&log, &Call::Broadcast(1));
+    assert_eq!(sent.len(), 1, "{log:?}");
+    assert!(sent[0] >= back && sent[0] <= back + 30, "repaired {} s after it answered again", sent[0] - back);
+    let checks = times(&log, &Call::Check(1));
+    assert_eq!(checks.iter().filter(|t| **t == sent[0]).count(), 2, "checked, then confirmed, in that pass: {log:?}");
+    assert_eq!(script.unused(), 0);
+    stop(tx, agent).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_probes_a_restart_waits_for_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Script::on_tokio_time(T0);
+    script.on_check(1, script::valid());
+    let fixed = "[reconcile]\nprobe_interval = \"off\"\ngithub_budget = \"off\"\ninterval = \"15m\"\njitter = \"0s\"\n";
+    let (tx, agent) = start(settings(dir.path(), fixed), &script);
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    // it lost its store at T0+300; nobody looks until the next check, an interval after the first
+    script.on_check(1, script::no_pat()).on_broadcast(1, script::broadcast(true, None)).on_check(1, script::valid());
+    tokio::time::sleep(Duration::from_secs(700)).await;
+    let log = script.log();
+    assert!(times(&log, &Call::Probe(1)).is_empty(), "no probes: {log:?}");
+    assert_eq!(times(&log, &Call::Broadcast(1)), vec![T0 + 900], "{log:?}");
+    stop(tx, agent).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_state_saved_at_a_stop_holds_the_budget_ledger_and_the_axon_uuid() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Script::on_tokio_time(T0);
+    script.on_check(1, script::valid()).probes_answer(1, script::alive("uuid-x"));
+    let s = settings(dir.path(), "");
+    let file = crate::reconcile::state::StateFile::new(&s.agent.state_dir, our_ss58().as_str(), 74);
+    let (tx, agent) = start(s, &script);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    stop(tx, agent).await;
+    let state = file.load(&our_ss58(), 74);
+    let h = &state.validators[&1];
+    assert_eq!(h.axon_uuid.as_deref(), Some("uuid-x"));
+    // the check of a held PAT and the first hourly telemetry preflight
+    assert_eq!(state.github.spent(script.clock().now()), 4);
+}
+
+fn our_ss58() -> String {
+    crate::wallet::Hotkey::from_seed(&[0x42; 32]).ss58().to_string()
+}
