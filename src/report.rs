@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::coverage::Summary;
 use crate::observe::{self, Category, GittCategory};
+use crate::reconcile::core::rfc3339;
 use crate::reconcile::pass::{ActionTaken, PassOutcome, Spend};
 use crate::validators::{Skipped, Validator};
 use crate::wire::{BroadcastFields, CallOutcome, CheckFields, Reply};
@@ -255,8 +256,10 @@ impl PostReport {
         source: SourceInfo,
     ) -> PostReport {
         let n = |o| rows.iter().filter(|r| r.outcome == o).count();
-        let total_stake: f64 = rows.iter().map(|r| r.stake).sum();
-        let acc_stake: f64 = rows.iter().filter(|r| r.outcome == PostOutcome::Accepted).map(|r| r.stake).sum();
+        // Folded from +0.0: an empty f64 `sum()` is -0.0 (IEEE), which printed "-0.0% of stake".
+        let add = |a: f64, b: f64| a + b;
+        let total_stake: f64 = rows.iter().map(|r| r.stake).fold(0.0, add);
+        let acc_stake: f64 = rows.iter().filter(|r| r.outcome == PostOutcome::Accepted).map(|r| r.stake).fold(0.0, add);
         let accepted = n(PostOutcome::Accepted);
         PostReport {
             success: accepted > 0,
@@ -367,6 +370,38 @@ pub fn post_table(r: &PostReport) -> String {
 mod tests {
     use super::*;
 
+    /// Issue 15 item 8: nothing accepted printed "-0.0% of stake" and `"stake_weighted_coverage": -0.0`.
+    #[test]
+    fn nothing_accepted_is_zero_not_negative_zero() {
+        let v = Validator {
+            uid: 7,
+            hotkey: "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 8091,
+            vtrust: 0.9,
+            stake: 20_000.0,
+        };
+        let refused = Reply {
+            outcome: CallOutcome::Answered(BroadcastFields { accepted: Some(false), rejection_reason: None }),
+            latency: std::time::Duration::ZERO,
+            axon_uuid: None,
+        };
+        let rep = PostReport::new(
+            "5Hk",
+            None,
+            "***abcd".into(),
+            vec![PostRow::new(&v, &refused, 1)],
+            Vec::new(),
+            SourceInfo::default(),
+        );
+        assert!(rep.stake_weighted_coverage.is_sign_positive(), "{}", rep.stake_weighted_coverage);
+        assert_eq!(format!("{:.1}%", rep.stake_weighted_coverage * 100.0), "0.0%");
+        let json = serde_json::to_string(&rep).unwrap();
+        assert!(json.contains("\"stake_weighted_coverage\":0.0") && !json.contains("-0.0"), "{json}");
+        let empty = PostReport::new("5Hk", None, "***abcd".into(), Vec::new(), Vec::new(), SourceInfo::default());
+        assert!(empty.stake_weighted_coverage.is_sign_positive());
+    }
+
     #[test]
     fn table_pads() {
         let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
@@ -467,14 +502,6 @@ pub struct ReconcileReport {
     pub pass_duration_ms: u64,
     /// Estimated GitHub calls on the PAT: this pass, the last hour, the budget, the interval.
     pub github: Spend,
-}
-
-/// Unix seconds as RFC 3339 (UTC).
-pub fn rfc3339(secs: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 impl ReconcileReport {

@@ -37,6 +37,14 @@ use crate::observe::{Category, Refusal, Silence};
 /// Unix seconds.
 pub type Secs = u64;
 
+/// Unix seconds as RFC 3339 (UTC).
+pub fn rfc3339(secs: Secs) -> String {
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 /// Timing and limits of the reconciler (from `[reconcile]`), in seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {

@@ -439,7 +439,7 @@ impl<'a> Pass<'a> {
         if self.reserved.saturating_add(need) > limit {
             self.desired.preflight = Preflight::Transient(format!(
                 "the GitHub budget ({limit} calls an hour) is spent until {}",
-                crate::report::rfc3339(self.free_at(need, limit))
+                core::rfc3339(self.free_at(need, limit))
             ));
             return;
         }

@@ -13,8 +13,11 @@ use crate::support::fake_github::FakeGithubProcess;
 use crate::support::subnet::Subnet;
 
 /// Run one GitHub fault (`fault`: the `fault` object of a rule on both endpoints) through the whole
-/// story. `expect_in_reason` must appear in the preflight's transient reason.
+/// story. `expect_in_reason` must appear in the preflight's transient reason: it names what went
+/// wrong (a status, our deadline, the dropped connection), never an empty string that any reason
+/// would contain.
 fn github_fault_is_transient_everywhere(fault: Value, expect_in_reason: &str) {
+    assert!(!expect_in_reason.is_empty(), "say what the reason must contain");
     let dir = tempfile::Builder::new().prefix("patrol-faults-gh-").tempdir().unwrap();
     let gh = FakeGithubProcess::start(dir.path(), &accounts());
     let mut net = Subnet::start_with(3, gh.addr, &["--github-timeout", "1s"]);
@@ -107,10 +110,10 @@ fn github_429_with_retry_after_is_transient_then_coverage_returns() {
 #[test]
 fn github_slow_bodies_time_out_as_transient_then_coverage_returns() {
     // a few bytes every 300 ms: far beyond both deadlines (validators 1 s, patrol 2 s)
-    github_fault_is_transient_everywhere(json!({"kind": "trickle", "bytes": 4, "every_ms": 300}), "");
+    github_fault_is_transient_everywhere(json!({"kind": "trickle", "bytes": 4, "every_ms": 300}), "timed out after 2s");
 }
 
 #[test]
 fn github_connection_resets_are_transient_then_coverage_returns() {
-    github_fault_is_transient_everywhere(json!({"kind": "reset"}), "");
+    github_fault_is_transient_everywhere(json!({"kind": "reset"}), "connection closed before message completed");
 }
