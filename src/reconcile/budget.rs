@@ -21,7 +21,8 @@
 //!   from cron and `patrol run` share it).
 //! - The routine check interval stretches so that steady-state checks plan for at most
 //!   [`ROUTINE_SHARE`] of the budget; validators that lost our PAT in the last
-//!   [`LOSS_MEMORY`] are checked twice as often as the others ([`intervals`]).
+//!   [`LOSS_MEMORY`](super::core::LOSS_MEMORY) are checked twice as often as the others
+//!   ([`intervals`]).
 //! - Routine checks are admitted while the hour's spending stays under [`ROUTINE_GUARD`] of the
 //!   budget. Free checks (a validator not believed to hold a PAT) are always admitted.
 //! - Repairs (a broadcast and its confirming check), checks triggered by a restart or a revival,
@@ -56,8 +57,6 @@ pub const CALLS_PER_REASSERT: u32 = CALLS_PER_HELD_CHECK + CALLS_PER_REPAIR;
 pub const ROUTINE_SHARE: f64 = 0.75;
 /// Routine checks are deferred once the hour's spending would pass this share of the budget.
 pub const ROUTINE_GUARD: f64 = 0.85;
-/// A validator that lost our PAT within this time is "lossy" and checked more often.
-pub const LOSS_MEMORY: Secs = 7 * 86_400;
 /// The agent's own telemetry preflight runs at most hourly: planned for in the interval.
 pub const PREFLIGHTS_PER_HOUR: u32 = 1;
 /// The longest the routine interval stretches to.
@@ -156,7 +155,7 @@ impl Budget {
 pub struct Intervals {
     /// For validators that did not lose our PAT lately.
     pub steady: Secs,
-    /// For validators that did ([`LOSS_MEMORY`]).
+    /// For validators that did ([`super::core::LOSS_MEMORY`]).
     pub lossy: Secs,
 }
 

@@ -29,7 +29,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::budget::LOSS_MEMORY;
 use crate::config::ReconcileSettings;
 pub use crate::observe::{BroadcastObs, CheckObs, ProbeObs};
 use crate::observe::{Category, Refusal, Silence};
@@ -180,6 +179,10 @@ pub struct History {
     #[serde(default)]
     pub losses: Vec<Secs>,
 }
+
+/// A validator that lost our PAT within this time is "lossy": the GitHub budget has it checked
+/// twice as often as the others ([`super::budget::intervals`]).
+pub const LOSS_MEMORY: Secs = 7 * 86_400;
 
 /// How many loss times a history keeps.
 pub const MAX_LOSSES: usize = 8;
