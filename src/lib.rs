@@ -2,15 +2,34 @@
 //! Bittensor subnet 74.
 //!
 //! # Layout
-//! - [`secret`]: the PAT newtype that cannot be printed; fingerprints.
-//! - [`wallet`]: bittensor hotkey files, SS58, sr25519 signing.
-//! - [`wire`]: the dendrite → axon protocol, client and axon-side primitives.
-//! - [`fsutil`]: atomic file replacement used by every state file.
-//! - [`tls`]: process-wide TLS provider setup.
-//! - [`validators`]: the eligibility rule (pure).
+//! Top to bottom; each module imports only modules listed below it (no import cycle, no module
+//! importing one above it).
+//!
+//! The command line:
+//! - [`cli`]: argument parsing, settings, logging, exit codes; one module per command.
+//!
+//! The lab — not the miner's agent, and nothing below imports it:
+//! - [`lab`]: the reference gittensor validator (`patrol validator serve`, `demo`), a fake GitHub,
+//!   and `patrol simulate`, which drives the agent's scheduler and the reconcile pass in virtual time.
+//!
+//! The miner's agent:
+//! - [`agent`]: `patrol run`, the systemd service: the main loop, the pure scheduler (rounds,
+//!   validator timers, probe sweeps), jobs, reload, health/metrics endpoint.
+//! - [`report`]: `check` / `post` / `reconcile` output (gitt's JSON plus patrol's, tables).
+//! - [`metrics`]: the Prometheus families, filled from pass outcomes.
+//! - [`reconcile`]: the decision core (pure), the GitHub budget (pure), the state file, the
+//!   [`Transport`](reconcile::transport::Transport) seam and the one reconcile pass.
 //! - [`chain`]: the subnet from Subtensor (subxt, legacy backend), metagraph cache, validator source.
-//! - [`agent`]: `patrol run`, the systemd service: scheduling, reload, health/metrics endpoint.
-//! - [`validator`]: the embedded reference validator (PAT store, handlers, axon, scoring gate).
+//! - [`coverage`]: how a set of answers adds up (counts, stake, the verdict behind exit codes).
+//! - [`config`]: the TOML schema, overrides, PAT sources, validated settings.
+//! - [`fanout`]: concurrent calls to many validators, in order.
+//! - [`observe`]: what one validator answer means — the one place reason texts are read.
+//! - [`github`]: the two GitHub calls made with a PAT, their classification, the preflight.
+//! - [`validators`]: the eligibility rule (pure).
+//! - [`wire`]: the bittensor 10.x dendrite → axon protocol (client, axon-side primitives, probe).
+//! - [`wallet`]: bittensor hotkey files, SS58, sr25519 signing.
+//! - [`fsutil`], [`secret`], [`tls`]: crash-safe files and capped reads; the PAT newtype and
+//!   redaction; the TLS provider.
 
 pub mod agent;
 pub mod chain;

@@ -370,17 +370,21 @@ pub fn post_table(r: &PostReport) -> String {
 mod tests {
     use super::*;
 
-    /// Issue 15 item 8: nothing accepted printed "-0.0% of stake" and `"stake_weighted_coverage": -0.0`.
-    #[test]
-    fn nothing_accepted_is_zero_not_negative_zero() {
-        let v = Validator {
+    fn validator(stake: f64) -> Validator {
+        Validator {
             uid: 7,
             hotkey: "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi".into(),
             ip: "127.0.0.1".parse().unwrap(),
             port: 8091,
             vtrust: 0.9,
-            stake: 20_000.0,
-        };
+            stake,
+        }
+    }
+
+    /// Issue 15 item 8: nothing accepted printed "-0.0% of stake" and `"stake_weighted_coverage": -0.0`.
+    #[test]
+    fn nothing_accepted_is_zero_not_negative_zero() {
+        let v = validator(20_000.0);
         let refused = Reply {
             outcome: CallOutcome::Answered(BroadcastFields { accepted: Some(false), rejection_reason: None }),
             latency: std::time::Duration::ZERO,
@@ -411,14 +415,7 @@ mod tests {
 
     #[test]
     fn a_stale_nonce_rejection_carries_the_clock_hint_in_json_and_tables() {
-        let v = Validator {
-            uid: 7,
-            hotkey: "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi".into(),
-            ip: "127.0.0.1".parse().unwrap(),
-            port: 8091,
-            vtrust: 0.9,
-            stake: 1.0,
-        };
+        let v = validator(1.0);
         let message = "Not Verified with error: Nonce is too old: acceptable delta is 19.00 seconds but request was 60.00 seconds old";
         let rejected = |status| Reply {
             outcome: CallOutcome::<CheckFields>::Rejected { status, message: message.into() },

@@ -181,6 +181,15 @@ pub struct ReconcileSettings {
     pub github_budget: Option<u32>,
 }
 
+/// A `github_budget` value: a positive number of calls per hour, or `"off"` (`None`).
+pub fn github_budget(v: &toml::Value) -> Result<Option<u32>, String> {
+    match v {
+        toml::Value::String(s) if s.trim() == "off" => Ok(None),
+        toml::Value::Integer(n) if (1..=i64::from(u32::MAX)).contains(n) => Ok(u32::try_from(*n).ok()),
+        other => Err(format!("{other} is not a positive number of calls per hour (or \"off\")")),
+    }
+}
+
 /// `[reconcile] github_budget`'s default: 3 % of GitHub's 5,000 requests an hour per token, so the
 /// validators' own scoring keeps the rest.
 pub const DEFAULT_GITHUB_BUDGET: u32 = 150;
@@ -593,14 +602,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             )?,
             github_budget: match &r.github_budget {
                 None => d.github_budget,
-                Some(toml::Value::String(v)) if v.trim() == "off" => None,
-                Some(toml::Value::Integer(n)) if (1..=i64::from(u32::MAX)).contains(n) => Some(*n as u32),
-                Some(other) => {
-                    return Err(self.err(
-                        "reconcile.github_budget",
-                        format!("{other} is not a positive number of calls per hour (or \"off\")"),
-                    ));
-                }
+                Some(v) => github_budget(v).map_err(|m| self.err("reconcile.github_budget", m))?,
             },
         };
         if s.concurrency == 0 {

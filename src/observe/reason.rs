@@ -82,6 +82,19 @@ pub fn test_query_failure(detail: &str) -> Persistence {
     if transient { Persistence::Transient } else { Persistence::Permanent }
 }
 
+/// What the words of a reason say, when they say anything: a `returned <status>`, a verdict on the
+/// PAT or the registration, or a transport/store failure. `None`: nothing we recognise.
+fn verdict(reason: &str) -> Option<Persistence> {
+    let lower = reason.to_ascii_lowercase();
+    if let Some(code) = returned_status(&lower) {
+        return Some(if is_transient_status(code) { Persistence::Transient } else { Persistence::Permanent });
+    }
+    if PERMANENT_MARKERS.iter().any(|m| lower.contains(m)) {
+        return Some(Persistence::Permanent);
+    }
+    TRANSIENT_MARKERS.iter().any(|m| lower.contains(m)).then_some(Persistence::Transient)
+}
+
 /// Classify the `rejection_reason` of an `invalid_pat` check answer (has_pat, pat_valid=false).
 /// Unknown texts are permanent: calling a dead PAT covered would leave the miner unscored silently,
 /// while a needless re-broadcast only costs the validator two GitHub calls.
@@ -90,35 +103,18 @@ pub fn invalid_pat_reason(reason: Option<&str>) -> Persistence {
     if r.trim_start().starts_with(TEST_QUERY_PREFIX) {
         return test_query_failure(r);
     }
-    let lower = r.to_ascii_lowercase();
-    if let Some(code) = returned_status(&lower) {
-        return if is_transient_status(code) { Persistence::Transient } else { Persistence::Permanent };
-    }
-    if PERMANENT_MARKERS.iter().any(|m| lower.contains(m)) {
-        return Persistence::Permanent;
-    }
-    if TRANSIENT_MARKERS.iter().any(|m| lower.contains(m)) {
-        return Persistence::Transient;
-    }
-    Persistence::Permanent
+    verdict(r).unwrap_or(Persistence::Permanent)
 }
 
 /// Classify the `rejection_reason` of a broadcast answered with `accepted=false`. Texts we know to
 /// mean "retry later" back off for as long as they last; unknown texts are retried with backoff and
 /// become terminal after the reconciler's `max_rejections` in a row.
 pub fn broadcast_refusal(reason: Option<&str>) -> Refusal {
-    let Some(r) = reason else { return Refusal::Unknown };
-    let lower = r.to_ascii_lowercase();
-    if let Some(code) = returned_status(&lower) {
-        return if is_transient_status(code) { Refusal::KnownTransient } else { Refusal::Permanent };
+    match reason.and_then(verdict) {
+        Some(Persistence::Permanent) => Refusal::Permanent,
+        Some(Persistence::Transient) => Refusal::KnownTransient,
+        None => Refusal::Unknown,
     }
-    if PERMANENT_MARKERS.iter().any(|m| lower.contains(m)) {
-        return Refusal::Permanent;
-    }
-    if TRANSIENT_MARKERS.iter().any(|m| lower.contains(m)) {
-        return Refusal::KnownTransient;
-    }
-    Refusal::Unknown
 }
 
 /// What the miner can do about an HTTP rejection whose cause is on this side, for the `hint` of a

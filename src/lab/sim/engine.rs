@@ -251,6 +251,19 @@ impl Tracker {
     }
 }
 
+/// Simulated validator `index` as the miner's validator set lists it (the transport maps the uid
+/// back to the simulated validator).
+fn eligible_validator(index: u16, stake: f64) -> Validator {
+    Validator {
+        uid: index,
+        hotkey: format!("validator{index}"),
+        ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        port: 10_000 + index,
+        vtrust: 1.0,
+        stake,
+    }
+}
+
 /// The patrol strategy's agent: the scheduler, the miner's state and what the pass needs.
 struct Agent {
     scheduler: Scheduler,
@@ -372,17 +385,7 @@ impl<'a> Run<'a> {
 
     fn agent(k: &PatrolKnobs, our_hotkey: &str, vs: &[SimValidator]) -> Agent {
         let settings = k.settings();
-        let eligible: Vec<Validator> = vs
-            .iter()
-            .map(|v| Validator {
-                uid: v.index,
-                hotkey: format!("validator{}", v.index),
-                ip: std::net::IpAddr::from([127, 0, 0, 1]),
-                port: 10_000 + v.index,
-                vtrust: 1.0,
-                stake: v.stake,
-            })
-            .collect();
+        let eligible: Vec<Validator> = vs.iter().map(|v| eligible_validator(v.index, v.stake)).collect();
         let cfg = PassConfig {
             policy: crate::reconcile::core::Policy::from(&settings),
             budget: crate::reconcile::budget::Budget(settings.github_budget),
@@ -629,17 +632,8 @@ impl<'a> Run<'a> {
             None => (0..self.vs.len() as u16).map(|v| (v, 0)).collect(),
             Some(x) => vec![x],
         };
-        let targets: Vec<Validator> = todo
-            .iter()
-            .map(|(v, _)| Validator {
-                uid: *v,
-                hotkey: format!("validator{v}"),
-                ip: std::net::IpAddr::from([127, 0, 0, 1]),
-                port: 10_000 + v,
-                vtrust: 1.0,
-                stake: self.vs[usize::from(*v)].stake,
-            })
-            .collect();
+        let targets: Vec<Validator> =
+            todo.iter().map(|(v, _)| eligible_validator(*v, self.vs[usize::from(*v)].stake)).collect();
         self.net.set_now(BASE + t);
         let Some(pat) = Pat::new(&self.token) else { return };
         let replies = self.rt.block_on(self.net.broadcast(&targets, &pat));

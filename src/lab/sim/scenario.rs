@@ -443,14 +443,7 @@ impl Scenario {
                     };
                     let github_budget = match &s.github_budget {
                         None => d.github_budget,
-                        Some(toml::Value::String(v)) if v.trim() == "off" => None,
-                        Some(toml::Value::Integer(n)) if (1..=i64::from(u32::MAX)).contains(n) => Some(*n as u32),
-                        Some(other) => {
-                            return Err(err(
-                                &k("github_budget"),
-                                format!("{other} is not a positive number of calls per hour (or \"off\")"),
-                            ));
-                        }
+                        Some(v) => crate::config::github_budget(v).map_err(|m| err(&k("github_budget"), m))?,
                     };
                     StrategyKind::Patrol(PatrolKnobs {
                         interval,
