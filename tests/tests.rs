@@ -8,6 +8,8 @@ mod chain;
 /// GitHub 5xx/429/slow/reset, the chain dropping connections, clock skew (issue 7).
 mod faults;
 mod github; // GitHub client (identity, test query, preflight) against the fake GitHub.
+/// The validator axon's hardening (issue 15 items 4, 6, 12, 13; issue 14): limits, parity, memory, probe.
+mod hardening_axon;
 /// patrol check/post against a real Python bt.Axon; request vs captured vectors (issue 2).
 mod interop;
 /// Packaging: systemd units verify, the .deb contents, alert rules and dashboard names (issue 6).
