@@ -190,23 +190,35 @@ fn a_slowloris_client_is_cut_off_by_the_header_read_timeout() {
     // one more header byte a second: never idle, never complete
     let closed = wait_closed(&mut c, true, Duration::from_secs(30));
     assert!(closed.is_ok(), "a slowloris connection outlived the 2 s header-read timeout: {closed:?}\n{}", p.stderr());
+    // a body that stops half-way: 408 once the same time has passed again, and the connection closes
+    let d = dendrite(key.clone());
+    let req = d.prepare(SynapseKind::Check, &target_of(&p), Duration::from_secs(10), None);
+    let bytes = raw(&req, p.listen(), true);
+    let mut c = connect(p.listen());
+    c.write_all(&bytes[..bytes.len() - 10]).unwrap();
+    let (status, _, body) = read_response(&mut c);
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&body));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["message"], "Request body not received within 2.0s");
+    assert!(wait_closed(&mut c, false, Duration::from_secs(30)).is_ok());
     // and the validator still answers
     let rt = runtime();
-    assert_eq!(rt.block_on(dendrite(key).check(&target_of(&p), Duration::from_secs(10))).outcome, no_pat());
+    assert_eq!(rt.block_on(d.check(&target_of(&p), Duration::from_secs(10))).outcome, no_pat());
 }
 
 #[test]
 fn silent_and_idle_keep_alive_connections_are_closed() {
     let s = Scratch::new();
     let key = miner_key(1);
-    // the header timeout is far beyond the bound: only the idle timeout can close these
-    let p = serve(&s, "v", &[&key], &nowhere(), &["--idle-timeout", "2s", "--header-read-timeout", "1h"], &[]);
     let bound = Duration::from_secs(30);
-    // a connection that never sends a byte
+    // a connection that never sends a byte: the header-read timeout (the idle one is far away)
+    let p = serve(&s, "v1", &[&key], &nowhere(), &["--header-read-timeout", "2s", "--idle-timeout", "1h"], &[]);
     let mut silent = connect(p.listen());
     let closed = wait_closed(&mut silent, false, bound);
     assert!(closed.is_ok(), "a silent connection: {closed:?}\n{}", p.stderr());
-    // a keep-alive connection after one answered request
+    // a keep-alive connection after one answered request: the idle timeout (the header-read
+    // timeout is far beyond the bound, so only the idle timeout can close it)
+    let p = serve(&s, "v2", &[&key], &nowhere(), &["--idle-timeout", "2s", "--header-read-timeout", "1h"], &[]);
     let d = dendrite(key);
     let req = d.prepare(SynapseKind::Check, &target_of(&p), Duration::from_secs(10), None);
     let mut kept = connect(p.listen());
@@ -667,7 +679,8 @@ fn odd_nonces_methods_hotkeys_and_timeouts_get_the_python_axons_answers() {
 fn rss_returns_near_its_baseline_after_bursts_of_connections() {
     let s = Scratch::new();
     let key = miner_key(1);
-    let p = serve(&s, "v", &[&key], &nowhere(), &[], &[]);
+    // room for a whole burst at once (the reproduction: bursts of 2,000 connections)
+    let p = serve(&s, "v", &[&key], &nowhere(), &["--max-connections", "4096"], &[]);
     let rt = runtime();
     let t = target_of(&p);
     let d = Arc::new(dendrite(key));
@@ -675,27 +688,56 @@ fn rss_returns_near_its_baseline_after_bursts_of_connections() {
     std::thread::sleep(Duration::from_secs(3));
     let (baseline, _) = memory_kib(p.pid());
     let addr = p.listen();
+    // Each burst: 2,000 connections, each sends a signed check with keep-alive, reads its answer
+    // and stays open, as a dendrite's connection pool does; a burst's connections are dropped when
+    // the next burst starts, the last burst's never (the server must close them itself).
+    let mut held: Vec<tokio::net::TcpStream> = Vec::new();
     for burst in 0..5 {
-        let answered = rt.block_on(async {
+        drop(std::mem::take(&mut held));
+        held = rt.block_on(async {
             use futures_util::StreamExt;
             futures_util::stream::iter(0..2000)
                 .map(|_| {
-                    let req = raw(&d.prepare(SynapseKind::Check, &t, Duration::from_secs(30), None), addr, false);
+                    let req = raw(&d.prepare(SynapseKind::Check, &t, Duration::from_secs(30), None), addr, true);
                     async move {
                         let mut c = tokio::net::TcpStream::connect(addr).await.ok()?;
                         tokio::io::AsyncWriteExt::write_all(&mut c, &req).await.ok()?;
-                        let mut out = Vec::new();
-                        let read = tokio::io::AsyncReadExt::read_to_end(&mut c, &mut out);
-                        tokio::time::timeout(Duration::from_secs(60), read).await.ok()?.ok()?;
-                        out.starts_with(b"HTTP/1.1 ").then_some(())
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 4096];
+                        // the whole answer is small: read until its body is in
+                        let read = async {
+                            loop {
+                                let n = tokio::io::AsyncReadExt::read(&mut c, &mut buf).await.ok()?;
+                                if n == 0 {
+                                    return None;
+                                }
+                                head.extend_from_slice(&buf[..n]);
+                                let text = String::from_utf8_lossy(&head);
+                                if let Some((h, body)) = text.split_once("\r\n\r\n") {
+                                    let len = h
+                                        .lines()
+                                        .find_map(|l| {
+                                            l.to_ascii_lowercase()
+                                                .strip_prefix("content-length:")
+                                                .map(|v| v.trim().to_string())
+                                        })
+                                        .and_then(|v| v.parse::<usize>().ok())?;
+                                    if body.len() >= len {
+                                        return Some(());
+                                    }
+                                }
+                            }
+                        };
+                        tokio::time::timeout(Duration::from_secs(60), read).await.ok()??;
+                        head.starts_with(b"HTTP/1.1 ").then_some(c)
                     }
                 })
-                .buffer_unordered(256)
+                .buffer_unordered(2000)
                 .filter_map(|r| async move { r })
-                .count()
+                .collect::<Vec<_>>()
                 .await
         });
-        assert_eq!(answered, 2000, "burst {burst}: every connection gets an HTTP answer\n{}", p.stderr());
+        assert_eq!(held.len(), 2000, "burst {burst}: every connection gets an HTTP answer\n{}", p.stderr());
         eprintln!("after burst {burst}: VmRSS {} KiB", memory_kib(p.pid()).0);
     }
     let bound = 2 * baseline + 20 * 1024;
@@ -708,6 +750,7 @@ fn rss_returns_near_its_baseline_after_bursts_of_connections() {
     }
     eprintln!("VmRSS: baseline {baseline} KiB, after the bursts and an idle period {rss} KiB (bound {bound} KiB)");
     assert!(rss < bound, "VmRSS {rss} KiB after the bursts, baseline {baseline} KiB");
+    drop(held);
 }
 
 /// Writes a store of about `mb` MB: other miners' entries first (1 KB PATs), then `ours`.

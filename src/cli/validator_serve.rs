@@ -245,8 +245,7 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<Exit> {
     let (mode, miners, store) = (settings.github.mode, settings.metagraph.len(), settings.store.clone());
     let limits = settings.axon.clone();
     let (axon, listen) = build_axon(settings)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = crate::lab::validator::axon::listen(listen)
         .map_err(|e| config_error(format!("cannot listen on {listen}: {e}")))?;
     let bound = listener.local_addr()?;
     let ready = serde_json::json!({"ready": true, "listen": bound.to_string(), "hotkey": axon.hotkey()});

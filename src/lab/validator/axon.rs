@@ -27,7 +27,7 @@ mod gate;
 mod headers;
 mod server;
 
-pub use self::server::effective_max_connections;
+pub use self::server::{effective_max_connections, listen};
 
 use std::future::Future;
 use std::io;

@@ -9,9 +9,11 @@
 //!   connection can take a request — just accepted, or its last response sent — until the request
 //!   head is complete. A slowloris, a silent connection and an idle keep-alive connection are all
 //!   closed by it. The body then gets as long again (in the handler, a 408).
-//! - **Idle** ([`AxonConfig::idle_timeout`]): no request in flight and no byte moving either way
-//!   for that long closes the connection (an idle keep-alive connection, a client that stopped
-//!   reading its answer).
+//! - **Idle** ([`AxonConfig::idle_timeout`]): once a connection has served a request, no request
+//!   in flight and no byte moving either way for that long closes it (an idle keep-alive
+//!   connection, a client that stopped reading its answer). A fresh connection gets the
+//!   header-read timeout instead, as uvicorn starts its keep-alive timer only after a response:
+//!   a client whose first segment is being retransmitted is not cut off early.
 //! - **Cap** ([`AxonConfig::max_connections`], at most half the open-file limit): at the cap a new
 //!   connection displaces the oldest one that has had no request in flight for a second, which is
 //!   a slowloris, silent or idle connection — a real dendrite sends its request the moment it
@@ -31,7 +33,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -68,6 +70,8 @@ struct Conn {
     idle_since: AtomicU64,
     /// When a byte last moved either way or a request ended, in ms.
     last_activity: AtomicU64,
+    /// A request has been answered on it (the idle timeout applies from then on).
+    served: AtomicBool,
     /// Displaced at the cap: the task closes it.
     displaced: CancellationToken,
 }
@@ -124,6 +128,7 @@ impl Table {
             busy: AtomicUsize::new(0),
             idle_since: AtomicU64::new(now_ms),
             last_activity: AtomicU64::new(now_ms),
+            served: AtomicBool::new(false),
             displaced: CancellationToken::new(),
         });
         conns.insert(id, Arc::clone(&conn));
@@ -159,6 +164,7 @@ impl Drop for Busy {
         let now = self.table.now_ms();
         self.conn.last_activity.store(now, Ordering::Release);
         self.conn.idle_since.store(now, Ordering::Release);
+        self.conn.served.store(true, Ordering::Release);
         self.conn.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -219,6 +225,19 @@ impl AsyncWrite for Tracked {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// The listen backlog asked for (the kernel caps it at `net.core.somaxconn`): a burst of a few
+/// thousand connections must not overflow the accept queue, whose dropped handshakes and first
+/// segments clients only retransmit after seconds.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind `addr` for an axon (`SO_REUSEADDR`, as `TcpListener::bind` sets it, and a deep backlog).
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The connection cap in force: the configured one, but at most half the soft open-file limit.
@@ -396,6 +415,9 @@ async fn connection(
     let mut next_idle_check = at(conn.last_activity.load(Ordering::Acquire)) + idle;
     loop {
         tokio::select! {
+            // hyper first: bytes waiting in the socket are read (and count as activity) before the
+            // idle check can look, so a busy server never takes an unread request for idleness
+            biased;
             done = http.as_mut() => {
                 if let Err(e) = done {
                     tracing::debug!(%peer, error = %e, "connection ended");
@@ -415,8 +437,9 @@ async fn connection(
             }
             () = tokio::time::sleep_until(next_idle_check.into()) => {
                 let last = conn.last_activity.load(Ordering::Acquire);
-                if conn.busy.load(Ordering::Acquire) > 0 {
-                    // the handler's own time is not idleness; look again later
+                if conn.busy.load(Ordering::Acquire) > 0 || !conn.served.load(Ordering::Acquire) {
+                    // a handler's own time is not idleness, and before its first request a
+                    // connection has the header-read timeout; look again later
                     next_idle_check = Instant::now() + idle;
                 } else if table.now_ms().saturating_sub(last) >= u64::try_from(idle.as_millis()).unwrap_or(u64::MAX) {
                     tracing::debug!(%peer, "idle connection closed");
