@@ -286,6 +286,50 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_from_flags_and_file() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let seed = "0x1111111111111111111111111111111111111111111111111111111111111111";
+        let parse = |extra: &[&str]| {
+            let args = [&["patrol", "--hotkey-seed", seed][..], extra].concat();
+            resolve(&<Cli as clap::Parser>::try_parse_from(args).unwrap().serve)
+        };
+        let d = parse(&[]).unwrap().axon;
+        assert_eq!(
+            (d.header_read_timeout, d.idle_timeout, d.max_connections, d.shutdown_grace),
+            (Duration::from_secs(10), Duration::from_secs(5), 1024, Duration::from_secs(10))
+        );
+        let c = parse(&[
+            "--header-read-timeout",
+            "2s",
+            "--idle-timeout",
+            "500ms",
+            "--max-connections",
+            "7",
+            "--shutdown-grace",
+            "0s",
+        ])
+        .unwrap()
+        .axon;
+        assert_eq!(
+            (c.header_read_timeout, c.idle_timeout, c.max_connections, c.shutdown_grace),
+            (Duration::from_secs(2), Duration::from_millis(500), 7, Duration::ZERO)
+        );
+        for (flag, value) in [("--max-connections", "0"), ("--idle-timeout", "0s"), ("--header-read-timeout", "soon")] {
+            let e = parse(&[flag, value]).map(|_| ()).unwrap_err();
+            assert!(format!("{e:#}").contains(&flag[2..].replace('-', "_")), "{flag}: {e:#}");
+        }
+        let f: FileConfig = toml::from_str(
+            "header_read_timeout = \"3s\"\nidle_timeout = \"4s\"\nmax_connections = 9\nshutdown_grace = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!((f.max_connections, f.idle_timeout.as_deref()), (Some(9), Some("4s")));
+    }
+
+    #[test]
     fn file_schema_names_unknown_keys() {
         let e = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
         assert!(e.to_string().contains("listen_port"), "{e}");

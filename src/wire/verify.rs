@@ -603,14 +603,8 @@ mod tests {
         }
         assert!(PyInt::parse(&"9".repeat(4300)).is_some());
         assert!(PyInt::parse(&"9".repeat(4301)).is_none(), "CPython's int_max_str_digits");
-        let mut v = vec![
-            int("5"),
-            int("-10"),
-            int("0"),
-            int("100000000000000000000000"),
-            int("-2"),
-            int("-100000000000000000000"),
-        ];
+        let mut v =
+            [int("5"), int("-10"), int("0"), int("100000000000000000000000"), int("-2"), int("-100000000000000000000")];
         v.sort();
         assert_eq!(
             v.iter().map(PyInt::to_string).collect::<Vec<_>>(),

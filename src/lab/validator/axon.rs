@@ -5,9 +5,12 @@
 //! headers (500 `Internal Server Error #<uuid>` when they don't parse) → **blacklist** (403, runs
 //! before the signature check) → **verify** (401 `Not Verified with error: …`: nonce window,
 //! per-`hotkey:uuid` monotonic nonces, signature over the axon's own hotkey) → **priority** (stake
-//! ordered slots; 408 when the wait exceeds the request's timeout) → body (size limit 413; content
-//! type, JSON, class validation and body hash 500) → handler (500 if it fails) → the full synapse
-//! as compact JSON with `axon.status_code` 200 / "Success" and the `bt_header_*` response headers.
+//! ordered slots; 408 when the wait exceeds the request's timeout) → method (anything but GET and
+//! POST: Starlette's 405, as FastAPI's router answers behind the middleware) → body (size limit
+//! 413, arrival deadline 408; content type, JSON, class validation and body hash 500) → handler
+//! (500 if it fails) → the full synapse as compact JSON with `axon.status_code` 200 / "Success" and
+//! the `bt_header_*` response headers. Header integers and floats are read as Python's `int()` and
+//! `float()` read them, hotkeys as bittensor's `Keypair` does (see [`crate::wire::verify`]).
 //!
 //! Hardenings (documented deviations from the Python axon, see [`super`]): unsigned requests get
 //! 401, and the body's `dendrite.hotkey` must equal the signed header hotkey (401), because the

@@ -39,8 +39,9 @@
 //!    (408 otherwise), quiet connections close after the idle timeout, at most `max_connections`
 //!    are open (the oldest quiet one is displaced, else 503), and a shutdown waits at most
 //!    `shutdown_grace` for requests in flight ([`AxonConfig`]).
-//! 10. A store read is capped ([`store::STORE_READ_CAP`], regular files only) and a lookup streams
-//!    the file and shares one pass among concurrent checks, so memory per check is bounded.
+//! 10. A store read is capped ([`store::STORE_READ_CAP`], regular files only) and a lookup
+//!     streams the file and shares one pass among concurrent checks, so memory per check is
+//!     bounded.
 //!
 //! Switching off 1 and 2 ([`AxonConfig`]) makes the axon answer every recorded request of the real
 //! Python axon exactly as it did (`axon_tests.rs` replays `shared/vectors/axon_responses.json`).
