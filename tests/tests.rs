@@ -8,6 +8,8 @@ mod chain;
 /// GitHub 5xx/429/slow/reset, the chain dropping connections, clock skew (issue 7).
 mod faults;
 mod github; // GitHub client (identity, test query, preflight) against the fake GitHub.
+/// The validator axon's hardening (issue 15 items 4, 6, 12, 13; issue 14): limits, parity, memory, probe.
+mod hardening_axon;
 /// Config/PAT hardening: no PAT fall-through, no PAT in errors, capped reads, flag errors (issue 15).
 mod hardening_config;
 /// Files patrol reads and writes: devices, FIFOs, symlinks, caps, move-aside, state dir (issue 15).

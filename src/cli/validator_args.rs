@@ -10,7 +10,8 @@ use clap::Args;
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The validator's own TOML file (keys: hotkey_file, hotkey_seed, listen, store, github_api_url,
-    /// mode, clock_offset, body_limit, max_handlers; a `github` table with timeout,
+    /// mode, clock_offset, body_limit, max_handlers, header_read_timeout, idle_timeout,
+    /// max_connections, shutdown_grace; a `github` table with timeout,
     /// identity_attempts, identity_retry_sleep; a `miners` array of {uid, hotkey, stake}).
     #[arg(long, value_name = "FILE")]
     pub validator_config: Option<PathBuf>,
@@ -44,6 +45,21 @@ pub struct ServeArgs {
     /// Requests handled at once; the rest queue by stake [default: 256].
     #[arg(long, value_name = "N")]
     pub max_handlers: Option<usize>,
+    /// A request's head must arrive within this once the connection can take one (and its body
+    /// within as long again); slow, silent and idle connections are closed [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+    /// Close a connection with no request in flight and no traffic for this long [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Connections at once, at most half the open-file limit; at the cap a new one displaces the
+    /// oldest quiet one, or gets an immediate 503 when all are busy [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// On SIGTERM/SIGINT, how long requests in flight may still take before every connection is
+    /// dropped [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
     /// Deadline of one GitHub request [default: 15s, upstream's].
     #[arg(long, value_name = "DURATION")]
     pub github_timeout: Option<String>,

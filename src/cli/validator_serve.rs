@@ -4,8 +4,9 @@
 //!
 //! After binding it prints exactly one JSON line on stdout and flushes it:
 //! `{"ready":true,"listen":"127.0.0.1:PORT","hotkey":"<ss58>"}` (tests and benchmarks wait for it).
-//! SIGTERM/SIGINT stop it gracefully (in-flight requests finish), exit 0. Logs go to stderr and
-//! never contain a PAT (`***` + last 4 at most).
+//! SIGTERM/SIGINT stop it gracefully (requests in flight get `shutdown_grace` to finish, idle and
+//! half-sent connections close at once), exit 0. Logs go to stderr and never contain a PAT (`***` +
+//! last 4 at most).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -35,6 +36,10 @@ struct FileConfig {
     clock_offset: Option<String>,
     body_limit: Option<usize>,
     max_handlers: Option<usize>,
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    shutdown_grace: Option<String>,
     #[serde(default)]
     github: GithubSection,
     #[serde(default)]
@@ -160,14 +165,40 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
         Some(s) => parse_offset(s).map_err(|e| config_error(format!("clock_offset: {e:#}")))?,
         None => 0,
     };
+    let positive = |key: &str, flag: Option<&str>, file: Option<&str>, default: Duration| match flag.or(file) {
+        None => Ok(default),
+        Some(t) => match parse_duration(key, t)? {
+            d if d.is_zero() => Err(config_error(format!("{key}: must be more than 0"))),
+            d => Ok(d),
+        },
+    };
+    let defaults = AxonConfig::default();
     let axon = AxonConfig {
-        body_limit: args.body_limit.or(file.body_limit).unwrap_or(crate::lab::validator::axon::DEFAULT_BODY_LIMIT),
+        body_limit: args.body_limit.or(file.body_limit).unwrap_or(defaults.body_limit),
         clock_offset_ns,
-        max_handlers: args
-            .max_handlers
-            .or(file.max_handlers)
-            .unwrap_or(crate::lab::validator::axon::DEFAULT_MAX_HANDLERS),
-        ..AxonConfig::default()
+        max_handlers: args.max_handlers.or(file.max_handlers).unwrap_or(defaults.max_handlers),
+        header_read_timeout: positive(
+            "header_read_timeout",
+            args.header_read_timeout.as_deref(),
+            file.header_read_timeout.as_deref(),
+            defaults.header_read_timeout,
+        )?,
+        idle_timeout: positive(
+            "idle_timeout",
+            args.idle_timeout.as_deref(),
+            file.idle_timeout.as_deref(),
+            defaults.idle_timeout,
+        )?,
+        max_connections: match args.max_connections.or(file.max_connections) {
+            Some(0) => return Err(config_error("max_connections: must be at least 1".into())),
+            Some(n) => n,
+            None => defaults.max_connections,
+        },
+        shutdown_grace: match args.shutdown_grace.as_deref().or(file.shutdown_grace.as_deref()) {
+            Some(t) => parse_duration("shutdown_grace", t)?,
+            None => defaults.shutdown_grace,
+        },
+        ..defaults
     };
     Ok(ServeSettings { hotkey, listen, store, metagraph, github: gh, axon })
 }
@@ -178,7 +209,8 @@ pub fn build_axon(s: ServeSettings) -> anyhow::Result<(Axon, SocketAddr)> {
     match store.ensure_file() {
         Ok(true) => tracing::info!(store = %s.store.display(), "created an empty PAT store"),
         Ok(false) => {
-            if let Err(e) = store.read_all() {
+            // a streamed pass: a large store is never built in memory at boot either
+            if let Err(e) = store.validate() {
                 tracing::error!(error = %e, "the PAT store is unreadable; it is left untouched and broadcasts are rejected until it is fixed");
             }
         }
@@ -211,9 +243,9 @@ pub async fn shutdown_signal() {
 pub async fn run(args: &ServeArgs) -> anyhow::Result<Exit> {
     let settings = resolve(args)?;
     let (mode, miners, store) = (settings.github.mode, settings.metagraph.len(), settings.store.clone());
+    let limits = settings.axon.clone();
     let (axon, listen) = build_axon(settings)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = crate::lab::validator::axon::listen(listen)
         .map_err(|e| config_error(format!("cannot listen on {listen}: {e}")))?;
     let bound = listener.local_addr()?;
     let ready = serde_json::json!({"ready": true, "listen": bound.to_string(), "hotkey": axon.hotkey()});
@@ -223,6 +255,14 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<Exit> {
         out.flush()?;
     }
     tracing::info!(listen = %bound, hotkey = axon.hotkey(), %mode, miners, store = %store.display(), "validator serving");
+    tracing::info!(
+        header_read_timeout = %humantime::format_duration(limits.header_read_timeout),
+        idle_timeout = %humantime::format_duration(limits.idle_timeout),
+        max_connections = crate::lab::validator::axon::effective_max_connections(limits.max_connections),
+        shutdown_grace = %humantime::format_duration(limits.shutdown_grace),
+        max_handlers = limits.max_handlers,
+        "connection limits"
+    );
     axon.serve(listener, shutdown_signal()).await.context("axon server failed")?;
     tracing::info!("validator stopped");
     Ok(Exit::Covered)
@@ -243,6 +283,50 @@ mod tests {
         assert_eq!(parse_miner("3:5Dfh").unwrap().stake, 0.0);
         assert!(parse_miner("x:5Dfh").is_err());
         assert!(parse_miner("3").is_err());
+    }
+
+    #[test]
+    fn connection_limits_from_flags_and_file() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let seed = "0x1111111111111111111111111111111111111111111111111111111111111111";
+        let parse = |extra: &[&str]| {
+            let args = [&["patrol", "--hotkey-seed", seed][..], extra].concat();
+            resolve(&<Cli as clap::Parser>::try_parse_from(args).unwrap().serve)
+        };
+        let d = parse(&[]).unwrap().axon;
+        assert_eq!(
+            (d.header_read_timeout, d.idle_timeout, d.max_connections, d.shutdown_grace),
+            (Duration::from_secs(10), Duration::from_secs(5), 1024, Duration::from_secs(10))
+        );
+        let c = parse(&[
+            "--header-read-timeout",
+            "2s",
+            "--idle-timeout",
+            "500ms",
+            "--max-connections",
+            "7",
+            "--shutdown-grace",
+            "0s",
+        ])
+        .unwrap()
+        .axon;
+        assert_eq!(
+            (c.header_read_timeout, c.idle_timeout, c.max_connections, c.shutdown_grace),
+            (Duration::from_secs(2), Duration::from_millis(500), 7, Duration::ZERO)
+        );
+        for (flag, value) in [("--max-connections", "0"), ("--idle-timeout", "0s"), ("--header-read-timeout", "soon")] {
+            let e = parse(&[flag, value]).map(|_| ()).unwrap_err();
+            assert!(format!("{e:#}").contains(&flag[2..].replace('-', "_")), "{flag}: {e:#}");
+        }
+        let f: FileConfig = toml::from_str(
+            "header_read_timeout = \"3s\"\nidle_timeout = \"4s\"\nmax_connections = 9\nshutdown_grace = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!((f.max_connections, f.idle_timeout.as_deref()), (Some(9), Some("4s")));
     }
 
     #[test]

@@ -85,10 +85,18 @@ pub fn signed_message(nonce: u64, dendrite_hotkey: &str, axon_hotkey: &str, uuid
     format!("{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{body_hash}")
 }
 
-/// Python `repr(float)` for the timeout header and body (`15.0`, `1.5`).
+/// Python `repr(float)` for the timeout header and body (`15.0`, `1.5`, `1e+16`, `1e-05`, `nan`).
 pub fn py_float(x: f64) -> String {
+    if x.is_nan() {
+        return "nan".into();
+    }
     let s = format!("{x:?}");
-    if s.contains('.') || s.contains('e') || s.contains("inf") || s.contains("NaN") { s } else { format!("{s}.0") }
+    // Rust and Python switch to exponents at the same magnitudes; Python signs and pads them
+    if let Some((mantissa, exp)) = s.split_once('e') {
+        let (sign, digits) = exp.strip_prefix('-').map_or(("+", exp), |d| ("-", d));
+        return format!("{mantissa}e{sign}{digits:0>2}");
+    }
+    if s.contains('.') || s.contains("inf") { s } else { format!("{s}.0") }
 }
 
 /// Wall-clock nanoseconds since the Unix epoch (`time.time_ns()`).
@@ -123,5 +131,10 @@ mod tests {
         assert_eq!(py_float(15.0), "15.0");
         assert_eq!(py_float(1.5), "1.5");
         assert_eq!(py_float(30.0), "30.0");
+        assert_eq!(py_float(1e16), "1e+16");
+        assert_eq!(py_float(1.5e300), "1.5e+300");
+        assert_eq!(py_float(1e-5), "1e-05");
+        assert_eq!(py_float(f64::NAN), "nan");
+        assert_eq!(py_float(f64::NEG_INFINITY), "-inf");
     }
 }

@@ -5,18 +5,234 @@
 //! Error texts are the Python axon's, after its "Not Verified with error: " prefix, so clients that
 //! parse them see the same words.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Mutex;
 
-use super::{ALLOWED_DELTA_NS, V_7_2_0, signed_message};
+use super::{ALLOWED_DELTA_NS, V_7_2_0};
 use crate::wallet;
+
+/// The `timeout` the priority stage waits when the header is absent (`Synapse.timeout`'s default;
+/// the header-derived synapse itself has `None`, so the nonce window is then 4 s).
+pub const DEFAULT_TIMEOUT_S: f64 = 12.0;
+
+/// CPython's `sys.get_int_max_str_digits()` default: `int()` refuses longer decimal strings.
+const PY_INT_MAX_STR_DIGITS: usize = 4300;
+
+/// A Python `int` as `int(header_value)` makes it: any size, kept in canonical decimal form (what
+/// `str()` gives back, and what the axon puts in the signed message). The Python axon parses every
+/// integer header this way (`synapse.py` `cast_int`), so `u64::MAX`, `-5` or `2**70` are valid
+/// nonces there, each with its own answer; a fixed-width integer would turn them into 500s.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PyInt {
+    negative: bool,
+    /// ASCII digits without leading zeros; `"0"` for zero (never negative).
+    digits: String,
+}
+
+impl PyInt {
+    /// `int(s)`: surrounding whitespace, an optional sign, ASCII digits with single underscores
+    /// between them, at most 4300 digits. `None` where Python raises `ValueError`.
+    pub fn parse(s: &str) -> Option<PyInt> {
+        let t = s.trim_matches(py_whitespace);
+        let (negative, body) = match t.as_bytes().first() {
+            Some(b'-') => (true, &t[1..]),
+            Some(b'+') => (false, &t[1..]),
+            _ => (false, t),
+        };
+        let digits = strip_digit_underscores(body)?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > PY_INT_MAX_STR_DIGITS {
+            return None;
+        }
+        Some(PyInt::from_parts(negative, digits.trim_start_matches('0')))
+    }
+
+    fn from_parts(negative: bool, digits: &str) -> PyInt {
+        if digits.is_empty() {
+            PyInt { negative: false, digits: "0".into() }
+        } else {
+            PyInt { negative, digits: digits.to_string() }
+        }
+    }
+
+    /// A non-negative integer.
+    pub fn from_u64(n: u64) -> PyInt {
+        PyInt { negative: false, digits: n.to_string() }
+    }
+
+    /// Any `i128`.
+    pub fn from_i128(n: i128) -> PyInt {
+        PyInt::from_parts(n < 0, &n.unsigned_abs().to_string())
+    }
+
+    /// `math.floor(x)` of a finite float, exactly (a float's decimal expansion is finite).
+    fn floor_of(x: f64) -> PyInt {
+        // `{:.0}` of an integral float prints its exact value; parsing it back cannot fail.
+        PyInt::parse(&format!("{:.0}", x.floor())).unwrap_or_else(|| PyInt::from_u64(0))
+    }
+
+    /// The value, if it fits a `u64`.
+    pub fn to_u64(&self) -> Option<u64> {
+        if self.negative { None } else { self.digits.parse().ok() }
+    }
+
+    /// `self - other`, exactly.
+    fn sub(&self, other: &PyInt) -> PyInt {
+        let flipped = PyInt { negative: !other.negative && other.digits != "0", digits: other.digits.clone() };
+        self.add(&flipped)
+    }
+
+    fn add(&self, other: &PyInt) -> PyInt {
+        if self.negative == other.negative {
+            return PyInt::from_parts(self.negative, &digits_add(&self.digits, &other.digits));
+        }
+        match cmp_magnitude(&self.digits, &other.digits) {
+            Ordering::Equal => PyInt::from_u64(0),
+            Ordering::Greater => PyInt::from_parts(self.negative, &digits_sub(&self.digits, &other.digits)),
+            Ordering::Less => PyInt::from_parts(other.negative, &digits_sub(&other.digits, &self.digits)),
+        }
+    }
+
+    /// `self / 10**9` as Python's true division of two ints does it: correctly rounded, or
+    /// `OverflowError` ("integer division result too large for a float") when it exceeds a float.
+    fn div_1e9(&self) -> Option<f64> {
+        let sign = if self.negative { "-" } else { "" };
+        // Rust's float parsing is correctly rounded too, and says `inf` exactly where Python overflows.
+        let q: f64 = format!("{sign}{}e-9", self.digits).parse().ok()?;
+        q.is_finite().then_some(q)
+    }
+
+    /// `self <= x` for a float, exactly as Python compares an int with a float.
+    fn le_float(&self, x: f64) -> bool {
+        if x.is_nan() {
+            false
+        } else if x.is_infinite() {
+            x > 0.0
+        } else {
+            *self <= PyInt::floor_of(x)
+        }
+    }
+}
+
+impl fmt::Display for PyInt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.negative {
+            f.write_str("-")?;
+        }
+        f.write_str(&self.digits)
+    }
+}
+
+impl Ord for PyInt {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self.negative, other.negative) {
+            (false, true) => Ordering::Greater,
+            (true, false) => Ordering::Less,
+            (false, false) => cmp_magnitude(&self.digits, &other.digits),
+            (true, true) => cmp_magnitude(&other.digits, &self.digits),
+        }
+    }
+}
+
+impl PartialOrd for PyInt {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+fn cmp_magnitude(a: &str, b: &str) -> Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// Sum of two canonical digit strings.
+fn digits_add(a: &str, b: &str) -> String {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut out = Vec::with_capacity(a.len().max(b.len()) + 1);
+    let (mut i, mut j, mut carry) = (a.len(), b.len(), 0u8);
+    while i > 0 || j > 0 || carry > 0 {
+        let mut d = carry;
+        if i > 0 {
+            i -= 1;
+            d += a[i] - b'0';
+        }
+        if j > 0 {
+            j -= 1;
+            d += b[j] - b'0';
+        }
+        out.push(b'0' + d % 10);
+        carry = d / 10;
+    }
+    out.iter().rev().map(|&c| c as char).collect::<String>().trim_start_matches('0').to_string()
+}
+
+/// `a - b` for canonical digit strings with `a >= b`.
+fn digits_sub(a: &str, b: &str) -> String {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut out = Vec::with_capacity(a.len());
+    let (mut i, mut j, mut borrow) = (a.len(), b.len(), 0i8);
+    while i > 0 {
+        i -= 1;
+        let mut d = (a[i] - b'0') as i8 - borrow;
+        if j > 0 {
+            j -= 1;
+            d -= (b[j] - b'0') as i8;
+        }
+        borrow = i8::from(d < 0);
+        out.push(b'0' + (d + 10 * borrow) as u8);
+    }
+    out.iter().rev().map(|&c| c as char).collect::<String>().trim_start_matches('0').to_string()
+}
+
+/// What Python's `str.strip()` / `int()` / `float()` treat as whitespace, for a Latin-1 string.
+fn py_whitespace(c: char) -> bool {
+    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
+}
+
+/// PEP 515: an underscore is allowed only between two digits. The string without them, or `None`.
+fn strip_digit_underscores(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'_' {
+            let between = i > 0 && b[i - 1].is_ascii_digit() && b.get(i + 1).is_some_and(u8::is_ascii_digit);
+            if !between {
+                return None;
+            }
+        } else {
+            out.push(c as char);
+        }
+    }
+    Some(out)
+}
+
+/// `float(s)` as the Python axon parses `timeout` and the `process_time` headers: whitespace,
+/// underscores between digits, `inf`/`nan` in any case, correctly rounded (`1e400` is `inf`).
+pub fn py_float_parse(s: &str) -> Option<f64> {
+    let t = s.trim_matches(py_whitespace);
+    if !t.is_ascii() {
+        return None;
+    }
+    strip_digit_underscores(t)?.parse().ok()
+}
+
+/// Python's `f"{x:.2f}"`.
+fn py_fixed2(x: f64) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        format!("{x:.2}")
+    }
+}
 
 /// The `bt_header_*` values an axon uses, read from a request's headers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestHeaders {
     pub timeout: Option<f64>,
-    pub version: Option<u64>,
-    pub nonce: Option<u64>,
+    pub version: Option<PyInt>,
+    pub nonce: Option<PyInt>,
     pub uuid: Option<String>,
     pub hotkey: Option<String>,
     pub signature: Option<String>,
@@ -35,22 +251,24 @@ pub struct HeaderParseError {
 
 impl RequestHeaders {
     /// Parse from `(name, value)` pairs; names are matched case-insensitively (the axon does).
+    /// Values are decoded as Latin-1, as Starlette decodes them for the Python axon (so a uuid
+    /// byte 0xE9 is `é` in the signed message there, and here).
     pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result<RequestHeaders, HeaderParseError> {
         let mut h = RequestHeaders::default();
         for (name, raw) in pairs {
             let name = name.to_ascii_lowercase();
-            let value = String::from_utf8_lossy(raw).into_owned();
+            let value: String = raw.iter().map(|&b| char::from(b)).collect();
             let bad = || HeaderParseError { name: name.clone(), value: value.clone() };
             match name.as_str() {
-                "timeout" => h.timeout = Some(value.trim().parse::<f64>().map_err(|_| bad())?),
-                "bt_header_dendrite_version" => h.version = Some(value.trim().parse().map_err(|_| bad())?),
-                "bt_header_dendrite_nonce" => h.nonce = Some(value.trim().parse().map_err(|_| bad())?),
+                "timeout" => h.timeout = Some(py_float_parse(&value).ok_or_else(bad)?),
+                "bt_header_dendrite_version" => h.version = Some(PyInt::parse(&value).ok_or_else(bad)?),
+                "bt_header_dendrite_nonce" => h.nonce = Some(PyInt::parse(&value).ok_or_else(bad)?),
                 "bt_header_dendrite_uuid" => h.uuid = Some(value),
                 "bt_header_dendrite_hotkey" => h.hotkey = Some(value),
                 "bt_header_dendrite_signature" => h.signature = Some(value),
                 "computed_body_hash" => h.computed_body_hash = Some(value),
                 "header_size" | "total_size" => {
-                    value.trim().parse::<i64>().map_err(|_| bad())?;
+                    PyInt::parse(&value).ok_or_else(bad)?;
                 }
                 n => {
                     if let Some(field) = n.strip_prefix("bt_header_input_obj_") {
@@ -66,6 +284,11 @@ impl RequestHeaders {
     pub fn endpoint_key(&self) -> String {
         format!("{}:{}", self.hotkey.as_deref().unwrap_or("None"), self.uuid.as_deref().unwrap_or("None"))
     }
+
+    /// The `timeout` header, else the class default (for waits; the nonce window uses the header).
+    pub fn timeout_or_default(&self) -> f64 {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT_S)
+    }
 }
 
 /// Why verification failed (HTTP 401). `Display` is the Python text.
@@ -75,8 +298,9 @@ pub enum VerifyError {
     MissingNonce,
     #[error("No SS58 formatted address or public key provided.")]
     MissingHotkey,
-    #[error("Invalid SS58 address.")]
-    BadHotkey,
+    /// `Keypair(ss58_address=…)` refused the hotkey; the detail is the library's.
+    #[error("Invalid SS58 address: {0}")]
+    BadHotkey(&'static str),
     /// patrol's hardening: the Python axon accepts unsigned requests for any hotkey (docs §12.1).
     #[error("Missing signature: unsigned requests are refused by this validator")]
     MissingSignature,
@@ -84,8 +308,15 @@ pub enum VerifyError {
     BadSignatureFormat,
     #[error("Signature mismatch with {message} and {signature}")]
     SignatureMismatch { message: String, signature: String },
-    #[error("Nonce is too old: acceptable delta is {allowed_s:.2} seconds but request was {age_s:.2} seconds old")]
+    #[error(
+        "Nonce is too old: acceptable delta is {} seconds but request was {} seconds old",
+        py_fixed2(*allowed_s),
+        py_fixed2(*age_s)
+    )]
     NonceTooOld { allowed_s: f64, age_s: f64 },
+    /// A first-contact nonce so far in the past that Python's age arithmetic overflows a float.
+    #[error("integer division result too large for a float")]
+    NonceAgeOverflow,
     #[error("Nonce is too old, a newer one was last processed")]
     NonceNotNewer,
 }
@@ -95,54 +326,104 @@ impl VerifyError {
     pub fn kind(&self) -> &'static str {
         match self {
             VerifyError::MissingNonce => "missing_nonce",
-            VerifyError::MissingHotkey | VerifyError::BadHotkey => "bad_hotkey",
+            VerifyError::MissingHotkey | VerifyError::BadHotkey(_) => "bad_hotkey",
             VerifyError::MissingSignature => "unsigned",
             VerifyError::BadSignatureFormat | VerifyError::SignatureMismatch { .. } => "bad_signature",
-            VerifyError::NonceTooOld { .. } | VerifyError::NonceNotNewer => "stale_nonce",
+            VerifyError::NonceTooOld { .. } | VerifyError::NonceAgeOverflow | VerifyError::NonceNotNewer => {
+                "stale_nonce"
+            }
         }
     }
+}
+
+/// The public key of an SS58 address as bittensor's `Keypair(ss58_address=…)` reads it: any
+/// address format (one- or two-byte prefix, except the reserved 46 and 47), with the library's
+/// error texts. Which network the address is encoded for does not matter to the signature.
+pub fn keypair_public(ss58: &str) -> Result<[u8; 32], &'static str> {
+    use blake2::{Blake2b512, Digest};
+    let data = bs58::decode(ss58).into_vec().map_err(|_| "Base 58 requirement is violated")?;
+    if data.len() < 2 {
+        return Err("Length is bad");
+    }
+    let (prefix_len, ident) = match data[0] {
+        0..=63 => (1, u16::from(data[0])),
+        64..=127 => {
+            let lower = (data[0] << 2) | (data[1] >> 6);
+            let upper = data[1] & 0b0011_1111;
+            (2, u16::from(lower) | (u16::from(upper) << 8))
+        }
+        _ => return Err("Invalid SS58 prefix byte."),
+    };
+    if data.len() != prefix_len + 32 + 2 {
+        return Err("Length is bad");
+    }
+    if matches!(ident, 46 | 47) {
+        return Err("Disallowed SS58 Address Format for this datatype.");
+    }
+    let mut h = Blake2b512::new();
+    h.update(b"SS58PRE");
+    h.update(&data[..prefix_len + 32]);
+    let sum = h.finalize();
+    if data[prefix_len + 32..] != sum[..2] {
+        return Err("Invalid checksum");
+    }
+    let mut pk = [0u8; 32];
+    pk.copy_from_slice(&data[prefix_len..prefix_len + 32]);
+    Ok(pk)
 }
 
 /// Last accepted nonce per `hotkey:uuid`, held in memory like the Python axon's `self.nonces`.
 #[derive(Debug, Default)]
 pub struct NonceTracker {
-    last: Mutex<HashMap<String, u64>>,
+    last: Mutex<HashMap<String, PyInt>>,
 }
 
 impl NonceTracker {
-    /// The freshness rule (docs §5.1). `now_ns` is passed in so tests control time.
+    /// The freshness rule (docs §5.1), with Python's arithmetic: the window is
+    /// `now - 4 s - timeout` (`from_headers` leaves the timeout `None` without its header, which
+    /// counts as 0; a non-zero one makes the window a float, so a negative timeout moves it into
+    /// the future and a NaN one disables it), compared exactly with the nonce. `now_ns` is passed
+    /// in so tests control time.
     pub fn check(&self, h: &RequestHeaders, now_ns: u64) -> Result<(), VerifyError> {
-        let nonce = h.nonce.ok_or(VerifyError::MissingNonce)?;
+        let nonce = h.nonce.as_ref().ok_or(VerifyError::MissingNonce)?;
         let key = h.endpoint_key();
-        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
-        let modern = h.version.is_some_and(|v| v >= V_7_2_0);
-        match last {
-            Some(last) if nonce <= last => Err(VerifyError::NonceNotNewer),
-            Some(_) => Ok(()),
-            None if modern => {
-                let timeout_ns = (h.timeout.unwrap_or(0.0).max(0.0) * 1e9) as u64;
-                let window = ALLOWED_DELTA_NS.saturating_add(timeout_ns);
-                let oldest = now_ns.saturating_sub(window);
-                if nonce > oldest {
-                    Ok(())
-                } else {
-                    Err(VerifyError::NonceTooOld {
-                        allowed_s: window as f64 / 1e9,
-                        age_s: now_ns.saturating_sub(nonce) as f64 / 1e9,
-                    })
-                }
-            }
-            None => Ok(()),
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        if let Some(last) = &last {
+            return if nonce <= last { Err(VerifyError::NonceNotNewer) } else { Ok(()) };
         }
+        let modern = h.version.as_ref().is_some_and(|v| *v >= PyInt::from_u64(V_7_2_0));
+        if !modern {
+            return Ok(());
+        }
+        let timeout = h.timeout.unwrap_or(0.0);
+        let now = PyInt::from_u64(now_ns);
+        let base = i128::from(now_ns) - i128::from(ALLOWED_DELTA_NS);
+        // `(synapse.timeout or 0) * 1e9`: a zero timeout keeps the arithmetic in integers.
+        let (too_old, allowed_s) = if timeout == 0.0 {
+            (*nonce <= PyInt::from_i128(base), ALLOWED_DELTA_NS as f64 / 1e9)
+        } else {
+            let timeout_ns = timeout * 1e9;
+            (nonce.le_float(base as f64 - timeout_ns), (ALLOWED_DELTA_NS as f64 + timeout_ns) / 1e9)
+        };
+        if !too_old {
+            return Ok(());
+        }
+        let age_s = now.sub(nonce).div_1e9().ok_or(VerifyError::NonceAgeOverflow)?;
+        Err(VerifyError::NonceTooOld { allowed_s, age_s })
     }
 
     /// Record an accepted nonce (only after the signature passed, as Python does). Keeps the max,
     /// so a racing older request cannot lower the bar.
     pub fn record(&self, h: &RequestHeaders) {
-        if let Some(n) = h.nonce {
+        if let Some(n) = &h.nonce {
             let mut m = self.last.lock().unwrap_or_else(|p| p.into_inner());
-            let e = m.entry(h.endpoint_key()).or_insert(0);
-            *e = (*e).max(n);
+            match m.get_mut(&h.endpoint_key()) {
+                Some(e) if *e >= *n => {}
+                Some(e) => *e = n.clone(),
+                None => {
+                    m.insert(h.endpoint_key(), n.clone());
+                }
+            }
         }
     }
 
@@ -157,33 +438,40 @@ impl NonceTracker {
     }
 }
 
-/// Check the signature over the message the axon rebuilds with its *own* hotkey (docs §4).
-/// `require` = refuse unsigned requests (patrol's hardening); with `false`, an absent or empty
-/// signature passes, as in the Python axon.
-pub fn verify_signature(h: &RequestHeaders, own_hotkey: &str, require: bool) -> Result<(), VerifyError> {
-    let hotkey = h.hotkey.as_deref().filter(|s| !s.is_empty()).ok_or(VerifyError::MissingHotkey)?;
-    let public = wallet::ss58_decode(hotkey).map_err(|_| VerifyError::BadHotkey)?;
+/// Check the signature over the message the axon rebuilds with its *own* hotkey (docs §4), for
+/// the caller's already decoded `public` key. `require` = refuse unsigned requests (patrol's
+/// hardening); with `false`, an absent or empty signature passes, as in the Python axon.
+fn check_signature(h: &RequestHeaders, public: &[u8; 32], own_hotkey: &str, require: bool) -> Result<(), VerifyError> {
     let sig = match h.signature.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => s,
         None if require => return Err(VerifyError::MissingSignature),
         None => return Ok(()),
     };
-    let message = signed_message(
-        h.nonce.unwrap_or(0),
-        hotkey,
-        own_hotkey,
+    let nonce = h.nonce.as_ref().map_or_else(|| "None".to_string(), PyInt::to_string);
+    let message = format!(
+        "{nonce}.{}.{own_hotkey}.{}.{}",
+        h.hotkey.as_deref().unwrap_or("None"),
         h.uuid.as_deref().unwrap_or("None"),
         h.computed_body_hash.as_deref().unwrap_or("None"),
     );
     let bytes = sig.strip_prefix("0x").and_then(|x| hex::decode(x).ok()).ok_or(VerifyError::BadSignatureFormat)?;
-    if wallet::verify(&public, message.as_bytes(), &bytes) {
+    if wallet::verify(public, message.as_bytes(), &bytes) {
         Ok(())
     } else {
         Err(VerifyError::SignatureMismatch { message, signature: sig.to_string() })
     }
 }
 
-/// Python's `default_verify` order: hotkey present, nonce present and fresh, signature; then record.
+/// [`check_signature`] for a request whose hotkey has not been decoded yet.
+pub fn verify_signature(h: &RequestHeaders, own_hotkey: &str, require: bool) -> Result<(), VerifyError> {
+    let hotkey = h.hotkey.as_deref().ok_or(VerifyError::MissingHotkey)?;
+    let public = keypair_public(hotkey).map_err(VerifyError::BadHotkey)?;
+    check_signature(h, &public, own_hotkey, require)
+}
+
+/// Python's `default_verify` order: the hotkey (absent; not an SS58 address — checked before
+/// anything else, as `Keypair(ss58_address=…)` is built first), nonce present and fresh, signature;
+/// then record.
 pub fn verify_request(
     h: &RequestHeaders,
     own_hotkey: &str,
@@ -191,11 +479,10 @@ pub fn verify_request(
     now_ns: u64,
     require_signature: bool,
 ) -> Result<(), VerifyError> {
-    if h.hotkey.as_deref().is_none_or(str::is_empty) {
-        return Err(VerifyError::MissingHotkey);
-    }
+    let hotkey = h.hotkey.as_deref().ok_or(VerifyError::MissingHotkey)?;
+    let public = keypair_public(hotkey).map_err(VerifyError::BadHotkey)?;
     nonces.check(h, now_ns)?;
-    verify_signature(h, own_hotkey, require_signature)?;
+    check_signature(h, &public, own_hotkey, require_signature)?;
     nonces.record(h);
     Ok(())
 }
@@ -204,7 +491,7 @@ pub fn verify_request(
 mod tests {
     use super::*;
     use crate::wallet::Hotkey;
-    use crate::wire::{EMPTY_BODY_HASH, VERSION_AS_INT};
+    use crate::wire::{EMPTY_BODY_HASH, VERSION_AS_INT, signed_message};
 
     const AXON: &str = "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi";
 
@@ -212,8 +499,8 @@ mod tests {
         let msg = signed_message(nonce, key.ss58(), axon, uuid, EMPTY_BODY_HASH);
         RequestHeaders {
             timeout: Some(12.0),
-            version: Some(VERSION_AS_INT),
-            nonce: Some(nonce),
+            version: Some(PyInt::from_u64(VERSION_AS_INT)),
+            nonce: Some(PyInt::from_u64(nonce)),
             uuid: Some(uuid.into()),
             hotkey: Some(key.ss58().into()),
             signature: Some(key.sign_hex(msg.as_bytes())),
@@ -255,7 +542,7 @@ mod tests {
         verify_request(&signed(&k, NOW + 3_600_000_000_000, "u4", AXON), AXON, &t, NOW, true).unwrap();
         // legacy version: no window
         let mut legacy = signed(&k, 1, "u5", AXON);
-        legacy.version = Some(7_001_000);
+        legacy.version = Some(PyInt::from_u64(7_001_000));
         verify_request(&legacy, AXON, &t, NOW, true).unwrap();
     }
 
@@ -288,8 +575,172 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(h.timeout, Some(15.0));
-        assert_eq!(h.nonce, Some(42));
+        assert_eq!(h.nonce, Some(PyInt::from_u64(42)));
         assert_eq!(h.input_obj_fields, vec!["github_access_token"]);
         assert!(RequestHeaders::parse([("header_size", b"abc".as_slice())]).is_err());
+    }
+
+    fn int(s: &str) -> PyInt {
+        PyInt::parse(s).unwrap_or_else(|| panic!("{s:?} is an int"))
+    }
+
+    #[test]
+    fn python_int_parsing_and_order() {
+        // what int() accepts (checked against CPython 3.11 through the real axon)
+        for (text, canonical) in [
+            ("18446744073709551615", "18446744073709551615"),
+            ("-5", "-5"),
+            ("1180591620717411303424", "1180591620717411303424"),
+            (" +007 ", "7"),
+            ("\t1_000\x0b", "1000"),
+            ("-0", "0"),
+            ("0_0", "0"),
+        ] {
+            assert_eq!(int(text).to_string(), canonical, "{text:?}");
+        }
+        for bad in ["", " ", "+", "-", "1__5", "_15", "15_", "+-5", "1.0", "1e19", "0x10", "١٢٣", "5\u{0}"] {
+            assert_eq!(PyInt::parse(bad), None, "{bad:?}");
+        }
+        assert!(PyInt::parse(&"9".repeat(4300)).is_some());
+        assert!(PyInt::parse(&"9".repeat(4301)).is_none(), "CPython's int_max_str_digits");
+        let mut v =
+            [int("5"), int("-10"), int("0"), int("100000000000000000000000"), int("-2"), int("-100000000000000000000")];
+        v.sort();
+        assert_eq!(
+            v.iter().map(PyInt::to_string).collect::<Vec<_>>(),
+            ["-100000000000000000000", "-10", "-2", "0", "5", "100000000000000000000000"]
+        );
+        assert_eq!(int("1000").sub(&int("1")).to_string(), "999");
+        assert_eq!(int("5").sub(&int("-99999999999999999999")).to_string(), "100000000000000000004");
+        assert_eq!(int("-5").sub(&int("-5")).to_string(), "0");
+        assert_eq!(int("3").sub(&int("10")).to_string(), "-7");
+        assert_eq!(int("18446744073709551615").to_u64(), Some(u64::MAX));
+        assert_eq!(int("18446744073709551616").to_u64(), None);
+        assert!(int("1").le_float(1.5) && !int("2").le_float(1.5) && int("-2").le_float(-1.5));
+        assert!(
+            !int("0").le_float(f64::NAN) && int("9").le_float(f64::INFINITY) && !int("9").le_float(f64::NEG_INFINITY)
+        );
+        assert!(int(&format!("{:.0}", 1e300)).le_float(1e300) && !int(&format!("1{:.0}", 1e300)).le_float(1e300));
+    }
+
+    #[test]
+    fn python_float_parsing() {
+        for (text, want) in
+            [("12", 12.0), (" 12 ", 12.0), ("12.", 12.0), ("+5", 5.0), ("1_0", 10.0), ("1e400", f64::INFINITY)]
+        {
+            assert_eq!(py_float_parse(text), Some(want), "{text:?}");
+        }
+        assert!(py_float_parse("nan").is_some_and(f64::is_nan) && py_float_parse("NaN").is_some_and(f64::is_nan));
+        assert_eq!(py_float_parse("Infinity"), Some(f64::INFINITY));
+        for bad in ["", "0x1", "1__0", "_1", "1_.5", "abc", "１２"] {
+            assert_eq!(py_float_parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(py_fixed2(f64::NEG_INFINITY), "-inf");
+        assert_eq!(py_fixed2(0.125), "0.12");
+    }
+
+    #[test]
+    fn python_nonce_window_arithmetic() {
+        let k = Hotkey::from_seed(&[9; 32]);
+        let t = NonceTracker::default();
+        let with = |nonce: &str, timeout: Option<f64>, uuid: &str| {
+            let mut h = signed(&k, 1, uuid, AXON);
+            h.nonce = Some(int(nonce));
+            h.timeout = timeout;
+            h.signature = None;
+            h
+        };
+        let too_old = |h: &RequestHeaders| t.check(h, NOW).map_err(|e| e.to_string());
+        // u64::MAX and 2**70 are far-future nonces, accepted; -5 is too old
+        assert_eq!(too_old(&with("18446744073709551615", Some(12.0), "a")), Ok(()));
+        assert_eq!(too_old(&with("1180591620717411303424", Some(12.0), "b")), Ok(()));
+        assert_eq!(
+            too_old(&with("-5", Some(12.0), "c")),
+            Err("Nonce is too old: acceptable delta is 16.00 seconds but request was 1800000000.00 seconds old".into())
+        );
+        // no timeout header: None, i.e. 0 (not the class default of 12 s)
+        let ten_s_old = (NOW - 10_000_000_000).to_string();
+        assert_eq!(
+            too_old(&with(&ten_s_old, None, "d")),
+            Err("Nonce is too old: acceptable delta is 4.00 seconds but request was 10.00 seconds old".into())
+        );
+        // a negative timeout moves the window into the future; NaN and inf disable it
+        let now = NOW.to_string();
+        assert_eq!(
+            too_old(&with(&now, Some(-100.0), "e")),
+            Err("Nonce is too old: acceptable delta is -96.00 seconds but request was 0.00 seconds old".into())
+        );
+        assert_eq!(too_old(&with("1", Some(f64::NAN), "f")), Ok(()));
+        assert_eq!(too_old(&with("-1", Some(f64::INFINITY), "g")), Ok(()));
+        assert_eq!(
+            too_old(&with(&now, Some(-1e308), "h")),
+            Err("Nonce is too old: acceptable delta is -inf seconds but request was 0.00 seconds old".into())
+        );
+        // zero timeout: 4 s, integer arithmetic
+        let five_s_old = (NOW - 5_000_000_000).to_string();
+        assert_eq!(
+            too_old(&with(&five_s_old, Some(0.0), "i")),
+            Err("Nonce is too old: acceptable delta is 4.00 seconds but request was 5.00 seconds old".into())
+        );
+        // an age beyond a float: Python's OverflowError text
+        let huge = format!("-1{}", "0".repeat(400));
+        assert_eq!(too_old(&with(&huge, Some(12.0), "j")), Err("integer division result too large for a float".into()));
+        // 10**30 in the past: int/int true division, correctly rounded
+        let far = format!("-1{}", "0".repeat(30));
+        assert_eq!(
+            too_old(&with(&far, Some(12.0), "k")),
+            Err("Nonce is too old: acceptable delta is 16.00 seconds but request was 1000000000001800011776.00 seconds old"
+                .into())
+        );
+    }
+
+    #[test]
+    fn hotkeys_are_read_like_bittensor_keypair() {
+        let k = Hotkey::from_seed(&[0x11; 32]);
+        assert_eq!(keypair_public(k.ss58()).ok(), wallet::ss58_decode(k.ss58()).ok());
+        // the same key in other address formats (Polkadot 0, Kusama 2, a two-byte prefix) is that key
+        for other in [
+            "12pWV6LvG4iAfNpFNTvvkWy3H9H8wtCkjiXupAzo2BCmPViM",
+            "EPq15Rj2eTcyVdBBXgyWKVta7Zj4FTo7beB3YHPwtPjxEkr",
+            "Zp2xxJJaL8u6HQtPbUZwvT17RTLbFhD9cJaC1Xvd7iFgUsPat",
+        ] {
+            assert_eq!(keypair_public(other).ok(), keypair_public(k.ss58()).ok(), "{other}");
+        }
+        // the texts of bittensor_wallet 4.0.1's Keypair
+        for (addr, why) in [
+            ("", "Length is bad"),
+            ("nope-hotkey", "Base 58 requirement is violated"),
+            ("notregistered", "Length is bad"),
+            ("511111111111111111111111111111111111111111111111", "Invalid checksum"),
+            ("Doawa5eXTJfCetbdJcXy5s1S1FamyLoNt7SiZfKLHdKBQtJ8", "Invalid SS58 prefix byte."),
+            ("Kds3UDaR3maQXgRGCAKmd6HoyEfmhMX2PhVupC8wQZrDhKMBx", "Length is bad"),
+            ("5d2rNjFTwSwbr5Rb2xQ27yCb1TrfUKAhQz1x7caeKWZCLK2v", "Disallowed SS58 Address Format for this datatype."),
+        ] {
+            assert_eq!(keypair_public(addr), Err(why), "{addr:?}");
+        }
+        // Python builds the keypair before it looks at the nonce
+        let t = NonceTracker::default();
+        let mut h = signed(&k, NOW, "z", AXON);
+        h.hotkey = Some("nope-hotkey".into());
+        h.nonce = None;
+        assert_eq!(
+            verify_request(&h, AXON, &t, NOW, false).map_err(|e| e.to_string()),
+            Err("Invalid SS58 address: Base 58 requirement is violated".into())
+        );
+        h.hotkey = None;
+        assert_eq!(verify_request(&h, AXON, &t, NOW, false), Err(VerifyError::MissingHotkey));
+    }
+
+    #[test]
+    fn a_signed_odd_nonce_is_verified_over_its_canonical_form() {
+        let k = Hotkey::from_seed(&[9; 32]);
+        let t = NonceTracker::default();
+        let big = "1180591620717411303424";
+        let msg = format!("{big}.{}.{AXON}.u.{EMPTY_BODY_HASH}", k.ss58());
+        let mut h = signed(&k, 1, "u", AXON);
+        h.nonce = Some(int(&format!(" +{big} ")));
+        h.signature = Some(k.sign_hex(msg.as_bytes()));
+        verify_request(&h, AXON, &t, NOW, true).unwrap();
+        assert_eq!(verify_request(&h, AXON, &t, NOW, true), Err(VerifyError::NonceNotNewer));
     }
 }

@@ -7,12 +7,14 @@ See README.md in this directory for the config schema. The config file is re-rea
 (so a test can change the behaviour while the axon runs: write it atomically, temp file + rename).
 
 After binding, prints exactly one JSON line on stdout:
-    {"ready": true, "port": N, "hotkey": "<ss58>", "pid": P}
+    {"ready": true, "port": N, "hotkey": "<ss58>", "pid": P, "ip": "127.0.0.1", "uuid": "<axon.uuid>"}
 Exits 0 on SIGTERM/SIGINT (or stdin EOF with --exit-on-stdin-eof).
 """
 
 import asyncio
+import functools
 import hashlib
+import inspect
 import json
 import os
 import signal
@@ -58,6 +60,8 @@ class State:
         self.queue_pos = {"check": 0, "broadcast": 0}
         self.requests = []
         self.blacklisted = []
+        # forward-function calls by synapse name, the SDK's built-in `ping` (Synapse) included
+        self.handler_calls = {}
         self.seq = 0
         self.store = []  # gittensor format: [{uid, hotkey, pat, github_id, stored_at}]
         self.reload()
@@ -158,7 +162,12 @@ class State:
     def write_log(self) -> None:
         atomic_write_json(
             self.log_path,
-            {"requests": self.requests, "blacklisted": self.blacklisted, "store_size": len(self.store)},
+            {
+                "requests": self.requests,
+                "blacklisted": self.blacklisted,
+                "store_size": len(self.store),
+                "handler_calls": self.handler_calls,
+            },
         )
 
     def record(self, rec: dict) -> dict:
@@ -323,6 +332,27 @@ def priority_broadcast(synapse: PatBroadcastSynapse) -> float:
         return STATE.stake_of(synapse.dendrite.hotkey)
 
 
+def _count_handler_calls() -> None:
+    """Wrap every forward function ``bt.Axon.attach`` registers (the built-in ``ping`` of
+    ``Axon.__init__`` too) so each call is counted in ``handler_calls`` before it runs. The wrapper
+    keeps the function's signature (``functools.wraps``), which is all ``attach`` inspects."""
+    original = bt.Axon.attach
+
+    def attach(self, forward_fn, **kwargs):
+        name = list(inspect.signature(forward_fn).parameters.values())[0].annotation.__name__
+
+        @functools.wraps(forward_fn)
+        def counted(*args, **kw):
+            with STATE.lock:
+                STATE.handler_calls[name] = STATE.handler_calls.get(name, 0) + 1
+                STATE.write_log()
+            return forward_fn(*args, **kw)
+
+        return original(self, forward_fn=counted, **kwargs)
+
+    bt.Axon.attach = attach
+
+
 class LoopbackServer(FastAPIThreadedServer):
     """bt's threaded uvicorn server, serving on a socket we bound to 127.0.0.1 ourselves."""
 
@@ -356,6 +386,7 @@ def main(argv) -> int:
     sock.listen(128)
     port = sock.getsockname()[1]
 
+    _count_handler_calls()
     axon = bt.Axon(
         wallet=wallet, port=port, ip=bt_common.LOOPBACK, external_ip=bt_common.LOOPBACK, external_port=port
     )
@@ -395,7 +426,16 @@ def main(argv) -> int:
 
         threading.Thread(target=_watch_stdin, daemon=True).start()
 
-    emit({"ready": True, "port": port, "hotkey": keypair.ss58_address, "pid": os.getpid(), "ip": bt_common.LOOPBACK})
+    emit(
+        {
+            "ready": True,
+            "port": port,
+            "hotkey": keypair.ss58_address,
+            "pid": os.getpid(),
+            "ip": bt_common.LOOPBACK,
+            "uuid": axon.uuid,
+        }
+    )
     print(f"bt_axon: serving on {bt_common.LOOPBACK}:{port} as {keypair.ss58_address}", file=sys.stderr)
 
     while not stop.wait(0.2):

@@ -190,6 +190,9 @@ pub struct PyAxon {
     config: Mutex<Value>,
     port: u16,
     hotkey: String,
+    /// The axon's `axon.uuid` (from the ready line).
+    uuid: String,
+    clock_offset_s: Option<f64>,
 }
 
 impl PyAxon {
@@ -213,31 +216,27 @@ impl PyAxon {
     fn start_inner(overrides: Value, clock_offset_s: Option<f64>) -> PyAxon {
         let mut config = default_axon_config();
         merge_top_level(&mut config, overrides);
-        let python = python();
         let dir = tempfile::Builder::new().prefix("patrol-pyaxon-").tempdir().expect("create temp dir for bt_axon.py");
-        let config_path = dir.path().join("config.json");
-        write_json_atomic(&config_path, &config);
-        let stderr_file = fs::File::create(dir.path().join("stderr.log")).expect("create bt_axon.py stderr log");
-        let mut cmd = Command::new(&python);
-        cmd.arg("-B");
-        if let Some(offset) = clock_offset_s {
-            // `python -c WRAPPER bt_axon.py …`: sys.argv is ["-c", "bt_axon.py", …] until the shift.
-            cmd.arg("-c").arg(CLOCK_SHIFT_WRAPPER).env("PATROL_PY_CLOCK_OFFSET", offset.to_string());
-        }
-        let mut child = cmd
-            .arg(harness_dir().join("bt_axon.py"))
-            .arg(&config_path)
-            .arg("--exit-on-stdin-eof")
-            .current_dir(dir.path())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr_file))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {} bt_axon.py: {e}", python.display()));
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("bt_axon.py stdout");
+        write_json_atomic(&dir.path().join("config.json"), &config);
+        let (child, stdin) = spawn_axon(dir.path(), clock_offset_s);
+        // From here on a panic drops `guard`, which kills and reaps the child.
+        let mut guard = PyAxon {
+            child,
+            stdin,
+            dir,
+            config: Mutex::new(config),
+            port: 0,
+            hotkey: String::new(),
+            uuid: String::new(),
+            clock_offset_s,
+        };
+        guard.wait_ready();
+        guard
+    }
+
+    /// Reads the ready line of the current child (its stdout), filling in port, hotkey and uuid.
+    fn wait_ready(&mut self) {
+        let stdout = self.child.stdout.take().expect("bt_axon.py stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             // Forward lines until EOF; the axon prints only its ready line, but keep draining.
@@ -248,8 +247,6 @@ impl PyAxon {
                 }
             }
         });
-        // From here on a panic drops `guard`, which kills and reaps the child.
-        let mut guard = PyAxon { child, stdin, dir, config: Mutex::new(config), port: 0, hotkey: String::new() };
         let deadline = Instant::now() + AXON_READY_TIMEOUT;
         let ready = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -263,22 +260,50 @@ impl PyAxon {
                     eprintln!("bt_axon.py stdout: {line}");
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Ok(Some(status)) = guard.child.try_wait() {
-                        panic!("bt_axon.py exited with {status} before it was ready\n{}", guard.stderr());
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        panic!("bt_axon.py exited with {status} before it was ready\n{}", self.stderr());
                     }
                     if Instant::now() >= deadline {
-                        panic!("bt_axon.py printed no ready line within {AXON_READY_TIMEOUT:?}\n{}", guard.stderr());
+                        panic!("bt_axon.py printed no ready line within {AXON_READY_TIMEOUT:?}\n{}", self.stderr());
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = guard.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    panic!("bt_axon.py closed stdout before it was ready ({status})\n{}", guard.stderr());
+                    let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    panic!("bt_axon.py closed stdout before it was ready ({status})\n{}", self.stderr());
                 }
             }
         };
-        guard.port = ready["port"].as_u64().and_then(|p| u16::try_from(p).ok()).expect("ready.port");
-        guard.hotkey = ready["hotkey"].as_str().expect("ready.hotkey").to_owned();
-        guard
+        self.port = ready["port"].as_u64().and_then(|p| u16::try_from(p).ok()).expect("ready.port");
+        self.hotkey = ready["hotkey"].as_str().expect("ready.hotkey").to_owned();
+        self.uuid = ready["uuid"].as_str().expect("ready.uuid").to_owned();
+    }
+
+    /// Stops the axon (SIGKILL, reaped) and starts a new process with the same config, directory
+    /// (request log, store) and port: a validator restart. The new process has a new `axon.uuid`.
+    pub fn restart(&mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        self.set_behaviour(json!({ "port": port }));
+        let (child, stdin) = spawn_axon(self.dir.path(), self.clock_offset_s);
+        self.child = child;
+        self.stdin = stdin;
+        self.wait_ready();
+        assert_eq!(self.port, port, "the restarted axon listens where the old one did");
+    }
+
+    /// The axon's `axon.uuid` (`str(uuid.uuid1())`, made once per process in `Axon.__init__`).
+    pub fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    /// How often each forward function ran, by synapse name (`Synapse` is the SDK's `ping`); a
+    /// name that never ran is absent (0).
+    pub fn handler_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        let log = self.log();
+        let calls = log.get("handler_calls").and_then(Value::as_object).cloned().unwrap_or_default();
+        calls.into_iter().map(|(k, v)| (k, v.as_u64().unwrap_or(0))).collect()
     }
 
     /// The TCP port it listens on (127.0.0.1).
@@ -390,6 +415,37 @@ impl Drop for PyAxon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Spawns `bt_axon.py` on `dir/config.json` (stderr appended to `dir/stderr.log`), optionally
+/// under the clock-shifting wrapper.
+fn spawn_axon(dir: &Path, clock_offset_s: Option<f64>) -> (Child, Option<ChildStdin>) {
+    let python = python();
+    let stderr_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr.log"))
+        .expect("create bt_axon.py stderr log");
+    let mut cmd = Command::new(&python);
+    cmd.arg("-B");
+    if let Some(offset) = clock_offset_s {
+        // `python -c WRAPPER bt_axon.py …`: sys.argv is ["-c", "bt_axon.py", …] until the shift.
+        cmd.arg("-c").arg(CLOCK_SHIFT_WRAPPER).env("PATROL_PY_CLOCK_OFFSET", offset.to_string());
+    }
+    let mut child = cmd
+        .arg(harness_dir().join("bt_axon.py"))
+        .arg(dir.join("config.json"))
+        .arg("--exit-on-stdin-eof")
+        .current_dir(dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr_file))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {} bt_axon.py: {e}", python.display()));
+    let stdin = child.stdin.take();
+    (child, stdin)
 }
 
 fn merge_top_level(config: &mut Value, patch: Value) {

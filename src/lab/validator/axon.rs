@@ -5,9 +5,12 @@
 //! headers (500 `Internal Server Error #<uuid>` when they don't parse) → **blacklist** (403, runs
 //! before the signature check) → **verify** (401 `Not Verified with error: …`: nonce window,
 //! per-`hotkey:uuid` monotonic nonces, signature over the axon's own hotkey) → **priority** (stake
-//! ordered slots; 408 when the wait exceeds the request's timeout) → body (size limit 413; content
-//! type, JSON, class validation and body hash 500) → handler (500 if it fails) → the full synapse
-//! as compact JSON with `axon.status_code` 200 / "Success" and the `bt_header_*` response headers.
+//! ordered slots; 408 when the wait exceeds the request's timeout) → method (anything but GET and
+//! POST: Starlette's 405, as FastAPI's router answers behind the middleware) → body (size limit
+//! 413, arrival deadline 408; content type, JSON, class validation and body hash 500) → handler
+//! (500 if it fails) → the full synapse as compact JSON with `axon.status_code` 200 / "Success" and
+//! the `bt_header_*` response headers. Header integers and floats are read as Python's `int()` and
+//! `float()` read them, hotkeys as bittensor's `Keypair` does (see [`crate::wire::verify`]).
 //!
 //! Hardenings (documented deviations from the Python axon, see [`super`]): unsigned requests get
 //! 401, and the body's `dendrite.hotkey` must equal the signed header hotkey (401), because the
@@ -15,6 +18,9 @@
 //! upstream in tests; `patrol validator serve` never does.
 //!
 //! Must not: log request bodies (a broadcast carries a PAT), echo the token, or block the executor.
+//!
+//! Serving ([`server`]): our own accept loop over hyper's HTTP/1.1 connections, with a header-read
+//! timeout, an idle timeout, a connection cap and a bounded graceful shutdown (see there).
 
 mod body;
 /// In-process entry points for `fuzz/fuzz_targets/axon_request.rs` (feature `fuzzing` only).
@@ -22,6 +28,9 @@ mod body;
 pub mod fuzz_entry;
 mod gate;
 mod headers;
+mod server;
+
+pub use self::server::{effective_max_connections, listen};
 
 use std::future::Future;
 use std::io;
@@ -29,8 +38,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::Request;
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 use tokio::net::TcpListener;
 
@@ -48,6 +57,18 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// Default number of requests past the priority stage at once.
 pub const DEFAULT_MAX_HANDLERS: usize = 256;
 
+/// Default header-read timeout: a dendrite sends its ~1.5 KB of headers in one write.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default idle timeout: uvicorn's keep-alive timeout, which the Python axon runs with.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default connection cap (further limited to half the open-file limit, see [`AxonConfig::max_connections`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Default time in-flight requests get to finish after a shutdown was asked for.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Knobs of an [`Axon`].
 #[derive(Debug, Clone)]
 pub struct AxonConfig {
@@ -61,6 +82,22 @@ pub struct AxonConfig {
     pub require_signature: bool,
     /// Hardening 2: the body's `dendrite.hotkey` must be the signed header hotkey.
     pub require_body_hotkey_match: bool,
+    /// From the moment a connection can take a request (just accepted, or its last response
+    /// sent) until the request's head is complete; then the body gets as long again. Past it the
+    /// connection is closed (a late body: 408). Bounds slowloris, silent and idle keep-alive
+    /// connections alike.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no byte moving either way for this long is
+    /// closed (a client that stopped reading its answer, an idle keep-alive connection).
+    pub idle_timeout: Duration,
+    /// Connections open at once; the effective cap is also at most half the process's open-file
+    /// limit, so sockets can never starve the store, the GitHub client or the listener. At the
+    /// cap, a new connection displaces the oldest one that has had no request in flight for a
+    /// second (a slowloris or idle one); when there is none it gets an immediate 503 and is closed.
+    pub max_connections: usize,
+    /// After shutdown is asked for: connections without a request in flight close at once,
+    /// requests in flight get this long to finish, then every connection is dropped.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for AxonConfig {
@@ -71,6 +108,10 @@ impl Default for AxonConfig {
             max_handlers: DEFAULT_MAX_HANDLERS,
             require_signature: true,
             require_body_hotkey_match: true,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -141,15 +182,20 @@ impl Axon {
         &self.inner.validator
     }
 
-    /// Serve on `listener` until `shutdown` resolves; in-flight requests finish first.
+    /// Serve on `listener` until `shutdown` resolves; then requests in flight get
+    /// [`AxonConfig::shutdown_grace`] to finish and every connection is closed (see [`server`]).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        let app =
-            axum::Router::new().fallback(handle).with_state(self).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        server::serve(self, listener, shutdown).await
+    }
+
+    /// This axon's uuid (`bt_header_axon_uuid` of its error responses): new for every `Axon`, so a
+    /// restarted validator answers with a different one.
+    pub fn uuid(&self) -> &str {
+        &self.inner.uuid
     }
 
     fn now_ns(&self) -> u64 {
@@ -158,9 +204,9 @@ impl Axon {
     }
 }
 
-async fn handle(State(axon): State<Axon>, req: Request) -> Response {
+/// One request, from the connection of `peer`.
+async fn handle(axon: Axon, peer: Option<SocketAddr>, req: Request) -> Response {
     let started = Instant::now();
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let (parts, body) = req.into_parts();
     let first = parts.uri.path().split('/').nth(1).unwrap_or_default().to_string();
     let route = Route::from_name(&first).filter(|_| parts.uri.path() == format!("/{first}"));
@@ -173,7 +219,7 @@ async fn handle(State(axon): State<Axon>, req: Request) -> Response {
         Err(reject) => return headers::error(&axon, reject, &Echo::bare(started)),
     };
     let echo = Echo { route: Some(route), request: Some(&parts.headers), parsed: Some(&h), peer, started };
-    match pipeline(&axon, route, &h, &parts.headers, body, &echo).await {
+    match pipeline(&axon, route, &h, &parts, body, &echo).await {
         Ok(response) => response,
         Err(reject) => {
             tracing::debug!(synapse = route.name(), status = reject.status.as_u16(), message = %reject.message, "request rejected");
@@ -197,13 +243,15 @@ async fn pipeline(
     axon: &Axon,
     route: Route,
     h: &RequestHeaders,
-    request_headers: &HeaderMap,
+    parts: &axum::http::request::Parts,
     body: axum::body::Body,
     echo: &Echo<'_>,
 ) -> Result<Response, Reject> {
     let s = &axon.inner;
-    let hotkey = h.hotkey.as_deref().filter(|k| !k.is_empty());
-    // blacklist: before the signature (a blacklisted hotkey with a bad signature gets 403)
+    let request_headers = &parts.headers;
+    let hotkey = h.hotkey.as_deref();
+    // blacklist: before the signature (a blacklisted hotkey with a bad signature gets 403); an
+    // empty hotkey is a hotkey too, and not registered
     if let (Some(hk), true) = (hotkey, route != Route::Ping)
         && let Err(reason) = s.validator.blacklist(hk)
     {
@@ -214,7 +262,7 @@ async fn pipeline(
         .map_err(|e| Reject::new(StatusCode::UNAUTHORIZED, format!("Not Verified with error: {e}")))?;
     let hotkey = hotkey.unwrap_or_default();
     // priority (the permit is held until the answer is built)
-    let timeout = h.timeout.unwrap_or(12.0);
+    let timeout = h.timeout_or_default();
     let permit = match route {
         Route::Ping => None,
         _ => {
@@ -225,13 +273,24 @@ async fn pipeline(
             Some(permit)
         }
     };
+    // routing: FastAPI serves the synapses on GET and POST only; anything else reaches the router
+    // after the middleware (blacklist, verify, priority) and gets Starlette's 405
+    if parts.method != Method::GET && parts.method != Method::POST {
+        return Ok(headers::method_not_allowed());
+    }
     // body
     let content_type =
         request_headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     if content_type.as_deref().is_some_and(|ct| ct != "application/json" && !ct.starts_with("application/json;")) {
         return Err(Reject::internal(&"content type is not application/json"));
     }
-    let bytes = read_capped(body, s.cfg.body_limit).await?;
+    let bytes = match tokio::time::timeout(s.cfg.header_read_timeout, read_capped(body, s.cfg.body_limit)).await {
+        Ok(read) => read?,
+        Err(_) => {
+            let secs = py_float(s.cfg.header_read_timeout.as_secs_f64());
+            return Err(Reject::new(StatusCode::REQUEST_TIMEOUT, format!("Request body not received within {secs}s")));
+        }
+    };
     let synapse = BodySynapse::parse(route, &bytes).map_err(|e| Reject::internal(&e))?;
     if h.computed_body_hash.as_deref() != Some(EMPTY_BODY_HASH) {
         return Err(Reject::internal(&"computed_body_hash does not match the body"));

@@ -13,7 +13,9 @@
 //!   async ([`crate::github`]) in either [`Mode`](crate::github::Mode).
 //! - [`axon`]: an HTTP server speaking the bittensor 10.x axon protocol as the Python `bt.Axon` does:
 //!   routing by synapse name, blacklist *before* verification, status codes and `{"message"}`
-//!   bodies, the full synapse as the success body.
+//!   bodies, the full synapse as the success body; integers and floats in headers read as Python's
+//!   `int()`/`float()` do, hotkeys as bittensor's `Keypair`, Starlette's 405 for methods other than
+//!   GET and POST.
 //! - [`scoring`]: the scoring-round gate (per-UID outcome, cache fallback, duplicate-id penalty,
 //!   EMA with alpha 0.7 and normalised weights), pure, so a simulation can run many rounds.
 //!
@@ -32,6 +34,14 @@
 //! 8. The priority stage bounds how many handlers run at once and admits waiters by stake; a wait
 //!    longer than the request's timeout is 408 with Python's message (Python's priority executor
 //!    only orders work, see [`axon::PriorityGate`]).
+//! 9. Connections are bounded (issue 15 item 4; uvicorn bounds none of these but keep-alive): a
+//!    request's head must arrive within the header-read timeout, its body within as long again
+//!    (408 otherwise), quiet connections close after the idle timeout, at most `max_connections`
+//!    are open (the oldest quiet one is displaced, else 503), and a shutdown waits at most
+//!    `shutdown_grace` for requests in flight ([`AxonConfig`]).
+//! 10. A store read is capped ([`store::STORE_READ_CAP`], regular files only) and a lookup
+//!     streams the file and shares one pass among concurrent checks, so memory per check is
+//!     bounded.
 //!
 //! Switching off 1 and 2 ([`AxonConfig`]) makes the axon answer every recorded request of the real
 //! Python axon exactly as it did (`axon_tests.rs` replays `shared/vectors/axon_responses.json`).

@@ -19,6 +19,12 @@
 //!   atomic write.
 //! - **Loud tolerant snapshot.** [`PatStore::snapshot`] never fails: on any problem it logs an
 //!   error saying why and returns no entries, as upstream's `load_all_pats` does.
+//! - **Bounded reads.** Only a regular file of at most [`STORE_READ_CAP`] bytes is read; anything
+//!   else (`/dev/zero`, a FIFO, a directory, a runaway file) is a read error — so the store is
+//!   unavailable, and never overwritten. A lookup ([`PatStore::get_by_uid`]) never holds the file:
+//!   a large one is streamed through a small buffer, and concurrent lookups share one pass over it
+//!   (one scan at a time, each answering every lookup queued when it started), so a check costs a
+//!   bounded amount of memory whatever the file's size and however many checks run at once.
 //! - The PATs in the file are never logged, and never appear in an error or a `Debug` output.
 //!
 //! Everything here is blocking file I/O: async callers use the `*_async` wrappers, which run it on
@@ -44,6 +50,17 @@ mod pyformat;
 
 /// File mode of the store, its temp files and its lock file: it holds secrets.
 const STORE_MODE: u32 = 0o600;
+
+/// The largest store read: a real one (256 miners) is about 100 KB, so this leaves room for any
+/// legitimate file while refusing a device or a runaway file.
+pub const STORE_READ_CAP: u64 = 256 * 1024 * 1024;
+
+/// Files up to this size are read whole for a lookup (parsing a slice is faster); larger ones are
+/// streamed through a buffer of [`STREAM_BUFFER`] bytes.
+const READ_WHOLE_UP_TO: u64 = 1024 * 1024;
+
+/// The read buffer of a streamed lookup.
+const STREAM_BUFFER: usize = 64 * 1024;
 
 /// A token exactly as a miner sent it and the store holds it: untrimmed, possibly empty (upstream
 /// strips nothing, PR #1393). `Debug` shows `***` + last 4 only.
@@ -220,6 +237,9 @@ struct Upsert {
 /// A queued upsert and where its outcome goes.
 type SaveJob = (Upsert, mpsc::Sender<Result<SaveOutcome, StoreError>>);
 
+/// A queued lookup and where its answer goes.
+type ReadJob = (u16, mpsc::Sender<Result<Option<PatEntry>, StoreError>>);
+
 /// The store file and its locks. Share it as `Arc<PatStore>`.
 ///
 /// Concurrent saves are group-committed: whoever holds the writer mutex applies every queued
@@ -231,6 +251,9 @@ pub struct PatStore {
     lock_path: PathBuf,
     writer: Mutex<()>,
     queue: Mutex<Vec<SaveJob>>,
+    /// One lookup scan at a time; the lookups queued meanwhile share the next one.
+    reader: Mutex<()>,
+    read_queue: Mutex<Vec<ReadJob>>,
     /// The async wrappers run on the caller's thread instead of the blocking pool.
     inline: bool,
 }
@@ -252,6 +275,8 @@ impl PatStore {
             lock_path: PathBuf::from(lock),
             writer: Mutex::new(()),
             queue: Mutex::new(Vec::new()),
+            reader: Mutex::new(()),
+            read_queue: Mutex::new(Vec::new()),
             inline: false,
         }
     }
@@ -291,19 +316,89 @@ impl PatStore {
 
     /// Upstream's `get_pat_by_uid`: the first entry with this uid. Read errors propagate, so callers
     /// never mistake an outage for "no PAT".
+    ///
+    /// Concurrent calls are batched: whoever holds the reader lock scans the file once for every
+    /// lookup queued so far (each scan starts after its lookups were queued, so a save that
+    /// returned before the call is seen), and a large file is streamed, never held.
     pub fn get_by_uid(&self, uid: u16) -> Result<Option<PatEntry>, StoreError> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        let (done, answer) = mpsc::channel();
+        self.read_queue.lock().unwrap_or_else(|p| p.into_inner()).push((uid, done));
+        let _reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        // The previous scan may have answered us with its batch.
+        if let Ok(result) = answer.try_recv() {
+            return result;
+        }
+        let batch = std::mem::take(&mut *self.read_queue.lock().unwrap_or_else(|p| p.into_inner()));
+        self.lookup_batch(batch, READ_WHOLE_UP_TO);
+        answer.recv().unwrap_or_else(|_| Err(StoreError::Task("the store reader dropped a lookup".into())))
+    }
+
+    /// [`get_by_uid`](Self::get_by_uid) through the streaming path whatever the file's size.
+    #[cfg(test)]
+    fn get_by_uid_streamed(&self, uid: u16) -> Result<Option<PatEntry>, StoreError> {
+        let (done, answer) = mpsc::channel();
+        self.lookup_batch(vec![(uid, done)], 0);
+        answer.recv().unwrap_or_else(|_| Err(StoreError::Task("the store reader dropped a lookup".into())))
+    }
+
+    /// Check that the file is a readable store (a list of objects) without building it in memory.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        self.scan(&[], READ_WHOLE_UP_TO).map(drop)
+    }
+
+    /// Answer every lookup of `batch` from one scan of the file.
+    fn lookup_batch(&self, batch: Vec<ReadJob>, read_whole_up_to: u64) {
+        let mut uids: Vec<u16> = batch.iter().map(|(uid, _)| *uid).collect();
+        uids.sort_unstable();
+        uids.dedup();
+        let result = self.scan(&uids, read_whole_up_to).and_then(|found| {
+            // an odd object (its uid repeated, matching only at the end): the full read decides
+            if found.iter().any(|f| matches!(f, lookup::Found::Unsure)) {
+                let all = self.read_all()?;
+                return Ok(uids.iter().map(|u| all.iter().find(|e| e.uid == *u).cloned()).collect());
+            }
+            Ok(found
+                .into_iter()
+                .map(|f| match f {
+                    lookup::Found::Entry(e) => e,
+                    lookup::Found::Unsure => None,
+                })
+                .collect::<Vec<_>>())
+        });
+        for (uid, done) in batch {
+            let answer = match &result {
+                Ok(entries) => Ok(uids.binary_search(&uid).ok().and_then(|i| entries[i].clone())),
+                Err(e) => Err(e.duplicate()),
+            };
+            let _ = done.send(answer);
+        }
+    }
+
+    /// One pass over the file for `uids` (sorted, unique): what [`lookup::find_many`] found, with
+    /// the full read's errors. A missing file has no entries.
+    fn scan(&self, uids: &[u16], read_whole_up_to: u64) -> Result<Vec<lookup::Found>, StoreError> {
+        let none = || Ok(vec![lookup::Found::Entry(None); uids.len()]);
+        let file = match open_regular(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return none(),
             Err(source) => return Err(StoreError::Read { path: self.path.clone(), source }),
         };
-        // The same checks and errors as `read_all`, without building the file as `Value`s.
-        match lookup::find(&bytes, uid) {
+        let read_err = |source| StoreError::Read { path: self.path.clone(), source };
+        let len = file.metadata().map_err(read_err)?.len();
+        let found = if len <= read_whole_up_to {
+            let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            let mut capped = Capped::new(file);
+            io::Read::read_to_end(&mut capped, &mut bytes).map_err(read_err)?;
+            lookup::find_many(serde_json::Deserializer::from_slice(&bytes), uids)
+        } else {
+            let reader = io::BufReader::with_capacity(STREAM_BUFFER, Capped::new(file));
+            lookup::find_many(serde_json::Deserializer::from_reader(reader), uids)
+        };
+        match found {
+            Err(e) if e.is_io() => Err(read_err(io::Error::from(e))),
             Err(e) => Err(StoreError::Corrupt { path: self.path.clone(), detail: e.to_string() }),
             Ok(Err(shape)) => Err(self.shape_error(shape)),
-            Ok(Ok(lookup::Found::Entry(found))) => Ok(found),
-            // an odd object (its uid repeated, matching only at the end): the full read decides
-            Ok(Ok(lookup::Found::Unsure)) => Ok(self.read_all()?.into_iter().find(|e| e.uid == uid)),
+            Ok(Ok(found)) => Ok(found),
         }
     }
 
@@ -406,10 +501,10 @@ impl PatStore {
     }
 
     fn read_values(&self) -> Result<Vec<Value>, StoreError> {
-        let bytes = match fs::read(&self.path) {
+        let bytes = match fsutil::read_capped(&self.path, STORE_READ_CAP) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(StoreError::Read { path: self.path.clone(), source }),
+            Err(fsutil::ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::Read { path: self.path.clone(), source: capped_read_error(e) }),
         };
         // serde_json's messages give a position, never the offending bytes (which may be a PAT).
         let value: Value = serde_json::from_slice(&bytes)
@@ -483,6 +578,55 @@ impl PatStore {
         tokio::task::spawn_blocking(move || me.snapshot())
             .await
             .unwrap_or_else(|e| Snapshot { entries: BTreeMap::new(), problem: Some(format!("store task failed: {e}")) })
+    }
+}
+
+/// [`fsutil::ReadError`] as the `io::Error` of a [`StoreError::Read`] (its text says why).
+fn capped_read_error(e: fsutil::ReadError) -> io::Error {
+    match e {
+        fsutil::ReadError::Io(e) => e,
+        e @ fsutil::ReadError::NotRegular(_) => io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+        e @ fsutil::ReadError::TooLarge { .. } => io::Error::new(io::ErrorKind::FileTooLarge, e.to_string()),
+    }
+}
+
+/// Open `path` for reading only if it is a regular file. `O_NONBLOCK` so that opening a FIFO put
+/// in its place cannot block; the type is checked on the open file, so it cannot change after.
+fn open_regular(path: &Path) -> io::Result<fs::File> {
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(capped_read_error(fsutil::ReadError::NotRegular(fsutil::file_kind(&meta))));
+    }
+    if meta.len() > STORE_READ_CAP {
+        return Err(capped_read_error(fsutil::ReadError::TooLarge { cap: STORE_READ_CAP }));
+    }
+    Ok(file)
+}
+
+/// A reader that fails once more than [`STORE_READ_CAP`] bytes came through (a file growing while
+/// it is read).
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R> Capped<R> {
+    fn new(inner: R) -> Capped<R> {
+        Capped { inner, left: STORE_READ_CAP }
+    }
+}
+
+impl<R: io::Read> io::Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // one byte more than allowed is enough to know the cap was passed
+        let want = buf.len().min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(capped_read_error(fsutil::ReadError::TooLarge { cap: STORE_READ_CAP }));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 

@@ -195,12 +195,14 @@ fn assert_lookup_matches_full_read(content: &str) {
     fs::write(s.path(), content).unwrap();
     for uid in [0u16, 1, 2, 7, 65535] {
         let full = s.read_all().map(|all| all.into_iter().find(|e| e.uid == uid));
-        let fast = s.get_by_uid(uid);
-        match (&full, &fast) {
-            (Ok(a), Ok(b)) => assert_eq!(a, b, "uid {uid} in {content:?}"),
-            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "uid {uid} in {content:?}"),
-            _ => panic!("uid {uid} in {content:?}: full read {full:?}, lookup {fast:?}"),
+        for fast in [s.get_by_uid(uid), s.get_by_uid_streamed(uid)] {
+            match (&full, &fast) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "uid {uid} in {content:?}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "uid {uid} in {content:?}"),
+                _ => panic!("uid {uid} in {content:?}: full read {full:?}, lookup {fast:?}"),
+            }
         }
+        assert_eq!(s.validate().map_err(|e| e.to_string()), full.map(drop).map_err(|e| e.to_string()));
     }
 }
 
@@ -267,5 +269,65 @@ proptest::proptest! {
             text.truncate(c);
         }
         assert_lookup_matches_full_read(&text);
+    }
+}
+
+/// Issue 15 item 6 (store part): a device, a FIFO, a directory or a file beyond the cap is never
+/// read into memory, is "store unavailable" to every reader, and is never overwritten.
+#[test]
+fn non_regular_and_oversized_stores_are_read_errors_and_never_overwritten() {
+    use std::os::unix::fs::FileTypeExt;
+    let (d, s) = store();
+    let check = |s: &PatStore, want: &str| {
+        for e in [s.get_by_uid(1).unwrap_err(), s.read_all().unwrap_err(), s.validate().unwrap_err()] {
+            assert_eq!(e.kind(), "read", "{e}");
+            assert!(e.to_string().contains(want), "{e}");
+        }
+        let e = s.save(1, "5Hot", &pat("ghp_new"), "1").unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+        assert!(s.snapshot().problem.is_some_and(|p| p.contains(want)));
+    };
+    // a symlink to /dev/zero: followed, and refused as a device before a byte is read
+    std::os::unix::fs::symlink("/dev/zero", s.path()).unwrap();
+    check(&s, "is not a regular file (it is a character device)");
+    assert!(fs::symlink_metadata(s.path()).unwrap().file_type().is_symlink(), "the link is left alone");
+    fs::remove_file(s.path()).unwrap();
+    // a FIFO nobody writes to: opening it must not block
+    let c = std::ffi::CString::new(s.path().as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo on a path in our temp dir.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    check(&s, "is not a regular file (it is a FIFO)");
+    assert!(fs::metadata(s.path()).unwrap().file_type().is_fifo());
+    fs::remove_file(s.path()).unwrap();
+    fs::create_dir(s.path()).unwrap();
+    check(&s, "is not a regular file (it is a directory)");
+    fs::remove_dir(s.path()).unwrap();
+    // a (sparse) file one byte over the cap
+    let f = fs::File::create(s.path()).unwrap();
+    f.set_len(STORE_READ_CAP + 1).unwrap();
+    check(&s, &format!("is larger than {STORE_READ_CAP} bytes"));
+    assert_eq!(fs::metadata(s.path()).unwrap().len(), STORE_READ_CAP + 1, "not rewritten");
+    drop(d);
+}
+
+#[test]
+fn concurrent_lookups_all_get_their_own_entry() {
+    let (_d, s) = store();
+    for uid in 0..50u16 {
+        s.save(uid, &format!("hk{uid}"), &pat(&format!("ghp_{uid}")), "1").unwrap();
+    }
+    let s = Arc::new(s);
+    let threads: Vec<_> = (0..200u16)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || (i % 60, s.get_by_uid(i % 60).unwrap()))
+        })
+        .collect();
+    for t in threads {
+        let (uid, got) = t.join().unwrap();
+        match got {
+            Some(e) => assert_eq!((e.uid, e.pat.expose().to_string()), (uid, format!("ghp_{uid}"))),
+            None => assert!(uid >= 50, "uid {uid} has an entry"),
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, Uri};
 
 pub use super::body::success_json;
@@ -141,7 +141,7 @@ impl Session {
                 map.append(n, v);
             }
         }
-        let resp = super::handle(State(self.axon.clone()), req).await;
+        let resp = super::handle(self.axon.clone(), None, req).await;
         let status = resp.status().as_u16();
         let headers = resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec())).collect();
         let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.ok()?.to_vec();

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::body::{Answer, BodySynapse, Route};
 use super::{Axon, Reject};
 use crate::wire::synapse::TerminalInfo;
-use crate::wire::verify::RequestHeaders;
+use crate::wire::verify::{PyInt, RequestHeaders, py_float_parse};
 use crate::wire::{EMPTY_BODY_HASH, EMPTY_STRING_INPUT_OBJ, VERSION_AS_INT, py_float};
 
 /// What an error response echoes of the request.
@@ -48,17 +48,18 @@ const INT_HEADERS: [&str; 8] = [
 const FLOAT_HEADERS: [&str; 2] = ["bt_header_axon_process_time", "bt_header_dendrite_process_time"];
 
 /// A typed `bt_header_*` that does not parse: Python's `from_headers` fails, which is a 500.
+/// Python parses them with `int()` / `float()` (any size, sign, underscores between digits).
 pub(super) fn check_terminal_ints(map: &HeaderMap) -> Result<(), String> {
     for name in INT_HEADERS {
         if let Some(v) = map.get(name)
-            && v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()).is_none()
+            && v.to_str().ok().and_then(PyInt::parse).is_none()
         {
             return Err(format!("header {name} is not an integer"));
         }
     }
     for name in FLOAT_HEADERS {
         if let Some(v) = map.get(name)
-            && v.to_str().ok().and_then(|s| s.trim().parse::<f64>().ok()).is_none()
+            && v.to_str().ok().and_then(py_float_parse).is_none()
         {
             return Err(format!("header {name} is not a number"));
         }
@@ -144,12 +145,25 @@ fn terminal_headers(h: &mut Headers, prefix: &str, t: &TerminalInfo) {
 
 fn json_response(status: StatusCode, body: &serde_json::Value, h: Headers) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let length = HeaderValue::from(bytes.len());
     let mut resp = Response::new(Body::from(bytes));
     *resp.status_mut() = status;
     let map = resp.headers_mut();
     h.apply(map);
+    // explicit, so a HEAD answer carries it too (as uvicorn's does), without the body
+    map.insert(header::CONTENT_LENGTH, length);
     map.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+/// Starlette's answer to a method the route does not serve (FastAPI's `http_exception_handler`):
+/// `{"detail":"Method Not Allowed"}` with `allow: GET, POST` (Python joins a set, so its order
+/// varies by process) and no `bt_header_*` at all, because it comes from the router behind the
+/// middleware.
+pub(super) fn method_not_allowed() -> Response {
+    let mut h = Headers(Vec::new());
+    h.push("allow", "GET, POST");
+    json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"detail": "Method Not Allowed"}), h)
 }
 
 /// `create_error_response`: `{"message": …}` plus the header-derived synapse's headers, including
@@ -175,7 +189,8 @@ pub(super) fn error(axon: &Axon, reject: Reject, echo: &Echo<'_>) -> Response {
     let axon_hotkey = req.get("bt_header_axon_hotkey").and_then(|v| v.to_str().ok()).unwrap_or("None");
     let signature = s.hotkey.sign_hex(format!("{nonce}.{dendrite_hotkey}.{axon_hotkey}.{}", s.uuid).as_bytes());
     h.push("name", route.name());
-    h.push("timeout", py_float(parsed.timeout.unwrap_or(12.0)));
+    // `str(synapse.timeout)`: `None` when the request had no timeout header
+    h.push("timeout", parsed.timeout.map_or_else(|| "None".to_string(), py_float));
     h.push("bt_header_axon_status_code", status_code.to_string());
     h.push("bt_header_axon_status_message", reject.message.clone());
     h.push("bt_header_axon_process_time", process_time);
@@ -188,13 +203,10 @@ pub(super) fn error(axon: &Axon, reject: Reject, echo: &Echo<'_>) -> Response {
     h.push("bt_header_axon_signature", signature);
     h.push_opt("bt_header_dendrite_ip", echo.peer.map(|p| p.ip()));
     h.push_opt("bt_header_dendrite_port", echo.peer.map(|p| p.port()));
-    for name in [
-        "bt_header_dendrite_version",
-        "bt_header_dendrite_nonce",
-        "bt_header_dendrite_uuid",
-        "bt_header_dendrite_hotkey",
-        "bt_header_dendrite_signature",
-    ] {
+    // `str(int)` of what Python parsed: " +007" comes back as "7"
+    h.push_opt("bt_header_dendrite_version", parsed.version.as_ref());
+    h.push_opt("bt_header_dendrite_nonce", parsed.nonce.as_ref());
+    for name in ["bt_header_dendrite_uuid", "bt_header_dendrite_hotkey", "bt_header_dendrite_signature"] {
         h.copy(name, Some(req));
     }
     if route == Route::Broadcast {

@@ -2,9 +2,11 @@
 //!
 //! Every `PatCheckSynapse` reads the store, and parsing all of it into `Value`s (a map and a string
 //! per field of every entry) was 57% of the axon's CPU per request (BENCHMARKS.md). This walks the
-//! same bytes with a visitor that keeps only the five fields of the first entry with the uid and
-//! skips the rest, while checking exactly what the full read checks — valid JSON, a list at the top,
-//! every item an object — so a file the full read rejects is rejected here with the same error.
+//! same bytes with a visitor that keeps only the five fields of the first entry of each wanted uid
+//! and skips the rest, while checking exactly what the full read checks — valid JSON, a list at the
+//! top, every item an object — so a file the full read rejects is rejected here with the same error.
+//! It reads from any `serde_json` input, so a large file is streamed through a small buffer, and
+//! one pass answers a whole batch of lookups.
 
 use std::fmt;
 
@@ -21,7 +23,8 @@ pub(super) enum Shape {
     Item(usize, &'static str),
 }
 
-/// What the scan found for the uid.
+/// What the scan found for a uid.
+#[derive(Debug, Clone)]
 pub(super) enum Found {
     /// The first entry with the uid, if any.
     Entry(Option<PatEntry>),
@@ -30,23 +33,26 @@ pub(super) enum Found {
     Unsure,
 }
 
-/// The first entry with `uid`, or why the file is structurally wrong, or a JSON syntax error.
-pub(super) fn find(bytes: &[u8], uid: u16) -> Result<Result<Found, Shape>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let out = de.deserialize_any(Top { uid })?;
+/// For each of `uids`, in order, the first entry with it (or [`Found::Unsure`]); or why the file
+/// is structurally wrong; or a JSON syntax (or read) error. With no uids it only validates.
+pub(super) fn find_many<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    uids: &[u16],
+) -> Result<Result<Vec<Found>, Shape>, serde_json::Error> {
+    let out = de.deserialize_any(Top { uids })?;
     de.end()?;
     Ok(out)
 }
 
 /// The top level: a list, scanned to the end.
-struct Top {
-    uid: u16,
+struct Top<'u> {
+    uids: &'u [u16],
 }
 
 /// What an item turned out to be.
 enum Item {
-    /// An object: `None` if its uid is not the one wanted (or not looked at).
-    Object(Option<Found>),
+    /// An object: the index of the wanted uid it has, with what was found, or `None`.
+    Object(Option<(usize, Found)>),
     /// Not an object: its JSON type.
     Other(&'static str),
 }
@@ -80,7 +86,7 @@ trait Wrong: Sized {
     fn wrong(kind: &'static str) -> Self;
 }
 
-impl Wrong for Result<Found, Shape> {
+impl Wrong for Result<Vec<Found>, Shape> {
     fn wrong(kind: &'static str) -> Self {
         Err(Shape::Top(kind))
     }
@@ -92,8 +98,8 @@ impl Wrong for Item {
     }
 }
 
-impl<'de> Visitor<'de> for Top {
-    type Value = Result<Found, Shape>;
+impl<'de> Visitor<'de> for Top<'_> {
+    type Value = Result<Vec<Found>, Shape>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON list of PAT entries")
@@ -107,13 +113,19 @@ impl<'de> Visitor<'de> for Top {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
+        let mut found: Vec<Option<Found>> = vec![None; self.uids.len()];
+        let mut done = vec![false; self.uids.len()];
+        let mut left = self.uids.len();
         let mut bad = None;
         let mut i = 0usize;
-        // Scan to the end even after a match: an invalid item anywhere makes the file unreadable.
-        while let Some(item) = seq.next_element_seed(ItemSeed { uid: self.uid, want: found.is_none() })? {
+        // Scan to the end even after every match: an invalid item anywhere makes the file unreadable.
+        while let Some(item) = seq.next_element_seed(ItemSeed { uids: self.uids, done: &done, left })? {
             match item {
-                Item::Object(Some(e)) if found.is_none() => found = Some(e),
+                Item::Object(Some((k, e))) if !done[k] => {
+                    found[k] = Some(e);
+                    done[k] = true;
+                    left -= 1;
+                }
                 Item::Object(_) => {}
                 Item::Other(kind) if bad.is_none() => bad = Some((i, kind)),
                 Item::Other(_) => {}
@@ -122,18 +134,27 @@ impl<'de> Visitor<'de> for Top {
         }
         Ok(match bad {
             Some((i, kind)) => Err(Shape::Item(i, kind)),
-            None => Ok(found.unwrap_or(Found::Entry(None))),
+            None => Ok(found.into_iter().map(|f| f.unwrap_or(Found::Entry(None))).collect()),
         })
     }
 }
 
-/// One item of the list; `want`: still looking for the uid.
-struct ItemSeed {
-    uid: u16,
-    want: bool,
+/// One item of the list: the uids wanted, which of them were found already, how many are left.
+struct ItemSeed<'a> {
+    uids: &'a [u16],
+    done: &'a [bool],
+    left: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for ItemSeed {
+impl ItemSeed<'_> {
+    /// The index of a still-wanted uid equal to this `uid` value.
+    fn wanted(&self, v: &Value) -> Option<usize> {
+        let uid = uid_value(v)?;
+        self.uids.iter().zip(self.done).position(|(&u, &d)| u == uid && !d)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
     type Value = Item;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Item, D::Error> {
@@ -141,7 +162,7 @@ impl<'de> DeserializeSeed<'de> for ItemSeed {
     }
 }
 
-impl<'de> Visitor<'de> for ItemSeed {
+impl<'de> Visitor<'de> for ItemSeed<'_> {
     type Value = Item;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -156,35 +177,36 @@ impl<'de> Visitor<'de> for ItemSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
-        if !self.want {
+        if self.left == 0 {
             while map.next_entry::<Skip, Skip>()?.is_some() {}
             return Ok(Item::Object(None));
         }
-        // Only the fields an entry is made of, and those only while its uid may still be ours: no
+        // Only the fields an entry is made of, and those only while its uid may still be wanted: no
         // map, no key strings, no copies of other miners' fields (this runs for every entry of every
         // check). A repeated key keeps its last value, as in a full parse.
         let mut fields: [Option<Value>; FIELDS.len()] = Default::default();
-        let mut ours: Option<bool> = None;
+        // None: no uid seen yet; Some(None): not a wanted one; Some(Some(k)): uids[k]
+        let mut ours: Option<Option<usize>> = None;
         let mut skipped = false;
         while let Some(Field(key)) = map.next_key::<Field>()? {
             match key {
                 Some(0) => {
                     let v: Value = map.next_value()?;
-                    ours = Some(uid_value(&v) == Some(self.uid));
+                    ours = Some(self.wanted(&v));
                     fields[0] = Some(v);
                 }
-                Some(i) if ours != Some(false) => fields[i] = Some(map.next_value()?),
+                Some(i) if ours != Some(None) => fields[i] = Some(map.next_value()?),
                 _ => {
                     skipped |= key.is_some();
                     map.next_value::<Skip>()?;
                 }
             }
         }
-        if ours != Some(true) {
+        let Some(Some(k)) = ours else {
             return Ok(Item::Object(None));
-        }
+        };
         if skipped {
-            return Ok(Item::Object(Some(Found::Unsure)));
+            return Ok(Item::Object(Some((k, Found::Unsure))));
         }
         let mut kept = Map::new();
         for (name, v) in FIELDS.iter().zip(fields) {
@@ -192,7 +214,7 @@ impl<'de> Visitor<'de> for ItemSeed {
                 kept.insert((*name).to_string(), v);
             }
         }
-        Ok(Item::Object(Some(Found::Entry(PatEntry::from_object(&kept)))))
+        Ok(Item::Object(Some((k, Found::Entry(PatEntry::from_object(&kept))))))
     }
 }
 
