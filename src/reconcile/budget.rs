@@ -26,13 +26,13 @@
 //! - Routine checks are admitted while the hour's spending stays under [`ROUTINE_GUARD`] of the
 //!   budget. Free checks (a validator not believed to hold a PAT) are always admitted.
 //! - Repairs (a broadcast and its confirming check), checks triggered by a restart or a revival,
-//!   the checks of a re-assertion (start-up, a rotated PAT) and the preflight may use the whole
-//!   budget — or, on a subnet so large that the budget could not re-assert the PAT everywhere
-//!   within the hour, up to [`CALLS_PER_REASSERT`] calls per eligible validator an hour
-//!   ([`Budget::repair_limit`]): a miner unscored for hours costs more than a burst of GitHub calls
-//!   well inside the token's 5,000 an hour, and the spacing and backoff rules keep a repair from
-//!   repeating. With up to 25 eligible validators (150 / 6) the budget is never exceeded; a repair
-//!   never waits behind routine checks.
+//!   the checks of a re-assertion (start-up, a rotated PAT) and the preflight never wait for
+//!   routine checks: they may fill the hour up to the budget plus one re-assertion
+//!   ([`CALLS_PER_REASSERT`] calls) per eligible validator ([`Budget::repair_limit`]). A miner
+//!   unscored for an hour after a rotation costs more than a burst of GitHub calls well inside the
+//!   token's 5,000 an hour; the spacing and backoff rules keep a repair from repeating, so the
+//!   allowance is spent only when coverage was really lost. Steady state (routine checks, the
+//!   occasional repair) stays within the budget.
 
 use std::collections::VecDeque;
 
@@ -137,11 +137,10 @@ impl Budget {
     }
 
     /// What repairs, triggered and re-assertion checks and the preflight may fill the hour up to,
-    /// with `eligible` validators: the budget, or enough to re-assert the PAT at every one of them
-    /// once an hour if that is more.
+    /// with `eligible` validators: the budget plus one re-assertion of every one of them.
     pub fn repair_limit(self, eligible: usize) -> u32 {
         let wave = u32::try_from(eligible).unwrap_or(u32::MAX).saturating_mul(CALLS_PER_REASSERT);
-        self.0.map_or(u32::MAX, |b| b.max(wave))
+        self.0.map_or(u32::MAX, |b| b.saturating_add(wave))
     }
 
     /// What routine checks may fill the hour up to.
@@ -240,10 +239,10 @@ mod tests {
         assert_eq!(intervals(900, Budget(Some(2)), 3, 0).steady, MAX_INTERVAL);
         assert_eq!(Budget(Some(150)).routine_limit(), 127);
         assert_eq!(Budget(None).limit(), u32::MAX);
-        // repairs: the budget up to 25 validators, one re-assertion an hour beyond
-        assert_eq!(Budget(Some(150)).repair_limit(16), 150);
-        assert_eq!(Budget(Some(150)).repair_limit(25), 150);
-        assert_eq!(Budget(Some(150)).repair_limit(256), 1536);
+        // repairs: the budget plus one re-assertion (6 calls) per validator an hour
+        assert_eq!(Budget(Some(150)).repair_limit(16), 246);
+        assert_eq!(Budget(Some(150)).repair_limit(256), 1686);
+        assert_eq!(Budget(Some(150)).repair_limit(0), 150);
         assert_eq!(Budget(None).repair_limit(256), u32::MAX);
     }
 }
