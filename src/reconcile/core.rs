@@ -290,6 +290,8 @@ pub fn wants_broadcast(d: &Desired, h: &History, obs: &CheckObs) -> bool {
         // InvalidPat is a permanent verdict: transient reasons were classified inconclusive.
         Category::NoPat | Category::InvalidPat => true,
         Category::Valid => !holds_current(d, h) && !adopts(d, h),
+        // Inconclusive: its GitHub is failing, so a broadcast would be refused now (and back off);
+        // after a rotation it is re-checked at `recheck_inconclusive` until it says which PAT it has.
         _ => false,
     }
 }

@@ -114,7 +114,8 @@ pub fn table(r: &SimReport) -> String {
                 format!("{:.2}%", st.time_below_full_s as f64 / total * 100.0),
                 st.pats_sent.to_string(),
                 st.checks.to_string(),
-                format!("{:.2}%", s.score_share_lost * 100.0),
+                // a lost share within float noise of zero prints as 0.00 %, not -0.00 %
+                format!("{:.2}%", (s.score_share_lost * 10_000.0).round() / 100.0 + 0.0),
                 format!("{}/{}/{}", hm(st.repair_p50_s), hm(st.repair_p95_s), hm(st.repair_max_s)),
                 format!("{:.2}", st.unscored_min_per_validator_day),
                 format!("{:.1} ({})", st.github_calls_per_hour, st.github_calls_max_hour),

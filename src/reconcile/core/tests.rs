@@ -50,6 +50,15 @@ fn decision_table() {
             "broadcast",
         ),
         ("inconclusive", valid.clone(), holding(), obs(Category::Inconclusive, None), "recheck"),
+        // after a rotation an inconclusive validator holds the old PAT, but its GitHub is failing: a
+        // broadcast would be refused and back off; re-check soon and send once it can say which
+        (
+            "inconclusive, rotated PAT",
+            valid.clone(),
+            History { accepted_fingerprint: Some("old".into()), ..holding() },
+            obs(Category::Inconclusive, None),
+            "recheck",
+        ),
         (
             "invalid_pat transient (upstream bug)",
             valid.clone(),
