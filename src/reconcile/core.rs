@@ -545,6 +545,16 @@ pub fn sync(
     now: Secs,
     retain: Secs,
 ) {
+    // The usual case, every pass: nothing joined, left or changed hotkey (one walk: both are in
+    // uid order when the eligible list is, as the metagraph's is).
+    if histories.len() == eligible.len()
+        && histories
+            .iter()
+            .zip(eligible)
+            .all(|((uid, h), (e_uid, e_hk))| uid == e_uid && h.hotkey == *e_hk && h.left_at.is_none())
+    {
+        return;
+    }
     let by_uid: std::collections::HashMap<u16, &str> = eligible.iter().copied().collect();
     histories.retain(|uid, h| match by_uid.get(uid) {
         Some(hk) => *hk == h.hotkey,

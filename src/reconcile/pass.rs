@@ -278,12 +278,13 @@ impl<'a> Pass<'a> {
             adopt_fingerprint: state.first_fingerprint.clone(),
             preflight: Preflight::NotRun,
         };
-        // Who holds a PAT for us, as far as we know (one never seen might: count it).
+        // Who holds a PAT for us, as far as we know (one never seen might: count it). After `sync`
+        // the active histories are exactly the eligible validators.
         let (mut steady, mut lossy) = (0, 0);
-        for (uid, _) in &eligible {
-            match state.validators.get(uid) {
-                Some(h) if h.category.is_some_and(|c| !c.holds_a_pat()) => {}
-                Some(h) if h.is_lossy(now) => lossy += 1,
+        for (_, h) in core::active(&state.validators) {
+            match h {
+                h if h.category.is_some_and(|c| !c.holds_a_pat()) => {}
+                h if h.is_lossy(now) => lossy += 1,
                 _ => steady += 1,
             }
         }
@@ -327,17 +328,30 @@ impl<'a> Pass<'a> {
 
     /// Phase 2: probe `which` (validators patrol has met; a newcomer is checked anyway).
     pub async fn probe(&mut self, t: &dyn Transport, which: &BTreeSet<u16>) {
-        let vs: Vec<Validator> = self
-            .selection
-            .eligible
-            .iter()
-            .filter(|v| which.contains(&v.uid) && self.state.validators.contains_key(&v.uid))
-            .cloned()
-            .collect();
+        if which.is_empty() {
+            return;
+        }
+        let picked: Vec<Validator>;
+        let all = &self.selection.eligible;
+        // A sweep usually probes everyone: then the eligible list itself is the list to probe.
+        let vs: &[Validator] = if which.len() == all.len() && all.iter().all(|v| which.contains(&v.uid)) {
+            all
+        } else {
+            picked = all.iter().filter(|v| which.contains(&v.uid)).cloned().collect();
+            &picked
+        };
+        let vs: Vec<&Validator> = vs.iter().filter(|v| self.state.validators.contains_key(&v.uid)).collect();
         if vs.is_empty() {
             return;
         }
-        let replies = t.probe(&vs).await;
+        let owned: Vec<Validator>;
+        let vs: &[Validator] = if vs.len() == all.len() {
+            all
+        } else {
+            owned = vs.into_iter().cloned().collect();
+            &owned
+        };
+        let replies = t.probe(vs).await;
         self.probes += vs.len();
         for (v, r) in vs.iter().zip(&replies) {
             let Some(h) = self.state.validators.get_mut(&v.uid) else { continue };
@@ -357,6 +371,9 @@ impl<'a> Pass<'a> {
     /// ones up to the whole budget, routine ones up to [`budget::ROUTINE_GUARD`] of it, validators
     /// that lost the PAT lately first, then the longest unchecked. The rest wait for the budget.
     pub fn select(&mut self, work: &Work) -> Vec<Validator> {
+        if work.only.as_ref().is_some_and(BTreeSet::is_empty) && self.triggered.is_empty() {
+            return Vec::new(); // a probe sweep that found nothing: no timer fired, nobody to check
+        }
         struct Candidate<'v> {
             v: &'v Validator,
             cost: u32,
