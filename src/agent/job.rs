@@ -106,7 +106,10 @@ pub async fn recheck(selection: Arc<Selection>, cfg: PassConfig, tasks: Vec<Task
 /// validator is covered. It counts against the GitHub budget.
 pub async fn refresh_preflight(transport: &dyn Transport, pat: &Pat, state: &mut MinerState) -> Preflight {
     let pf = transport.preflight(pat).await;
-    state.github.record(transport.clock().now(), budget::CALLS_PER_PREFLIGHT);
+    let now = transport.clock().now();
+    state.github.record(now, budget::CALLS_PER_PREFLIGHT);
+    state.preflight_valid =
+        matches!(pf.outcome, crate::github::PreflightOutcome::Valid { .. }).then(|| (pat.fingerprint(), now));
     pf
 }
 

@@ -41,6 +41,10 @@ pub struct MinerState {
     /// Estimated GitHub calls on the PAT, last hour (shared by `reconcile` and `run`).
     #[serde(default)]
     pub github: Ledger,
+    /// `(fingerprint, when)` of the last preflight that said the PAT is valid: reused for
+    /// [`super::pass::PREFLIGHT_REUSE`] instead of two more GitHub calls per repair.
+    #[serde(default)]
+    pub preflight_valid: Option<(String, Secs)>,
 }
 
 impl MinerState {
@@ -57,6 +61,7 @@ impl MinerState {
             last_full_coverage_at: None,
             updated_at: 0,
             github: Ledger::default(),
+            preflight_valid: None,
         }
     }
 }

@@ -273,3 +273,38 @@ async fn the_budget_stretches_the_routine_interval() {
     let unlimited = budget::intervals(900, Budget(None), 16, 0);
     assert_eq!(unlimited.steady, 900);
 }
+
+#[tokio::test]
+async fn a_valid_preflight_is_reused_for_ten_minutes_not_run_per_repair() {
+    let t = Script::new(NOW);
+    let mut state = holding(&[1, 2]);
+    // uid 1 lost its store: one preflight, then the repair
+    t.on_check(1, script::no_pat()).on_broadcast(1, script::broadcast(true, None)).on_check(1, script::valid());
+    let only = |u: u16| Work { only: Some([u].into()), ..Work::default() };
+    run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &only(1)).await;
+    assert_eq!(t.calls().iter().filter(|c| **c == Call::Preflight).count(), 1);
+    // five minutes later uid 2 lost it: no second preflight
+    t.set_now(NOW + 300);
+    state.validators.get_mut(&2).unwrap().next_check_at = NOW + 300;
+    t.on_check(2, script::no_pat()).on_broadcast(2, script::broadcast(true, None)).on_check(2, script::valid());
+    t.clear_log();
+    run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &only(2)).await;
+    assert_eq!(t.calls(), vec![Call::Check(2), Call::Checkpoint, Call::Broadcast(2), Call::Check(2)]);
+    // eleven minutes after the first: asked again
+    t.set_now(NOW + 660);
+    state.validators.get_mut(&1).unwrap().next_check_at = NOW + 660;
+    t.on_check(1, script::no_pat()).on_broadcast(1, script::broadcast(true, None)).on_check(1, script::valid());
+    t.clear_log();
+    run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &only(1)).await;
+    assert_eq!(t.calls().iter().filter(|c| **c == Call::Preflight).count(), 1, "{:?}", t.calls());
+    // a failed preflight is never reused
+    t.preflight_says(crate::github::PreflightOutcome::Transient { reason: "503".into(), retry_after: None });
+    t.set_now(NOW + 1400);
+    state.validators.get_mut(&2).unwrap().next_check_at = NOW + 1400;
+    state.validators.get_mut(&2).unwrap().last_broadcast_at = None;
+    t.on_check(2, script::no_pat());
+    t.clear_log();
+    run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &only(2)).await;
+    assert_eq!(t.calls(), vec![Call::Check(2), Call::Preflight]);
+    assert_eq!(state.preflight_valid, None);
+}
