@@ -11,9 +11,9 @@
 //! `metagraph_age_seconds{netuid}`, `pat_preflight{outcome}`, `pat_expiry_timestamp_seconds`,
 //! `github_rate_limit_remaining`, `alerts{kind}`, `passes_total`; and, set by the agent only:
 //! `github_calls_estimated_total`, `github_calls_last_hour`, `github_budget_per_hour`,
-//! `check_interval_seconds`, `probes_total`, `restarts_detected_total`; and, set by the agent only:
-//! `rechecks_total`, `metagraph_reads_total{netuid,source}`, `miner_problem{hotkey,kind}`,
-//! `reloads_total{result}`, `ready`, `build_info{version}`.
+//! `check_interval_seconds`, `probes_total`, `restarts_detected_total`, `rechecks_total`,
+//! `metagraph_reads_total{netuid,source}`, `miner_problem{hotkey,kind}`, `reloads_total{result}`,
+//! `ready`, `build_info{version}`.
 
 use std::sync::atomic::AtomicU64;
 

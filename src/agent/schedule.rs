@@ -150,14 +150,16 @@ impl Scheduler {
             (Some(p), true) => probes_due(state, eligible, self.cfg.backoff_initial, &p, now),
             _ => BTreeSet::new(),
         };
+        let learn_uuids = self.cfg.probe.is_some();
         match round {
             // a round that must look at everything (start-up, rotation) re-asserts the PAT
-            Some(one_shot) => Work { only: None, one_shot, probe, reassert: one_shot },
+            Some(one_shot) => Work { only: None, one_shot, probe, reassert: one_shot, learn_uuids },
             None => Work {
                 only: Some(due_uids(state, eligible, self.cfg.backoff_initial, now)),
                 one_shot: false,
                 probe,
                 reassert: false,
+                learn_uuids,
             },
         }
     }

@@ -74,6 +74,10 @@ pub struct Work {
     /// Re-establishing coverage (the agent's start, a rotated PAT): the checks have a repair's
     /// priority in the GitHub budget.
     pub reassert: bool,
+    /// Probe the validators that answered a check in this pass but whose axon uuid patrol has not
+    /// seen yet: a success answer carries none, so without it a restart before the first sweep
+    /// (the agent's start, a newcomer) would look like a first meeting, not a restart.
+    pub learn_uuids: bool,
 }
 
 impl Work {
@@ -213,6 +217,9 @@ pub async fn run(
     pass.probe(transport, &work.probe).await;
     let due = pass.select(work);
     pass.check(transport, &due).await;
+    if work.learn_uuids {
+        pass.learn_uuids(transport).await;
+    }
     pass.preflight(transport, pat).await;
     let to_send = pass.decide(transport);
     if !to_send.is_empty() {
@@ -449,6 +456,37 @@ impl<'a> Pass<'a> {
             self.checks.push(obs.category);
             self.observations.insert(v.uid, obs);
             self.checked.insert(v.uid, r);
+        }
+    }
+
+    /// Phase 4b: learn the uuid of the validators that answered a check without one (see
+    /// [`Work::learn_uuids`]). Free on GitHub, once per validator; a probe that fails changes
+    /// nothing (the check has just answered; the next sweep tells).
+    pub async fn learn_uuids(&mut self, t: &dyn Transport) {
+        let unknown: Vec<Validator> = self
+            .selection
+            .eligible
+            .iter()
+            .filter(|v| {
+                self.observations
+                    .get(&v.uid)
+                    .is_some_and(|o| o.category != Category::NoResponse && o.axon_uuid.is_none())
+                    && self.state.validators.get(&v.uid).is_some_and(|h| h.axon_uuid.is_none())
+            })
+            .cloned()
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let replies = t.probe(&unknown).await;
+        self.probes += unknown.len();
+        for (v, r) in unknown.iter().zip(&replies) {
+            if let (ProbeObs::Alive { axon_uuid: Some(u) }, Some(h)) =
+                (ProbeObs::of(r), self.state.validators.get_mut(&v.uid))
+            {
+                h.axon_uuid = Some(u);
+                h.last_probe_at = Some(self.now);
+            }
         }
     }
 

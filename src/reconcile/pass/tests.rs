@@ -161,7 +161,13 @@ async fn a_validator_answering_again_after_silence_is_checked_and_repaired_in_th
     h.not_before = NOW + 240;
     t.on_probe(1, script::alive("uuid-1-new")).on_probe(2, script::alive("uuid-2"));
     t.on_check(1, script::no_pat()).on_broadcast(1, script::broadcast(true, None)).on_check(1, script::valid());
-    let work = Work { only: Some(BTreeSet::new()), one_shot: false, probe: [1, 2].into(), reassert: false };
+    let work = Work {
+        only: Some(BTreeSet::new()),
+        one_shot: false,
+        probe: [1, 2].into(),
+        reassert: false,
+        learn_uuids: false,
+    };
     let out = run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &work).await;
     assert_eq!(
         t.calls(),
@@ -195,7 +201,13 @@ async fn a_new_axon_uuid_is_a_restart_checked_at_once_and_a_silent_probe_is_reme
     t.on_probe(1, script::alive("uuid-1-restarted")).on_probe(2, script::refused()).on_probe(3, script::timeout());
     // restarted but kept its store: one check, nothing to send
     t.on_check(1, script::valid());
-    let work = Work { only: Some(BTreeSet::new()), one_shot: false, probe: [1, 2, 3].into(), reassert: false };
+    let work = Work {
+        only: Some(BTreeSet::new()),
+        one_shot: false,
+        probe: [1, 2, 3].into(),
+        reassert: false,
+        learn_uuids: false,
+    };
     let out = run_pass(&t, &cfg(), &selection(&[1, 2, 3]), &mut state, &work).await;
     assert_eq!(t.calls(), vec![Call::Probe(1), Call::Probe(2), Call::Probe(3), Call::Check(1)]);
     assert_eq!(outcome(&out, 1).probe, Some(ProbeVerdict::Restarted));
@@ -223,7 +235,7 @@ async fn routine_checks_wait_for_the_budget_but_triggered_ones_and_free_ones_do_
     t.on_check(3, script::valid()).on_check(2, script::valid()).on_check(4, script::no_pat());
     t.on_broadcast(4, script::broadcast(true, None)).on_check(4, script::valid());
     let budget = PassConfig { budget: Budget(Some(150)), ..cfg() };
-    let work = Work { only: None, one_shot: false, probe: [3].into(), reassert: false };
+    let work = Work { only: None, one_shot: false, probe: [3].into(), reassert: false, learn_uuids: false };
     let out = run_pass(&t, &budget, &selection(&[1, 2, 3, 4]), &mut state, &work).await;
     let calls = t.calls();
     assert_eq!(&calls[..4], &[Call::Probe(3), Call::Check(3), Call::Check(2), Call::Check(4)], "{calls:?}");
@@ -307,4 +319,31 @@ async fn a_valid_preflight_is_reused_for_ten_minutes_not_run_per_repair() {
     run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &only(2)).await;
     assert_eq!(t.calls(), vec![Call::Check(2), Call::Preflight]);
     assert_eq!(state.preflight_valid, None);
+}
+
+#[tokio::test]
+async fn a_first_meeting_learns_the_axon_uuid_so_a_restart_before_the_first_sweep_is_seen() {
+    // start-up: nothing known; uid 1 holds our PAT, uid 2 does not answer
+    let t = Script::new(NOW);
+    t.on_check(1, script::valid()).on_check(2, script::refused());
+    t.on_probe(1, script::alive("uuid-1-first"));
+    let mut state = MinerState::new("5Hk", 74);
+    let first = Work { learn_uuids: true, ..Work::one_shot() };
+    let out = run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &first).await;
+    assert_eq!(t.calls(), vec![Call::Check(1), Call::Check(2), Call::Probe(1)], "only the answering one is probed");
+    assert_eq!(out.probes, 1);
+    assert_eq!(state.validators[&1].axon_uuid.as_deref(), Some("uuid-1-first"));
+    assert_eq!(state.validators[&2].axon_uuid, None);
+
+    // it restarts with an empty store before the first sweep: the sweep sees a new uuid and repairs
+    let t = Script::new(NOW + 20);
+    t.on_probe(1, script::alive("uuid-1-second"));
+    t.on_check(1, script::no_pat()).on_broadcast(1, script::broadcast(true, None)).on_check(1, script::valid());
+    let sweep = Work { only: Some(BTreeSet::new()), probe: [1].into(), learn_uuids: true, ..Work::default() };
+    let out = run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &sweep).await;
+    assert_eq!(outcome(&out, 1).probe, Some(ProbeVerdict::Restarted));
+    assert_eq!(outcome(&out, 1).action, ActionTaken::Broadcast);
+    assert!(t.calls().contains(&Call::Broadcast(1)), "{:?}", t.calls());
+    // the uuid is known now: no learning probe after the confirm
+    assert_eq!(t.calls().iter().filter(|c| **c == Call::Probe(1)).count(), 1, "{:?}", t.calls());
 }
