@@ -380,8 +380,9 @@ impl<'a> Pass<'a> {
 
     /// Phase 3: the validators to check now — due by their timers (within `work.only`) or
     /// triggered by a probe — admitted within the GitHub budget: free checks always, triggered
-    /// ones up to the whole budget, routine ones up to [`budget::ROUTINE_GUARD`] of it, validators
-    /// that lost the PAT lately first, then the longest unchecked. The rest wait for the budget.
+    /// ones and first checks up to the repair limit, routine ones up to
+    /// [`budget::ROUTINE_GUARD`] of the budget; validators that lost the PAT lately first, then the
+    /// longest unchecked. The rest wait for the budget.
     pub fn select(&mut self, work: &Work) -> Vec<Validator> {
         if work.only.as_ref().is_some_and(BTreeSet::is_empty) && self.triggered.is_empty() {
             return Vec::new(); // a probe sweep that found nothing: no timer fired, nobody to check
@@ -409,7 +410,17 @@ impl<'a> Pass<'a> {
                 None => budget::CALLS_PER_HELD_CHECK,
             };
             let lossy = h.is_some_and(|h| h.is_lossy(self.now));
-            candidates.push(Candidate { v, cost, triggered, lossy, checked_at: h.and_then(|h| h.checked_at) });
+            // Never checked (a fresh state, a newcomer): its coverage is unknown, so its first check
+            // has a re-assertion's priority, or a first `reconcile` of a large subnet would report
+            // most of it unchecked.
+            let first = h.is_none_or(|h| h.checked_at.is_none());
+            candidates.push(Candidate {
+                v,
+                cost,
+                triggered: triggered || first,
+                lossy,
+                checked_at: h.and_then(|h| h.checked_at),
+            });
         }
         candidates.sort_by_key(|c| (!c.triggered, !c.lossy, c.checked_at));
         let mut due = Vec::new();

@@ -347,3 +347,31 @@ async fn a_first_meeting_learns_the_axon_uuid_so_a_restart_before_the_first_swee
     // the uuid is known now: no learning probe after the confirm
     assert_eq!(t.calls().iter().filter(|c| **c == Call::Probe(1)).count(), 1, "{:?}", t.calls());
 }
+
+#[tokio::test]
+async fn a_first_reconcile_of_a_large_subnet_checks_every_validator_within_the_repair_limit() {
+    // 100 validators never checked, all holding our PAT: 200 calls, past the routine guard (127 of
+    // 150) but within the repair limit (150 + 6 × 100); a second, routine pass an hour later waits
+    let uids: Vec<u16> = (1..=100).collect();
+    let t = Script::new(NOW);
+    for u in &uids {
+        t.on_check(*u, script::valid());
+    }
+    let mut state = MinerState::new("5Hk", 74);
+    let budget = PassConfig { budget: Budget(Some(150)), ..cfg() };
+    let out = run_pass(&t, &budget, &selection(&uids), &mut state, &Work::one_shot()).await;
+    assert_eq!(t.calls().len(), 100, "every validator is checked once: {:?}", t.calls());
+    assert_eq!(out.github.deferred, 0);
+    assert!(out.validators.iter().all(|v| v.final_category == Some(Category::Valid)));
+
+    // once met, they are routine: a pass with all of them due again admits only up to the guard
+    for h in state.validators.values_mut() {
+        h.next_check_at = NOW + 60;
+    }
+    let t = Script::new(NOW + 60);
+    for u in &uids {
+        t.on_check(*u, script::valid());
+    }
+    let out = run_pass(&t, &budget, &selection(&uids), &mut state, &Work::one_shot()).await;
+    assert!(out.github.deferred > 0, "routine checks wait for the budget");
+}
