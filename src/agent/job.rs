@@ -108,8 +108,7 @@ pub async fn refresh_preflight(transport: &dyn Transport, pat: &Pat, state: &mut
     let pf = transport.preflight(pat).await;
     let now = transport.clock().now();
     state.github.record(now, budget::CALLS_PER_PREFLIGHT);
-    state.preflight_valid =
-        matches!(pf.outcome, crate::github::PreflightOutcome::Valid { .. }).then(|| (pat.fingerprint(), now));
+    state.remember_preflight(&pat.fingerprint(), &pf.outcome, now);
     pf
 }
 

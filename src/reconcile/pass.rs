@@ -35,11 +35,6 @@ use crate::secret::Pat;
 use crate::validators::{Selection, Validator};
 use crate::wire::{CheckFields, Reply};
 
-/// A preflight that found the PAT valid is trusted this long: a wave of restarts is repaired with
-/// one preflight, not two GitHub calls per validator. A PAT revoked meanwhile is refused by the
-/// validators' own check (terminal until the PAT changes); nothing else can go wrong.
-pub const PREFLIGHT_REUSE: Secs = 600;
-
 /// Knobs of a pass.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PassConfig {
@@ -506,10 +501,7 @@ impl<'a> Pass<'a> {
         if !core::needs_preflight(&self.desired, &self.state.validators, &self.observations) {
             return;
         }
-        if let Some((fp, at)) = &self.state.preflight_valid
-            && *fp == self.desired.fingerprint
-            && self.now.saturating_sub(*at) < PREFLIGHT_REUSE
-        {
+        if self.state.preflight_still_valid(&self.desired.fingerprint, self.now) {
             self.desired.preflight = Preflight::Valid;
             return;
         }
@@ -524,12 +516,9 @@ impl<'a> Pass<'a> {
         let pf = t.preflight(pat).await;
         self.reserved = self.reserved.saturating_add(need);
         self.calls += need;
-        self.state.preflight_valid = None;
+        self.state.remember_preflight(&self.desired.fingerprint, &pf.outcome, self.now);
         self.desired.preflight = match &pf.outcome {
-            PreflightOutcome::Valid { .. } => {
-                self.state.preflight_valid = Some((self.desired.fingerprint.clone(), self.now));
-                Preflight::Valid
-            }
+            PreflightOutcome::Valid { .. } => Preflight::Valid,
             PreflightOutcome::Transient { reason, .. } => Preflight::Transient(reason.clone()),
             PreflightOutcome::Invalid { reason } => Preflight::Invalid(reason.clone()),
         };

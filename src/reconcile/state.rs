@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::budget::Ledger;
 use super::core::{History, Secs};
 use crate::fsutil;
+use crate::github::PreflightOutcome;
 
 /// Current state-file format.
 pub const VERSION: u32 = 1;
@@ -42,7 +43,7 @@ pub struct MinerState {
     #[serde(default)]
     pub github: Ledger,
     /// `(fingerprint, when)` of the last preflight that said the PAT is valid: reused for
-    /// [`super::pass::PREFLIGHT_REUSE`] instead of two more GitHub calls per repair.
+    /// [`PREFLIGHT_REUSE`] instead of two more GitHub calls per repair.
     #[serde(default)]
     pub preflight_valid: Option<(String, Secs)>,
 }
@@ -64,7 +65,26 @@ impl MinerState {
             preflight_valid: None,
         }
     }
+
+    /// Remember what a preflight of the PAT with `fingerprint` said at `now`: only a valid verdict
+    /// is reused.
+    pub fn remember_preflight(&mut self, fingerprint: &str, outcome: &PreflightOutcome, now: Secs) {
+        self.preflight_valid =
+            matches!(outcome, PreflightOutcome::Valid { .. }).then(|| (fingerprint.to_string(), now));
+    }
+
+    /// A preflight found the PAT with `fingerprint` valid less than [`PREFLIGHT_REUSE`] ago.
+    pub fn preflight_still_valid(&self, fingerprint: &str, now: Secs) -> bool {
+        self.preflight_valid
+            .as_ref()
+            .is_some_and(|(fp, at)| fp == fingerprint && now.saturating_sub(*at) < PREFLIGHT_REUSE)
+    }
 }
+
+/// A preflight that found the PAT valid is trusted this long: a wave of restarts is repaired with
+/// one preflight, not two GitHub calls per validator. A PAT revoked meanwhile is refused by the
+/// validators' own check (terminal until the PAT changes); nothing else can go wrong.
+pub const PREFLIGHT_REUSE: Secs = 600;
 
 /// Largest state file patrol reads. One validator's history is well under 1 KiB of JSON, so a
 /// subnet's 256 validators make ~100 KiB; 16 MiB is two orders of magnitude of headroom, and bounds
