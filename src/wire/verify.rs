@@ -5,10 +5,11 @@
 //! Error texts are the Python axon's, after its "Not Verified with error: " prefix, so clients that
 //! parse them see the same words.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
+
+use num_bigint::BigInt;
 
 use super::{ALLOWED_DELTA_NS, V_7_2_0};
 use crate::wallet;
@@ -20,50 +21,38 @@ pub const DEFAULT_TIMEOUT_S: f64 = 12.0;
 /// CPython's `sys.get_int_max_str_digits()` default: `int()` refuses longer decimal strings.
 const PY_INT_MAX_STR_DIGITS: usize = 4300;
 
-/// A Python `int` as `int(header_value)` makes it: any size, kept in canonical decimal form (what
-/// `str()` gives back, and what the axon puts in the signed message). The Python axon parses every
-/// integer header this way (`synapse.py` `cast_int`), so `u64::MAX`, `-5` or `2**70` are valid
-/// nonces there, each with its own answer; a fixed-width integer would turn them into 500s.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PyInt {
-    negative: bool,
-    /// ASCII digits without leading zeros; `"0"` for zero (never negative).
-    digits: String,
-}
+/// A Python `int` as `int(header_value)` makes it: any size (what `str()` gives back is what the
+/// axon puts in the signed message). The Python axon parses every integer header this way
+/// (`synapse.py` `cast_int`), so `u64::MAX`, `-5` or `2**70` are valid nonces there, each with its
+/// own answer; a fixed-width integer would turn them into 500s.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PyInt(BigInt);
 
 impl PyInt {
     /// `int(s)`: surrounding whitespace, an optional sign, ASCII digits with single underscores
     /// between them, at most 4300 digits. `None` where Python raises `ValueError`.
     pub fn parse(s: &str) -> Option<PyInt> {
         let t = s.trim_matches(py_whitespace);
-        let (negative, body) = match t.as_bytes().first() {
-            Some(b'-') => (true, &t[1..]),
-            Some(b'+') => (false, &t[1..]),
-            _ => (false, t),
+        let (sign, body) = match t.as_bytes().first() {
+            Some(b'-') => ("-", &t[1..]),
+            Some(b'+') => ("", &t[1..]),
+            _ => ("", t),
         };
         let digits = strip_digit_underscores(body)?;
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > PY_INT_MAX_STR_DIGITS {
             return None;
         }
-        Some(PyInt::from_parts(negative, digits.trim_start_matches('0')))
-    }
-
-    fn from_parts(negative: bool, digits: &str) -> PyInt {
-        if digits.is_empty() {
-            PyInt { negative: false, digits: "0".into() }
-        } else {
-            PyInt { negative, digits: digits.to_string() }
-        }
+        format!("{sign}{digits}").parse().ok().map(PyInt)
     }
 
     /// A non-negative integer.
     pub fn from_u64(n: u64) -> PyInt {
-        PyInt { negative: false, digits: n.to_string() }
+        PyInt(BigInt::from(n))
     }
 
     /// Any `i128`.
     pub fn from_i128(n: i128) -> PyInt {
-        PyInt::from_parts(n < 0, &n.unsigned_abs().to_string())
+        PyInt(BigInt::from(n))
     }
 
     /// `math.floor(x)` of a finite float, exactly (a float's decimal expansion is finite).
@@ -74,32 +63,19 @@ impl PyInt {
 
     /// The value, if it fits a `u64`.
     pub fn to_u64(&self) -> Option<u64> {
-        if self.negative { None } else { self.digits.parse().ok() }
+        u64::try_from(&self.0).ok()
     }
 
     /// `self - other`, exactly.
     fn sub(&self, other: &PyInt) -> PyInt {
-        let flipped = PyInt { negative: !other.negative && other.digits != "0", digits: other.digits.clone() };
-        self.add(&flipped)
-    }
-
-    fn add(&self, other: &PyInt) -> PyInt {
-        if self.negative == other.negative {
-            return PyInt::from_parts(self.negative, &digits_add(&self.digits, &other.digits));
-        }
-        match cmp_magnitude(&self.digits, &other.digits) {
-            Ordering::Equal => PyInt::from_u64(0),
-            Ordering::Greater => PyInt::from_parts(self.negative, &digits_sub(&self.digits, &other.digits)),
-            Ordering::Less => PyInt::from_parts(other.negative, &digits_sub(&other.digits, &self.digits)),
-        }
+        PyInt(&self.0 - &other.0)
     }
 
     /// `self / 10**9` as Python's true division of two ints does it: correctly rounded, or
     /// `OverflowError` ("integer division result too large for a float") when it exceeds a float.
     fn div_1e9(&self) -> Option<f64> {
-        let sign = if self.negative { "-" } else { "" };
         // Rust's float parsing is correctly rounded too, and says `inf` exactly where Python overflows.
-        let q: f64 = format!("{sign}{}e-9", self.digits).parse().ok()?;
+        let q: f64 = format!("{}e-9", self.0).parse().ok()?;
         q.is_finite().then_some(q)
     }
 
@@ -117,71 +93,8 @@ impl PyInt {
 
 impl fmt::Display for PyInt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.negative {
-            f.write_str("-")?;
-        }
-        f.write_str(&self.digits)
+        self.0.fmt(f)
     }
-}
-
-impl Ord for PyInt {
-    fn cmp(&self, other: &Self) -> Ordering {
-        match (self.negative, other.negative) {
-            (false, true) => Ordering::Greater,
-            (true, false) => Ordering::Less,
-            (false, false) => cmp_magnitude(&self.digits, &other.digits),
-            (true, true) => cmp_magnitude(&other.digits, &self.digits),
-        }
-    }
-}
-
-impl PartialOrd for PyInt {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-fn cmp_magnitude(a: &str, b: &str) -> Ordering {
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
-
-/// Sum of two canonical digit strings.
-fn digits_add(a: &str, b: &str) -> String {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut out = Vec::with_capacity(a.len().max(b.len()) + 1);
-    let (mut i, mut j, mut carry) = (a.len(), b.len(), 0u8);
-    while i > 0 || j > 0 || carry > 0 {
-        let mut d = carry;
-        if i > 0 {
-            i -= 1;
-            d += a[i] - b'0';
-        }
-        if j > 0 {
-            j -= 1;
-            d += b[j] - b'0';
-        }
-        out.push(b'0' + d % 10);
-        carry = d / 10;
-    }
-    out.iter().rev().map(|&c| c as char).collect::<String>().trim_start_matches('0').to_string()
-}
-
-/// `a - b` for canonical digit strings with `a >= b`.
-fn digits_sub(a: &str, b: &str) -> String {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut out = Vec::with_capacity(a.len());
-    let (mut i, mut j, mut borrow) = (a.len(), b.len(), 0i8);
-    while i > 0 {
-        i -= 1;
-        let mut d = (a[i] - b'0') as i8 - borrow;
-        if j > 0 {
-            j -= 1;
-            d -= (b[j] - b'0') as i8;
-        }
-        borrow = i8::from(d < 0);
-        out.push(b'0' + (d + 10 * borrow) as u8);
-    }
-    out.iter().rev().map(|&c| c as char).collect::<String>().trim_start_matches('0').to_string()
 }
 
 /// What Python's `str.strip()` / `int()` / `float()` treat as whitespace, for a Latin-1 string.
