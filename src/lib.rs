@@ -28,8 +28,8 @@
 //! - [`validators`]: the eligibility rule (pure).
 //! - [`wire`]: the bittensor 10.x dendrite → axon protocol (client, axon-side primitives, probe).
 //! - [`wallet`]: bittensor hotkey files, SS58, sr25519 signing.
-//! - [`fsutil`], [`secret`], [`tls`]: crash-safe files and capped reads; the PAT newtype and
-//!   redaction; the TLS provider.
+//! - [`fsutil`], [`secret`], [`tls`], [`heap`]: crash-safe files and capped reads; the PAT newtype
+//!   and redaction; the TLS provider; giving freed memory back after a burst.
 
 pub mod agent;
 pub mod chain;
@@ -39,6 +39,7 @@ pub mod coverage;
 pub mod fanout;
 pub mod fsutil;
 pub mod github;
+pub mod heap;
 pub mod lab;
 pub mod metrics;
 pub mod observe;

@@ -11,6 +11,7 @@ use super::job::{self, Done, Kind, Task};
 use super::miner::{Problem, ProblemKind};
 use super::{Agent, InFlight};
 use crate::chain::{ChainClient, ChainError};
+use crate::heap::release_freed_memory;
 use crate::reconcile::core::Secs;
 use crate::validators::Selection;
 
@@ -178,6 +179,7 @@ impl Agent<'_> {
             m.save();
         }
         self.publish_status();
+        // Once per job: an idle agent must not keep its last fan-out's peak as RSS.
         release_freed_memory();
     }
 
@@ -243,17 +245,5 @@ impl Agent<'_> {
             }
         }
         self.view_error = Some(msg);
-    }
-}
-
-/// Give the pages a finished job freed back to the kernel. A fan-out to a whole subnet allocates
-/// per-connection buffers on every tokio worker's arena; glibc keeps those arenas' free pages
-/// mapped, so an idle agent would keep the peak of its last pass as RSS (24.4 MB vs 19.1 MB after
-/// trimming, measured at 256 validators; BENCHMARKS.md). Once per job, it costs microseconds.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own arenas and takes their locks; no pointers of ours.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -47,6 +47,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Axon;
+use crate::heap::release_freed_memory;
 
 /// A connection with no request in flight for this long may be displaced by a new one at the cap.
 const DISPLACEABLE_AFTER: Duration = Duration::from_secs(1);
@@ -251,15 +252,6 @@ pub fn effective_max_connections(configured: usize) -> usize {
         usize::MAX
     };
     configured.min(by_fds).max(1)
-}
-
-/// Return the pages freed since the last burst to the kernel (see the module doc).
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own arenas and takes their locks; no pointers of ours.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Once connections have closed and a check finds no request in flight and none closed since the
