@@ -140,21 +140,61 @@ pub fn file_kind(meta: &fs::Metadata) -> &'static str {
 /// local file can make patrol allocate without bound.
 pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
     use std::io::Read;
-    // Opening a FIFO for reading blocks until a writer appears: refuse by metadata first.
-    let meta = fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(ReadError::NotRegular(file_kind(&meta)));
-    }
-    if meta.len() > cap {
-        return Err(ReadError::TooLarge { cap });
-    }
-    let mut f = File::open(path)?;
-    let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    (&mut f).take(cap.saturating_add(1)).read_to_end(&mut buf)?;
-    if buf.len() as u64 > cap {
-        return Err(ReadError::TooLarge { cap });
-    }
+    let file = open_capped(path, cap)?;
+    let mut buf = Vec::with_capacity(usize::try_from(file.metadata()?.len()).unwrap_or(0));
+    CappedReader::new(file, cap).read_to_end(&mut buf).map_err(|e| match e.kind() {
+        io::ErrorKind::FileTooLarge => ReadError::TooLarge { cap },
+        _ => ReadError::Io(e),
+    })?;
     Ok(buf)
+}
+
+/// Open a regular file of at most `cap` bytes for reading (symlinks are followed), to be read
+/// through a [`CappedReader`]. A device, FIFO or directory is refused by its metadata before it is
+/// opened; the open is `O_NONBLOCK` (a FIFO swapped in meanwhile cannot block it) and the type and
+/// size are checked again on the open file, so they cannot change before the read.
+pub fn open_capped(path: &Path, cap: u64) -> Result<File, ReadError> {
+    let check = |meta: &fs::Metadata| {
+        if !meta.is_file() {
+            return Err(ReadError::NotRegular(file_kind(meta)));
+        }
+        if meta.len() > cap {
+            return Err(ReadError::TooLarge { cap });
+        }
+        Ok(())
+    };
+    check(&fs::metadata(path)?)?;
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    check(&file.metadata()?)?;
+    Ok(file)
+}
+
+/// A reader that fails once more than `cap` bytes came through (a file growing while it is read),
+/// with [`io::ErrorKind::FileTooLarge`] and the text of [`ReadError::TooLarge`].
+pub struct CappedReader<R> {
+    inner: R,
+    cap: u64,
+    left: u64,
+}
+
+impl<R> CappedReader<R> {
+    pub fn new(inner: R, cap: u64) -> CappedReader<R> {
+        CappedReader { inner, cap, left: cap }
+    }
+}
+
+impl<R: io::Read> io::Read for CappedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // one byte more than allowed is enough to know the cap was passed
+        let want = buf.len().min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            let e = ReadError::TooLarge { cap: self.cap };
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, e.to_string()));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// fsync a directory so that a rename inside it is durable.

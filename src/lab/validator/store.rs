@@ -378,20 +378,20 @@ impl PatStore {
     /// the full read's errors. A missing file has no entries.
     fn scan(&self, uids: &[u16], read_whole_up_to: u64) -> Result<Vec<lookup::Found>, StoreError> {
         let none = || Ok(vec![lookup::Found::Entry(None); uids.len()]);
-        let file = match open_regular(&self.path) {
+        let file = match fsutil::open_capped(&self.path, STORE_READ_CAP) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return none(),
-            Err(source) => return Err(StoreError::Read { path: self.path.clone(), source }),
+            Err(fsutil::ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return none(),
+            Err(e) => return Err(StoreError::Read { path: self.path.clone(), source: capped_read_error(e) }),
         };
         let read_err = |source| StoreError::Read { path: self.path.clone(), source };
         let len = file.metadata().map_err(read_err)?.len();
         let found = if len <= read_whole_up_to {
             let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            let mut capped = Capped::new(file);
+            let mut capped = fsutil::CappedReader::new(file, STORE_READ_CAP);
             io::Read::read_to_end(&mut capped, &mut bytes).map_err(read_err)?;
             lookup::find_many(serde_json::Deserializer::from_slice(&bytes), uids)
         } else {
-            let reader = io::BufReader::with_capacity(STREAM_BUFFER, Capped::new(file));
+            let reader = io::BufReader::with_capacity(STREAM_BUFFER, fsutil::CappedReader::new(file, STORE_READ_CAP));
             lookup::find_many(serde_json::Deserializer::from_reader(reader), uids)
         };
         match found {
@@ -587,46 +587,6 @@ fn capped_read_error(e: fsutil::ReadError) -> io::Error {
         fsutil::ReadError::Io(e) => e,
         e @ fsutil::ReadError::NotRegular(_) => io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
         e @ fsutil::ReadError::TooLarge { .. } => io::Error::new(io::ErrorKind::FileTooLarge, e.to_string()),
-    }
-}
-
-/// Open `path` for reading only if it is a regular file. `O_NONBLOCK` so that opening a FIFO put
-/// in its place cannot block; the type is checked on the open file, so it cannot change after.
-fn open_regular(path: &Path) -> io::Result<fs::File> {
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(capped_read_error(fsutil::ReadError::NotRegular(fsutil::file_kind(&meta))));
-    }
-    if meta.len() > STORE_READ_CAP {
-        return Err(capped_read_error(fsutil::ReadError::TooLarge { cap: STORE_READ_CAP }));
-    }
-    Ok(file)
-}
-
-/// A reader that fails once more than [`STORE_READ_CAP`] bytes came through (a file growing while
-/// it is read).
-struct Capped<R> {
-    inner: R,
-    left: u64,
-}
-
-impl<R> Capped<R> {
-    fn new(inner: R) -> Capped<R> {
-        Capped { inner, left: STORE_READ_CAP }
-    }
-}
-
-impl<R: io::Read> io::Read for Capped<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // one byte more than allowed is enough to know the cap was passed
-        let want = buf.len().min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        if n as u64 > self.left {
-            return Err(capped_read_error(fsutil::ReadError::TooLarge { cap: STORE_READ_CAP }));
-        }
-        self.left -= n as u64;
-        Ok(n)
     }
 }
 
