@@ -244,17 +244,29 @@ impl Miner {
         self.logged.interval = Some(g.interval_s);
     }
 
-    /// Restarts and revivals the probes found (each is acted on in the same pass).
+    /// Restarts and revivals the probes found: checked in the same pass (said only when the check
+    /// really ran), deferred (said why), or churning (said once, when it starts).
     fn log_probes(&self, out: &PassOutcome) {
         for v in &out.validators {
             let (uid, addr) = (v.validator.uid, v.validator.addr());
+            let then = match (&v.checked, v.why.as_deref()) {
+                (Some(_), _) => "checked at once".to_string(),
+                (None, Some(why)) => format!("not checked yet: {why}"),
+                (None, None) => "not checked yet".to_string(),
+            };
             match v.probe {
                 Some(ProbeVerdict::Restarted) => tracing::info!(
-                    miner = %self.name(), uid, %addr, "validator {uid} restarted (new axon uuid); checked at once"
+                    miner = %self.name(), uid, %addr, "validator {uid} restarted (new axon uuid); {then}"
                 ),
                 Some(ProbeVerdict::Revived { silent_for }) => tracing::info!(
-                    miner = %self.name(), uid, %addr, silent_s = silent_for, "validator {uid} answers again after {silent_for} s of silence; checked at once"
+                    miner = %self.name(), uid, %addr, silent_s = silent_for, "validator {uid} answers again after {silent_for} s of silence; {then}"
                 ),
+                Some(ProbeVerdict::Churning { since }) if since == out.started_at => tracing::warn!(
+                    miner = %self.name(), uid, %addr,
+                    "validator {uid} restarts more than {} times an hour (a crash loop, or several axons behind one address): treated as churn, checked at its routine interval until it settles",
+                    crate::reconcile::core::MAX_TRIGGERS
+                ),
+                Some(ProbeVerdict::Churning { .. }) => {}
                 Some(ProbeVerdict::WentSilent(kind)) => tracing::debug!(
                     miner = %self.name(), uid, %addr, kind = kind.as_str(), "validator {uid} stopped answering probes"
                 ),

@@ -61,6 +61,11 @@ pub const ROUTINE_GUARD: f64 = 0.85;
 pub const PREFLIGHTS_PER_HOUR: u32 = 1;
 /// The longest the routine interval stretches to.
 pub const MAX_INTERVAL: Secs = 24 * 3600;
+/// Each eligible validator's share of the repair allowance an hour: one re-assertion (a check, a
+/// broadcast, the confirm; or a preflight, a broadcast and the confirm of a wiped store). Held
+/// back for it while it is unspent, so no other validator — a churning or hostile one — can spend
+/// it ([`Ledger::share_spent`]).
+pub const SHARE: u32 = CALLS_PER_REASSERT;
 
 /// What a check answered with `category` cost at the validator.
 pub fn check_cost(category: Category) -> u32 {
@@ -68,6 +73,10 @@ pub fn check_cost(category: Category) -> u32 {
 }
 
 /// Estimated GitHub calls on the PAT in the last hour, and the lifetime total.
+///
+/// Entries stamped in the future (a state written while the clock was ahead) are dropped, not
+/// trusted: they would hold the budget spent until the clock caught up. Sums saturate (a tampered
+/// count must not wrap to a small number).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ledger {
     /// `(when, calls)`, oldest first, none older than [`WINDOW`].
@@ -75,13 +84,40 @@ pub struct Ledger {
     /// Every call ever recorded (the `patrol_github_calls_estimated_total` counter's source).
     #[serde(default)]
     pub total: u64,
+    /// Per validator uid: the calls of its priority work (triggered and first checks, repairs),
+    /// as `(when, calls)` in the window — what its [`SHARE`] has used.
+    #[serde(default)]
+    shares: std::collections::BTreeMap<u16, VecDeque<(Secs, u32)>>,
+}
+
+/// Keep the entries of the hour before `now`: none older, none in the future.
+fn in_window(entries: &mut VecDeque<(Secs, u32)>, now: Secs) {
+    entries.retain(|(t, _)| *t <= now && t.saturating_add(WINDOW) > now);
+}
+
+fn sum(entries: &VecDeque<(Secs, u32)>, now: Secs) -> u32 {
+    entries
+        .iter()
+        .filter(|(t, _)| *t <= now && t.saturating_add(WINDOW) > now)
+        .fold(0u32, |a, (_, c)| a.saturating_add(*c))
+}
+
+fn push(entries: &mut VecDeque<(Secs, u32)>, now: Secs, calls: u32) {
+    in_window(entries, now);
+    match entries.back_mut() {
+        Some((t, c)) if *t == now => *c = c.saturating_add(calls),
+        _ => entries.push_back((now, calls)),
+    }
 }
 
 impl Ledger {
-    fn prune(&mut self, now: Secs) {
-        while self.entries.front().is_some_and(|(t, _)| t.saturating_add(WINDOW) <= now) {
-            self.entries.pop_front();
-        }
+    /// Drop what is outside the hour before `now`, future entries included.
+    pub fn settle(&mut self, now: Secs) {
+        in_window(&mut self.entries, now);
+        self.shares.retain(|_, e| {
+            in_window(e, now);
+            !e.is_empty()
+        });
     }
 
     /// Record `calls` spent at `now`.
@@ -89,17 +125,26 @@ impl Ledger {
         if calls == 0 {
             return;
         }
-        self.prune(now);
         self.total = self.total.saturating_add(u64::from(calls));
-        match self.entries.back_mut() {
-            Some((t, c)) if *t == now => *c = c.saturating_add(calls),
-            _ => self.entries.push_back((now, calls)),
+        push(&mut self.entries, now, calls);
+    }
+
+    /// Record that `calls` of what [`record`](Self::record) counted were validator `uid`'s
+    /// priority work.
+    pub fn record_share(&mut self, uid: u16, now: Secs, calls: u32) {
+        if calls > 0 {
+            push(self.shares.entry(uid).or_default(), now, calls);
         }
     }
 
     /// Calls spent in the hour before `now`.
     pub fn spent(&self, now: Secs) -> u32 {
-        self.entries.iter().filter(|(t, _)| t.saturating_add(WINDOW) > now).map(|(_, c)| *c).sum()
+        sum(&self.entries, now)
+    }
+
+    /// Calls of validator `uid`'s priority work in the hour before `now`.
+    pub fn share_spent(&self, uid: u16, now: Secs) -> u32 {
+        self.shares.get(&uid).map_or(0, |e| sum(e, now))
     }
 
     /// Whether `need` more calls at `now` keep the hour within `limit`.
@@ -116,7 +161,7 @@ impl Ledger {
         if spent.saturating_add(need) <= limit {
             return now;
         }
-        for (t, c) in self.entries.iter().filter(|(t, _)| t.saturating_add(WINDOW) > now) {
+        for (t, c) in self.entries.iter().filter(|(t, _)| *t <= now && t.saturating_add(WINDOW) > now) {
             spent = spent.saturating_sub(*c);
             if spent.saturating_add(need) <= limit {
                 return t.saturating_add(WINDOW);
@@ -218,6 +263,31 @@ mod tests {
         // pruned on record, the lifetime total stays
         l.record(9000, 1);
         assert_eq!((l.spent(9000), l.total), (1, 17));
+    }
+
+    /// Issue 20 item 3: a ledger written with the clock ahead, or tampered with.
+    #[test]
+    fn future_entries_are_dropped_and_sums_saturate() {
+        let mut l = Ledger::default();
+        l.record(100_000 + 86_400, 100); // a day ahead
+        l.record(100_000, 4);
+        assert_eq!(l.spent(100_000), 4, "a day-ahead entry is not this hour's spending");
+        l.settle(100_000);
+        assert_eq!(l.entries, VecDeque::from([(100_000, 4)]));
+        // entries after an unexpired one are pruned too (the front is not the only old one)
+        let mut l: Ledger =
+            serde_json::from_str(r#"{"entries": [[5000, 1], [1000, 7], [4990, 2]], "total": 10}"#).unwrap();
+        l.settle(5000);
+        assert_eq!(l.entries, VecDeque::from([(5000, 1), (4990, 2)]));
+        // a tampered count does not wrap to a small number
+        let l: Ledger = serde_json::from_str(r#"{"entries": [[5000, 4294967295], [5000, 3]], "total": 0}"#).unwrap();
+        assert_eq!(l.spent(5000), u32::MAX);
+        assert!(!l.fits(5000, 1, 1_000_000));
+        let mut l = Ledger::default();
+        l.record_share(7, 5000, 4);
+        l.record_share(7, 6000, 2);
+        assert_eq!(l.share_spent(7, 5000), 4, "the later share entry is in the future at 5000");
+        assert_eq!((l.share_spent(7, 6000), l.share_spent(7, 9000), l.share_spent(8, 6000)), (6, 2, 0));
     }
 
     #[test]

@@ -178,7 +178,24 @@ pub struct History {
     /// [`MAX_LOSSES`]).
     #[serde(default)]
     pub losses: Vec<Secs>,
+    /// When probes last triggered a check (a restart or a revival), within the last hour: at most
+    /// [`MAX_TRIGGERS`] (see [`after_probe`]).
+    #[serde(default)]
+    pub triggers: Vec<Secs>,
+    /// Since when its restarts come too often to act on (churn): they are seen, not checked.
+    #[serde(default)]
+    pub churning_since: Option<Secs>,
 }
+
+/// Restarts (or revivals) an hour a validator may trigger a check with. A validator restarting
+/// more often — a crash loop, several axon processes behind one address answering with their own
+/// uuids, or one answering every probe with a fresh uuid on purpose — is churning: each check it
+/// triggers costs two GitHub calls on the PAT and may buy a broadcast, so beyond this it is checked
+/// at its routine interval only, and said so once.
+pub const MAX_TRIGGERS: usize = 3;
+
+/// The window [`MAX_TRIGGERS`] counts in.
+pub const TRIGGER_WINDOW: Secs = 3600;
 
 /// A validator that lost our PAT within this time is "lossy": the GitHub budget has it checked
 /// twice as often as the others ([`super::budget::intervals`]).
@@ -312,7 +329,14 @@ fn adopts(d: &Desired, h: &History) -> bool {
 pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Secs, u: f64) -> (Action, History) {
     let mut h = h.clone();
     let was_holding = h.held_ours();
-    h.saw(obs.axon_uuid.as_deref(), obs.silence, now);
+    // An answer says it is alive; a refused connection that its process is down. A check that
+    // times out or is cut off may be a handler that hangs on an axon that answers probes: calling
+    // that silence would make the next probe "revive" it, checked out of its backoff every sweep
+    // (issue 20 item 12), so it leaves liveness to the probes.
+    match obs.silence {
+        None | Some(Silence::Refused) => h.saw(obs.axon_uuid.as_deref(), obs.silence, now),
+        Some(Silence::Timeout | Silence::Dropped) => {}
+    }
     h.category = Some(obs.category);
     h.reason = obs.reason.clone();
     h.checked_at = Some(now);
@@ -489,6 +513,9 @@ pub enum ProbeVerdict {
     /// It answers with a different process uuid: it restarted (perhaps faster than the probe
     /// cadence, so no silence was seen). Check it now.
     Restarted,
+    /// It restarted (or answers again) once more than [`MAX_TRIGGERS`] an hour: churning since
+    /// `since`. Not checked for it; its routine interval stands.
+    Churning { since: Secs },
     /// It stopped answering.
     WentSilent(Silence),
 }
@@ -498,19 +525,25 @@ impl ProbeVerdict {
     pub fn wants_check(self) -> bool {
         matches!(self, ProbeVerdict::Revived { .. } | ProbeVerdict::Restarted)
     }
+
+    /// A restart or revival was seen (acted on or not).
+    pub fn is_restart(self) -> bool {
+        matches!(self, ProbeVerdict::Revived { .. } | ProbeVerdict::Restarted | ProbeVerdict::Churning { .. })
+    }
 }
 
 /// Decide after a probe, updating `h` in place (a sweep probes every validator every half minute:
 /// no copy of the history for a probe that changes nothing). A revived or restarted validator is
 /// due at once and out of backoff: the backoff was about its silence, which is over, and a restart
 /// is exactly when its store may have been lost (the common loss: containers recreated without
-/// their volume).
+/// their volume) — at most [`MAX_TRIGGERS`] times an hour; beyond that it is churning
+/// ([`ProbeVerdict::Churning`]) and keeps its routine schedule and backoff.
 pub fn after_probe(h: &mut History, obs: &ProbeObs, now: Secs) -> ProbeVerdict {
     h.last_probe_at = Some(now);
     match obs {
         ProbeObs::Alive { axon_uuid } => {
             let restarted = matches!((axon_uuid, &h.axon_uuid), (Some(new), Some(old)) if new != old);
-            let verdict = match h.silent {
+            let mut verdict = match h.silent {
                 Some(s) => ProbeVerdict::Revived { silent_for: now.saturating_sub(s.since) },
                 None if restarted => ProbeVerdict::Restarted,
                 None => ProbeVerdict::Quiet,
@@ -521,8 +554,15 @@ pub fn after_probe(h: &mut History, obs: &ProbeObs, now: Secs) -> ProbeVerdict {
                 h.silent = None;
             }
             if verdict.wants_check() {
-                h.clear_failures();
-                h.next_check_at = now;
+                h.triggers.retain(|t| *t <= now && now - *t < TRIGGER_WINDOW);
+                if h.triggers.len() >= MAX_TRIGGERS {
+                    verdict = ProbeVerdict::Churning { since: *h.churning_since.get_or_insert(now) };
+                } else {
+                    h.triggers.push(now);
+                    h.churning_since = None;
+                    h.clear_failures();
+                    h.next_check_at = now;
+                }
             }
             verdict
         }

@@ -203,10 +203,7 @@ impl PassOutcome {
 
     /// Restarts and revivals the probes found this pass.
     pub fn restarts(&self) -> usize {
-        self.validators
-            .iter()
-            .filter(|v| matches!(v.probe, Some(ProbeVerdict::Restarted | ProbeVerdict::Revived { .. })))
-            .count()
+        self.validators.iter().filter(|v| v.probe.is_some_and(ProbeVerdict::is_restart)).count()
     }
 
     /// Add what this pass did to the lifetime counts.
@@ -295,6 +292,14 @@ pub struct Pass<'a> {
     /// Estimated GitHub calls: spent this pass, and reserved (spent + admitted but not yet made).
     calls: u32,
     reserved: u32,
+    /// Priority calls per validator this hour (the ledger's, plus this pass's reservations): what
+    /// its [`budget::SHARE`] has used.
+    share_used: BTreeMap<u16, u32>,
+    /// This pass's priority reservations per validator (recorded in the ledger at the end).
+    share_pass: BTreeMap<u16, u32>,
+    /// What each admitted check was estimated to cost, and whether it was priority work (refunded
+    /// when the answer costs less).
+    estimates: BTreeMap<u16, (u32, bool)>,
 }
 
 impl<'a> Pass<'a> {
@@ -307,6 +312,8 @@ impl<'a> Pass<'a> {
         now: Secs,
     ) -> Pass<'a> {
         let eligible: Vec<(u16, &'a str)> = selection.eligible.iter().map(|v| (v.uid, v.hotkey.as_str())).collect();
+        let horizon = budget::MAX_INTERVAL.max(cfg.policy.backoff_max).max(cfg.policy.interval);
+        state.settle(now, horizon);
         core::sync(&mut state.validators, &eligible, now, cfg.policy.alert_after);
         let fp = pat.fingerprint();
         if state.first_fingerprint.is_none() {
@@ -336,6 +343,11 @@ impl<'a> Pass<'a> {
         let intervals = budget::intervals(cfg.policy.interval, cfg.budget, steady, lossy);
         let policy = Policy { interval: intervals.steady, interval_lossy: intervals.lossy, ..cfg.policy };
         let reserved = state.github.spent(now);
+        let share_used = eligible
+            .iter()
+            .map(|(uid, _)| (*uid, state.github.share_spent(*uid, now)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         Pass {
             cfg,
             selection,
@@ -360,6 +372,68 @@ impl<'a> Pass<'a> {
             accepted: BTreeSet::new(),
             calls: 0,
             reserved,
+            share_used,
+            share_pass: BTreeMap::new(),
+            estimates: BTreeMap::new(),
+        }
+    }
+
+    /// What is left of validator `uid`'s share this hour.
+    fn unspent(&self, uid: u16) -> u32 {
+        budget::SHARE.saturating_sub(self.share_used.get(&uid).copied().unwrap_or(0))
+    }
+
+    /// What is held back for every validator's unspent share.
+    fn held(&self) -> u32 {
+        self.eligible.iter().fold(0u32, |a, (u, _)| a.saturating_add(self.unspent(*u)))
+    }
+
+    /// Admit `cost` calls of priority work (a triggered or first check, a re-assertion, a repair,
+    /// the preflight a repair needs) at validator `uid`, within the repair allowance: from what is
+    /// left of its own share first, the rest from the allowance beyond every validator's unspent
+    /// share — which is held back, so one validator's churn can never spend another's repair.
+    fn admit_priority(&mut self, uid: u16, cost: u32) -> bool {
+        if cost == 0 {
+            return true;
+        }
+        // What is left of its own share is always there (the share is one re-assertion an hour,
+        // so spending the allowance did not plan — a check that cost more than estimated, `patrol
+        // check` runs — can delay a repair by an hour at most, never starve it); the rest comes
+        // from the allowance beyond what is held back for the others.
+        let beyond = cost.saturating_sub(self.unspent(uid));
+        if beyond > 0 && self.reserved.saturating_add(self.held()).saturating_add(beyond) > self.repair_limit() {
+            return false;
+        }
+        self.reserved = self.reserved.saturating_add(cost);
+        *self.share_used.entry(uid).or_default() += cost;
+        *self.share_pass.entry(uid).or_default() += cost;
+        true
+    }
+
+    /// Give back calls reserved for `uid` that were not spent (an answer that cost less).
+    fn refund(&mut self, uid: u16, calls: u32, priority: bool) {
+        self.reserved = self.reserved.saturating_sub(calls);
+        if priority {
+            for m in [&mut self.share_used, &mut self.share_pass] {
+                if let Some(n) = m.get_mut(&uid) {
+                    *n = n.saturating_sub(calls);
+                }
+            }
+        }
+    }
+
+    /// A call to `uid` estimated at `estimate` cost `actual`: give back the difference, or count
+    /// what it cost beyond (a validator believed to have lost our PAT that holds one again).
+    fn settle(&mut self, uid: u16, estimate: u32, actual: u32, priority: bool) {
+        if actual <= estimate {
+            self.refund(uid, estimate - actual, priority);
+            return;
+        }
+        let more = actual - estimate;
+        self.reserved = self.reserved.saturating_add(more);
+        if priority {
+            *self.share_used.entry(uid).or_default() += more;
+            *self.share_pass.entry(uid).or_default() += more;
         }
     }
 
@@ -443,10 +517,10 @@ impl<'a> Pass<'a> {
                 None => budget::CALLS_PER_HELD_CHECK,
             };
             let lossy = h.is_some_and(|h| h.is_lossy(self.now));
-            // Never checked (a fresh state, a newcomer): its coverage is unknown, so its first check
-            // has a re-assertion's priority, or a first `reconcile` of a large subnet would report
-            // most of it unchecked.
-            let first = h.is_none_or(|h| h.checked_at.is_none());
+            // Its coverage is unknown — never checked (a fresh state, a newcomer), or a restart's
+            // check had to wait — so the check has a re-assertion's priority, or a first
+            // `reconcile` of a large subnet would report most of it unchecked.
+            let first = h.is_none_or(|h| h.checked_at.is_none() || h.category.is_none());
             candidates.push(Candidate {
                 v,
                 cost,
@@ -458,21 +532,35 @@ impl<'a> Pass<'a> {
         candidates.sort_by_key(|c| (!c.triggered, !c.lossy, c.checked_at));
         let mut due = Vec::new();
         for c in candidates {
-            let limit =
-                if c.triggered || work.reassert { self.repair_limit() } else { self.cfg.budget.routine_limit() };
-            if c.cost == 0 || self.reserved.saturating_add(c.cost) <= limit {
+            let uid = c.v.uid;
+            let priority = c.triggered || work.reassert;
+            let limit = if priority { self.repair_limit() } else { self.cfg.budget.routine_limit() };
+            let admitted = if priority {
+                self.admit_priority(uid, c.cost)
+            } else if c.cost == 0 || self.reserved.saturating_add(c.cost) <= limit {
                 self.reserved = self.reserved.saturating_add(c.cost);
+                true
+            } else {
+                false
+            };
+            if admitted {
+                self.estimates.insert(uid, (c.cost, priority));
                 due.push(c.v.clone());
                 continue;
             }
             let at = self.free_at(c.cost, limit);
             let mut h = self.history(c.v);
             h.next_check_at = h.next_check_at.max(at);
-            self.state.validators.insert(c.v.uid, h);
-            self.deferred.insert(
-                c.v.uid,
-                format!("deferred to stay within the GitHub budget ({} of {limit} calls this hour)", self.reserved),
-            );
+            let mut why =
+                format!("deferred to stay within the GitHub budget ({} of {limit} calls this hour)", self.reserved);
+            if self.triggered.contains(&uid) {
+                // A restart may have emptied its store: what it held before says nothing now.
+                h.category = None;
+                h.uncovered_since.get_or_insert(self.now);
+                why.push_str("; its coverage since the restart is unknown");
+            }
+            self.state.validators.insert(uid, h);
+            self.deferred.insert(uid, why);
         }
         due
     }
@@ -496,7 +584,11 @@ impl<'a> Pass<'a> {
         let replies = t.check(due).await;
         for (v, r) in due.iter().zip(replies) {
             let obs = CheckObs::of(&r);
-            self.calls += budget::check_cost(obs.category);
+            let cost = budget::check_cost(obs.category);
+            if let Some((estimate, priority)) = self.estimates.get(&v.uid).copied() {
+                self.settle(v.uid, estimate, cost, priority);
+            }
+            self.calls += cost;
             self.checks.push(obs.category);
             self.observations.insert(v.uid, obs);
             self.checked.insert(v.uid, r);
@@ -544,7 +636,16 @@ impl<'a> Pass<'a> {
             return;
         }
         let (need, limit) = (budget::CALLS_PER_PREFLIGHT, self.repair_limit());
-        if self.reserved.saturating_add(need) > limit {
+        // Charged to the share of a validator that needs the PAT (or the allowance beyond).
+        let wanting: Vec<u16> = self
+            .observations
+            .iter()
+            .filter(|(uid, obs)| {
+                self.state.validators.get(uid).is_none_or(|h| core::wants_broadcast(&self.desired, h, obs))
+            })
+            .map(|(uid, _)| *uid)
+            .collect();
+        if !wanting.into_iter().any(|uid| self.admit_priority(uid, need)) {
             self.desired.preflight = Preflight::Transient(format!(
                 "the GitHub budget ({limit} calls an hour) is spent until {}",
                 core::rfc3339(self.free_at(need, limit))
@@ -552,7 +653,6 @@ impl<'a> Pass<'a> {
             return;
         }
         let pf = t.preflight(pat).await;
-        self.reserved = self.reserved.saturating_add(need);
         self.calls += need;
         self.state.remember_preflight(&self.desired.fingerprint, &pf, self.now);
         self.desired.preflight = match &pf.outcome {
@@ -594,7 +694,7 @@ impl<'a> Pass<'a> {
                     // Nothing was sent, so nothing moved the validator's next check: without this
                     // it stays in the past and `patrol run --dry-run` would re-check it every tick.
                     h.next_check_at = self.now + self.policy.interval;
-                } else if self.reserved.saturating_add(budget::CALLS_PER_REPAIR) > limit {
+                } else if !self.admit_priority(d.uid, budget::CALLS_PER_REPAIR) {
                     let at = self.free_at(budget::CALLS_PER_REPAIR, limit);
                     h.next_check_at = at;
                     action = Action::Recheck {
@@ -602,7 +702,6 @@ impl<'a> Pass<'a> {
                         why: format!("repair deferred: the GitHub budget ({limit} calls an hour) is spent"),
                     };
                 } else if let Some(v) = self.validator(d.uid) {
-                    self.reserved = self.reserved.saturating_add(budget::CALLS_PER_REPAIR);
                     h = core::broadcast_sent(&h, self.now, &self.desired.fingerprint);
                     to_send.push(v.clone());
                 }
@@ -635,6 +734,10 @@ impl<'a> Pass<'a> {
 
     /// Phase 8: confirm the accepted broadcasts with a check, in this pass.
     pub async fn confirm(&mut self, t: &dyn Transport) {
+        let refused: Vec<u16> = self.sent.iter().map(|v| v.uid).filter(|u| !self.accepted.contains(u)).collect();
+        for uid in refused {
+            self.refund(uid, budget::CALLS_PER_HELD_CHECK, true);
+        }
         let confirm: Vec<Validator> = self.sent.iter().filter(|v| self.accepted.contains(&v.uid)).cloned().collect();
         if confirm.is_empty() {
             return;
@@ -642,7 +745,9 @@ impl<'a> Pass<'a> {
         let replies = t.check(&confirm).await;
         for (v, r) in confirm.iter().zip(&replies) {
             let obs = CheckObs::of(r);
-            self.calls += budget::check_cost(obs.category);
+            let cost = budget::check_cost(obs.category);
+            self.settle(v.uid, budget::CALLS_PER_HELD_CHECK, cost, true);
+            self.calls += cost;
             self.checks.push(obs.category);
             let (action, h) =
                 core::after_check(&self.policy, &self.desired, &self.history(v), &obs, self.now, t.jitter());
@@ -654,11 +759,17 @@ impl<'a> Pass<'a> {
 
     /// Phase 9: the hourly preflight of our own, when no answer needed one this pass (see
     /// [`Work::telemetry_preflight`]). Planned for in the budget's intervals
-    /// ([`budget::PREFLIGHTS_PER_HOUR`]), so it is not admitted against the hour's spending.
+    /// ([`budget::PREFLIGHTS_PER_HOUR`]); in an hour whose allowance is spent it waits for a later
+    /// round rather than take what is held back for the validators' repairs.
     pub async fn telemetry_preflight(&mut self, t: &dyn Transport, pat: &Pat) {
         if self.preflight.is_some() || !self.state.preflight_due(&self.desired.fingerprint, self.now) {
             return;
         }
+        let need = budget::CALLS_PER_PREFLIGHT;
+        if self.reserved.saturating_add(self.held()).saturating_add(need) > self.repair_limit() {
+            return;
+        }
+        self.reserved = self.reserved.saturating_add(need);
         let pf = t.preflight(pat).await;
         self.calls += budget::CALLS_PER_PREFLIGHT;
         self.state.remember_preflight(&self.desired.fingerprint, &pf, self.now);
@@ -669,6 +780,9 @@ impl<'a> Pass<'a> {
     pub fn finish(self, started: Instant) -> PassOutcome {
         let now = self.now;
         self.state.github.record(now, self.calls);
+        for (uid, calls) in &self.share_pass {
+            self.state.github.record_share(*uid, now, *calls);
+        }
         let validators: Vec<ValidatorOutcome> = self.selection.eligible.iter().map(|v| self.outcome_of(v)).collect();
         if !validators.is_empty() && validators.iter().all(|v| v.final_category.is_some_and(Category::is_covered)) {
             self.state.last_full_coverage_at = Some(now);
@@ -727,7 +841,10 @@ impl<'a> Pass<'a> {
             None => {
                 let next = h.map(|h| h.not_before.max(h.next_check_at)).unwrap_or(now);
                 let why = self.deferred.get(&v.uid).cloned().or_else(|| {
-                    h.filter(|h| h.not_before > now).map(|h| format!("in backoff after {} failures", h.failures))
+                    h.filter(|_| next > now).map(|h| match h.failures {
+                        0 => format!("next check due at {}", core::rfc3339(next)),
+                        n => format!("in backoff after {n} failures, until {}", core::rfc3339(next)),
+                    })
                 });
                 (ActionTaken::NotDue, why, 0, next)
             }

@@ -144,6 +144,53 @@ impl MinerState {
         }
     }
 
+    /// Make the state agree with `now` (issue 20 item 3). A state written while the clock was
+    /// ahead must not keep patrol quiet, nor the budget spent, until the clock catches up: times of
+    /// past events later than `now` become `now`, schedules (next check, backoff window) move back
+    /// by how far ahead the writer was and never lie more than `horizon` ahead (the longest delay
+    /// patrol schedules), and the ledger drops entries from the future.
+    pub fn settle(&mut self, now: Secs, horizon: Secs) {
+        let ahead = self.updated_at.saturating_sub(now);
+        let limit = now.saturating_add(horizon);
+        let past = |t: &mut Secs| *t = (*t).min(now);
+        let past_opt = |t: &mut Option<Secs>| {
+            if let Some(t) = t {
+                *t = (*t).min(now);
+            }
+        };
+        let schedule = |t: &mut Secs| *t = t.saturating_sub(ahead).min(limit);
+        past(&mut self.updated_at);
+        past_opt(&mut self.last_pass_at);
+        past_opt(&mut self.last_full_coverage_at);
+        if let Some(r) = &mut self.preflight {
+            past(&mut r.at);
+        }
+        self.github.settle(now);
+        for h in self.validators.values_mut() {
+            for t in [
+                &mut h.checked_at,
+                &mut h.last_broadcast_at,
+                &mut h.uncovered_since,
+                &mut h.unavailable_since,
+                &mut h.left_at,
+                &mut h.last_probe_at,
+                &mut h.churning_since,
+            ] {
+                past_opt(t);
+            }
+            if let Some(s) = &mut h.silent {
+                past(&mut s.since);
+            }
+            if let Some(t) = &mut h.terminal {
+                past(&mut t.since);
+            }
+            h.losses.iter_mut().for_each(past);
+            h.triggers.retain(|t| *t <= now);
+            schedule(&mut h.next_check_at);
+            schedule(&mut h.not_before);
+        }
+    }
+
     /// Remember what a preflight of the PAT with `fingerprint` said at `now`.
     pub fn remember_preflight(&mut self, fingerprint: &str, pf: &Preflight, now: Secs) {
         let verdict = PreflightVerdict::of(&pf.outcome);
@@ -429,6 +476,38 @@ mod tests {
                 std::fs::remove_file(m.path()).unwrap();
             }
         }
+    }
+
+    /// Issue 20 item 3: a state written with the clock a day ahead must not keep patrol quiet for a
+    /// day once the clock is right.
+    #[test]
+    fn a_state_from_the_future_is_settled_to_now() {
+        let now: Secs = 1_800_000_000;
+        let ahead = now + 86_400;
+        let mut s = MinerState::new("5Hk", 74);
+        s.updated_at = ahead;
+        s.last_pass_at = Some(ahead);
+        s.github.record(ahead, 40);
+        let mut h = History::new("vk");
+        h.checked_at = Some(ahead);
+        h.next_check_at = ahead + 900; // the routine interval after that check
+        h.not_before = ahead + 120; // a backoff window
+        h.failures = 1;
+        h.losses = vec![ahead];
+        s.validators.insert(3, h);
+        s.settle(now, 86_400);
+        let h = &s.validators[&3];
+        assert_eq!((h.checked_at, s.last_pass_at, s.updated_at), (Some(now), Some(now), now));
+        assert_eq!((h.next_check_at, h.not_before), (now + 900, now + 120), "schedules keep their delays");
+        assert_eq!(h.losses, vec![now]);
+        assert_eq!(s.github.spent(now), 0, "spending from the future is dropped");
+        // a schedule beyond the horizon (tampered) is pulled in
+        let mut s2 = MinerState::new("5Hk", 74);
+        let mut h = History::new("vk");
+        h.next_check_at = now + 10 * 86_400;
+        s2.validators.insert(3, h);
+        s2.settle(now, 86_400);
+        assert_eq!(s2.validators[&3].next_check_at, now + 86_400);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::*;
 use crate::observe::Silence;
 use crate::reconcile::budget::Budget;
-use crate::reconcile::core::{Policy, Silent};
+use crate::reconcile::core::{MAX_TRIGGERS, Policy, ProbeVerdict, Silent};
 use crate::reconcile::pass::{self, PassConfig};
 use crate::reconcile::transport::Transport;
 use crate::reconcile::transport::script::{self, Call, Script};
@@ -120,30 +120,54 @@ fn sweeps_probe_met_validators_whose_check_is_not_due() {
     assert!(fixed.work(&s, &eligible, 1 << 40, None).probe.is_empty());
 }
 
-fn selection() -> Selection {
+fn selection_of(uids: &[u16]) -> Selection {
     Selection {
-        eligible: vec![Validator {
-            uid: 7,
-            hotkey: "vk7".into(),
-            ip: "127.0.0.1".parse().unwrap(),
-            port: 9007,
-            vtrust: 0.9,
-            stake: 1000.0,
-        }],
+        eligible: uids
+            .iter()
+            .map(|u| Validator {
+                uid: *u,
+                hotkey: format!("vk{u}"),
+                ip: "127.0.0.1".parse().unwrap(),
+                port: 9000 + u,
+                vtrust: 0.9,
+                stake: 1000.0,
+            })
+            .collect(),
         skipped: Vec::new(),
     }
 }
 
-/// The loop the agent runs (`agent::cycle`): wake at the scheduler's time, run what it says is due.
-async fn run_until(sched: &mut Scheduler, t: &Script, state: &mut MinerState, pat: &Pat, until: Secs) {
-    let sel = selection();
-    let eligible: BTreeSet<u16> = [7].into();
-    let cfg = PassConfig { policy: Policy::default(), budget: Budget(Some(150)), dry_run: false };
+/// The loop the agent runs (`agent::cycle`): wake at the scheduler's time, run what it says is
+/// due, over `sel` with the default policy and a 150 calls/h budget. Returns every pass's outcome.
+async fn run_over(
+    sched: &mut Scheduler,
+    t: &Script,
+    state: &mut MinerState,
+    pat: &Pat,
+    sel: &Selection,
+    until: Secs,
+) -> Vec<pass::PassOutcome> {
+    run_budget(sched, t, state, pat, sel, until, Budget(Some(150))).await
+}
+
+/// [`run_over`] with another budget.
+async fn run_budget(
+    sched: &mut Scheduler,
+    t: &Script,
+    state: &mut MinerState,
+    pat: &Pat,
+    sel: &Selection,
+    until: Secs,
+    budget: Budget,
+) -> Vec<pass::PassOutcome> {
+    let eligible: BTreeSet<u16> = sel.eligible.iter().map(|v| v.uid).collect();
+    let cfg = PassConfig { policy: Policy::default(), budget, dry_run: false };
+    let mut outcomes = Vec::new();
     let mut guard = 0;
     loop {
         let now = sched.next_wake([&*state], &eligible).max(t.clock().now());
         if now > until {
-            return;
+            return outcomes;
         }
         t.set_now(now);
         let round = sched.round_due(now);
@@ -155,10 +179,15 @@ async fn run_until(sched: &mut Scheduler, t: &Script, state: &mut MinerState, pa
         if sched.sweep_due(now) {
             sched.sweep_started(now, 0.5);
         }
-        pass::run(t, &cfg, &sel, state, pat, &work, None).await;
+        outcomes.push(pass::run(t, &cfg, sel, state, pat, &work, None).await);
         guard += 1;
         assert!(guard < 10_000, "the scheduler spins at {now}");
     }
+}
+
+/// [`run_over`] with the one validator, uid 7.
+async fn run_until(sched: &mut Scheduler, t: &Script, state: &mut MinerState, pat: &Pat, until: Secs) {
+    run_over(sched, t, state, pat, &selection_of(&[7]), until).await;
 }
 
 #[tokio::test]
@@ -207,4 +236,132 @@ async fn silence_then_fast_probing_then_the_first_answer_is_repaired_in_that_pas
         (Some(crate::observe::Category::Valid), None, Some("uuid-b"))
     );
     assert_eq!(t.unused(), 0);
+}
+
+/// Issue 20 item 1: one validator answering every probe with a fresh axon uuid (hostile, or several
+/// axons behind one address) and alternating no_pat/valid on its checks must not buy a check and a
+/// broadcast every sweep, nor starve the repair of an honest validator restarted with a wiped store.
+#[tokio::test]
+async fn a_churning_validator_is_capped_and_cannot_starve_an_honest_repair() {
+    const T0: Secs = 1_800_000_000;
+    let pat = Pat::new("ghp_scheduleChurn0000000001").unwrap();
+    let t = Script::new(T0);
+    let sel = selection_of(&[1, 2, 3, 4]);
+    let mut state = MinerState::new("5Hk", 74);
+    let mut sched = Scheduler::new(config(), T0);
+    t.probes_answer_with(1, |n| script::alive(&format!("churn-{n}")))
+        .checks_answer_with(1, |n| if n % 2 == 0 { script::valid() } else { script::no_pat() })
+        .broadcasts_answer_with(1, |_| script::broadcast(true, None));
+    for u in [2, 3, 4] {
+        t.probes_answer(u, script::alive(&format!("steady-{u}"))).checks_answer_with(u, |_| script::valid());
+    }
+    let first_half_hour = run_over(&mut sched, &t, &mut state, &pat, &sel, T0 + 1800).await;
+    let verdicts = |outs: &[pass::PassOutcome], uid: u16| -> Vec<(Secs, ProbeVerdict)> {
+        outs.iter()
+            .filter_map(|o| {
+                let v = o.validators.iter().find(|v| v.validator.uid == uid)?;
+                Some((o.started_at, v.probe?))
+            })
+            .collect()
+    };
+    let churn = verdicts(&first_half_hour, 1);
+    let acted = churn.iter().filter(|(_, v)| v.wants_check()).count();
+    assert_eq!(acted, MAX_TRIGGERS, "at most 3 restart-triggered checks an hour: {churn:?}");
+    let churning: Vec<Secs> = churn
+        .iter()
+        .filter_map(|(_, v)| if let ProbeVerdict::Churning { since } = v { Some(*since) } else { None })
+        .collect();
+    assert!(churning.len() > 20, "every later restart is seen as churn: {churn:?}");
+    let starts = first_half_hour
+        .iter()
+        .filter(|o| {
+            o.validators
+                .iter()
+                .any(|v| v.validator.uid == 1 && v.probe == Some(ProbeVerdict::Churning { since: o.started_at }))
+        })
+        .count();
+    assert_eq!(starts, 1, "the churn starts once (and is logged once)");
+    assert!(churning.iter().all(|s| *s == churning[0]));
+
+    // half an hour in, uid 2 restarts with its store wiped
+    let restart = t.clock().now() + 1;
+    t.forget(2);
+    t.probes_answer(2, script::alive("steady-2-restarted"))
+        .checks_answer_with(2, |n| if n == 0 { script::no_pat() } else { script::valid() })
+        .broadcasts_answer_with(2, |_| script::broadcast(true, None));
+    t.clear_log();
+    run_over(&mut sched, &t, &mut state, &pat, &sel, T0 + 3600).await;
+    let log = t.log();
+    let repaired = log.iter().find(|(_, c)| *c == Call::Broadcast(2)).map(|(at, _)| *at);
+    assert!(
+        repaired.is_some_and(|at| at <= restart + 60),
+        "the honest validator is repaired within two probe sweeps of its restart (at {restart}): {repaired:?}"
+    );
+    assert_eq!(state.validators[&2].category, Some(crate::observe::Category::Valid));
+    let broadcasts_1 = log.iter().filter(|(_, c)| *c == Call::Broadcast(1)).count();
+    assert!(broadcasts_1 <= 6, "the churner is not sent the PAT every sweep: {broadcasts_1} in half an hour");
+}
+
+/// Issue 20 item 12: a validator whose axon answers probes but whose checks hang is not "revived"
+/// on every sweep: its checks keep their backoff.
+#[tokio::test]
+async fn a_validator_whose_checks_hang_keeps_its_backoff() {
+    const T0: Secs = 1_800_000_000;
+    let pat = Pat::new("ghp_scheduleHang00000000001").unwrap();
+    let t = Script::new(T0);
+    let mut state = MinerState::new("5Hk", 74);
+    let mut sched = Scheduler::new(config(), T0);
+    t.probes_answer(7, script::alive("uuid-a")).checks_answer_with(7, |_| script::timeout());
+    let outs = run_over(&mut sched, &t, &mut state, &pat, &selection_of(&[7]), T0 + 1200).await;
+    let revived = outs
+        .iter()
+        .flat_map(|o| o.validators.iter())
+        .filter(|v| matches!(v.probe, Some(ProbeVerdict::Revived { .. })))
+        .count();
+    assert_eq!(revived, 0, "a hanging check is not the silence a probe answer ends");
+    let checks = t.calls().iter().filter(|c| **c == Call::Check(7)).count();
+    // backoff 60 s, 120 s, 240 s, 480 s … (equal jitter at 0.5): a handful in 20 minutes, not one per
+    // 25–30 s sweep (~45)
+    assert!(checks <= 6, "checked {checks} times in 20 minutes");
+    assert!(state.validators[&7].failures >= 3, "{:?}", state.validators[&7]);
+}
+
+/// Issue 20 item 1: every eligible validator keeps its share of the repair allowance. Five churning
+/// validators, each within its three triggered checks an hour, together spend more than a small
+/// budget's whole repair allowance; the sixth, restarted with a wiped store, is still repaired at
+/// once from its own share.
+#[tokio::test]
+async fn each_validator_keeps_its_share_of_the_repair_allowance() {
+    const T0: Secs = 1_800_000_000;
+    let pat = Pat::new("ghp_scheduleShare0000000001").unwrap();
+    let t = Script::new(T0);
+    let sel = selection_of(&[1, 2, 3, 4, 5, 6]);
+    let mut state = MinerState::new("5Hk", 74);
+    let mut sched = Scheduler::new(config(), T0);
+    for u in 1..=5 {
+        t.probes_answer_with(u, move |n| script::alive(&format!("churn-{u}-{n}")))
+            .checks_answer_with(u, |n| if n % 2 == 0 { script::valid() } else { script::no_pat() })
+            .broadcasts_answer_with(u, |_| script::broadcast(true, None));
+    }
+    t.probes_answer(6, script::alive("steady-6")).checks_answer_with(6, |_| script::valid());
+    // 30 calls an hour: the allowance is 30 + 6 × 6 = 66; the churners would spend ~90
+    let budget = Budget(Some(30));
+    run_budget(&mut sched, &t, &mut state, &pat, &sel, T0 + 200, budget).await;
+    let restart = t.clock().now() + 1;
+    t.forget(6);
+    t.probes_answer(6, script::alive("steady-6-restarted"))
+        .checks_answer_with(6, |n| if n == 0 { script::no_pat() } else { script::valid() })
+        .broadcasts_answer_with(6, |_| script::broadcast(true, None));
+    t.clear_log();
+    run_budget(&mut sched, &t, &mut state, &pat, &sel, T0 + 1200, budget).await;
+    let log = t.log();
+    let repaired = log.iter().find(|(_, c)| *c == Call::Broadcast(6)).map(|(at, _)| *at);
+    assert!(
+        repaired.is_some_and(|at| at <= restart + 60),
+        "repaired within two sweeps of its restart at {restart}: {repaired:?}\n{:?}",
+        state.github
+    );
+    // the allowance, give or take one share: a check estimated free (a validator last seen without
+    // our PAT) that finds one costs two calls nobody planned
+    assert!(state.github.spent(t.clock().now()) <= 66 + 6, "the allowance holds: {:?}", state.github);
 }

@@ -255,21 +255,32 @@ async fn routine_checks_wait_for_the_budget_but_triggered_ones_and_free_ones_do_
 #[tokio::test]
 async fn a_repair_beyond_the_budget_and_its_allowance_waits() {
     let t = Script::new(NOW);
-    let mut state = holding(&[1]);
-    // known to have lost it: the check is free
-    state.validators.get_mut(&1).unwrap().category = Some(Category::NoPat);
-    // 150 an hour, plus 6 for the re-assertion of this one validator: repairs may fill it to 156
-    state.github.record(NOW - 60, 152);
-    t.on_check(1, script::no_pat());
+    let mut state = holding(&[1, 2]);
+    // known to have lost it: the checks are free
+    for u in [1, 2] {
+        state.validators.get_mut(&u).unwrap().category = Some(Category::NoPat);
+    }
+    // 150 an hour, plus 6 for the re-assertion of each validator: repairs may fill it to 162. 158
+    // are spent already (by `check` runs, say), 4 of them uid 2's repair earlier this hour.
+    state.github.record(NOW - 60, 158);
+    state.github.record_share(2, NOW - 60, 4);
+    t.on_check(1, script::no_pat()).on_check(2, script::no_pat());
+    t.on_broadcast(1, script::broadcast(true, None)).on_check(1, script::valid());
     let budget = PassConfig { budget: Budget(Some(150)), ..cfg() };
-    let out = run_pass(&t, &budget, &selection(&[1]), &mut state, &Work::one_shot()).await;
-    // the check is free, the preflight fits (154), a broadcast and its confirm (158) would not
-    assert_eq!(t.calls(), vec![Call::Check(1), Call::Preflight]);
-    let v = outcome(&out, 1);
+    let out = run_pass(&t, &budget, &selection(&[1, 2]), &mut state, &Work::one_shot()).await;
+    // uid 1's share (6: the preflight and its repair) is there whatever else was spent; uid 2's is
+    // 2 short of a repair, and the allowance has no room beyond what is held back for uid 1
+    assert_eq!(
+        t.calls(),
+        vec![Call::Check(1), Call::Check(2), Call::Preflight, Call::Checkpoint, Call::Broadcast(1), Call::Check(1)]
+    );
+    assert_eq!(outcome(&out, 1).action, ActionTaken::Broadcast);
+    let v = outcome(&out, 2);
     assert_eq!(v.action, ActionTaken::Recheck);
     assert!(v.why.as_deref().unwrap().contains("repair deferred"), "{v:?}");
-    assert_eq!(state.validators[&1].next_check_at, NOW - 60 + 3600, "when the old spending leaves the window");
-    assert_eq!(state.github.spent(NOW), 154);
+    assert_eq!(state.validators[&2].next_check_at, NOW - 60 + 3600, "when the old spending leaves the window");
+    assert_eq!(state.github.spent(NOW), 158 + 6);
+    assert_eq!(state.github.share_spent(1, NOW), 6);
 }
 
 #[tokio::test]
@@ -377,4 +388,27 @@ async fn a_first_reconcile_of_a_large_subnet_checks_every_validator_within_the_r
     }
     let out = run_pass(&t, &budget, &selection(&uids), &mut state, &Work::one_shot()).await;
     assert!(out.github.deferred > 0, "routine checks wait for the budget");
+}
+
+/// Issue 20 item 3: `reconcile` run with the clock a day ahead, then with the clock corrected, must
+/// contact the validators (not report them "in backoff" from day-old data for a day), and the
+/// reasons it gives for not checking are the real ones.
+#[tokio::test]
+async fn a_clock_that_was_a_day_ahead_does_not_keep_the_next_pass_quiet() {
+    let t = Script::new(NOW + 86_400);
+    let mut state = MinerState::new("5Hk", 74);
+    t.on_check(1, script::valid()).on_check(2, script::timeout());
+    run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &Work::one_shot()).await;
+    assert!(state.validators[&2].not_before > NOW + 86_400, "uid 2 backed off in the future");
+    // the clock is corrected
+    t.set_now(NOW);
+    t.clear_log();
+    t.on_check(1, script::valid()).on_check(2, script::valid());
+    let out = run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &Work::one_shot()).await;
+    assert_eq!(t.calls(), vec![Call::Check(1)], "uid 1 is checked at once; uid 2 waits out its backoff, not a day");
+    let v2 = outcome(&out, 2);
+    assert_eq!(v2.action, ActionTaken::NotDue);
+    assert!(v2.next_check_at <= NOW + 120, "{v2:?}");
+    assert!(v2.why.as_deref().is_some_and(|w| w.starts_with("in backoff after 1 failures")), "{v2:?}");
+    assert_eq!(state.github.spent(NOW), 2, "this pass's check only: the day-ahead spending is not this hour's");
 }

@@ -28,13 +28,33 @@ pub enum Call {
     Checkpoint,
 }
 
+/// How a validator answers every call of a kind once its queue is empty: the n-th such call
+/// (0-based) gets `f(n)`.
+type Answers<F> = Box<dyn Fn(usize) -> Reply<F> + Send + Sync>;
+
+/// A validator's standing behaviour for one call kind, and how many calls it has answered.
+struct Behaviour<F> {
+    answer: Answers<F>,
+    calls: usize,
+}
+
+impl<F> Behaviour<F> {
+    fn next(&mut self) -> Reply<F> {
+        let r = (self.answer)(self.calls);
+        self.calls += 1;
+        r
+    }
+}
+
 #[derive(Default)]
 struct Queues {
     probes: HashMap<u16, VecDeque<Reply<ProbeFields>>>,
     checks: HashMap<u16, VecDeque<Reply<CheckFields>>>,
     broadcasts: HashMap<u16, VecDeque<Reply<BroadcastFields>>>,
-    /// Answered to every probe once its queue is empty (`None`: an unscripted probe fails).
-    probe_default: HashMap<u16, Reply<ProbeFields>>,
+    /// Answered once the queue is empty (none: an unscripted call fails the test).
+    probe_default: HashMap<u16, Behaviour<ProbeFields>>,
+    check_default: HashMap<u16, Behaviour<CheckFields>>,
+    broadcast_default: HashMap<u16, Behaviour<BroadcastFields>>,
 }
 
 /// The scripted transport.
@@ -147,7 +167,49 @@ impl Script {
 
     /// Every probe of `uid` not otherwise scripted gets `r`.
     pub fn probes_answer(&self, uid: u16, r: Reply<ProbeFields>) -> &Self {
-        lock(&self.queues).probe_default.insert(uid, r);
+        self.probes_answer_with(uid, move |_| r.clone())
+    }
+
+    /// The n-th probe of `uid` not otherwise scripted gets `f(n)` (e.g. a fresh uuid every time).
+    pub fn probes_answer_with(
+        &self,
+        uid: u16,
+        f: impl Fn(usize) -> Reply<ProbeFields> + Send + Sync + 'static,
+    ) -> &Self {
+        lock(&self.queues).probe_default.insert(uid, Behaviour { answer: Box::new(f), calls: 0 });
+        self
+    }
+
+    /// The n-th check of `uid` not otherwise scripted gets `f(n)`.
+    pub fn checks_answer_with(
+        &self,
+        uid: u16,
+        f: impl Fn(usize) -> Reply<CheckFields> + Send + Sync + 'static,
+    ) -> &Self {
+        lock(&self.queues).check_default.insert(uid, Behaviour { answer: Box::new(f), calls: 0 });
+        self
+    }
+
+    /// The n-th broadcast to `uid` not otherwise scripted gets `f(n)`.
+    pub fn broadcasts_answer_with(
+        &self,
+        uid: u16,
+        f: impl Fn(usize) -> Reply<BroadcastFields> + Send + Sync + 'static,
+    ) -> &Self {
+        lock(&self.queues).broadcast_default.insert(uid, Behaviour { answer: Box::new(f), calls: 0 });
+        self
+    }
+
+    /// Forget everything scripted for `uid` (a validator that is about to change its behaviour).
+    pub fn forget(&self, uid: u16) -> &Self {
+        let mut q = lock(&self.queues);
+        q.probes.remove(&uid);
+        q.checks.remove(&uid);
+        q.broadcasts.remove(&uid);
+        q.probe_default.remove(&uid);
+        q.check_default.remove(&uid);
+        q.broadcast_default.remove(&uid);
+        drop(q);
         self
     }
 
@@ -208,7 +270,7 @@ impl Transport for Script {
                 let mut q = lock(&self.queues);
                 let scripted = q.probes.get_mut(&v.uid).and_then(VecDeque::pop_front);
                 scripted
-                    .or_else(|| q.probe_default.get(&v.uid).cloned())
+                    .or_else(|| q.probe_default.get_mut(&v.uid).map(Behaviour::next))
                     .unwrap_or_else(|| panic!("unexpected probe of uid {}", v.uid))
             })
             .collect();
@@ -220,10 +282,10 @@ impl Transport for Script {
             .iter()
             .map(|v| {
                 self.record(Call::Check(v.uid));
-                lock(&self.queues)
-                    .checks
-                    .get_mut(&v.uid)
-                    .and_then(VecDeque::pop_front)
+                let mut q = lock(&self.queues);
+                let scripted = q.checks.get_mut(&v.uid).and_then(VecDeque::pop_front);
+                scripted
+                    .or_else(|| q.check_default.get_mut(&v.uid).map(Behaviour::next))
                     .unwrap_or_else(|| panic!("unexpected check of uid {}", v.uid))
             })
             .collect();
@@ -239,10 +301,10 @@ impl Transport for Script {
             .iter()
             .map(|v| {
                 self.record(Call::Broadcast(v.uid));
-                lock(&self.queues)
-                    .broadcasts
-                    .get_mut(&v.uid)
-                    .and_then(VecDeque::pop_front)
+                let mut q = lock(&self.queues);
+                let scripted = q.broadcasts.get_mut(&v.uid).and_then(VecDeque::pop_front);
+                scripted
+                    .or_else(|| q.broadcast_default.get_mut(&v.uid).map(Behaviour::next))
                     .unwrap_or_else(|| panic!("unexpected broadcast to uid {}", v.uid))
             })
             .collect();
