@@ -199,6 +199,21 @@ async fn sighup_rejects_a_broken_config_keeps_serving_and_applies_a_good_one() {
     let msg = &notify.messages()[reloading];
     assert!(msg.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "RELOADING=1 carries MONOTONIC_USEC: {msg:?}");
 
+    // broken too: a typo in the PAT path (issue 20 item 11) is rejected like a hotkey typo, not
+    // applied with the miner left unreconciled while /readyz says ready
+    let typo = config(Some(port), gh, &one, "").replace("file = \"pat\"", "file = \"pta\"");
+    replace_file(&s.path("agent.toml"), &typo, 0o600);
+    agent.signal(libc::SIGHUP);
+    agent.wait_metric("patrol_reloads_total", &[("result", "rejected")], Duration::from_secs(10), |v| v >= 2.0);
+    assert!(agent.log().contains("pta"), "the rejection names the PAT file: {}", agent.log());
+    let m = agent.metrics();
+    assert_eq!(value(&m, "patrol_reloads_total", &[("result", "applied")]), None);
+    assert_ne!(
+        value(&m, "patrol_miner_problem", &[("hotkey", DENDRITE_HOTKEY), ("kind", "pat_unavailable")]),
+        Some(1.0)
+    );
+    assert_eq!(value(&m, "patrol_ready", &[]), Some(1.0));
+
     // good: a second validator; applied, and a pass runs at once on the new set
     let two = [one.clone(), static_validator(2, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0)].concat();
     replace_file(&s.path("agent.toml"), &config(Some(port), gh, &two, ""), 0o600);

@@ -252,3 +252,28 @@ async fn dry_run_sends_nothing_and_metrics_file_is_written() {
     assert!(!text.contains(PAT_A));
     assert!(github.calls(Endpoint::User) > 0);
 }
+
+/// Issue 20 item 13: `check` (and `reconcile --dry-run`) cost GitHub calls on the PAT too; they go
+/// into the ledger `reconcile` and the agent keep, also while another process owns the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_and_dry_runs_count_in_the_github_budget() {
+    let (gh, _github) = spawn_fake_github(accounts()).await;
+    let mut net = Subnet::start(2, gh);
+    net.scratch.pat("pat", PAT_A);
+    net.config("c.toml", &[0, 1], gh, "");
+    net.scratch.run(&["post", "--json", "--config", "c.toml"]).expect_code(0);
+    let first = reconcile(&net, "c.toml");
+    first.expect_code(0);
+    let before = first.json()["github"]["last_hour"].as_u64().unwrap();
+    // two `check` runs and a dry run, each asking both validators (2 calls each at the validator)
+    for _ in 0..2 {
+        net.scratch.run(&["check", "--config", "c.toml"]).expect_code(0);
+    }
+    net.scratch.run(&["reconcile", "--dry-run", "--config", "c.toml"]).expect_code(0);
+    let after = reconcile(&net, "c.toml");
+    after.expect_code(0);
+    let g = &after.json()["github"];
+    let own = g["pass_calls"].as_u64().unwrap();
+    assert_eq!(own, 4, "this pass: two checks of a held PAT\n{after}");
+    assert_eq!(g["last_hour"].as_u64().unwrap(), before + 3 * 4 + own, "{after}");
+}

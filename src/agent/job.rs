@@ -119,6 +119,10 @@ async fn run_tasks(
         let (selection, cfg) = (selection.clone(), cfg.clone());
         set.spawn(async move {
             let Task { index, hotkey: _, transport, mut state, pat, work, state_file } = task;
+            if let Some(f) = &state_file {
+                // what `check`, `post` and dry runs beside the agent spent on the PAT
+                state.absorb_spent(&f.take_spent(), transport.clock().now());
+            }
             let save = |s: &MinerState| {
                 if let Some(f) = &state_file {
                     f.checkpoint(s);

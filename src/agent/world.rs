@@ -90,6 +90,9 @@ impl Agent<'_> {
         let mut seen: Vec<String> = Vec::new();
         for m in &settings.miners {
             let hotkey = m.load_hotkey().map_err(|e| format!("miner {}: {e}", m.name))?;
+            // The PAT too: a typo in its path must be rejected, not applied to leave the miner
+            // unreconciled while /readyz says ready.
+            m.load_pat().map_err(|e| format!("miner {}: {e}", m.name))?;
             if seen.iter().any(|h| h == hotkey.ss58()) {
                 return Err(format!("hotkey {} is configured for more than one miner", hotkey.ss58()));
             }

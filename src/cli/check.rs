@@ -5,6 +5,8 @@ use crate::cli::{CheckArgs, Exit};
 use crate::config::Settings;
 use crate::coverage::Verdict;
 use crate::fanout;
+use crate::reconcile::budget;
+use crate::reconcile::state::StateFile;
 use crate::report::{self, CheckReport, CheckRow};
 
 /// Run the command.
@@ -24,6 +26,10 @@ pub async fn run(settings: &Settings, args: &CheckArgs) -> anyhow::Result<Exit> 
     )
     .await;
     let rows: Vec<CheckRow> = validators.iter().zip(&replies).map(|(v, r)| CheckRow::new(v, r)).collect();
+    // What these checks cost on the PAT goes into the GitHub budget the agent and `reconcile` keep.
+    let calls = rows.iter().map(|r| budget::check_cost(r.category)).fold(0u32, u32::saturating_add);
+    let file = StateFile::new(&settings.agent.state_dir, caller.hotkey.ss58(), settings.chain.netuid);
+    common::note_spent(&file, calls);
     let rep = CheckReport::new(caller.hotkey.ss58(), rows, el.selection.skipped.clone(), el.source.clone());
     let summary = rep.summary();
     if args.json {

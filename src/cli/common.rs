@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use crate::chain::{self, Origin, SubnetView};
 use crate::cli::{Coded, Exit};
 use crate::config::{MinerSettings, Settings};
+use crate::reconcile::state::StateFile;
+use crate::reconcile::transport::{Clock, SystemClock};
 use crate::report::SourceInfo;
 use crate::validators::Selection;
 use crate::wallet::Hotkey;
@@ -87,4 +89,12 @@ pub fn banner(settings: &Settings, miner: &MinerSettings, hotkey: &str) {
         "Miner: {} ({}) | Network: {} | Netuid: {}",
         miner.name, hotkey, settings.chain.network, settings.chain.netuid
     );
+}
+
+/// Note GitHub calls this process caused in the state's ledger without owning the state
+/// ([`StateFile::append_spent`]); a failure costs a warning only.
+pub fn note_spent(file: &StateFile, calls: u32) {
+    if let Err(e) = file.append_spent(SystemClock.now(), calls) {
+        tracing::warn!(path = %file.path.display(), error = %e, "cannot note the GitHub calls of this run in the budget ledger");
+    }
 }

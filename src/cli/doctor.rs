@@ -235,6 +235,8 @@ pub async fn diagnose(settings: &Settings) -> Vec<Check> {
 /// The PAT of every miner: readable, then both GitHub calls a validator makes with it.
 async fn pat_checks(settings: &Settings, label: &dyn Fn(&MinerSettings) -> Option<String>) -> Vec<Check> {
     let mut checks = Vec::new();
+    // (miner, GitHub id, login) of every PAT GitHub accepted
+    let mut accounts: Vec<(String, String, String)> = Vec::new();
     // One identity attempt: doctor reports what GitHub says now instead of retrying for 10 s.
     let github = GithubClient::new(GithubOptions {
         api_url: settings.github.api_url.clone(),
@@ -282,6 +284,7 @@ async fn pat_checks(settings: &Settings, label: &dyn Fn(&MinerSettings) -> Optio
         let valid = match &id.result {
             IdentityResult::Valid { id, login } => {
                 checks.push(ok("github identity", miner, format!("GET /user: {login} (id {id}){expiry}")));
+                accounts.push((m.name.clone(), id.clone(), login.clone()));
                 true
             }
             IdentityResult::Transient { detail, .. } => {
@@ -335,7 +338,34 @@ async fn pat_checks(settings: &Settings, label: &dyn Fn(&MinerSettings) -> Optio
             ),
         });
     }
+    checks.extend(shared_accounts(&accounts));
     checks
+}
+
+/// One failure per GitHub account that several miners' PATs belong to: gittensor penalises a
+/// GitHub id used by more than one miner, and two tokens of one account are one account.
+fn shared_accounts(accounts: &[(String, String, String)]) -> Vec<Check> {
+    let mut by_id: std::collections::BTreeMap<&str, Vec<&(String, String, String)>> = Default::default();
+    for a in accounts {
+        by_id.entry(a.1.as_str()).or_default().push(a);
+    }
+    by_id
+        .into_iter()
+        .filter(|(_, miners)| miners.len() > 1)
+        .map(|(id, miners)| {
+            let names: Vec<&str> = miners.iter().map(|m| m.0.as_str()).collect();
+            fail(
+                "github account",
+                None,
+                format!(
+                    "miners {} use PATs of the same GitHub account ({} id {id}): gittensor penalises a GitHub id shared by several miners",
+                    names.join(" and "),
+                    miners[0].2
+                ),
+                "give each miner a PAT of its own GitHub account",
+            )
+        })
+        .collect()
 }
 
 async fn clock_check(settings: &Settings, is_static: bool, snapshot: &Option<Result<Snapshot, String>>) -> Check {

@@ -25,7 +25,10 @@ pub use exit::{Coded, Exit};
 
 use crate::config::{self, Overrides, Settings};
 
-const EXIT_CODES_HELP: &str = "\
+/// The exit codes, for `--help` (a macro so `concat!` can put them under other help text).
+macro_rules! exit_codes_help {
+    () => {
+        "\
 Exit codes (check, post, reconcile):
   0   every eligible validator holds our valid PAT
   1   partial coverage
@@ -33,7 +36,22 @@ Exit codes (check, post, reconcile):
   3   coverage undetermined (nobody answered, no validator source, metagraph too old)
   64  usage error
   70  internal error
-  78  configuration or credential error (config, PAT file, hotkey, not registered, PAT invalid)";
+  78  configuration or credential error (config, PAT file, hotkey, not registered, PAT invalid)"
+    };
+}
+
+const EXIT_CODES_HELP: &str = exit_codes_help!();
+
+const CHECK_HELP: &str = concat!(
+    "What a check costs: a validator that holds a PAT for you checks it with GitHub on every check (REST
+/user and the GraphQL query: two calls on your PAT's 5,000 an hour), so a check of N covered
+validators costs 2N calls. They count in the GitHub budget the agent and `reconcile` keep
+([reconcile] github_budget), which then check less; `patrol status` shows what the agent knows
+without asking anyone.
+
+",
+    exit_codes_help!()
+);
 
 /// patrol keeps your gittensor GitHub PAT stored and valid at every eligible validator of subnet 74.
 #[derive(Debug, Parser)]
@@ -56,7 +74,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Ask every eligible validator whether it holds our valid PAT (no PAT is sent). Superset of `gitt miner check`.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = CHECK_HELP)]
     Check(CheckArgs),
     /// Check the PAT locally, then send it to every eligible validator. Superset of `gitt miner post`.
     #[command(after_help = EXIT_CODES_HELP)]

@@ -167,10 +167,15 @@ pub async fn run(settings: &Settings, args: &PostArgs) -> anyhow::Result<Exit> {
 /// state dir only costs a warning.
 fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], rows: &[PostRow]) {
     let file = StateFile::new(&settings.agent.state_dir, hotkey, settings.chain.netuid);
+    // the preflight and every broadcast sent count against the GitHub budget the agent keeps
+    let attempts: u32 = rows.iter().map(|r| r.attempts).sum();
+    let calls = budget::CALLS_PER_PREFLIGHT.saturating_add(attempts.saturating_mul(budget::CALLS_PER_BROADCAST));
     let _lock = match file.try_lock() {
         Ok(l) => l,
         Err(e) => {
+            // e.g. the agent runs: it takes the spending into its ledger at its next pass
             tracing::warn!(error = %e, "not recording the result in the state file");
+            common::note_spent(&file, calls);
             return;
         }
     };
@@ -203,9 +208,8 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
         }
         state.validators.insert(v.uid, h2);
     }
-    // the preflight and every broadcast sent count against the GitHub budget the agent keeps
-    let attempts: u32 = rows.iter().map(|r| r.attempts).sum();
-    state.github.record(now, budget::CALLS_PER_PREFLIGHT + attempts * budget::CALLS_PER_BROADCAST);
+    state.absorb_spent(&file.take_spent(), now);
+    state.github.record(now, calls);
     state.updated_at = now;
     if let Err(e) = file.save(&state) {
         tracing::warn!(error = %e, "could not save the state file");

@@ -23,7 +23,7 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::reconcile::pass::{self, PassConfig, PassOutcome, Work};
 use crate::reconcile::state::{MinerState, StateFile};
-use crate::reconcile::transport::{NetLimits, NetTransport};
+use crate::reconcile::transport::{Clock, NetLimits, NetTransport, SystemClock};
 use crate::report::{self, ReconcileReport};
 
 /// Run the command.
@@ -42,6 +42,9 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
     // A dry run only reads; a real pass owns the state for its duration.
     let _lock = if args.dry_run { None } else { Some(file.try_lock()?) };
     let mut state = file.load(hotkey, settings.chain.netuid);
+    if !args.dry_run {
+        state.absorb_spent(&file.take_spent(), SystemClock.now());
+    }
     let el = match common::eligible(settings, hotkey, args.json).await {
         Ok(el) => el,
         Err(e) => {
@@ -71,6 +74,10 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
         }
         None => Ok(()),
     };
+    if args.dry_run {
+        // The dry run's checks cost GitHub calls on the PAT too: into the ledger the owner keeps.
+        common::note_spent(&file, out.github.pass_calls);
+    }
     let failure = saved.err().or(written.err());
     print_report(settings, args, &rep, failure.as_ref())?;
     match failure {

@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -189,6 +191,16 @@ impl MinerState {
             schedule(&mut h.next_check_at);
             schedule(&mut h.not_before);
         }
+    }
+
+    /// Take into the ledger what other patrol commands spent (read with
+    /// [`StateFile::take_spent`]): counted now, so an entry is never trusted into the future.
+    pub fn absorb_spent(&mut self, spent: &[(Secs, u32)], now: Secs) {
+        let calls = spent
+            .iter()
+            .filter(|(t, _)| t.saturating_add(super::budget::WINDOW) > now)
+            .fold(0u32, |a, (_, c)| a.saturating_add(*c));
+        self.github.record(now, calls);
     }
 
     /// Remember what a preflight of the PAT with `fingerprint` said at `now`.
@@ -404,6 +416,66 @@ impl StateFile {
         MinerState::new(hotkey, netuid)
     }
 
+    fn spent_path(&self) -> PathBuf {
+        let mut p = self.path.as_os_str().to_owned();
+        p.push(".spent");
+        PathBuf::from(p)
+    }
+
+    /// Note `calls` GitHub calls a patrol process that does not own the state (`check`, `post`
+    /// beside a running agent, `reconcile --dry-run`) caused at `now`: one line appended to
+    /// `<state>.spent` under its own short lock, so it works while the agent holds the state. The
+    /// owner takes the lines into its ledger at its next pass ([`StateFile::take_spent`]).
+    pub fn append_spent(&self, now: Secs, calls: u32) -> std::io::Result<()> {
+        if calls == 0 {
+            return Ok(());
+        }
+        let path = self.spent_path();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&path)?;
+        lock_briefly(&f)?;
+        // Nobody took it for long (no agent, no reconcile): keep the file small, only the last hour.
+        if f.metadata()?.len() > SPENT_CAP / 2 {
+            let recent: String = parse_spent(&read_spent(&mut f)?)
+                .into_iter()
+                .filter(|(t, _)| t.saturating_add(super::budget::WINDOW) > now)
+                .map(|(t, c)| format!("{t} {c}\n"))
+                .collect();
+            f.set_len(0)?;
+            f.write_all(recent.as_bytes())?;
+        }
+        f.write_all(format!("{now} {calls}\n").as_bytes())
+    }
+
+    /// The spending other processes noted (see [`append_spent`](Self::append_spent)), emptied.
+    /// Best effort: what cannot be read is logged and left.
+    pub fn take_spent(&self) -> Vec<(Secs, u32)> {
+        let path = self.spent_path();
+        let taken = (|| -> std::io::Result<Vec<(Secs, u32)>> {
+            let mut f = match OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            lock_briefly(&f)?;
+            let lines = parse_spent(&read_spent(&mut f)?);
+            f.set_len(0)?;
+            Ok(lines)
+        })();
+        taken.unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the GitHub spending of other patrol commands");
+            Vec::new()
+        })
+    }
+
     /// [`save`](Self::save) for [`super::pass::Io::checkpoint`]: the pass goes on (the PAT may still
     /// be sent) and saves again at its end, so a failure here is logged, not returned.
     pub fn checkpoint(&self, state: &MinerState) {
@@ -421,6 +493,40 @@ impl StateFile {
         fsutil::atomic_write(&self.path, &bytes, 0o600)
             .map_err(|source| StateError::Write { path: self.path.clone(), source })
     }
+}
+
+/// Largest `.spent` file read (a line is ~16 bytes: thousands of `check` runs).
+const SPENT_CAP: u64 = 64 << 10;
+
+/// Take the advisory lock of a `.spent` file, waiting at most a second (its holders only append
+/// or read a few KiB).
+fn lock_briefly(f: &File) -> std::io::Result<()> {
+    for _ in 0..100 {
+        match f.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, "locked by another patrol process for over a second"))
+}
+
+fn read_spent(f: &mut File) -> std::io::Result<String> {
+    use std::io::{Read, Seek};
+    f.seek(std::io::SeekFrom::Start(0))?;
+    let mut text = String::new();
+    Read::by_ref(f).take(SPENT_CAP).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// `<unix> <calls>` lines; anything else is skipped.
+fn parse_spent(text: &str) -> Vec<(Secs, u32)> {
+    text.lines()
+        .filter_map(|l| {
+            let (t, c) = l.trim().split_once(' ')?;
+            Some((t.parse().ok()?, c.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The state in `raw`, or what is wrong with it. Another miner's (or netuid's) state is not wrong,
@@ -508,6 +614,37 @@ mod tests {
         s2.validators.insert(3, h);
         s2.settle(now, 86_400);
         assert_eq!(s2.validators[&3].next_check_at, now + 86_400);
+    }
+
+    /// Issue 20 item 13: other commands' spending reaches the ledger through `<state>.spent`.
+    #[test]
+    fn spending_noted_beside_a_locked_state_is_taken_once() {
+        let d = tempfile::tempdir().unwrap();
+        let f = StateFile::new(d.path(), "5Hk", 74);
+        let _held = f.try_lock().unwrap(); // the agent owns the state; `check` appends anyway
+        f.append_spent(10_000, 8).unwrap();
+        f.append_spent(10_010, 4).unwrap();
+        f.append_spent(10_020, 0).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join("state-5Hk-74.json.spent"))
+            .unwrap()
+            .write_all(b"garbage\n1 2 3\n")
+            .unwrap();
+        assert_eq!(f.take_spent(), vec![(10_000, 8), (10_010, 4)]);
+        assert_eq!(f.take_spent(), vec![], "taken once");
+        let mut s = MinerState::new("5Hk", 74);
+        s.absorb_spent(&[(10_000, 8), (5_000, 100), (10_010, 4)], 10_020);
+        assert_eq!(s.github.spent(10_020), 12, "an entry older than the hour is not counted");
+        // nobody takes it for a long time: it stays small
+        for i in 0..5000 {
+            f.append_spent(20_000 + i, 2).unwrap();
+        }
+        let size = std::fs::metadata(d.path().join("state-5Hk-74.json.spent")).unwrap().len();
+        assert!(size <= SPENT_CAP, "{size}");
+        let kept = f.take_spent();
+        assert!(kept.first().is_some_and(|(t, _)| *t > 20_000), "the oldest were dropped: {:?}", kept.first());
+        assert_eq!(kept.last(), Some(&(24_999, 2)));
     }
 
     #[test]

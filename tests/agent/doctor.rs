@@ -195,3 +195,39 @@ async fn doctor_against_the_chain_checks_registration_clock_and_eligibility() {
     assert!(check(&j, "chain")["fix"].as_str().unwrap().contains("--network"));
     assert_eq!(check(&j, "clock")["detail"], "cannot tell: the chain is unreachable");
 }
+
+/// Issue 20 item 16: two miners whose PATs belong to one GitHub account (two tokens of one account
+/// are one account) fail doctor, naming both: gittensor penalises a GitHub id used by several miners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_miners_with_one_github_account_fail_doctor() {
+    const SECOND_TOKEN: &str = "ghp_doctorSameAccountSecondToken00002";
+    const OTHER: &str = "ghp_doctorOtherAccountToken000000003";
+    let (gh, _g) = spawn_fake_github(
+        FakeGithubConfig::default()
+            .with_account(FakeAccount::new(PAT, 4242, "doc-miner"))
+            .with_account(FakeAccount::new(SECOND_TOKEN, 4242, "doc-miner"))
+            .with_account(FakeAccount::new(OTHER, 777, "someone-else")),
+    )
+    .await;
+    let mut s = scratch();
+    s.hotkey("hotkey2", MINER2_SEED);
+    s.pat("pat2", SECOND_TOKEN);
+    s.pat("pat3", OTHER);
+    let body = |second_pat: &str| {
+        format!(
+            "[[miner]]\nname = \"alpha\"\nwallet = {{ hotkey_file = \"hotkey\" }}\npat = {{ file = \"pat\" }}\n\
+             [[miner]]\nname = \"beta\"\nwallet = {{ hotkey_file = \"hotkey2\" }}\npat = {{ file = \"{second_pat}\" }}\n\
+             [agent]\nstate_dir = \"state\"\nlisten = \"off\"\n[github]\napi_url = \"http://{gh}\"\ntimeout = \"3s\"\n{}",
+            static_validator(1, VALIDATOR_HOTKEY, "127.0.0.1", 9, 20000.0)
+        )
+    };
+    s.write("agent.toml", &body("pat2"), 0o600);
+    let run = doctor(&s, &[]);
+    run.expect_code(78);
+    let line = run.stdout.lines().find(|l| l.contains("github account")).unwrap_or_else(|| panic!("{run}"));
+    assert!(line.starts_with("fail") && line.contains("alpha and beta") && line.contains("id 4242"), "{line}\n{run}");
+    // accounts of their own: no such line
+    s.write("agent.toml", &body("pat3"), 0o600);
+    let run = doctor(&s, &[]);
+    assert!(!run.stdout.contains("github account"), "{run}");
+}
