@@ -414,3 +414,36 @@ fn metrics_parser_is_strict() {
         assert!(parse_prometheus(bad).is_err(), "accepted {bad:?}");
     }
 }
+
+/// Issue 20 item 15: a state the agent cannot save (a full disk: its state dir on a full tmpfs in a
+/// mount namespace of its own) is visible to monitoring — `/readyz` fails saying why,
+/// `patrol_state_save_failed` is 1 — and logged once, not after every sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_that_cannot_be_saved_is_not_ready_and_logged_once() {
+    let gh = github().await;
+    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let s = scratch();
+    let port = free_port();
+    let one = static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0);
+    s.write("agent.toml", &config(Some(port), gh, &one, "probe_interval = \"1s\"\nprobe_jitter = \"0s\""), 0o600);
+    let state = s.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=16k tmpfs {d} && dd if=/dev/zero of={d}/filler bs=4k count=4 2>/dev/null; exec \"$@\"",
+        d = state.display()
+    );
+    let wrapper = ["unshare", "-m", "--", "sh", "-c", script.as_str(), "sh"];
+    let mut agent = Agent::start_wrapped(&s, &wrapper, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
+    let hk = [("hotkey", DENDRITE_HOTKEY)];
+    agent.wait_metric("patrol_state_save_failed", &hk, START, |v| v == 1.0);
+    let (code, body) = agent.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("cannot be saved") && body.contains("No space left"), "{body}");
+    assert_eq!(value(&agent.metrics(), "patrol_ready", &[]), Some(0.0));
+    // several probe sweeps later: still one error line
+    agent.wait_metric("patrol_probes_total", &hk, Duration::from_secs(20), |v| v >= 5.0);
+    let log = agent.log();
+    assert_eq!(log.matches("cannot save the state; retrying").count(), 1, "{log}");
+    agent.signal(libc::SIGTERM);
+    let _ = agent.wait_exit(Duration::from_secs(10));
+}

@@ -45,12 +45,32 @@ impl Agent {
     /// Start `patrol run ARGS` in `s`'s directory with `env`; `port` is the `[agent] listen` port
     /// the config uses (for [`Agent::get`]). `secrets` must never appear in its output.
     pub fn start(s: &Scratch, args: &[&str], env: &[(&str, &str)], port: Option<u16>, secrets: &[&str]) -> Agent {
+        Agent::start_wrapped(s, &[], args, env, port, secrets)
+    }
+
+    /// [`Agent::start`] through `wrapper`, a command prefix that ends by exec'ing its arguments
+    /// (e.g. `unshare -m -- sh -c '… && exec "$@"' sh`): the agent keeps the wrapper's pid.
+    pub fn start_wrapped(
+        s: &Scratch,
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        port: Option<u16>,
+        secrets: &[&str],
+    ) -> Agent {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = s.path(&format!("agent-{n}.log"));
         let err = File::create(&log).expect("agent log file");
         let out = err.try_clone().expect("agent log file");
-        let mut cmd = Command::new(patrol_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(patrol_bin());
+                c
+            }
+            None => Command::new(patrol_bin()),
+        };
         cmd.arg("run")
             .args(args)
             .current_dir(s.dir.path())
