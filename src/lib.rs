@@ -28,8 +28,9 @@
 //! - [`validators`]: the eligibility rule (pure).
 //! - [`wire`]: the bittensor 10.x dendrite → axon protocol (client, axon-side primitives, probe).
 //! - [`wallet`]: bittensor hotkey files, SS58, sr25519 signing.
-//! - [`fsutil`], [`secret`], [`tls`], [`heap`]: crash-safe files and capped reads; the PAT newtype
-//!   and redaction; the TLS provider; giving freed memory back after a burst.
+//! - [`fsutil`], [`secret`], [`tls`], [`heap`], [`version`]: crash-safe files and capped reads; the
+//!   PAT newtype and redaction; the TLS provider; giving freed memory back after a burst; what this
+//!   binary is (version, git revision, target, rustc).
 
 pub mod agent;
 pub mod chain;
@@ -48,5 +49,6 @@ pub mod report;
 pub mod secret;
 pub mod tls;
 pub mod validators;
+pub mod version;
 pub mod wallet;
 pub mod wire;

@@ -7,6 +7,7 @@ pub mod check;
 pub mod common;
 pub mod doctor;
 pub mod exit;
+pub mod generate;
 pub mod logging;
 pub mod post;
 pub mod reconcile;
@@ -24,7 +25,8 @@ pub use exit::{Coded, Exit};
 
 use crate::config::{self, Overrides, Settings};
 
-const EXIT_CODES_HELP: &str = "\
+/// The exit codes, in `--help` and in the man page's EXIT STATUS (`patrol man`).
+pub const EXIT_CODES_HELP: &str = "\
 Exit codes (check, post, reconcile):
   0   every eligible validator holds our valid PAT
   1   partial coverage
@@ -36,7 +38,14 @@ Exit codes (check, post, reconcile):
 
 /// patrol keeps your gittensor GitHub PAT stored and valid at every eligible validator of subnet 74.
 #[derive(Debug, Parser)]
-#[command(name = "patrol", version, about, after_help = EXIT_CODES_HELP, propagate_version = true)]
+#[command(
+    name = "patrol",
+    version,
+    long_version = crate::version::LONG,
+    about,
+    after_help = EXIT_CODES_HELP,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Config file (TOML). Default: $PATROL_CONFIG, ~/.config/patrol/config.toml, /etc/patrol/config.toml.
     #[arg(long, global = true, value_name = "FILE")]
@@ -76,6 +85,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// Simulate weeks of a subnet with faults in virtual time and compare strategies.
     Simulate(SimulateArgs),
+    /// Print a shell completion script to stdout.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to stdout: `patrol man | man -l -`.
+    #[command(hide = true)]
+    Man,
     /// Development helpers used by tests and benchmarks (fake GitHub, mock chain node, ...).
     #[command(hide = true, subcommand)]
     Dev(DevCommand),
@@ -195,6 +210,20 @@ pub struct RunArgs {
     pub chain: ChainArgs,
     #[command(flatten)]
     pub pat: PatArgs,
+}
+
+const COMPLETIONS_HELP: &str = "\
+Install, for example:
+  bash: patrol completions bash > ~/.local/share/bash-completion/completions/patrol
+  zsh:  patrol completions zsh > ~/.zfunc/_patrol   (with fpath+=~/.zfunc before compinit)
+  fish: patrol completions fish > ~/.config/fish/completions/patrol.fish
+The Debian package installs them for bash, zsh and fish.";
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -402,6 +431,9 @@ pub fn print_json_error(kind: &str, message: &str) {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
+        // Generated from the clap definitions: no config, no logging.
+        Command::Completions(a) => generate::completions(a.shell),
+        Command::Man => generate::man(),
         Command::Validator(ValidatorCommand::Serve(a)) => {
             logging::init_simple(cli.log_format.as_deref(), cli.verbose);
             validator_serve::run(a).await
