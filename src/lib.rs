@@ -15,6 +15,8 @@
 //! The miner's agent:
 //! - [`agent`]: `patrol run`, the systemd service: the main loop, the pure scheduler (rounds,
 //!   validator timers, probe sweeps), jobs, reload, health/metrics endpoint.
+//! - [`status_view`]: `patrol status` / the agent's `/status`: what the agent knows per miner and
+//!   validator, one pure function of the miners' state (the agent's or the state files').
 //! - [`report`]: `check` / `post` / `reconcile` output (gitt's JSON plus patrol's, tables).
 //! - [`metrics`]: the Prometheus families, filled from pass outcomes.
 //! - [`reconcile`]: the decision core (pure), the GitHub budget (pure), the state file, the
@@ -47,6 +49,7 @@ pub mod observe;
 pub mod reconcile;
 pub mod report;
 pub mod secret;
+pub mod status_view;
 pub mod tls;
 pub mod validators;
 pub mod version;

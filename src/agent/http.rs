@@ -58,6 +58,7 @@ struct Health {
 /// State shared by the main loop and the HTTP handlers.
 pub struct Shared {
     pub metrics: Metrics,
+    pub board: super::board::Board,
     health: Mutex<Health>,
 }
 
@@ -72,6 +73,7 @@ impl Shared {
     pub fn new(ready_window: Duration) -> Arc<Shared> {
         Arc::new(Shared {
             metrics: Metrics::new(),
+            board: Default::default(),
             health: Mutex::new(Health { heartbeat: Instant::now(), last_round: None, ready_window, metagraph: None }),
         })
     }
@@ -164,6 +166,7 @@ impl Server {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
+            .route("/status", get(super::board::serve))
             .with_state(shared);
         let token = stop.clone();
         let task = tokio::spawn(async move {

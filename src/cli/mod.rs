@@ -13,6 +13,7 @@ pub mod post;
 pub mod reconcile;
 pub mod run;
 pub mod simulate;
+pub mod status;
 pub mod validators;
 
 use std::ffi::OsString;
@@ -27,11 +28,11 @@ use crate::config::{self, Overrides, Settings};
 
 /// The exit codes, in `--help` and in the man page's EXIT STATUS (`patrol man`).
 pub const EXIT_CODES_HELP: &str = "\
-Exit codes (check, post, reconcile):
+Exit codes (check, post, reconcile, status):
   0   every eligible validator holds our valid PAT
   1   partial coverage
   2   no eligible validator covered
-  3   coverage undetermined (nobody answered, no validator source, metagraph too old)
+  3   coverage undetermined (nobody answered, no validator source, metagraph too old; status: no pass for 2 × (interval + jitter))
   64  usage error
   70  internal error
   78  configuration or credential error (config, PAT file, hotkey, not registered, PAT invalid)";
@@ -74,6 +75,9 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Run the agent: reconcile on an interval, forever (systemd Type=notify service).
     Run(RunArgs),
+    /// What the running agent knows, per miner and validator: no validator is contacted, no GitHub call.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status(StatusArgs),
     /// Show the eligible validators (and skipped ones with reasons): where the PAT would go.
     Validators(ValidatorsArgs),
     /// Check config, wallet, chain, registration, PAT, clock and state dir; print the fix for each failure.
@@ -212,6 +216,19 @@ pub struct RunArgs {
     pub pat: PatArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The agent's endpoint to ask, or "off" to read the state files only (default [agent] listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// State directory read when no agent answers (default [agent] state_dir).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<String>,
+}
+
 const COMPLETIONS_HELP: &str = "\
 Install, for example:
   bash: patrol completions bash > ~/.local/share/bash-completion/completions/patrol
@@ -304,6 +321,11 @@ impl Cli {
                 ov.state_dir = a.state_dir.clone();
                 (None, Some(&a.chain), None)
             }
+            Command::Status(a) => {
+                ov.state_dir = a.state_dir.clone();
+                ov.listen = a.listen.clone();
+                (None, None, None)
+            }
             Command::Doctor(a) => (Some(&a.wallet), Some(&a.chain), Some(&a.pat)),
             _ => (None, None, None),
         };
@@ -347,6 +369,7 @@ impl Cli {
             Command::Doctor(a) => a.json,
             Command::Demo(a) => a.json,
             Command::Simulate(a) => a.json,
+            Command::Status(a) => a.json,
             _ => false,
         }
     }
@@ -469,6 +492,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 Command::Reconcile(a) => reconcile::run(&settings, a).await,
                 Command::Run(a) => run::run(&cli, &settings, a).await,
                 Command::Validators(a) => validators::run(&settings, a).await,
+                Command::Status(a) => status::run(&settings, a).await,
                 _ => unreachable!("handled above"),
             }
         }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::budget::Ledger;
-use super::core::{History, Secs};
+use super::core::{Alert, History, Secs};
 use crate::fsutil;
 use crate::github::PreflightOutcome;
 
@@ -46,6 +46,9 @@ pub struct MinerState {
     /// [`PREFLIGHT_REUSE`] instead of two more GitHub calls per repair.
     #[serde(default)]
     pub preflight_valid: Option<(String, Secs)>,
+    /// The alerts the last pass raised (`patrol status` shows them).
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
 }
 
 impl MinerState {
@@ -63,6 +66,7 @@ impl MinerState {
             updated_at: 0,
             github: Ledger::default(),
             preflight_valid: None,
+            alerts: Vec::new(),
         }
     }
 
@@ -262,6 +266,21 @@ impl StateFile {
             }
         }
         MinerState::new(hotkey, netuid)
+    }
+
+    /// Read without changing anything (`patrol status`, while the agent may own the file): `None`
+    /// when there is no file, else the state or what is wrong with the file (left where it is: the
+    /// next writer moves a corrupt one aside). Another miner's or netuid's state reads as `None`.
+    pub fn peek(&self, hotkey: &str, netuid: u16) -> Result<Option<MinerState>, String> {
+        match fsutil::read_capped(&self.path, STATE_CAP) {
+            Ok(raw) => match parse(&raw, hotkey, netuid) {
+                Ok(s) if s.hotkey == hotkey && s.netuid == netuid => Ok(Some(s)),
+                Ok(_) => Ok(None),
+                Err(problem) => Err(format!("state file {} is {problem}", self.path.display())),
+            },
+            Err(fsutil::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read state file {}: {e}", self.path.display())),
+        }
     }
 
     /// [`save`](Self::save) for [`super::pass::Io::checkpoint`]: the pass goes on (the PAT may still
