@@ -183,10 +183,16 @@ async fn status_shows_the_agents_last_pass_without_contacting_anyone_then_reads_
     .unwrap();
     rows_match_the_last_pass(m, &state, &metrics);
 
+    // what status spares: `check` asks every validator again and costs GitHub calls on the PAT
+    // (the counters above would have seen it); it agrees on the exit code
+    let check = s.run_env(&["check", "--config", "agent.toml"], &[], Duration::from_secs(60));
+    assert_eq!(check.code, 1, "{check}");
+    assert!(proxy.connections() > contacts && github_calls(&gh) >= calls + 2, "{check}");
+
     // --- no agent: the state file, saying so; the same miners
     agent.signal(libc::SIGTERM);
     assert_eq!(agent.wait_exit(Duration::from_secs(20)).code(), Some(0));
-    let calls = github_calls(&gh);
+    let (contacts, calls) = (proxy.connections(), github_calls(&gh));
     let file = status(&s, "agent.toml", true);
     file.expect_code(1);
     let fv = file.json();
