@@ -5,6 +5,8 @@
 #
 #   systemd-analyze  (package systemd)  tests/packaging.rs verifies the unit files
 #   dpkg-deb         (package dpkg)     tests/packaging.rs lists the .deb
+#   lintian          (package lintian)  tests/conventions.rs checks the .deb's man page
+#   man              (package man-db)   tests/conventions.rs renders the man page
 #   cargo-deb        (cargo install)    scripts/package-deb.sh builds the .deb
 set -euo pipefail
 
@@ -16,9 +18,11 @@ fi
 need=()
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+command -v lintian >/dev/null 2>&1 || need+=(lintian)
+command -v man >/dev/null 2>&1 || need+=(man-db)
 
 if ((${#need[@]} == 0)); then
-    echo "ci-deps.sh: systemd-analyze and dpkg-deb present" >&2
+    echo "ci-deps.sh: systemd-analyze, dpkg-deb, lintian and man present" >&2
     exit 0
 fi
 

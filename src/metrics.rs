@@ -13,7 +13,7 @@
 //! `github_calls_estimated_total`, `github_calls_last_hour`, `github_budget_per_hour`,
 //! `check_interval_seconds`, `probes_total`, `restarts_detected_total`, `rechecks_total`,
 //! `metagraph_reads_total{netuid,source}`, `miner_problem{hotkey,kind}`, `reloads_total{result}`,
-//! `ready`, `build_info{version}`.
+//! `ready`, `build_info{version,revision,target,rustc}`.
 
 use std::sync::atomic::AtomicU64;
 
@@ -85,8 +85,11 @@ struct ResultL {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionL {
+struct BuildL {
     version: String,
+    revision: String,
+    target: String,
+    rustc: String,
 }
 
 /// Kinds of `patrol_miner_problem`.
@@ -123,7 +126,7 @@ pub struct Metrics {
     restarts: Family<MinerL, Counter>,
     state_save_failed: Family<MinerL, Gauge>,
     ready: Gauge,
-    build_info: Family<VersionL, Gauge>,
+    build_info: Family<BuildL, Gauge>,
     /// Per-validator series set by the last pass of each miner.
     validator_series: std::sync::Mutex<std::collections::HashMap<String, Vec<(ValidatorL, ValidatorUidL)>>>,
 }
@@ -275,8 +278,15 @@ impl Metrics {
             m.state_save_failed.clone(),
         );
         registry.register("ready", "1 when /readyz would answer 200", m.ready.clone());
-        registry.register("build_info", "Always 1; the version label says which patrol runs", m.build_info.clone());
-        m.build_info.get_or_create(&VersionL { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which patrol runs, built from what",
+            m.build_info.clone(),
+        );
+        use crate::version::{REVISION, RUSTC, TARGET, VERSION};
+        let build =
+            BuildL { version: VERSION.into(), revision: REVISION.into(), target: TARGET.into(), rustc: RUSTC.into() };
+        m.build_info.get_or_create(&build).set(1);
         Metrics { registry, ..m }
     }
 

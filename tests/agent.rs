@@ -12,6 +12,8 @@
 mod doctor;
 /// Agent process, reference validator, notify socket, HTTP and Prometheus-text helpers.
 pub(crate) mod harness;
+/// `patrol status`: the agent's view over `/status`, the state-file fallback, stale state (issue 21).
+mod status;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -60,6 +60,7 @@ struct Health {
 /// State shared by the main loop and the HTTP handlers.
 pub struct Shared {
     pub metrics: Metrics,
+    pub board: super::board::Board,
     health: Mutex<Health>,
 }
 
@@ -74,6 +75,7 @@ impl Shared {
     pub fn new(ready_window: Duration) -> Arc<Shared> {
         Arc::new(Shared {
             metrics: Metrics::new(),
+            board: Default::default(),
             health: Mutex::new(Health {
                 heartbeat: Instant::now(),
                 last_round: None,
@@ -188,6 +190,7 @@ impl Server {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
+            .route("/status", get(super::board::serve))
             .with_state(shared);
         let token = stop.clone();
         let task = tokio::spawn(async move {
