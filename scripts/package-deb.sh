@@ -7,6 +7,8 @@
 #                       debug build)
 #   PATROL_DEB_NO_BUILD set to 1 to package the binary already built for that profile (tests: the
 #                       `cargo test` that runs them has just built it, and holds cargo's lock)
+#   PATROL_DEB_VERSION  the package version (default: Cargo.toml's version, revision 1); the
+#                       deployment test builds a higher one to test an upgrade
 #
 # Prints the path of the .deb on stdout (last line); progress goes to stderr.
 set -euo pipefail
@@ -26,9 +28,12 @@ args=(--output "${out}" --profile "${profile}")
 if [[ "${PATROL_DEB_NO_BUILD:-0}" == 1 ]]; then
     args+=(--no-build)
 fi
+if [[ -n "${PATROL_DEB_VERSION:-}" ]]; then
+    args+=(--deb-version "${PATROL_DEB_VERSION}")
+fi
 if [[ "${profile}" != "release" ]]; then
-    # A test package: keep the debug build as it is and compress fast (a debug binary is ~60 MB).
-    args+=(--no-strip --fast)
+    # A test package: compress fast (cargo-deb strips the debug binary's copy: ~33 MB).
+    args+=(--fast)
 fi
 echo "package-deb.sh: cargo deb ${args[*]}" >&2
 deb="$(cargo deb "${args[@]}" 2> >(cat >&2) | tail -n 1)"
