@@ -76,6 +76,15 @@ pub fn resolve_target(path: &Path) -> io::Result<PathBuf> {
     Err(refuse(Refused::SymlinkLoop { path: path.to_path_buf() }))
 }
 
+/// Whether this process can create a file in `dir`: creates (and removes) an empty one. As root a
+/// mode without `w` does not stop writes, so looking at permissions would not tell.
+pub fn probe_create(dir: &Path) -> io::Result<()> {
+    let probe = dir.join(format!(".patrol-probe-{}-{}", std::process::id(), rand::random::<u32>()));
+    OpenOptions::new().write(true).create_new(true).open(&probe)?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Atomically replace `path` with `bytes`, creating the file with `mode` (e.g. 0o600). `path` must
 /// be missing, a regular file, or a symbolic link to one (whose target is then replaced).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {

@@ -24,11 +24,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::coverage::Summary;
-use crate::github::{Preflight, PreflightOutcome};
 use crate::observe::Category;
-use crate::reconcile::core::{AlertKind, ProbeVerdict};
+use crate::reconcile::core::AlertKind;
 use crate::reconcile::pass::PassOutcome;
-use crate::reconcile::state::MinerState;
+use crate::reconcile::state::{MinerState, PreflightVerdict};
 
 type FGauge = Gauge<f64, AtomicU64>;
 
@@ -90,8 +89,6 @@ struct VersionL {
     version: String,
 }
 
-/// Outcomes of `patrol_pat_preflight`.
-const PREFLIGHT_OUTCOMES: [&str; 3] = ["valid", "transient", "invalid"];
 /// Kinds of `patrol_miner_problem`.
 pub const MINER_PROBLEMS: [&str; 3] = ["not_registered", "pat_unavailable", "no_validator_source"];
 
@@ -124,6 +121,7 @@ pub struct Metrics {
     check_interval: Family<MinerL, Gauge>,
     probes: Family<MinerL, Counter>,
     restarts: Family<MinerL, Counter>,
+    state_save_failed: Family<MinerL, Gauge>,
     ready: Gauge,
     build_info: Family<VersionL, Gauge>,
     /// Per-validator series set by the last pass of each miner.
@@ -167,6 +165,7 @@ impl Metrics {
             check_interval: Family::default(),
             probes: Family::default(),
             restarts: Family::default(),
+            state_save_failed: Family::default(),
             ready: Gauge::default(),
             build_info: Family::default(),
             validator_series: Default::default(),
@@ -270,17 +269,22 @@ impl Metrics {
             "Validators found restarted (new axon uuid) or answering again after silence",
             m.restarts.clone(),
         );
+        registry.register(
+            "state_save_failed",
+            "1 while the miner's state file cannot be saved (the last save failed: disk full, permissions)",
+            m.state_save_failed.clone(),
+        );
         registry.register("ready", "1 when /readyz would answer 200", m.ready.clone());
         registry.register("build_info", "Always 1; the version label says which patrol runs", m.build_info.clone());
         m.build_info.get_or_create(&VersionL { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         Metrics { registry, ..m }
     }
 
-    /// Update everything a pass tells us.
+    /// Update everything a full pass tells us. Counters are the state's lifetime totals
+    /// ([`MinerState::totals`]), so one-shot runs writing a textfile continue them.
     pub fn observe_pass(&self, hotkey: &str, out: &PassOutcome, state: &MinerState) {
         self.observe_coverage(hotkey, out, state);
         let hk = || hotkey.to_string();
-        self.passes.get_or_create(&MinerL { hotkey: hk() }).inc();
         self.pass_duration.get_or_create(&MinerL { hotkey: hk() }).set(out.duration.as_secs_f64());
         self.last_pass.get_or_create(&MinerL { hotkey: hk() }).set(out.started_at as f64);
     }
@@ -290,7 +294,6 @@ impl Metrics {
     /// or timestamp, which describe full passes.
     pub fn observe_recheck(&self, hotkey: &str, out: &PassOutcome, state: &MinerState) {
         self.observe_coverage(hotkey, out, state);
-        self.rechecks.get_or_create(&MinerL { hotkey: hotkey.to_string() }).inc();
     }
 
     /// Everything but the pass-level counters.
@@ -324,14 +327,7 @@ impl Metrics {
         }
         set.insert(hotkey.to_string(), now_set);
         drop(set);
-        for c in &out.checks {
-            self.checks.get_or_create(&CategoryL { hotkey: hk(), category: c.as_str().into() }).inc();
-        }
-        for b in &out.broadcasts {
-            self.broadcasts.get_or_create(&OutcomeL { hotkey: hk(), outcome: b.as_str().into() }).inc();
-        }
         let g = &out.github;
-        self.github_calls.get_or_create(&MinerL { hotkey: hk() }).inc_by(u64::from(g.pass_calls));
         self.github_last_hour.get_or_create(&MinerL { hotkey: hk() }).set(i64::from(g.last_hour));
         match g.budget_per_hour {
             Some(b) => {
@@ -342,42 +338,68 @@ impl Metrics {
             }
         }
         self.check_interval.get_or_create(&MinerL { hotkey: hk() }).set(g.interval_s as i64);
-        self.probes.get_or_create(&MinerL { hotkey: hk() }).inc_by(out.probes as u64);
-        let restarts = out
-            .validators
-            .iter()
-            .filter(|v| matches!(v.probe, Some(ProbeVerdict::Restarted | ProbeVerdict::Revived { .. })))
-            .count();
-        self.restarts.get_or_create(&MinerL { hotkey: hk() }).inc_by(restarts as u64);
-        if let Some(t) = state.last_full_coverage_at {
-            self.last_full.get_or_create(&MinerL { hotkey: hk() }).set(t as f64);
-        }
-        if let Some(pf) = &out.preflight {
-            self.observe_preflight(hotkey, pf);
-        }
         for kind in AlertKind::ALL {
             let n = out.alerts.iter().filter(|a| a.kind == kind).count();
             self.alerts.get_or_create(&KindL { hotkey: hk(), kind: kind.as_str().into() }).set(n as i64);
         }
+        self.observe_totals(hotkey, state);
     }
 
-    /// Record a local PAT preflight: its result, the PAT's expiry and the rate limit left, when
-    /// GitHub reported them.
-    pub fn observe_preflight(&self, hotkey: &str, pf: &Preflight) {
+    /// What the state says whatever the last pass did: the lifetime counters
+    /// ([`MinerState::totals`], the GitHub ledger's total), the last full coverage, and the last
+    /// preflight of the PAT in use.
+    pub fn observe_totals(&self, hotkey: &str, state: &MinerState) {
         let hk = || hotkey.to_string();
-        let result = match pf.outcome {
-            PreflightOutcome::Valid { .. } => "valid",
-            PreflightOutcome::Transient { .. } => "transient",
-            PreflightOutcome::Invalid { .. } => "invalid",
-        };
-        for r in PREFLIGHT_OUTCOMES {
-            self.preflight.get_or_create(&OutcomeL { hotkey: hk(), outcome: r.into() }).set(i64::from(r == result));
+        let totals = &state.totals;
+        set_total(&self.passes.get_or_create(&MinerL { hotkey: hk() }), totals.passes);
+        set_total(&self.rechecks.get_or_create(&MinerL { hotkey: hk() }), totals.rechecks);
+        for (c, n) in &totals.checks {
+            set_total(&self.checks.get_or_create(&CategoryL { hotkey: hk(), category: c.as_str().into() }), *n);
         }
-        if let Some(exp) = pf.token_expiry.as_ref().and_then(|e| e.unix_seconds) {
-            self.pat_expiry.get_or_create(&MinerL { hotkey: hk() }).set(exp as f64);
+        for (b, n) in &totals.broadcasts {
+            set_total(&self.broadcasts.get_or_create(&OutcomeL { hotkey: hk(), outcome: b.as_str().into() }), *n);
         }
-        if let Some(rem) = pf.rate_limit.as_ref().and_then(|r| r.remaining) {
-            self.rate_remaining.get_or_create(&MinerL { hotkey: hk() }).set(rem as i64);
+        set_total(&self.github_calls.get_or_create(&MinerL { hotkey: hk() }), state.github.total);
+        set_total(&self.probes.get_or_create(&MinerL { hotkey: hk() }), totals.probes);
+        set_total(&self.restarts.get_or_create(&MinerL { hotkey: hk() }), totals.restarts);
+        if let Some(t) = state.last_full_coverage_at {
+            self.last_full.get_or_create(&MinerL { hotkey: hk() }).set(t as f64);
+        }
+        self.observe_preflight(hotkey, state);
+    }
+
+    /// The last PAT preflight the state remembers — its verdict, the PAT's expiry and the rate
+    /// limit left — if it was about the PAT in use; none of it otherwise (after a rotation the old
+    /// PAT's expiry must not linger).
+    fn observe_preflight(&self, hotkey: &str, state: &MinerState) {
+        let hk = || hotkey.to_string();
+        let record = state.fingerprint.as_deref().and_then(|fp| state.preflight_of(fp));
+        for v in PreflightVerdict::ALL {
+            let l = OutcomeL { hotkey: hk(), outcome: v.as_str().into() };
+            match record {
+                Some(r) => {
+                    self.preflight.get_or_create(&l).set(i64::from(r.verdict == v));
+                }
+                None => {
+                    self.preflight.remove(&l);
+                }
+            }
+        }
+        match record.and_then(|r| r.expiry) {
+            Some(exp) => {
+                self.pat_expiry.get_or_create(&MinerL { hotkey: hk() }).set(exp as f64);
+            }
+            None => {
+                self.pat_expiry.remove(&MinerL { hotkey: hk() });
+            }
+        }
+        match record.and_then(|r| r.rate_remaining) {
+            Some(rem) => {
+                self.rate_remaining.get_or_create(&MinerL { hotkey: hk() }).set(rem as i64);
+            }
+            None => {
+                self.rate_remaining.remove(&MinerL { hotkey: hk() });
+            }
         }
     }
 
@@ -398,6 +420,11 @@ impl Metrics {
     /// Count a configuration reload (`applied` or `rejected`).
     pub fn inc_reloads(&self, result: &str) {
         self.reloads.get_or_create(&ResultL { result: result.into() }).inc();
+    }
+
+    /// Whether the miner's last state save failed.
+    pub fn set_state_save_failed(&self, hotkey: &str, failed: bool) {
+        self.state_save_failed.get_or_create(&MinerL { hotkey: hotkey.to_string() }).set(i64::from(failed));
     }
 
     /// Whether the agent is ready (mirrors `/readyz`).
@@ -429,8 +456,8 @@ impl Metrics {
         for o in crate::observe::BroadcastOutcome::ALL {
             self.broadcasts.remove(&OutcomeL { hotkey: hk(), outcome: o.as_str().into() });
         }
-        for o in PREFLIGHT_OUTCOMES {
-            self.preflight.remove(&OutcomeL { hotkey: hk(), outcome: o.into() });
+        for v in PreflightVerdict::ALL {
+            self.preflight.remove(&OutcomeL { hotkey: hk(), outcome: v.as_str().into() });
         }
         for k in AlertKind::ALL {
             self.alerts.remove(&KindL { hotkey: hk(), kind: k.as_str().into() });
@@ -438,7 +465,7 @@ impl Metrics {
         for f in [&self.github_calls, &self.probes, &self.restarts] {
             f.remove(&MinerL { hotkey: hk() });
         }
-        for f in [&self.github_last_hour, &self.github_budget, &self.check_interval] {
+        for f in [&self.github_last_hour, &self.github_budget, &self.check_interval, &self.state_save_failed] {
             f.remove(&MinerL { hotkey: hk() });
         }
         for k in MINER_PROBLEMS {
@@ -463,6 +490,15 @@ impl Metrics {
     /// OpenMetrics): counters are declared under their `_total` name, `# UNIT`/`# EOF` dropped.
     pub fn encode_prometheus(&self) -> String {
         to_prometheus_text(&self.encode_openmetrics())
+    }
+}
+
+/// Move a counter up to `total` (a lifetime count kept in the state). Never down: a total read
+/// from an older state file than the counter has seen leaves it as it is.
+fn set_total(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
     }
 }
 
@@ -509,5 +545,57 @@ mod tests {
         assert!(p.contains("patrol_passes_total{hotkey=\"5X\"} 1"));
         assert!(p.contains("patrol_metagraph_age_seconds{netuid=\"74\"} 12.5"));
         assert!(!p.contains("# EOF"));
+    }
+
+    fn preflight(expiry: Option<i64>) -> crate::github::Preflight {
+        crate::github::Preflight {
+            outcome: crate::github::PreflightOutcome::Valid { login: "m".into(), id: "1".into() },
+            identity_attempts: 1,
+            token_expiry: expiry.map(|t| crate::github::TokenExpiry { text: String::new(), unix_seconds: Some(t) }),
+            rate_limit: None,
+            graphql_rate_limit: None,
+        }
+    }
+
+    /// Issue 19: in agent mode a stale `pat_expiry` survived a rotation to a PAT without expiry.
+    #[test]
+    fn preflight_series_follow_the_pat_in_use() {
+        let m = Metrics::new();
+        let mut state = MinerState::new("5Hk", 74);
+        state.fingerprint = Some("fp-a".into());
+        state.remember_preflight("fp-a", &preflight(Some(1_924_992_000)), 100);
+        m.observe_totals("5Hk", &state);
+        let text = m.encode_prometheus();
+        assert!(text.contains("patrol_pat_expiry_timestamp_seconds{hotkey=\"5Hk\"} 1924992000"), "{text}");
+        assert!(text.contains("patrol_pat_preflight{hotkey=\"5Hk\",outcome=\"valid\"} 1"), "{text}");
+        // rotated: until a preflight of the new PAT, nothing is known about it
+        state.fingerprint = Some("fp-b".into());
+        m.observe_totals("5Hk", &state);
+        let text = m.encode_prometheus();
+        assert!(!text.contains("patrol_pat_expiry_timestamp_seconds{"), "{text}");
+        assert!(!text.contains("patrol_pat_preflight{"), "{text}");
+        // the new PAT has no expiry
+        state.remember_preflight("fp-b", &preflight(None), 200);
+        m.observe_totals("5Hk", &state);
+        let text = m.encode_prometheus();
+        assert!(!text.contains("patrol_pat_expiry_timestamp_seconds{"), "{text}");
+        assert!(text.contains("patrol_pat_preflight{hotkey=\"5Hk\",outcome=\"valid\"} 1"), "{text}");
+    }
+
+    /// Counters are the state's totals: they continue across processes and never go down.
+    #[test]
+    fn counters_follow_the_state_totals() {
+        let mut state = MinerState::new("5Hk", 74);
+        state.totals.passes = 41;
+        state.totals.checks.insert(Category::Valid, 7);
+        let m = Metrics::new();
+        m.observe_totals("5Hk", &state);
+        state.totals.passes = 42;
+        m.observe_totals("5Hk", &state);
+        state.totals.passes = 3; // an older state file: the counter does not go down
+        m.observe_totals("5Hk", &state);
+        let text = m.encode_prometheus();
+        assert!(text.contains("patrol_passes_total{hotkey=\"5Hk\"} 42"), "{text}");
+        assert!(text.contains("patrol_checks_total{hotkey=\"5Hk\",category=\"valid\"} 7"), "{text}");
     }
 }

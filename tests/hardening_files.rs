@@ -128,8 +128,8 @@ fn a_metrics_file_that_is_a_fifo_or_a_device_is_refused_and_left_alone() {
         "{r}"
     );
     assert!(is_fifo(&fifo), "the FIFO must still be a FIFO\n{r}");
-    // the pass itself ran and saved its state before the metrics were refused
-    assert!(s.path("state").join(state_name()).is_file(), "{r}");
+    // refused before the pass (issue 20 item 15): nothing was checked, sent or saved
+    assert!(!s.path("state").join(state_name()).exists(), "{r}");
 
     // copies of /dev/full and /dev/null (the originals are never touched by a test)
     for (name, minor) in [("full", 7), ("null", 3)] {
@@ -348,9 +348,9 @@ fn symlink_loops_are_clear_errors() {
     assert!(error_line(&r).contains("cannot write metrics file loop-a: loop-a is a loop of symbolic links"), "{r}");
     assert!(is_symlink(&s.path("loop-a")) && is_symlink(&s.path("loop-b")));
 
-    // (that pass saved a state file; make its path a link to itself)
+    // (refused before the pass, so no state was saved; make the state path a link to itself)
     let state = s.path("state").join(state_name());
-    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir_all(s.path("state")).unwrap();
     symlink(&state, &state).unwrap();
     let r = run(&s, &["reconcile"]);
     r.expect_code(78);

@@ -16,6 +16,9 @@ mod hardening_config;
 mod hardening_files;
 /// patrol check/post against a real Python bt.Axon; request vs captured vectors (issue 2).
 mod interop;
+/// `reconcile --metrics-file`: ready, counters across runs, preflight series, refused paths, a
+/// result kept when the state cannot be saved (issues 19, 20).
+mod metrics_file;
 /// Packaging: systemd units verify, the .deb contents, alert rules and dashboard names (issue 6).
 mod packaging;
 /// Self-tests of the real-Python bittensor harness (bt.Dendrite <-> bt.Axon).

@@ -67,7 +67,6 @@ impl Agent<'_> {
                     state: m.state.clone(),
                     pat,
                     work,
-                    refresh_preflight: false,
                     state_file: m.checkpoint_file(),
                 })),
                 Err(e) => {
@@ -116,7 +115,6 @@ impl Agent<'_> {
                 state: m.state.clone(),
                 pat,
                 work,
-                refresh_preflight: m.preflight_due(),
                 state_file: m.checkpoint_file(),
             }));
         }
@@ -162,13 +160,10 @@ impl Agent<'_> {
                     if m.problem.as_ref().is_some_and(|p| !p.is(ProblemKind::PatUnavailable)) {
                         m.set_problem(None, metrics);
                     }
-                    m.absorb(&out, t.extra_preflight.as_ref());
+                    m.absorb(&out);
                     match done.kind {
                         Kind::Round => metrics.observe_pass(m.ss58(), &out, &m.state),
                         Kind::Recheck => metrics.observe_recheck(m.ss58(), &out, &m.state),
-                    }
-                    if let Some(pf) = &t.extra_preflight {
-                        metrics.observe_preflight(m.ss58(), pf);
                     }
                     if done.kind == Kind::Round {
                         m.force_full = false;
@@ -177,6 +172,7 @@ impl Agent<'_> {
                 Err(problem) => m.set_problem(Some(problem), metrics),
             }
             m.save();
+            self.shared.state_saved(m.ss58(), m.save_error.as_deref());
         }
         self.publish_status();
         // Once per job: an idle agent must not keep its last fan-out's peak as RSS.

@@ -53,6 +53,8 @@ struct Health {
     /// 2 × (interval + jitter): a round must have finished within this.
     ready_window: Duration,
     metagraph: Option<MetagraphSeen>,
+    /// Miners whose state could not be saved after their last pass, and why.
+    unsaved: std::collections::BTreeMap<String, String>,
 }
 
 /// State shared by the main loop and the HTTP handlers.
@@ -72,7 +74,13 @@ impl Shared {
     pub fn new(ready_window: Duration) -> Arc<Shared> {
         Arc::new(Shared {
             metrics: Metrics::new(),
-            health: Mutex::new(Health { heartbeat: Instant::now(), last_round: None, ready_window, metagraph: None }),
+            health: Mutex::new(Health {
+                heartbeat: Instant::now(),
+                last_round: None,
+                ready_window,
+                metagraph: None,
+                unsaved: Default::default(),
+            }),
         })
     }
 
@@ -91,6 +99,19 @@ impl Shared {
         let mut h = self.health();
         h.last_round = Some(Instant::now());
         h.metagraph = Some(metagraph);
+    }
+
+    /// Whether a miner's state was saved after its last pass (`error`: why not). A state that can
+    /// not be saved makes the agent not ready: what it learns and sends would be forgotten by a
+    /// restart (and a restart re-sends the PAT everywhere).
+    pub fn state_saved(&self, hotkey: &str, error: Option<&str>) {
+        let mut h = self.health();
+        match error {
+            Some(e) => h.unsaved.insert(hotkey.to_string(), e.to_string()),
+            None => h.unsaved.remove(hotkey),
+        };
+        drop(h);
+        self.metrics.set_state_save_failed(hotkey, error.is_some());
     }
 
     /// The interval changed on a reload.
@@ -121,6 +142,9 @@ impl Shared {
                 since.as_secs(),
                 h.ready_window.as_secs()
             ));
+        }
+        if let Some((hotkey, e)) = h.unsaved.iter().next() {
+            return Err(format!("the state of miner {hotkey} cannot be saved: {e}"));
         }
         match &h.metagraph {
             Some(m) if m.source == "cache" => Err(format!(
@@ -241,5 +265,24 @@ mod tests {
         assert!(s.readiness(Instant::now()).unwrap_err().contains("cached metagraph"));
         assert_eq!(s.liveness(Instant::now()), Ok(()));
         assert!(s.liveness(Instant::now() + LIVENESS_LIMIT + Duration::from_secs(1)).is_err());
+    }
+
+    /// Issue 20 item 15: a state that cannot be saved is visible in /readyz and the metrics.
+    #[test]
+    fn a_state_that_cannot_be_saved_makes_the_agent_not_ready() {
+        let s = Shared::new(Duration::from_secs(60));
+        s.round_finished(MetagraphSeen {
+            netuid: 74,
+            at: Instant::now(),
+            age_at_read: Duration::ZERO,
+            source: "chain",
+        });
+        s.state_saved("5Hk", Some("No space left on device (os error 28)"));
+        let why = s.readiness(Instant::now()).unwrap_err();
+        assert!(why.contains("5Hk") && why.contains("No space left"), "{why}");
+        assert!(s.metrics.encode_prometheus().contains("patrol_state_save_failed{hotkey=\"5Hk\"} 1"));
+        s.state_saved("5Hk", None);
+        assert_eq!(s.readiness(Instant::now()), Ok(()));
+        assert!(s.metrics.encode_prometheus().contains("patrol_state_save_failed{hotkey=\"5Hk\"} 0"));
     }
 }

@@ -17,8 +17,6 @@ use tokio::task::JoinSet;
 use super::miner::{Problem, ProblemKind};
 use crate::chain::{self, ChainClient, ChainError, SubnetView};
 use crate::config::Settings;
-use crate::github::Preflight;
-use crate::reconcile::budget;
 use crate::reconcile::pass::{self, PassConfig, PassOutcome, Work};
 use crate::reconcile::state::{MinerState, StateFile};
 use crate::reconcile::transport::Transport;
@@ -34,8 +32,6 @@ pub struct Task {
     pub state: MinerState,
     pub pat: Pat,
     pub work: Work,
-    /// Run a telemetry preflight if the pass did not run one.
-    pub refresh_preflight: bool,
     /// Where to checkpoint the state before broadcasting (`None`: dry run, nothing is saved).
     pub state_file: Option<StateFile>,
 }
@@ -45,8 +41,6 @@ pub struct TaskDone {
     pub index: usize,
     pub state: MinerState,
     pub result: Result<PassOutcome, Problem>,
-    /// The telemetry preflight, if one ran.
-    pub extra_preflight: Option<Preflight>,
 }
 
 /// What the round read as the validator set.
@@ -101,17 +95,6 @@ pub async fn recheck(selection: Arc<Selection>, cfg: PassConfig, tasks: Vec<Task
     Done { kind: Kind::Recheck, chain: None, view: None, tasks: done }
 }
 
-/// The telemetry preflight a round runs when its pass did not need one (at most hourly, see
-/// [`super::miner::PREFLIGHT_REFRESH`]), so the PAT's expiry and validity stay visible while every
-/// validator is covered. It counts against the GitHub budget.
-pub async fn refresh_preflight(transport: &dyn Transport, pat: &Pat, state: &mut MinerState) -> Preflight {
-    let pf = transport.preflight(pat).await;
-    let now = transport.clock().now();
-    state.github.record(now, budget::CALLS_PER_PREFLIGHT);
-    state.remember_preflight(&pat.fingerprint(), &pf.outcome, now);
-    pf
-}
-
 /// One pass per task, concurrently. A miner whose hotkey the view does not list is not passed (the
 /// PAT goes only to a subnet we are registered on).
 async fn run_tasks(
@@ -130,26 +113,19 @@ async fn run_tasks(
                 index: task.index,
                 state: task.state,
                 result: Err(Problem::new(ProblemKind::NotRegistered, e.to_string())),
-                extra_preflight: None,
             });
             continue;
         }
         let (selection, cfg) = (selection.clone(), cfg.clone());
         set.spawn(async move {
-            let Task { index, hotkey: _, transport, mut state, pat, work, refresh_preflight: refresh, state_file } =
-                task;
+            let Task { index, hotkey: _, transport, mut state, pat, work, state_file } = task;
             let save = |s: &MinerState| {
                 if let Some(f) = &state_file {
                     f.checkpoint(s);
                 }
             };
             let outcome = pass::run(&*transport, &cfg, &selection, &mut state, &pat, &work, Some(&save)).await;
-            let extra_preflight = if refresh && outcome.preflight.is_none() {
-                Some(refresh_preflight(&*transport, &pat, &mut state).await)
-            } else {
-                None
-            };
-            TaskDone { index, state, result: Ok(outcome), extra_preflight }
+            TaskDone { index, state, result: Ok(outcome) }
         });
     }
     while let Some(r) = set.join_next().await {

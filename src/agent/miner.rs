@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::status::MinerView;
 use crate::config::{MinerSettings, PatError, Settings};
@@ -22,11 +22,6 @@ use crate::secret::Pat;
 use crate::wallet::{Hotkey, WalletError};
 use crate::wire::Dendrite;
 use crate::wire::dendrite::DendriteOptions;
-
-/// Run a preflight of our own at most this often when no pass needed one, so the PAT's expiry and
-/// validity stay visible in the metrics while every validator is covered (two GitHub calls an hour
-/// on the miner's own quota).
-pub const PREFLIGHT_REFRESH: Duration = Duration::from_secs(3600);
 
 /// Why a miner could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +109,8 @@ pub struct Miner {
     pub view: MinerView,
     /// Next round checks every validator not in backoff (start-up, PAT rotation), not only the due ones.
     pub force_full: bool,
-    pub last_preflight: Option<Instant>,
+    /// Why the last save failed (`None`: saved, or nothing saved yet).
+    pub save_error: Option<String>,
     logged: Logged,
 }
 
@@ -147,7 +143,7 @@ impl Miner {
             problem: None,
             view: MinerView::Pending,
             force_full: true,
-            last_preflight: None,
+            save_error: None,
             logged: Logged::default(),
             hotkey,
         })
@@ -186,11 +182,6 @@ impl Miner {
         Ok((loaded.pat, changed))
     }
 
-    /// Whether a telemetry preflight is due (see [`PREFLIGHT_REFRESH`]).
-    pub fn preflight_due(&self) -> bool {
-        self.last_preflight.is_none_or(|t| t.elapsed() >= PREFLIGHT_REFRESH)
-    }
-
     /// Set (or clear) the miner's problem; logs and updates the metric only on a change.
     pub fn set_problem(&mut self, problem: Option<Problem>, metrics: &Metrics) {
         if self.problem == problem {
@@ -216,16 +207,13 @@ impl Miner {
     }
 
     /// Take a pass outcome: update the status view and log what changed since the last pass.
-    pub fn absorb(&mut self, out: &PassOutcome, extra_preflight: Option<&Preflight>) {
+    pub fn absorb(&mut self, out: &PassOutcome) {
         self.view = MinerView::of(out);
-        if out.preflight.is_some() || extra_preflight.is_some() {
-            self.last_preflight = Some(Instant::now());
-        }
         self.log_probes(out);
         self.log_budget(out);
         self.log_validators(out);
         self.log_alerts(out);
-        if let Some(pf) = out.preflight.as_ref().or(extra_preflight) {
+        if let Some(pf) = &out.preflight {
             self.log_preflight(pf);
         }
         if let MinerView::Coverage { covered, total, stake, .. } = &self.view {
@@ -361,14 +349,26 @@ impl Miner {
         }
     }
 
-    /// Persist the state (not in a dry run). Errors are logged: the in-memory state stays good and
-    /// the next pass tries again.
-    pub fn save(&self) {
+    /// Persist the state (not in a dry run). A failure is kept in [`Miner::save_error`] and logged
+    /// once per change (a full disk must not write an error line every sweep): the in-memory state
+    /// stays good and the next pass tries again.
+    pub fn save(&mut self) {
         if self.lock.is_none() {
             return;
         }
-        if let Err(e) = self.file.save(&self.state) {
-            tracing::error!(miner = %self.name(), error = %e, "cannot save the state");
+        match self.file.save(&self.state) {
+            Ok(()) => {
+                if let Some(was) = self.save_error.take() {
+                    tracing::info!(miner = %self.name(), "the state is saved again (was: {was})");
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.save_error.as_deref() != Some(msg.as_str()) {
+                    tracing::error!(miner = %self.name(), error = %msg, "cannot save the state; retrying after every pass");
+                }
+                self.save_error = Some(msg);
+            }
         }
     }
 }

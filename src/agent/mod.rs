@@ -451,7 +451,7 @@ impl Agent<'_> {
 
     /// Save every miner's state and stop the endpoint.
     async fn shutdown(mut self) {
-        for m in &self.world.miners {
+        for m in &mut self.world.miners {
             m.save();
         }
         if let Some(s) = self.server.take() {

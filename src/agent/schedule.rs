@@ -153,13 +153,17 @@ impl Scheduler {
         let learn_uuids = self.cfg.probe.is_some();
         match round {
             // a round that must look at everything (start-up, rotation) re-asserts the PAT
-            Some(one_shot) => Work { only: None, one_shot, probe, reassert: one_shot, learn_uuids },
+            // a round also keeps the PAT's preflight fresh (hourly)
+            Some(one_shot) => {
+                Work { only: None, one_shot, probe, reassert: one_shot, learn_uuids, telemetry_preflight: true }
+            }
             None => Work {
                 only: Some(due_uids(state, eligible, self.cfg.backoff_initial, now)),
                 one_shot: false,
                 probe,
                 reassert: false,
                 learn_uuids,
+                telemetry_preflight: false,
             },
         }
     }

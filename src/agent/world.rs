@@ -137,9 +137,10 @@ impl Agent<'_> {
             }
             miners.push(m);
         }
-        for m in old.into_iter().flatten() {
+        for mut m in old.into_iter().flatten() {
             tracing::info!(miner = %m.name(), "miner removed from the configuration");
             m.save();
+            self.shared.state_saved(m.ss58(), None);
             self.shared.metrics.forget_miner(m.ss58());
         }
         if settings.chain != self.world.settings.chain {

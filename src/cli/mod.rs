@@ -8,6 +8,7 @@ pub mod common;
 pub mod doctor;
 pub mod exit;
 pub mod logging;
+pub mod outputs;
 pub mod post;
 pub mod reconcile;
 pub mod run;
@@ -412,7 +413,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Simulate(a) => {
             logging::init_quiet(cli.verbose);
-            simulate::run(a)
+            // only to keep `--plot` off the files the config names; simulate itself needs none
+            let settings = cli.settings().ok();
+            simulate::run(a, settings.as_ref())
         }
         Command::Demo(a) => {
             // The demo's own output is the point: warnings only unless -v.

@@ -2,17 +2,27 @@
 //! window, re-broadcasts only where coverage is missing (after the local preflight), confirms, saves
 //! the state, and exits with the coverage verdict of the final state (0/1/2/3). `--dry-run` prints
 //! the plan and sends no PAT (and saves nothing).
+//!
+//! `--metrics-file` (node_exporter's textfile collector) is checked before the pass
+//! ([`outputs::check`]) and written after it with the same families the agent serves: `ready` is
+//! 1 after a pass on a live validator set, counters continue from run to run (the state keeps the
+//! totals), and the PAT preflight series come from the last preflight the state remembers. When no
+//! pass can run (the hotkey is not registered, no validator source) the file still says why
+//! (`patrol_miner_problem`, `patrol_ready 0`). A pass whose state or metrics cannot be saved
+//! afterwards keeps its result: the report (JSON or table) is printed with the error beside it, and
+//! the exit code is the error's.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use crate::chain::ChainError;
 use crate::cli::check::verdict_exit;
-use crate::cli::common;
 use crate::cli::post::github_client;
-use crate::cli::{Exit, ReconcileArgs};
+use crate::cli::{Exit, ReconcileArgs, common, exit, outputs};
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::reconcile::pass::{self, PassConfig, Work};
-use crate::reconcile::state::StateFile;
+use crate::reconcile::pass::{self, PassConfig, PassOutcome, Work};
+use crate::reconcile::state::{MinerState, StateFile};
 use crate::reconcile::transport::{NetLimits, NetTransport};
 use crate::report::{self, ReconcileReport};
 
@@ -21,40 +31,117 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
     let miner = settings.single_miner()?;
     let loaded = miner.load_pat()?;
     let caller = common::caller(settings, miner)?;
-    if !args.json {
-        common::banner(settings, miner, caller.hotkey.ss58());
+    let hotkey = caller.hotkey.ss58();
+    if let Some(path) = &args.metrics_file {
+        outputs::check("metrics file", "--metrics-file", path, Some(settings), &[])?;
     }
-    let el = common::eligible(settings, caller.hotkey.ss58(), args.json).await?;
-    let file = StateFile::new(&settings.agent.state_dir, caller.hotkey.ss58(), settings.chain.netuid);
+    if !args.json {
+        common::banner(settings, miner, hotkey);
+    }
+    let file = StateFile::new(&settings.agent.state_dir, hotkey, settings.chain.netuid);
     // A dry run only reads; a real pass owns the state for its duration.
     let _lock = if args.dry_run { None } else { Some(file.try_lock()?) };
-    let mut state = file.load(caller.hotkey.ss58(), settings.chain.netuid);
+    let mut state = file.load(hotkey, settings.chain.netuid);
+    let el = match common::eligible(settings, hotkey, args.json).await {
+        Ok(el) => el,
+        Err(e) => {
+            if let Some(path) = &args.metrics_file {
+                write_problem_metrics(path, hotkey, &state, &e);
+            }
+            return Err(e);
+        }
+    };
     let net = NetTransport::new(
         caller.dendrite.clone(),
         Arc::new(github_client(settings)?),
         NetLimits::from_settings(&settings.reconcile),
     );
-    let save = |s: &crate::reconcile::state::MinerState| file.checkpoint(s);
+    let save = |s: &MinerState| file.checkpoint(s);
     let checkpoint: Option<pass::Checkpoint<'_>> = if args.dry_run { None } else { Some(&save) };
     let cfg = PassConfig::from_settings(settings, args.dry_run);
-    let out = pass::run(&net, &cfg, &el.selection, &mut state, &loaded.pat, &Work::one_shot(), checkpoint).await;
-    if !args.dry_run {
-        file.save(&state)?;
+    let work = Work { telemetry_preflight: !args.dry_run, ..Work::one_shot() };
+    let out = pass::run(&net, &cfg, &el.selection, &mut state, &loaded.pat, &work, checkpoint).await;
+    let rep = ReconcileReport::new(hotkey, &out, el.selection.skipped.clone(), el.source.clone(), args.dry_run);
+    // The pass is done (and may have broadcast): from here a failure is reported beside its result.
+    let saved = if args.dry_run { Ok(()) } else { file.save(&state).map_err(anyhow::Error::from) };
+    let written = match &args.metrics_file {
+        Some(path) => {
+            let live = el.source.source != "cache";
+            write_metrics(path, hotkey, &out, &state, settings.chain.netuid, el.source.metagraph_age_s, live)
+        }
+        None => Ok(()),
+    };
+    let failure = saved.err().or(written.err());
+    print_report(settings, args, &rep, failure.as_ref())?;
+    match failure {
+        None => Ok(verdict_exit(rep.check.summary().verdict())),
+        Some(e) => {
+            let (code, _) = exit::classify(&e);
+            eprintln!("patrol: {}", exit::render(e.as_ref()));
+            Ok(code)
+        }
     }
-    let rep =
-        ReconcileReport::new(caller.hotkey.ss58(), &out, el.selection.skipped.clone(), el.source.clone(), args.dry_run);
-    if let Some(path) = &args.metrics_file {
-        let m = Metrics::new();
-        m.observe_pass(caller.hotkey.ss58(), &out, &state);
-        m.set_metagraph_age(settings.chain.netuid, el.source.metagraph_age_s.unwrap_or(0) as f64);
-        // The io::Error stays in the chain: a refused target (a device, a FIFO) is exit 78.
-        crate::fsutil::atomic_write(path, m.encode_prometheus().as_bytes(), 0o644)
-            .map_err(|e| anyhow::Error::new(e).context(format!("cannot write metrics file {}", path.display())))?;
+}
+
+/// The textfile after a pass.
+fn write_metrics(
+    path: &Path,
+    hotkey: &str,
+    out: &PassOutcome,
+    state: &MinerState,
+    netuid: u16,
+    metagraph_age_s: Option<u64>,
+    live: bool,
+) -> anyhow::Result<()> {
+    let m = Metrics::new();
+    m.observe_pass(hotkey, out, state);
+    m.set_metagraph_age(netuid, metagraph_age_s.unwrap_or(0) as f64);
+    m.set_miner_problem(hotkey, None);
+    // As /readyz: a pass finished on a set read from the chain (or the static list), not the cache.
+    m.set_ready(live);
+    write(path, &m)
+}
+
+/// The textfile when no pass could run: why, and the counters so far (they must not vanish).
+fn write_problem_metrics(path: &Path, hotkey: &str, state: &MinerState, e: &anyhow::Error) {
+    let kind = match e.chain().find_map(|c| c.downcast_ref::<ChainError>()) {
+        Some(ChainError::NotRegistered { .. }) => "not_registered",
+        Some(c) if c.is_undetermined() => "no_validator_source",
+        _ => return,
+    };
+    let m = Metrics::new();
+    m.observe_totals(hotkey, state);
+    m.set_miner_problem(hotkey, Some(kind));
+    m.set_ready(false);
+    if let Err(w) = write(path, &m) {
+        eprintln!("patrol: {}", exit::render(w.as_ref()));
     }
+}
+
+fn write(path: &Path, m: &Metrics) -> anyhow::Result<()> {
+    // The io::Error stays in the chain: a refused target (a device, a FIFO) is exit 78.
+    crate::fsutil::atomic_write(path, m.encode_prometheus().as_bytes(), 0o644)
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot write metrics file {}", path.display())))
+}
+
+/// The report: JSON on stdout (with `error` beside the result when saving failed), or the table
+/// and the summary lines.
+fn print_report(
+    settings: &Settings,
+    args: &ReconcileArgs,
+    rep: &ReconcileReport,
+    failure: Option<&anyhow::Error>,
+) -> anyhow::Result<()> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        let mut v = serde_json::to_value(rep)?;
+        if let (Some(e), Some(obj)) = (failure, v.as_object_mut()) {
+            let (_, kind) = exit::classify(e);
+            obj.insert("success".into(), false.into());
+            obj.insert("error".into(), serde_json::json!({"type": kind, "message": exit::render(e.as_ref())}));
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", report::reconcile_table(&rep));
+        print!("{}", report::reconcile_table(rep));
         if let Some(pf) = rep.preflight.as_deref().filter(|p| !p.starts_with("valid")) {
             eprintln!("PAT preflight: {pf}");
         }
@@ -85,5 +172,5 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
             String::new()
         }
     );
-    Ok(verdict_exit(summary.verdict()))
+    Ok(())
 }

@@ -3,12 +3,16 @@
 
 use anyhow::Context as _;
 
-use crate::cli::{Coded, Exit, SimulateArgs};
+use crate::cli::{Coded, Exit, SimulateArgs, outputs};
+use crate::config::Settings;
 use crate::lab::sim::{report, scenario::Scenario};
 
 /// Run the command.
-pub fn run(args: &SimulateArgs) -> anyhow::Result<Exit> {
+pub fn run(args: &SimulateArgs, settings: Option<&Settings>) -> anyhow::Result<Exit> {
     let s = Scenario::load(&args.scenario).map_err(|e| Coded::new(Exit::Config, "scenario_error", e.to_string()))?;
+    if let Some(path) = &args.plot {
+        outputs::check("plot", "--plot", path, settings, &[(args.scenario.as_path(), "the scenario file")])?;
+    }
     // The simulation drives the validator handlers on its own single-threaded runtime, so it runs
     // on a thread of its own, outside the CLI's runtime.
     let r = std::thread::scope(|sc| sc.spawn(|| report::simulate(&s)).join())

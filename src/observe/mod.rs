@@ -213,7 +213,7 @@ pub enum BroadcastObs {
 }
 
 /// How a broadcast ended, for logs, metrics and the report (`patrol_broadcasts_total{outcome}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BroadcastOutcome {
     Accepted,

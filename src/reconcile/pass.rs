@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::budget::{self, Budget, Intervals};
 use super::core::{self, Action, BroadcastObs, CheckObs, Desired, Policy, Preflight, ProbeObs, ProbeVerdict, Secs};
-use super::state::MinerState;
+use super::state::{MinerState, PassKind, Totals};
 use super::transport::Transport;
 use crate::config::Settings;
 use crate::github::{self, PreflightOutcome};
@@ -73,12 +73,21 @@ pub struct Work {
     /// seen yet: a success answer carries none, so without it a restart before the first sweep
     /// (the agent's start, a newcomer) would look like a first meeting, not a restart.
     pub learn_uuids: bool,
+    /// When no answer needed a preflight, run one of our own anyway if the last one of this PAT
+    /// is [`PREFLIGHT_REFRESH`](super::state::PREFLIGHT_REFRESH) old, so the PAT's validity and
+    /// expiry stay known while every validator is covered (the agent's rounds, a `reconcile`).
+    pub telemetry_preflight: bool,
 }
 
 impl Work {
     /// `patrol reconcile`: everything not in backoff.
     pub fn one_shot() -> Work {
         Work { one_shot: true, ..Work::default() }
+    }
+
+    /// A full pass (every due validator) or one limited to the validators whose timers fired.
+    pub fn kind(&self) -> PassKind {
+        if self.only.is_some() { PassKind::Recheck } else { PassKind::Full }
     }
 }
 
@@ -191,6 +200,30 @@ impl PassOutcome {
     pub fn final_rows(&self) -> impl Iterator<Item = (Category, f64)> + '_ {
         self.validators.iter().map(|v| (v.final_category.unwrap_or(Category::NoResponse), v.validator.stake))
     }
+
+    /// Restarts and revivals the probes found this pass.
+    pub fn restarts(&self) -> usize {
+        self.validators
+            .iter()
+            .filter(|v| matches!(v.probe, Some(ProbeVerdict::Restarted | ProbeVerdict::Revived { .. })))
+            .count()
+    }
+
+    /// Add what this pass did to the lifetime counts.
+    fn tally(&self, totals: &mut Totals, kind: PassKind) {
+        match kind {
+            PassKind::Full => totals.passes += 1,
+            PassKind::Recheck => totals.rechecks += 1,
+        }
+        for c in &self.checks {
+            *totals.checks.entry(*c).or_default() += 1;
+        }
+        for b in &self.broadcasts {
+            *totals.broadcasts.entry(*b).or_default() += 1;
+        }
+        totals.probes += self.probes as u64;
+        totals.restarts += self.restarts() as u64;
+    }
 }
 
 /// Saves the state mid-pass: called once the plan marks validators as broadcast to and before the
@@ -224,7 +257,12 @@ pub async fn run(
         pass.broadcast(transport, &to_send, pat).await;
         pass.confirm(transport).await;
     }
-    pass.finish(started)
+    if work.telemetry_preflight {
+        pass.telemetry_preflight(transport, pat).await;
+    }
+    let out = pass.finish(started);
+    out.tally(&mut state.totals, work.kind());
+    out
 }
 
 /// One pass in progress.
@@ -516,7 +554,7 @@ impl<'a> Pass<'a> {
         let pf = t.preflight(pat).await;
         self.reserved = self.reserved.saturating_add(need);
         self.calls += need;
-        self.state.remember_preflight(&self.desired.fingerprint, &pf.outcome, self.now);
+        self.state.remember_preflight(&self.desired.fingerprint, &pf, self.now);
         self.desired.preflight = match &pf.outcome {
             PreflightOutcome::Valid { .. } => Preflight::Valid,
             PreflightOutcome::Transient { reason, .. } => Preflight::Transient(reason.clone()),
@@ -614,7 +652,20 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Phase 9: what happened to each validator, alerts, the spend; the state's pass bookkeeping.
+    /// Phase 9: the hourly preflight of our own, when no answer needed one this pass (see
+    /// [`Work::telemetry_preflight`]). Planned for in the budget's intervals
+    /// ([`budget::PREFLIGHTS_PER_HOUR`]), so it is not admitted against the hour's spending.
+    pub async fn telemetry_preflight(&mut self, t: &dyn Transport, pat: &Pat) {
+        if self.preflight.is_some() || !self.state.preflight_due(&self.desired.fingerprint, self.now) {
+            return;
+        }
+        let pf = t.preflight(pat).await;
+        self.calls += budget::CALLS_PER_PREFLIGHT;
+        self.state.remember_preflight(&self.desired.fingerprint, &pf, self.now);
+        self.preflight = Some(pf);
+    }
+
+    /// Phase 10: what happened to each validator, alerts, the spend; the state's pass bookkeeping.
     pub fn finish(self, started: Instant) -> PassOutcome {
         let now = self.now;
         self.state.github.record(now, self.calls);

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::budget::Ledger;
 use super::core::{History, Secs};
 use crate::fsutil;
-use crate::github::PreflightOutcome;
+use crate::github::{Preflight, PreflightOutcome};
+use crate::observe::{BroadcastOutcome, Category};
 
 /// Current state-file format.
 pub const VERSION: u32 = 1;
@@ -42,10 +43,86 @@ pub struct MinerState {
     /// Estimated GitHub calls on the PAT, last hour (shared by `reconcile` and `run`).
     #[serde(default)]
     pub github: Ledger,
-    /// `(fingerprint, when)` of the last preflight that said the PAT is valid: reused for
-    /// [`PREFLIGHT_REUSE`] instead of two more GitHub calls per repair.
+    /// What the last preflight said, and of which PAT: a valid verdict is reused for
+    /// [`PREFLIGHT_REUSE`] instead of two more GitHub calls per repair, and every run exports it
+    /// (the PAT's validity and expiry must reach the metrics of a timer's `reconcile` too).
     #[serde(default)]
-    pub preflight_valid: Option<(String, Secs)>,
+    pub preflight: Option<PreflightRecord>,
+    /// Lifetime counts behind the `*_total` metrics: kept here so that the counters of one-shot
+    /// runs (`reconcile --metrics-file` from a timer) continue from run to run instead of
+    /// restarting at 1, and an agent restart does not reset them either.
+    #[serde(default)]
+    pub totals: Totals,
+}
+
+/// The verdict of a preflight, without its reason text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreflightVerdict {
+    Valid,
+    Transient,
+    Invalid,
+}
+
+impl PreflightVerdict {
+    /// All verdicts (metric label values).
+    pub const ALL: [PreflightVerdict; 3] =
+        [PreflightVerdict::Valid, PreflightVerdict::Transient, PreflightVerdict::Invalid];
+
+    /// The verdict of an outcome.
+    pub fn of(outcome: &PreflightOutcome) -> PreflightVerdict {
+        match outcome {
+            PreflightOutcome::Valid { .. } => PreflightVerdict::Valid,
+            PreflightOutcome::Transient { .. } => PreflightVerdict::Transient,
+            PreflightOutcome::Invalid { .. } => PreflightVerdict::Invalid,
+        }
+    }
+
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreflightVerdict::Valid => "valid",
+            PreflightVerdict::Transient => "transient",
+            PreflightVerdict::Invalid => "invalid",
+        }
+    }
+}
+
+/// The last preflight of a PAT (no secret: a fingerprint, a verdict and what GitHub's headers said).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreflightRecord {
+    /// Fingerprint of the PAT it was about.
+    pub fingerprint: String,
+    pub at: Secs,
+    pub verdict: PreflightVerdict,
+    /// When GitHub says the PAT expires (unix seconds); kept from an earlier answer about the same
+    /// PAT when a transient failure did not say.
+    pub expiry: Option<i64>,
+    /// GitHub's core rate limit left for the PAT.
+    pub rate_remaining: Option<u64>,
+}
+
+/// Lifetime counts (see [`MinerState::totals`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Full passes (a `reconcile`, an agent round).
+    pub passes: u64,
+    /// Agent passes limited to validators whose own timer fired.
+    pub rechecks: u64,
+    pub checks: BTreeMap<Category, u64>,
+    pub broadcasts: BTreeMap<BroadcastOutcome, u64>,
+    pub probes: u64,
+    /// Restarts and revivals the probes found.
+    pub restarts: u64,
+}
+
+/// Which kind of pass is being counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassKind {
+    /// Every due validator: `reconcile`, an agent round.
+    Full,
+    /// Only validators whose own timer fired (the agent's re-checks and probe sweeps).
+    Recheck,
 }
 
 impl MinerState {
@@ -62,24 +139,50 @@ impl MinerState {
             last_full_coverage_at: None,
             updated_at: 0,
             github: Ledger::default(),
-            preflight_valid: None,
+            preflight: None,
+            totals: Totals::default(),
         }
     }
 
-    /// Remember what a preflight of the PAT with `fingerprint` said at `now`: only a valid verdict
-    /// is reused.
-    pub fn remember_preflight(&mut self, fingerprint: &str, outcome: &PreflightOutcome, now: Secs) {
-        self.preflight_valid =
-            matches!(outcome, PreflightOutcome::Valid { .. }).then(|| (fingerprint.to_string(), now));
+    /// Remember what a preflight of the PAT with `fingerprint` said at `now`.
+    pub fn remember_preflight(&mut self, fingerprint: &str, pf: &Preflight, now: Secs) {
+        let verdict = PreflightVerdict::of(&pf.outcome);
+        let said = pf.token_expiry.as_ref().and_then(|e| e.unix_seconds);
+        // GitHub sends the expiry header with every answer about the token; a transient failure
+        // (no answer) says nothing about it, so the last known expiry of the same PAT stays.
+        let known = self.preflight.as_ref().filter(|r| r.fingerprint == fingerprint).and_then(|r| r.expiry);
+        let expiry = if verdict == PreflightVerdict::Transient { said.or(known) } else { said };
+        self.preflight = Some(PreflightRecord {
+            fingerprint: fingerprint.to_string(),
+            at: now,
+            verdict,
+            expiry,
+            rate_remaining: pf.rate_limit.as_ref().and_then(|r| r.remaining),
+        });
+    }
+
+    /// The last preflight, if it was about the PAT with `fingerprint`.
+    pub fn preflight_of(&self, fingerprint: &str) -> Option<&PreflightRecord> {
+        self.preflight.as_ref().filter(|r| r.fingerprint == fingerprint)
     }
 
     /// A preflight found the PAT with `fingerprint` valid less than [`PREFLIGHT_REUSE`] ago.
     pub fn preflight_still_valid(&self, fingerprint: &str, now: Secs) -> bool {
-        self.preflight_valid
-            .as_ref()
-            .is_some_and(|(fp, at)| fp == fingerprint && now.saturating_sub(*at) < PREFLIGHT_REUSE)
+        self.preflight_of(fingerprint)
+            .is_some_and(|r| r.verdict == PreflightVerdict::Valid && now.saturating_sub(r.at) < PREFLIGHT_REUSE)
+    }
+
+    /// Whether a telemetry preflight is due: none of this PAT yet, or the last one is
+    /// [`PREFLIGHT_REFRESH`] old.
+    pub fn preflight_due(&self, fingerprint: &str, now: Secs) -> bool {
+        self.preflight_of(fingerprint).is_none_or(|r| now.saturating_sub(r.at) >= PREFLIGHT_REFRESH)
     }
 }
+
+/// Run a preflight of our own at most this often when no pass needed one, so the PAT's expiry and
+/// validity stay visible in the metrics while every validator is covered (two GitHub calls an hour
+/// on the miner's own quota, planned for in the budget).
+pub const PREFLIGHT_REFRESH: Secs = 3600;
 
 /// A preflight that found the PAT valid is trusted this long: a wave of restarts is repaired with
 /// one preflight, not two GitHub calls per validator. A PAT revoked meanwhile is refused by the
@@ -129,20 +232,10 @@ impl StateError {
 }
 
 /// Make sure `dir` is a directory this process can create files in (creating it if missing): the
-/// check `try_lock` and `patrol doctor` share. As root a mode without `w` does not stop writes, so
-/// this probes by creating (and removing) a file rather than by looking at permissions.
+/// check `try_lock` and `patrol doctor` share ([`fsutil::probe_create`]).
 pub fn check_dir(dir: &Path) -> Result<(), StateError> {
     ensure_dir(dir)?;
-    let probe = dir.join(format!(".patrol-probe-{}-{}", std::process::id(), rand::random::<u32>()));
-    let created = OpenOptions::new().write(true).create_new(true).open(&probe);
-    match created {
-        Ok(f) => {
-            drop(f);
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => Err(StateError::Dir { path: dir.to_path_buf(), reason: e.to_string() }),
-    }
+    fsutil::probe_create(dir).map_err(|e| StateError::Dir { path: dir.to_path_buf(), reason: e.to_string() })
 }
 
 /// `create_dir_all(dir)`, with an error that says what is in the way.

@@ -25,11 +25,8 @@ use super::faults::{Effect, Event, T};
 use super::net::SimNet;
 use super::scenario::{PatrolKnobs, Scenario, Strategy, StrategyKind};
 use super::world::{self, SimGithub, SimValidator};
-use crate::agent::job;
-use crate::agent::miner::PREFLIGHT_REFRESH;
 use crate::agent::schedule::{ScheduleConfig, Scheduler};
 use crate::observe::BroadcastObs;
-use crate::reconcile::core::Secs;
 use crate::reconcile::pass::{self, PassConfig, Work};
 use crate::reconcile::state::MinerState;
 use crate::reconcile::transport::Transport;
@@ -273,7 +270,6 @@ struct Agent {
     eligible: BTreeSet<u16>,
     /// The next round checks everything not in backoff (start, PAT rotation).
     force_full: bool,
-    last_preflight: Option<Secs>,
 }
 
 /// One strategy's run.
@@ -398,7 +394,6 @@ impl<'a> Run<'a> {
             eligible: eligible.iter().map(|v| v.uid).collect(),
             selection: Selection { eligible, skipped: Vec::new() },
             force_full: true,
-            last_preflight: None,
         }
     }
 
@@ -687,14 +682,6 @@ impl<'a> Run<'a> {
         }
         let out = self.rt.block_on(pass::run(&self.net, &a.cfg, &a.selection, &mut a.state, &pat, &work, None));
         self.planned += out.planned_broadcasts.len() as u64;
-        // the agent's hourly telemetry preflight, on rounds (`agent::job`)
-        let preflight_due = a.last_preflight.is_none_or(|p| now >= p + PREFLIGHT_REFRESH.as_secs());
-        if out.preflight.is_some() {
-            a.last_preflight = Some(now);
-        } else if round && preflight_due {
-            let _ = self.rt.block_on(job::refresh_preflight(&self.net, &pat, &mut a.state));
-            a.last_preflight = Some(now);
-        }
         if let Some(trace) = std::env::var("PATROL_SIM_TRACE").ok().and_then(|v| v.parse::<u16>().ok())
             && let Some(v) = out.validators.iter().find(|v| v.validator.uid == trace)
         {

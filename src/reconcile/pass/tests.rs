@@ -167,6 +167,7 @@ async fn a_validator_answering_again_after_silence_is_checked_and_repaired_in_th
         probe: [1, 2].into(),
         reassert: false,
         learn_uuids: false,
+        telemetry_preflight: false,
     };
     let out = run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &work).await;
     assert_eq!(
@@ -207,6 +208,7 @@ async fn a_new_axon_uuid_is_a_restart_checked_at_once_and_a_silent_probe_is_reme
         probe: [1, 2, 3].into(),
         reassert: false,
         learn_uuids: false,
+        telemetry_preflight: false,
     };
     let out = run_pass(&t, &cfg(), &selection(&[1, 2, 3]), &mut state, &work).await;
     assert_eq!(t.calls(), vec![Call::Probe(1), Call::Probe(2), Call::Probe(3), Call::Check(1)]);
@@ -235,7 +237,7 @@ async fn routine_checks_wait_for_the_budget_but_triggered_ones_and_free_ones_do_
     t.on_check(3, script::valid()).on_check(2, script::valid()).on_check(4, script::no_pat());
     t.on_broadcast(4, script::broadcast(true, None)).on_check(4, script::valid());
     let budget = PassConfig { budget: Budget(Some(150)), ..cfg() };
-    let work = Work { only: None, one_shot: false, probe: [3].into(), reassert: false, learn_uuids: false };
+    let work = Work { probe: [3].into(), ..Work::default() };
     let out = run_pass(&t, &budget, &selection(&[1, 2, 3, 4]), &mut state, &work).await;
     let calls = t.calls();
     assert_eq!(&calls[..4], &[Call::Probe(3), Call::Check(3), Call::Check(2), Call::Check(4)], "{calls:?}");
@@ -318,7 +320,8 @@ async fn a_valid_preflight_is_reused_for_ten_minutes_not_run_per_repair() {
     t.clear_log();
     run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &only(2)).await;
     assert_eq!(t.calls(), vec![Call::Check(2), Call::Preflight]);
-    assert_eq!(state.preflight_valid, None);
+    assert!(!state.preflight_still_valid(&pat().fingerprint(), NOW + 1400));
+    assert_eq!(state.preflight.as_ref().map(|r| r.verdict), Some(crate::reconcile::state::PreflightVerdict::Transient));
 }
 
 #[tokio::test]
