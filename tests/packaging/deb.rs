@@ -8,15 +8,16 @@ use std::sync::OnceLock;
 use super::{repo, tool};
 
 /// The package of the debug binary `cargo test` has just built (no second build under cargo's
-/// lock), built once per test process.
+/// lock), built once per test process into `target/packaging-test/` (replaced by the next run).
 fn deb() -> &'static Path {
-    static DEB: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, deb) = DEB.get_or_init(|| {
-        let out_dir = tempfile::Builder::new().prefix("patrol-deb-").tempdir().unwrap();
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let out_dir = repo().join("target/packaging-test");
+        let _ = std::fs::remove_dir_all(&out_dir);
         let out = Command::new("bash")
             .arg(repo().join("scripts/package-deb.sh"))
             .current_dir(repo())
-            .env("PATROL_DEB_OUT", out_dir.path())
+            .env("PATROL_DEB_OUT", &out_dir)
             .env("PATROL_DEB_PROFILE", "dev")
             .env("PATROL_DEB_NO_BUILD", "1")
             .output()
@@ -29,10 +30,9 @@ fn deb() -> &'static Path {
             out.status
         );
         let deb = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-        assert!(deb.starts_with(out_dir.path()) && deb.is_file(), "no .deb at {}\n{stderr}", deb.display());
-        (out_dir, deb)
-    });
-    deb
+        assert!(deb.starts_with(&out_dir) && deb.is_file(), "no .deb at {}\n{stderr}", deb.display());
+        deb
+    })
 }
 
 /// `dpkg-deb ARGS DEB MORE`.
