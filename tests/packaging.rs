@@ -149,20 +149,7 @@ fn every_unit_runs_as_the_static_user_the_package_creates() {
 #[test]
 fn the_syscall_filter_allows_setrlimit_and_nothing_else_of_resources() {
     let analyze = tool("systemd-analyze");
-    let expand = |item: &str| -> Vec<String> {
-        if !item.starts_with('@') {
-            return vec![item.to_string()];
-        }
-        let out = Command::new(&analyze).args(["syscall-filter", item]).output().expect("run systemd-analyze");
-        assert!(out.status.success(), "systemd-analyze syscall-filter {item}");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
-            .skip(1)
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .flat_map(|l| if l.starts_with('@') { expand_nested(&analyze, l) } else { vec![l.to_string()] })
-            .collect()
-    };
+    let expand = |item: &str| if item.starts_with('@') { expand_group(&analyze, item) } else { vec![item.to_string()] };
     for unit in SERVICES {
         let mut allowed = std::collections::BTreeSet::new();
         for line in directives(unit, "SystemCallFilter") {
@@ -189,14 +176,16 @@ fn the_syscall_filter_allows_setrlimit_and_nothing_else_of_resources() {
     }
 }
 
-fn expand_nested(analyze: &Path, group: &str) -> Vec<String> {
+/// The system calls of a `@group`, nested groups expanded (`systemd-analyze syscall-filter`).
+fn expand_group(analyze: &Path, group: &str) -> Vec<String> {
     let out = Command::new(analyze).args(["syscall-filter", group]).output().expect("run systemd-analyze");
+    assert!(out.status.success(), "systemd-analyze syscall-filter {group}");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .skip(1)
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .flat_map(|l| if l.starts_with('@') { expand_nested(analyze, l) } else { vec![l.to_string()] })
+        .flat_map(|l| if l.starts_with('@') { expand_group(analyze, l) } else { vec![l.to_string()] })
         .collect()
 }
 

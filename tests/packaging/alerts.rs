@@ -91,24 +91,27 @@ fn fire(alert: &'static str, at: u32, from: From, quiet_before: Option<u32>) -> 
     Fire { alert, at, from, quiet_before }
 }
 
+/// The two healthy setups, then one case per fault.
 fn cases() -> Vec<Case<'static>> {
+    let s = scrapes();
+    let healthy = |name, scrape, agent| Case {
+        name,
+        segments: vec![seg(240, scrape, Mode::Running, agent)],
+        fires: vec![],
+        healthy: true,
+    };
+    let mut cases =
+        vec![healthy("agent, healthy", &s.agent_healthy, true), healthy("timer, healthy", &s.timer_healthy, false)];
+    cases.extend(fault_cases());
+    cases
+}
+
+fn fault_cases() -> Vec<Case<'static>> {
     use From::*;
     use Mode::*;
     let s = scrapes();
     let derived = |edit: (&'static str, f64)| Segment { edit: Some(edit), ..seg(30, &s.agent_healthy, Running, true) };
     vec![
-        Case {
-            name: "agent, healthy",
-            segments: vec![seg(240, &s.agent_healthy, Running, true)],
-            fires: vec![],
-            healthy: true,
-        },
-        Case {
-            name: "timer, healthy",
-            segments: vec![seg(240, &s.timer_healthy, Running, false)],
-            fires: vec![],
-            healthy: true,
-        },
         Case {
             name: "the agent stops answering /metrics",
             segments: vec![
