@@ -9,6 +9,8 @@
 #                       debug build)
 #   PATROL_DEB_NO_BUILD set to 1 to package the binary already built for that profile (tests: the
 #                       `cargo test` that runs them has just built it, and holds cargo's lock)
+#   PATROL_DEB_VERSION  the package version (default: Cargo.toml's version, revision 1); the
+#                       deployment test builds a higher one to test an upgrade
 #
 # Prints the path of the .deb on stdout (last line); progress goes to stderr.
 set -euo pipefail
@@ -53,9 +55,12 @@ asset _patrol "${bin}" completions zsh
 asset patrol.fish "${bin}" completions fish
 # -n: no name or time stamp in the header, so the page is reproducible (lintian checks it).
 asset patrol.1.gz bash -o pipefail -c '"$1" man | gzip -9n' bash "${bin}"
+if [[ -n "${PATROL_DEB_VERSION:-}" ]]; then
+    args+=(--deb-version "${PATROL_DEB_VERSION}")
+fi
 if [[ "${profile}" != "release" ]]; then
-    # A test package: keep the debug build as it is and compress fast (a debug binary is ~60 MB).
-    args+=(--no-strip --fast)
+    # A test package: compress fast (cargo-deb strips the debug binary's copy: ~33 MB).
+    args+=(--fast)
 fi
 echo "package-deb.sh: cargo deb ${args[*]}" >&2
 deb="$(cargo deb "${args[@]}" 2> >(cat >&2) | tail -n 1)"

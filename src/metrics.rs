@@ -427,6 +427,14 @@ impl Metrics {
         }
     }
 
+    /// Start both reload counters at 0 (the agent does, at start): a counter that first appears
+    /// at 1 has no increase for Prometheus, so the first rejected reload would go unseen.
+    pub fn init_reloads(&self) {
+        for result in ["applied", "rejected"] {
+            self.reloads.get_or_create(&ResultL { result: result.into() }).inc_by(0);
+        }
+    }
+
     /// Count a configuration reload (`applied` or `rejected`).
     pub fn inc_reloads(&self, result: &str) {
         self.reloads.get_or_create(&ResultL { result: result.into() }).inc();

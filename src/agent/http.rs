@@ -73,8 +73,10 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     /// Fresh state: alive, not ready.
     pub fn new(ready_window: Duration) -> Arc<Shared> {
+        let metrics = Metrics::new();
+        metrics.init_reloads();
         Arc::new(Shared {
-            metrics: Metrics::new(),
+            metrics,
             board: Default::default(),
             health: Mutex::new(Health {
                 heartbeat: Instant::now(),

@@ -468,7 +468,10 @@ impl Scenario {
                     })
                 }
                 other => {
-                    return Err(err(&k("kind"), format!("{other:?} is not post_once, post_retries, post_every or patrol")));
+                    return Err(err(
+                        &k("kind"),
+                        format!("{other:?} is not post_once, post_retries, post_every or patrol"),
+                    ));
                 }
             };
             strategies.push(Strategy {
