@@ -119,6 +119,26 @@ pub fn setup(d: &Deploy) {
     c.wait(AGENT, "every validator holds the PAT", Duration::from_secs(30), || d.net.all_hold(MINER_HOTKEY, PAT_A));
 }
 
+/// `patrol status` as the admin runs it: the running agent's view (every validator valid), exit 0,
+/// and no GitHub call made for it (a check of a validator holding the PAT would make two).
+pub fn status(d: &Deploy) {
+    let c = &d.c;
+    let before = d.net.request_counts();
+    let out = d.readme.run(c, "status", "/root", "", AGENT);
+    let n = d.net.validator_count();
+    let first = out.stdout.lines().next().unwrap_or_default();
+    if !first.starts_with("agent: patrol") || !out.stdout.contains(&format!("{n}/{n} covered")) {
+        c.fail(AGENT, &format!("the agent's view: \"agent: patrol …\" and {n}/{n} covered"), &out.to_string());
+    }
+    if out.stdout.matches(" valid ").count() < n {
+        c.fail(AGENT, "every validator's row says valid", &out.to_string());
+    }
+    let after = d.net.request_counts();
+    if after != before {
+        c.fail(AGENT, "status makes no GitHub call (and so checks no validator)", &format!("{before:?} -> {after:?}"));
+    }
+}
+
 /// A validator restarts without its store: the service finds it (new axon uuid) and repairs it.
 pub fn repair(d: &mut Deploy) {
     let restarts = |c: &Container| {

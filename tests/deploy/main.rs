@@ -65,6 +65,7 @@ fn the_debian_package_works_under_a_real_systemd() {
     t.step("setup: hotkey, PAT, doctor, enable --now; READY, StatusText, /readyz, every validator", || {
         agent::setup(&d)
     });
+    t.step("patrol status --config /etc/patrol/config.toml (admin): the agent's view, exit 0", || agent::status(&d));
     t.step("a validator restarted with an empty store is repaired", || agent::repair(&mut d));
     t.step("systemctl reload: still active, same process, the edited interval applies", || agent::reload(&d));
     t.step("a rotated PAT (new credential file + restart) reaches every validator", || agent::rotate(&d));

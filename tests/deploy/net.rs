@@ -100,6 +100,12 @@ impl LocalNet {
         Err(format!("wanted {} at every validator for {hotkey}; they hold: {}", redact(pat), shown.join("; ")))
     }
 
+    /// The fake GitHub's counters (`/user`, GraphQL): a check of a validator holding a PAT makes it
+    /// call both, and so does our own preflight.
+    pub fn request_counts(&self) -> (u64, u64) {
+        (self.github.calls("user"), self.github.calls("graphql"))
+    }
+
     /// The number of validators patrol is configured with.
     pub fn validator_count(&self) -> usize {
         self.subnet.nodes.len() + 1

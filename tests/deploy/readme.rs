@@ -11,9 +11,10 @@ pub struct Readme {
 }
 
 /// The blocks the test runs, in the README's order (each must be there, and only these).
-const BLOCKS: [&str; 11] = [
+const BLOCKS: [&str; 12] = [
     "install",
     "setup",
+    "status",
     "reload",
     "rotate",
     "timer",

@@ -64,6 +64,10 @@ pub fn timer(d: &Deploy) {
     if mtime(c, &state_file()) == before {
         c.fail(TIMER, "the pass saved the shared state", "the state file did not change");
     }
+    // the README's `patrol status` with the agent stopped: the state files, exit 0 (fresh, covered)
+    if !out.stdout.contains("no agent answered") || !out.stdout.contains(&format!("{n}/{n} covered")) {
+        c.fail(TIMER, "patrol status reads the state the timer's pass left", &out.to_string());
+    }
     let prom = c.ok(TIMER, "cat /var/lib/patrol/patrol.prom; stat -c '%U %a' /var/lib/patrol; test ! -e /var/lib/prometheus && echo 'no node exporter'");
     let ratio = sample(&prom, &format!("patrol_stake_weighted_coverage_ratio{{hotkey=\"{MINER_HOTKEY}\""));
     if ratio != Some(1.0) || !prom.contains("patrol 700") || !prom.contains("no node exporter") {
