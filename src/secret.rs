@@ -101,6 +101,68 @@ pub fn redact_tokens(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// The most characters of another party's text patrol keeps ([`foreign_text`]): the same bound as
+/// the HTTP error messages it already capped. Real validator reasons are under 200 characters.
+pub const FOREIGN_TEXT_MAX: usize = 512;
+
+/// Text another party wrote — a validator's `rejection_reason`, the message of its HTTP error, a
+/// redirect's `Location` — made safe to print, log, store and serialise. Done once, where the text
+/// enters patrol (the dendrite), so every consumer gets this form:
+/// - anything shaped like a GitHub token is redacted ([`redact_tokens`]): a validator that quotes
+///   its input (pydantic's `input_value='ghp_…'`) must not put our PAT in a table, a log or a file;
+/// - control characters cannot reach a terminal or a log line: `\n`, `\r`, `\t` become those two
+///   characters, every other C0/C1 control (ESC of `ESC[2J`, an OSC title's BEL, DEL) and the
+///   invisible bidi/format characters (U+202E and friends, which reorder what a terminal shows)
+///   become `\u{…}`;
+/// - at most [`FOREIGN_TEXT_MAX`] characters, the last one `…` when something was cut.
+///
+/// Classification reads this form too: the words it looks for are plain text at the start of
+/// every reason a validator really sends, which redaction, escaping and the cap leave intact.
+pub fn foreign_text(raw: &str) -> String {
+    let redacted = redact_tokens(raw);
+    let mut out = String::with_capacity(redacted.len().min(FOREIGN_TEXT_MAX + 8));
+    let mut chars = 0;
+    // The length of `out` (bytes) that still leaves room for the `…` of a cut.
+    let mut fits_with_ellipsis = 0;
+    let mut piece = String::new();
+    for c in redacted.chars() {
+        piece.clear();
+        escape_foreign(c, &mut piece);
+        let n = piece.chars().count();
+        if chars + n > FOREIGN_TEXT_MAX {
+            out.truncate(fits_with_ellipsis);
+            out.push('…');
+            return out;
+        }
+        out.push_str(&piece);
+        chars += n;
+        if chars < FOREIGN_TEXT_MAX {
+            fits_with_ellipsis = out.len();
+        }
+    }
+    out
+}
+
+/// One character of [`foreign_text`]: itself, or its escape.
+fn escape_foreign(c: char, out: &mut String) {
+    use std::fmt::Write as _;
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if c.is_control() || is_invisible_format(c) => {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        }
+        c => out.push(c),
+    }
+}
+
+/// Bidi overrides, embeddings and isolates, zero-width characters, line/paragraph separators and
+/// the BOM: invisible, and able to make a terminal show text in another order than it is.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
 /// Fingerprint of a raw token string; see [`Pat::fingerprint`].
 pub fn fingerprint(token: &str) -> String {
     let mut h = Sha256::new();
@@ -175,6 +237,34 @@ mod tests {
             assert_eq!(matches!(got, Cow::Borrowed(_)), input == want, "borrows iff unchanged: {input:?}");
         }
         assert!(!redact_tokens(&format!("a {classic} b")).contains("0123456789"));
+    }
+
+    #[test]
+    fn foreign_text_is_redacted_escaped_and_capped() {
+        let pat = "ghp_0123456789abcdefghijABCDEFGHIJ12WXYZ";
+        let reason = format!(
+            "1 validation error [type=string_type, input_value='{pat}', input_type=str]\x1b[2J\r\nfake line\x1b]0;pwned\x07 \u{202e}txt.exe \u{9b}31m\x7f"
+        );
+        let clean = foreign_text(&reason);
+        assert_eq!(
+            clean,
+            "1 validation error [type=string_type, input_value='***WXYZ', input_type=str]\\u{1b}[2J\\r\\nfake line\\u{1b}]0;pwned\\u{7} \\u{202e}txt.exe \\u{9b}31m\\u{7f}"
+        );
+        assert!(!clean.chars().any(|c| c.is_control()));
+        // plain text, including non-ASCII, is kept as it is
+        assert_eq!(foreign_text("GitHub identity is locked — réessayez"), "GitHub identity is locked — réessayez");
+        // the cap counts characters, after escaping, and a cut ends in `…`
+        let exact = "é".repeat(FOREIGN_TEXT_MAX);
+        assert_eq!(foreign_text(&exact), exact);
+        let long = foreign_text(&format!("{exact}x"));
+        assert_eq!(long.chars().count(), FOREIGN_TEXT_MAX);
+        assert!(long.ends_with("é…"));
+        let escapes = foreign_text(&"\x1b".repeat(1000));
+        assert_eq!(escapes.chars().count(), 1 + 6 * ((FOREIGN_TEXT_MAX - 1) / 6));
+        assert!(escapes.ends_with("\\u{1b}…"), "an escape is never cut in half");
+        // 63 KB with a token at the very end: the token is redacted before the cut
+        let big = foreign_text(&format!("{}{pat}", "a".repeat(63 * 1024)));
+        assert!(big.chars().count() <= FOREIGN_TEXT_MAX && !big.contains("0123456789"));
     }
 
     #[test]
