@@ -171,6 +171,118 @@ pub fn fingerprint(token: &str) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
+/// An endpoint URL that may carry credentials: userinfo (`wss://user:TOKEN@host`), an API key in
+/// the query (`?apikey=KEY`) or as a path segment (`wss://host/<key>`, as some RPC providers issue
+/// them). [`Display`](fmt::Display) and `Debug` show it without those ([`SecretUrl::shown`]); only
+/// [`SecretUrl::expose`] gives the URL to connect to, and a file named after the endpoint uses
+/// [`SecretUrl::tag`], a hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(std::sync::Arc<UrlForms>);
+
+/// Shared: a client, the settings and the jobs that carry them clone it cheaply.
+#[derive(PartialEq, Eq)]
+struct UrlForms {
+    full: String,
+    shown: String,
+}
+
+impl SecretUrl {
+    pub fn new(url: &str) -> SecretUrl {
+        SecretUrl(std::sync::Arc::new(UrlForms { full: url.to_string(), shown: shown_url(url) }))
+    }
+
+    /// The URL itself. Call only where it is connected to.
+    pub fn expose(&self) -> &str {
+        &self.0.full
+    }
+
+    /// `scheme://host[:port]/path` without userinfo, query and fragment, with path segments that
+    /// look like keys replaced by `***`: the only form patrol prints, logs or stores.
+    pub fn shown(&self) -> &str {
+        &self.0.shown
+    }
+
+    /// A stable one-way tag of the whole URL (16 hex characters): distinct per endpoint,
+    /// credentials included, without showing them.
+    pub fn tag(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"patrol-endpoint-v1\0");
+        h.update(self.0.full.as_bytes());
+        hex::encode(&h.finalize()[..8])
+    }
+
+    /// `text` (an error message of the RPC library, which may quote the URL) with the URL and each
+    /// of its credential parts replaced: the URL by its shown form, the parts by `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.replace(self.expose(), self.shown());
+        for part in secret_parts(self.expose()) {
+            // Short parts ("1", "ws") would replace innocent text and are no credential.
+            if part.len() >= 6 {
+                out = out.replace(part, "***");
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.shown())
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({})", self.shown())
+    }
+}
+
+/// `scheme://`, the authority and the rest of `url` (a text without `://` is all authority).
+fn split_url(url: &str) -> (&str, &str, &str) {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    (scheme, &rest[..end], &rest[end..])
+}
+
+/// The userinfo, the query and fragment (whole and each value), and the key-like path segments.
+fn secret_parts(url: &str) -> Vec<&str> {
+    let (_, authority, rest) = split_url(url);
+    let mut parts = Vec::new();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        parts.push(userinfo);
+        parts.extend(userinfo.split(':'));
+    }
+    let path_end = rest.find(['?', '#']).unwrap_or(rest.len());
+    parts.extend(rest[..path_end].split('/').filter(|s| looks_like_key(s)));
+    let tail = &rest[path_end..];
+    if !tail.is_empty() {
+        parts.push(&tail[1..]);
+        parts.extend(tail[1..].split(['&', '#', ';']).map(|kv| kv.split_once('=').map_or(kv, |(_, v)| v)));
+    }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    parts
+}
+
+/// A path segment that is a key rather than a name: 16 or more characters of `A-Z a-z 0-9 - _`
+/// with both letters and digits (a UUID, a hex or base62 key).
+fn looks_like_key(segment: &str) -> bool {
+    segment.len() >= 16
+        && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && segment.bytes().any(|b| b.is_ascii_digit())
+        && segment.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+fn shown_url(url: &str) -> String {
+    let (scheme, authority, rest) = split_url(url);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let path = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let path: Vec<&str> = path.split('/').map(|s| if looks_like_key(s) { "***" } else { s }).collect();
+    format!("{scheme}{host}{}", path.join("/"))
+}
+
 impl fmt::Debug for Pat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Pat({})", self.redacted())
@@ -265,6 +377,34 @@ mod tests {
         // 63 KB with a token at the very end: the token is redacted before the cut
         let big = foreign_text(&format!("{}{pat}", "a".repeat(63 * 1024)));
         assert!(big.chars().count() <= FOREIGN_TEXT_MAX && !big.contains("0123456789"));
+    }
+
+    #[test]
+    fn secret_urls_show_no_credentials() {
+        for (url, shown) in [
+            ("wss://entrypoint-finney.opentensor.ai:443", "wss://entrypoint-finney.opentensor.ai:443"),
+            ("ws://127.0.0.1:9944", "ws://127.0.0.1:9944"),
+            ("wss://user:TOKEN1234@host.example/ws?apikey=KEY5678&x=1#frag", "wss://host.example/ws"),
+            ("wss://tok3n-only-user@host.example:9944/", "wss://host.example:9944/"),
+            (
+                "wss://api-bittensor-mainnet.dwellir.com/51a1b1c4-1a2b-4c3d-9e8f-0123456789ab",
+                "wss://api-bittensor-mainnet.dwellir.com/***",
+            ),
+            ("wss://host.example/v3/ws", "wss://host.example/v3/ws"),
+        ] {
+            let u = SecretUrl::new(url);
+            assert_eq!(u.shown(), shown, "{url}");
+            assert_eq!(u.to_string(), shown);
+            assert_eq!(format!("{u:?}"), format!("SecretUrl({shown})"));
+            assert_eq!(u.expose(), url);
+        }
+        let u = SecretUrl::new("wss://user:TOKEN1234@host.example/ws?apikey=KEY5678");
+        assert_eq!(
+            u.scrub("error connecting to wss://user:TOKEN1234@host.example/ws?apikey=KEY5678: 401 for apikey=KEY5678, user TOKEN1234"),
+            "error connecting to wss://host.example/ws: 401 for ***, user ***"
+        );
+        assert_ne!(u.tag(), SecretUrl::new("wss://user:TOKEN1234@host.example/ws?apikey=OTHER99").tag());
+        assert_eq!(u.tag().len(), 16);
     }
 
     #[test]
