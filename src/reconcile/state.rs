@@ -114,6 +114,10 @@ pub enum StateError {
     Lock { path: PathBuf, source: std::io::Error },
     #[error("state file {} is locked by another patrol process (is `patrol run` using the same state dir?)", path.display())]
     Busy { path: PathBuf },
+    /// Other users could swap the files at `path` (a state dir they can write, a link they planted):
+    /// see [`fsutil::check_private_dir`], [`fsutil::Refused`].
+    #[error("{reason}")]
+    Unsafe { path: PathBuf, reason: String },
 }
 
 impl StateError {
@@ -121,7 +125,10 @@ impl StateError {
     /// run: exit 78, which a supervisor should not retry.
     pub fn is_config(&self) -> bool {
         match self {
-            StateError::Dir { .. } | StateError::NotRegular { .. } | StateError::Read { .. } => true,
+            StateError::Dir { .. }
+            | StateError::NotRegular { .. }
+            | StateError::Read { .. }
+            | StateError::Unsafe { .. } => true,
             StateError::Write { source, .. } => fsutil::refused(source).is_some(),
             StateError::Lock { .. } | StateError::Busy { .. } => false,
         }
@@ -133,6 +140,10 @@ impl StateError {
 /// this probes by creating (and removing) a file rather than by looking at permissions.
 pub fn check_dir(dir: &Path) -> Result<(), StateError> {
     ensure_dir(dir)?;
+    fsutil::check_private_dir(dir).map_err(|reason| StateError::Unsafe {
+        path: dir.to_path_buf(),
+        reason: format!("state dir {}: {reason}", dir.display()),
+    })?;
     let probe = dir.join(format!(".patrol-probe-{}-{}", std::process::id(), rand::random::<u32>()));
     let created = OpenOptions::new().write(true).create_new(true).open(&probe);
     match created {
@@ -198,12 +209,10 @@ impl StateFile {
         let dir = fsutil::parent_dir(&self.path);
         check_dir(&dir)?;
         let lp = self.lock_path();
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lp)
-            .map_err(|source| StateError::Lock { path: lp.clone(), source })?;
+        let f = fsutil::open_lock(&lp).map_err(|source| match fsutil::refused(&source) {
+            Some(r) => StateError::Unsafe { path: lp.clone(), reason: r.to_string() },
+            None => StateError::Lock { path: lp.clone(), source },
+        })?;
         match f.try_lock() {
             Ok(()) => {
                 // Only the lock holder writes, so leftovers are from writers that died.
@@ -221,6 +230,11 @@ impl StateFile {
     /// Is the state path something a later save may replace? Missing (or a dangling link), or a
     /// regular file this process can open; anything else is an error naming it.
     fn check_replaceable(&self) -> Result<(), StateError> {
+        if let Err(e) = fsutil::resolve_target(&self.path)
+            && let Some(r @ fsutil::Refused::UntrustedLink { .. }) = fsutil::refused(&e)
+        {
+            return Err(StateError::Unsafe { path: self.path.clone(), reason: format!("state file: {r}") });
+        }
         match std::fs::metadata(&self.path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(StateError::Read { path: self.path.clone(), source }),
