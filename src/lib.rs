@@ -28,8 +28,10 @@
 //! - [`validators`]: the eligibility rule (pure).
 //! - [`wire`]: the bittensor 10.x dendrite → axon protocol (client, axon-side primitives, probe).
 //! - [`wallet`]: bittensor hotkey files, SS58, sr25519 signing.
-//! - [`fsutil`], [`secret`], [`tls`], [`heap`]: crash-safe files and capped reads; the PAT newtype
-//!   and redaction; the TLS provider; giving freed memory back after a burst.
+//! - [`serve`]: HTTP/1.1 serving with limits (timeouts, a connection cap, bounded shutdown), for
+//!   the agent's endpoint and the validator axon.
+//! - [`fsutil`], [`secret`], [`tls`], [`heap`]: crash-safe files and capped reads; the PAT newtype,
+//!   redaction and other parties' text; the TLS provider; giving freed memory back after a burst.
 
 pub mod agent;
 pub mod chain;
@@ -46,6 +48,7 @@ pub mod observe;
 pub mod reconcile;
 pub mod report;
 pub mod secret;
+pub mod serve;
 pub mod tls;
 pub mod validators;
 pub mod wallet;

@@ -45,12 +45,32 @@ impl Agent {
     /// Start `patrol run ARGS` in `s`'s directory with `env`; `port` is the `[agent] listen` port
     /// the config uses (for [`Agent::get`]). `secrets` must never appear in its output.
     pub fn start(s: &Scratch, args: &[&str], env: &[(&str, &str)], port: Option<u16>, secrets: &[&str]) -> Agent {
+        Agent::start_wrapped(&[], s, args, env, port, secrets)
+    }
+
+    /// [`Agent::start`] through a command prefix that execs patrol (e.g. `sh -c 'ulimit -n 64 &&
+    /// exec "$0" "$@"'`, so the pid and the signals are patrol's); empty: patrol itself.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        s: &Scratch,
+        args: &[&str],
+        env: &[(&str, &str)],
+        port: Option<u16>,
+        secrets: &[&str],
+    ) -> Agent {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = s.path(&format!("agent-{n}.log"));
         let err = File::create(&log).expect("agent log file");
         let out = err.try_clone().expect("agent log file");
-        let mut cmd = Command::new(patrol_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(patrol_bin());
+                c
+            }
+            None => Command::new(patrol_bin()),
+        };
         cmd.arg("run")
             .args(args)
             .current_dir(s.dir.path())
