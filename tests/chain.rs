@@ -696,6 +696,21 @@ async fn e2e_rpc_url_credentials_appear_in_no_output_log_or_file_name() {
         let doctor = run(&["doctor"]).await.unwrap();
         assert!(doctor.stdout.contains(&shown) || doctor.stderr.contains(&shown), "{doctor}");
         run(&["doctor", "--json"]).await.unwrap();
+        // every crate at trace: the RPC library's own connection log must not show them either
+        // (it prints the query, and the userinfo as a Basic header)
+        let trace = {
+            let (s, url) = (s.clone(), url.clone());
+            tokio::task::spawn_blocking(move || {
+                let args = ["validators", "-vv", "--config", "c.toml", "--rpc-url", &url];
+                s.run_env(&args, &[("RUST_LOG", "trace")], Duration::from_secs(45))
+            })
+        }
+        .await
+        .unwrap();
+        assert_eq!(trace.code, 0, "{trace}");
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("miner:{TOKEN}"));
+        assert!(!trace.stderr.contains(&basic), "the userinfo as a Basic header\n{trace}");
         // the node down: the cache, and errors naming the endpoint
         drop(node);
         let cached = run(&["validators", "--json"]).await.unwrap();
