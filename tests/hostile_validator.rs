@@ -354,3 +354,27 @@ fn validator_text_is_redacted_escaped_and_capped_in_tables_json_logs_and_state()
     assert!(line.contains(&format!("reason={CLEAN_START}")), "{line}");
     assert!(v.seen().iter().any(|r| r.path == "/PatBroadcastSynapse" && r.body.contains(PAT)), "the PAT was sent");
 }
+
+/// A state file written before validator text was cleaned where it enters patrol (a reason quoting
+/// the PAT, escapes, 63 KB): its reasons are in the cleaned form once loaded, so the agent, which
+/// logs a stored reason, never shows the raw one.
+#[test]
+fn reasons_in_a_state_file_written_before_are_cleaned_when_it_is_loaded() {
+    use patrol::reconcile::core::{History, Terminal};
+    use patrol::reconcile::state::{MinerState, StateFile};
+    let d = tempfile::tempdir().unwrap();
+    let file = StateFile::new(d.path(), DENDRITE_HOTKEY, 74);
+    let mut old = MinerState::new(DENDRITE_HOTKEY, 74);
+    let mut h = History::new(VALIDATOR_HOTKEY);
+    h.reason = Some(hostile_reason());
+    h.terminal = Some(Terminal { reason: hostile_reason(), fingerprint: "f".into(), since: 1 });
+    old.validators.insert(1, h);
+    std::fs::write(&file.path, serde_json::to_vec(&old).unwrap()).unwrap();
+    let loaded = file.load(DENDRITE_HOTKEY, 74);
+    let h = &loaded.validators[&1];
+    for text in [h.reason.as_deref().unwrap(), h.terminal.as_ref().unwrap().reason.as_str()] {
+        assert!(text.starts_with(CLEAN_START), "{text}");
+        assert!(text.chars().count() <= FOREIGN_TEXT_MAX);
+        assert_clean("a loaded reason", text);
+    }
+}

@@ -297,6 +297,19 @@ impl StateFile {
     }
 }
 
+/// Validators' reasons as patrol keeps them ([`crate::secret::foreign_text`]): a state written
+/// before they were cleaned where they enter patrol may hold a quoted PAT or terminal escapes,
+/// and the agent logs a stored reason.
+fn clean_validator_texts(mut s: MinerState) -> MinerState {
+    for h in s.validators.values_mut() {
+        h.reason = h.reason.take().map(|r| crate::secret::foreign_text(&r));
+        if let Some(t) = h.terminal.as_mut() {
+            t.reason = crate::secret::foreign_text(&t.reason);
+        }
+    }
+    s
+}
+
 /// The state in `raw`, or what is wrong with it. Another miner's (or netuid's) state is not wrong,
 /// just not ours: a fresh state.
 fn parse(raw: &[u8], hotkey: &str, netuid: u16) -> Result<MinerState, String> {
@@ -304,7 +317,7 @@ fn parse(raw: &[u8], hotkey: &str, netuid: u16) -> Result<MinerState, String> {
         Err(e) => Err(format!("not JSON ({e})")),
         Ok(v) => match v.get("version").and_then(serde_json::Value::as_u64) {
             Some(x) if x == u64::from(VERSION) => match serde_json::from_value::<MinerState>(v) {
-                Ok(s) if s.hotkey == hotkey && s.netuid == netuid => Ok(s),
+                Ok(s) if s.hotkey == hotkey && s.netuid == netuid => Ok(clean_validator_texts(s)),
                 Ok(_) => Ok(MinerState::new(hotkey, netuid)),
                 Err(e) => Err(format!("unexpected structure ({e})")),
             },
