@@ -11,6 +11,13 @@
 //! symbolic link is followed, as `open(2)` would (and as gittensor, which writes through it, does):
 //! the link's final target is replaced, with the temp file in the target's directory, and the link
 //! stays a link. A dangling link creates its target; a loop is refused.
+//!
+//! Links are resolved here, in user space, so the kernel's `fs.protected_symlinks` never sees
+//! them; its rule is applied here instead, at every link on the way ([`Refused::UntrustedLink`]):
+//! a link in a sticky, world-writable directory (`/tmp`) is followed only if it belongs to the
+//! user patrol runs as or to the directory's owner. Otherwise anyone could plant
+//! `/tmp/patrol.prom -> /etc/shadow` and have a root-run patrol overwrite it. [`open_capped`]
+//! applies the same rule before it lets the kernel follow a link for a read.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -29,6 +36,20 @@ pub enum Refused {
     NotRegular { path: PathBuf, target: PathBuf, kind: &'static str },
     #[error("{} is a loop of symbolic links (or more than {MAX_SYMLINKS} deep)", path.display())]
     SymlinkLoop { path: PathBuf },
+    /// The kernel's `fs.protected_symlinks` rule, applied in user space (see the module doc).
+    #[error(
+        "{} is a symbolic link owned by uid {link_uid} in {}, a sticky world-writable directory owned by uid {dir_uid}; \
+         patrol follows a link there only if it belongs to the user patrol runs as (uid {euid}) or to the directory's owner \
+         (the kernel's protected_symlinks rule): remove the link, or use a path in a directory only you can write",
+        link.display(), dir.display()
+    )]
+    UntrustedLink { link: PathBuf, dir: PathBuf, link_uid: u32, dir_uid: u32, euid: u32 },
+    /// A lock file is never opened through a link ([`open_lock`]).
+    #[error(
+        "{} is a symbolic link; patrol never opens its lock file through a link (O_NOFOLLOW): remove it",
+        path.display()
+    )]
+    LinkedLock { path: PathBuf },
 }
 
 fn via(path: &Path, target: &Path) -> String {
@@ -50,28 +71,34 @@ fn refuse(r: Refused) -> io::Error {
 
 /// The file a write to `path` lands in: `path` itself, or the end of its chain of symbolic links
 /// (relative links resolve against the directory of the link). It may not exist yet (a dangling
-/// link's target). Refuses what is not a regular file and loops.
+/// link's target). Refuses what is not a regular file, loops, and links the kernel's
+/// protected_symlinks rule would not follow ([`Refused::UntrustedLink`]).
 pub fn resolve_target(path: &Path) -> io::Result<PathBuf> {
+    let (target, meta) = follow_links(path)?;
+    match meta {
+        Some(meta) if !meta.is_file() => {
+            Err(refuse(Refused::NotRegular { path: path.to_path_buf(), target, kind: file_kind(&meta) }))
+        }
+        _ => Ok(target),
+    }
+}
+
+/// The end of `path`'s chain of symbolic links and what is there (`None`: nothing yet), checking
+/// every link against the protected_symlinks rule.
+fn follow_links(path: &Path) -> io::Result<(PathBuf, Option<fs::Metadata>)> {
     let mut current = path.to_path_buf();
     for _ in 0..=MAX_SYMLINKS {
         let meta = match fs::symlink_metadata(&current) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(current),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((current, None)),
             Err(e) => return Err(e),
         };
-        if meta.file_type().is_symlink() {
-            let link = fs::read_link(&current)?;
-            current = if link.is_absolute() { link } else { parent_dir(&current).join(link) };
-            continue;
+        if !meta.file_type().is_symlink() {
+            return Ok((current, Some(meta)));
         }
-        if !meta.is_file() {
-            return Err(refuse(Refused::NotRegular {
-                path: path.to_path_buf(),
-                target: current,
-                kind: file_kind(&meta),
-            }));
-        }
-        return Ok(current);
+        check_link_owner(&current, &meta)?;
+        let link = fs::read_link(&current)?;
+        current = if link.is_absolute() { link } else { parent_dir(&current).join(link) };
     }
     Err(refuse(Refused::SymlinkLoop { path: path.to_path_buf() }))
 }
@@ -83,6 +110,74 @@ pub fn probe_create(dir: &Path) -> io::Result<()> {
     OpenOptions::new().write(true).create_new(true).open(&probe)?;
     let _ = fs::remove_file(&probe);
     Ok(())
+}
+
+/// The kernel's protected_symlinks rule for the link `link` (whose own metadata is `meta`): in a
+/// sticky, world-writable directory only a link of ours or of the directory's owner is followed.
+fn check_link_owner(link: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = parent_dir(link);
+    let dir_meta = fs::metadata(&dir)?;
+    let shared = dir_meta.mode() & (libc::S_ISVTX | 0o002) == (libc::S_ISVTX | 0o002);
+    let euid = euid();
+    if shared && meta.uid() != euid && meta.uid() != dir_meta.uid() {
+        return Err(refuse(Refused::UntrustedLink {
+            link: link.to_path_buf(),
+            dir,
+            link_uid: meta.uid(),
+            dir_uid: dir_meta.uid(),
+            euid,
+        }));
+    }
+    Ok(())
+}
+
+/// The effective uid of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether `dir` is safe to keep patrol's own files in (the state dir), or why not. A directory
+/// other users can write (group- or world-writable) is used only when it is sticky and owned by
+/// us or root, like `/tmp`: there nobody else can remove or rename our files, and links they plant
+/// are not followed ([`Refused::UntrustedLink`]). Otherwise anyone with write access could swap
+/// the state file for a link to any file (a non-sticky directory) or, as its owner, remove it.
+pub fn check_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(|e| e.to_string())?;
+    let (mode, owner, euid) = (meta.mode(), meta.uid(), euid());
+    if mode & 0o022 == 0 || (mode & libc::S_ISVTX != 0 && (owner == euid || owner == 0)) {
+        return Ok(());
+    }
+    let why = if mode & libc::S_ISVTX == 0 { "not sticky".to_string() } else { format!("owned by uid {owner}") };
+    let owners = if euid == 0 { "root".to_string() } else { format!("root or uid {euid} (the user patrol runs as)") };
+    Err(format!(
+        "it is writable by group or others (mode {:04o}) and {why}: other users could replace patrol's files in it; \
+         patrol keeps its state only in a directory others cannot write, or in a sticky one owned by {owners}: \
+         chmod go-w it, or set [agent] state_dir / --state-dir",
+        mode & 0o7777
+    ))
+}
+
+/// Open (creating) the lock file `path` for writing, never through a symbolic link (`O_NOFOLLOW`):
+/// the lock file is created, and a link planted at its name would create or open any file. A
+/// link there is refused ([`Refused::LinkedLock`]).
+pub fn open_lock(path: &Path) -> io::Result<File> {
+    let linked = || refuse(Refused::LinkedLock { path: path.to_path_buf() });
+    // Said clearly up front; O_NOFOLLOW below closes the race (its error for a link varies: ELOOP,
+    // or EACCES for another user's link in a sticky directory).
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(linked());
+    }
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| if e.raw_os_error() == Some(libc::ELOOP) { linked() } else { e })
 }
 
 /// Atomically replace `path` with `bytes`, creating the file with `mode` (e.g. 0o600). `path` must
@@ -172,6 +267,12 @@ pub fn open_capped(path: &Path, cap: u64) -> Result<File, ReadError> {
         }
         Ok(())
     };
+    // The kernel follows the links of this open: check them against protected_symlinks first.
+    if let Err(e) = follow_links(path)
+        && matches!(refused(&e), Some(Refused::UntrustedLink { .. }))
+    {
+        return Err(ReadError::Io(e));
+    }
     check(&fs::metadata(path)?)?;
     let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
     check(&file.metadata()?)?;
@@ -393,6 +494,34 @@ mod tests {
         let orphan = other.join(".real.json.tmp.999999999.1");
         fs::write(&orphan, b"").unwrap();
         assert_eq!(remove_orphaned_temp_files(&link), vec![orphan]);
+    }
+
+    #[test]
+    fn a_private_dir_is_one_others_cannot_write_or_a_sticky_one_of_ours() {
+        let d = tempfile::tempdir().unwrap();
+        for (mode, ok) in [(0o700, true), (0o755, true), (0o1777, true), (0o775, false), (0o777, false), (0o1770, true)]
+        {
+            fs::set_permissions(d.path(), fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(check_private_dir(d.path()).is_ok(), ok, "{mode:o}: {:?}", check_private_dir(d.path()));
+        }
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_private_dir(d.path()).unwrap_err();
+        assert!(e.starts_with("it is writable by group or others (mode 0777) and not sticky"), "{e}");
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_is_never_opened_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = d.path().join("s.json.lock");
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), &lock).unwrap();
+        let e = open_lock(&lock).unwrap_err();
+        assert!(matches!(refused(&e), Some(Refused::LinkedLock { .. })), "{e}");
+        assert!(!d.path().join("elsewhere").exists());
+        fs::remove_file(&lock).unwrap();
+        open_lock(&lock).unwrap();
+        open_lock(&lock).unwrap();
+        assert_eq!(fs::metadata(&lock).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

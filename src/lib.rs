@@ -30,9 +30,11 @@
 //! - [`validators`]: the eligibility rule (pure).
 //! - [`wire`]: the bittensor 10.x dendrite → axon protocol (client, axon-side primitives, probe).
 //! - [`wallet`]: bittensor hotkey files, SS58, sr25519 signing.
+//! - [`serve`]: HTTP/1.1 serving with limits (timeouts, a connection cap, bounded shutdown), for
+//!   the agent's endpoint and the validator axon.
 //! - [`fsutil`], [`secret`], [`tls`], [`heap`], [`version`]: crash-safe files and capped reads; the
-//!   PAT newtype and redaction; the TLS provider; giving freed memory back after a burst; what this
-//!   binary is (version, git revision, target, rustc).
+//!   PAT newtype, redaction and other parties' text; the TLS provider; giving freed memory back
+//!   after a burst; what this binary is (version, git revision, target, rustc).
 
 pub mod agent;
 pub mod chain;
@@ -49,6 +51,7 @@ pub mod observe;
 pub mod reconcile;
 pub mod report;
 pub mod secret;
+pub mod serve;
 pub mod status_view;
 pub mod tls;
 pub mod validators;

@@ -101,12 +101,186 @@ pub fn redact_tokens(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// The most characters of another party's text patrol keeps ([`foreign_text`]): the same bound as
+/// the HTTP error messages it already capped. Real validator reasons are under 200 characters.
+pub const FOREIGN_TEXT_MAX: usize = 512;
+
+/// Text another party wrote — a validator's `rejection_reason`, the message of its HTTP error, a
+/// redirect's `Location` — made safe to print, log, store and serialise. Done once, where the text
+/// enters patrol (the dendrite), so every consumer gets this form:
+/// - anything shaped like a GitHub token is redacted ([`redact_tokens`]): a validator that quotes
+///   its input (pydantic's `input_value='ghp_…'`) must not put our PAT in a table, a log or a file;
+/// - control characters cannot reach a terminal or a log line: `\n`, `\r`, `\t` become those two
+///   characters, every other C0/C1 control (ESC of `ESC[2J`, an OSC title's BEL, DEL) and the
+///   invisible bidi/format characters (U+202E and friends, which reorder what a terminal shows)
+///   become `\u{…}`;
+/// - at most [`FOREIGN_TEXT_MAX`] characters, the last one `…` when something was cut.
+///
+/// Classification reads this form too: the words it looks for are plain text at the start of
+/// every reason a validator really sends, which redaction, escaping and the cap leave intact.
+pub fn foreign_text(raw: &str) -> String {
+    let redacted = redact_tokens(raw);
+    let mut out = String::with_capacity(redacted.len().min(FOREIGN_TEXT_MAX + 8));
+    let mut chars = 0;
+    // The length of `out` (bytes) that still leaves room for the `…` of a cut.
+    let mut fits_with_ellipsis = 0;
+    let mut piece = String::new();
+    for c in redacted.chars() {
+        piece.clear();
+        escape_foreign(c, &mut piece);
+        let n = piece.chars().count();
+        if chars + n > FOREIGN_TEXT_MAX {
+            out.truncate(fits_with_ellipsis);
+            out.push('…');
+            return out;
+        }
+        out.push_str(&piece);
+        chars += n;
+        if chars < FOREIGN_TEXT_MAX {
+            fits_with_ellipsis = out.len();
+        }
+    }
+    out
+}
+
+/// One character of [`foreign_text`]: itself, or its escape.
+fn escape_foreign(c: char, out: &mut String) {
+    use std::fmt::Write as _;
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if c.is_control() || is_invisible_format(c) => {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        }
+        c => out.push(c),
+    }
+}
+
+/// Bidi overrides, embeddings and isolates, zero-width characters, line/paragraph separators and
+/// the BOM: invisible, and able to make a terminal show text in another order than it is.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
 /// Fingerprint of a raw token string; see [`Pat::fingerprint`].
 pub fn fingerprint(token: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"patrol-pat-fingerprint-v1\0");
     h.update(token.as_bytes());
     hex::encode(&h.finalize()[..8])
+}
+
+/// An endpoint URL that may carry credentials: userinfo (`wss://user:TOKEN@host`), an API key in
+/// the query (`?apikey=KEY`) or as a path segment (`wss://host/<key>`, as some RPC providers issue
+/// them). [`Display`](fmt::Display) and `Debug` show it without those ([`SecretUrl::shown`]); only
+/// [`SecretUrl::expose`] gives the URL to connect to, and a file named after the endpoint uses
+/// [`SecretUrl::tag`], a hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(std::sync::Arc<UrlForms>);
+
+/// Shared: a client, the settings and the jobs that carry them clone it cheaply.
+#[derive(PartialEq, Eq)]
+struct UrlForms {
+    full: String,
+    shown: String,
+}
+
+impl SecretUrl {
+    pub fn new(url: &str) -> SecretUrl {
+        SecretUrl(std::sync::Arc::new(UrlForms { full: url.to_string(), shown: shown_url(url) }))
+    }
+
+    /// The URL itself. Call only where it is connected to.
+    pub fn expose(&self) -> &str {
+        &self.0.full
+    }
+
+    /// `scheme://host[:port]/path` without userinfo, query and fragment, with path segments that
+    /// look like keys replaced by `***`: the only form patrol prints, logs or stores.
+    pub fn shown(&self) -> &str {
+        &self.0.shown
+    }
+
+    /// A stable one-way tag of the whole URL (16 hex characters): distinct per endpoint,
+    /// credentials included, without showing them.
+    pub fn tag(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"patrol-endpoint-v1\0");
+        h.update(self.0.full.as_bytes());
+        hex::encode(&h.finalize()[..8])
+    }
+
+    /// `text` (an error message of the RPC library, which may quote the URL) with the URL and each
+    /// of its credential parts replaced: the URL by its shown form, the parts by `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.replace(self.expose(), self.shown());
+        for part in secret_parts(self.expose()) {
+            // Short parts ("1", "ws") would replace innocent text and are no credential.
+            if part.len() >= 6 {
+                out = out.replace(part, "***");
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.shown())
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({})", self.shown())
+    }
+}
+
+/// `scheme://`, the authority and the rest of `url` (a text without `://` is all authority).
+fn split_url(url: &str) -> (&str, &str, &str) {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    (scheme, &rest[..end], &rest[end..])
+}
+
+/// The userinfo, the query and fragment (whole and each value), and the key-like path segments.
+fn secret_parts(url: &str) -> Vec<&str> {
+    let (_, authority, rest) = split_url(url);
+    let mut parts = Vec::new();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        parts.push(userinfo);
+        parts.extend(userinfo.split(':'));
+    }
+    let path_end = rest.find(['?', '#']).unwrap_or(rest.len());
+    parts.extend(rest[..path_end].split('/').filter(|s| looks_like_key(s)));
+    let tail = &rest[path_end..];
+    if !tail.is_empty() {
+        parts.push(&tail[1..]);
+        parts.extend(tail[1..].split(['&', '#', ';']).map(|kv| kv.split_once('=').map_or(kv, |(_, v)| v)));
+    }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    parts
+}
+
+/// A path segment that is a key rather than a name: 16 or more characters of `A-Z a-z 0-9 - _`
+/// with both letters and digits (a UUID, a hex or base62 key).
+fn looks_like_key(segment: &str) -> bool {
+    segment.len() >= 16
+        && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && segment.bytes().any(|b| b.is_ascii_digit())
+        && segment.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+fn shown_url(url: &str) -> String {
+    let (scheme, authority, rest) = split_url(url);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let path = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let path: Vec<&str> = path.split('/').map(|s| if looks_like_key(s) { "***" } else { s }).collect();
+    format!("{scheme}{host}{}", path.join("/"))
 }
 
 impl fmt::Debug for Pat {
@@ -175,6 +349,62 @@ mod tests {
             assert_eq!(matches!(got, Cow::Borrowed(_)), input == want, "borrows iff unchanged: {input:?}");
         }
         assert!(!redact_tokens(&format!("a {classic} b")).contains("0123456789"));
+    }
+
+    #[test]
+    fn foreign_text_is_redacted_escaped_and_capped() {
+        let pat = "ghp_0123456789abcdefghijABCDEFGHIJ12WXYZ";
+        let reason = format!(
+            "1 validation error [type=string_type, input_value='{pat}', input_type=str]\x1b[2J\r\nfake line\x1b]0;pwned\x07 \u{202e}txt.exe \u{9b}31m\x7f"
+        );
+        let clean = foreign_text(&reason);
+        assert_eq!(
+            clean,
+            "1 validation error [type=string_type, input_value='***WXYZ', input_type=str]\\u{1b}[2J\\r\\nfake line\\u{1b}]0;pwned\\u{7} \\u{202e}txt.exe \\u{9b}31m\\u{7f}"
+        );
+        assert!(!clean.chars().any(|c| c.is_control()));
+        // plain text, including non-ASCII, is kept as it is
+        assert_eq!(foreign_text("GitHub identity is locked — réessayez"), "GitHub identity is locked — réessayez");
+        // the cap counts characters, after escaping, and a cut ends in `…`
+        let exact = "é".repeat(FOREIGN_TEXT_MAX);
+        assert_eq!(foreign_text(&exact), exact);
+        let long = foreign_text(&format!("{exact}x"));
+        assert_eq!(long.chars().count(), FOREIGN_TEXT_MAX);
+        assert!(long.ends_with("é…"));
+        let escapes = foreign_text(&"\x1b".repeat(1000));
+        assert_eq!(escapes.chars().count(), 1 + 6 * ((FOREIGN_TEXT_MAX - 1) / 6));
+        assert!(escapes.ends_with("\\u{1b}…"), "an escape is never cut in half");
+        // 63 KB with a token at the very end: the token is redacted before the cut
+        let big = foreign_text(&format!("{}{pat}", "a".repeat(63 * 1024)));
+        assert!(big.chars().count() <= FOREIGN_TEXT_MAX && !big.contains("0123456789"));
+    }
+
+    #[test]
+    fn secret_urls_show_no_credentials() {
+        for (url, shown) in [
+            ("wss://entrypoint-finney.opentensor.ai:443", "wss://entrypoint-finney.opentensor.ai:443"),
+            ("ws://127.0.0.1:9944", "ws://127.0.0.1:9944"),
+            ("wss://user:TOKEN1234@host.example/ws?apikey=KEY5678&x=1#frag", "wss://host.example/ws"),
+            ("wss://tok3n-only-user@host.example:9944/", "wss://host.example:9944/"),
+            (
+                "wss://api-bittensor-mainnet.dwellir.com/51a1b1c4-1a2b-4c3d-9e8f-0123456789ab",
+                "wss://api-bittensor-mainnet.dwellir.com/***",
+            ),
+            ("wss://host.example/v3/ws", "wss://host.example/v3/ws"),
+        ] {
+            let u = SecretUrl::new(url);
+            assert_eq!(u.shown(), shown, "{url}");
+            assert_eq!(u.to_string(), shown);
+            assert_eq!(format!("{u:?}"), format!("SecretUrl({shown})"));
+            assert_eq!(u.expose(), url);
+        }
+        let u = SecretUrl::new("wss://user:TOKEN1234@host.example/ws?apikey=KEY5678");
+        assert_eq!(
+            u.scrub("error connecting to wss://user:TOKEN1234@host.example/ws?apikey=KEY5678: 401 for apikey=KEY5678, user TOKEN1234"),
+            "error connecting to wss://host.example/ws: 401 for ***, user ***"
+        );
+        assert_ne!(u.tag(), SecretUrl::new("wss://user:TOKEN1234@host.example/ws?apikey=OTHER99").tag());
+        assert_eq!(u.tag().len(), 16);
     }
 
     #[test]

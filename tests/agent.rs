@@ -417,6 +417,101 @@ fn metrics_parser_is_strict() {
     }
 }
 
+/// Open `n` connections to the agent's endpoint: silent ones, and slowloris ones that send half a
+/// request head (and never the rest).
+fn endpoint_flood(port: u16, n: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    (0..n)
+        .filter_map(|i| {
+            let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+            if i % 2 == 1 {
+                let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
+            }
+            Some(c)
+        })
+        .collect()
+}
+
+/// `last_pass_at` of the miner's state file, if it has one.
+fn last_pass_at(s: &Scratch) -> Option<u64> {
+    let text = std::fs::read_to_string(s.path(&format!("state/state-{DENDRITE_HOTKEY}-74.json"))).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["last_pass_at"].as_u64()
+}
+
+/// Issue 20 item 7: 300 idle connections to `/metrics` under `LimitNOFILE=256` took every
+/// descriptor ("cannot read PAT file: Too many open files": no checks, no saves). Under
+/// `ulimit -n 64` (soft = hard: nothing to raise), 200 silent and slowloris connections: the
+/// endpoint holds at most its cap (32, half the limit), a pass still completes and saves its state,
+/// and `/metrics` is answered (a complete request displaces a connection without one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_endpoints_connections_at_their_cap_a_pass_completes_and_saves() {
+    let gh = github().await;
+    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let s = scratch();
+    let port = free_port();
+    s.write(
+        "agent.toml",
+        &format!(
+            "[wallet]\nhotkey_file = \"hotkey\"\n[pat]\nfile = \"pat\"\n\
+             [agent]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:{port}\"\n\
+             [github]\napi_url = \"http://{gh}\"\ntimeout = \"3s\"\n\
+             [reconcile]\ninterval = \"2s\"\njitter = \"0s\"\ncheck_timeout = \"3s\"\nbroadcast_timeout = \"3s\"\n\
+             github_budget = \"off\"\n{}",
+            static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0)
+        ),
+        0o600,
+    );
+    let wrapper = ["sh", "-c", "ulimit -n 64 && exec \"$0\" \"$@\""];
+    let mut agent = Agent::start_wrapped(&wrapper, &s, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
+    agent.wait_log("open-file limit already at its hard limit", START);
+    let hk = [("hotkey", DENDRITE_HOTKEY)];
+    agent.wait_metric("patrol_passes_total", &hk, START, |v| v >= 1.0);
+    let flood = endpoint_flood(port, 200);
+    assert!(flood.len() >= 150, "only {} connections opened", flood.len());
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // a pass that began after the flood: saved with a later last_pass_at
+    harness::wait_for(Duration::from_secs(40), "a pass saved after the flood", || {
+        last_pass_at(&s).filter(|&t| t > started + 1)
+    });
+    let (status, body) = harness::wait_for(Duration::from_secs(20), "/metrics answered during the flood", || {
+        harness::http_get(port, "/metrics", None).ok().filter(|(status, _)| *status == 200)
+    });
+    assert_eq!(status, 200);
+    assert!(body.contains("patrol_passes_total"), "{body}");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", agent.pid())).map(|d| d.count()).unwrap_or(0);
+    eprintln!("the agent holds {fds} file descriptors of its 64 with 200 connections at its endpoint");
+    let log = agent.log();
+    assert!(!log.contains("Too many open files") && !log.contains("os error 24"), "{log}");
+    drop(flood);
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(Duration::from_secs(20)).code(), Some(0), "{}", agent.log());
+}
+
+/// `patrol run` raises its soft open-file limit to the hard one and says so.
+#[test]
+fn the_agent_raises_its_soft_open_file_limit_to_the_hard_one() {
+    let s = scratch();
+    s.write(
+        "agent.toml",
+        &format!(
+            "[wallet]\nhotkey_file = \"hotkey\"\n[pat]\nfile = \"pat\"\n[agent]\nstate_dir = \"state\"\nlisten = \"off\"\n{}",
+            static_validator(1, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0)
+        ),
+        0o600,
+    );
+    let wrapper = ["sh", "-c", "ulimit -S -n 100 && exec \"$0\" \"$@\""];
+    let mut agent = Agent::start_wrapped(&wrapper, &s, &["--config", "agent.toml"], &[], None, &[PAT]);
+    agent.wait_log("raised the soft open-file limit to the hard limit", START);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_string();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3], fields[4], "soft = hard: {line}");
+    assert!(agent.log().contains("from=100"), "{}", agent.log());
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(Duration::from_secs(20)).code(), Some(0), "{}", agent.log());
+}
+
 /// Issue 20 item 15: a state the agent cannot save (a full disk: its state dir on a full tmpfs in a
 /// mount namespace of its own) is visible to monitoring — `/readyz` fails saying why,
 /// `patrol_state_save_failed` is 1 — and logged once, not after every sweep.
@@ -435,7 +530,7 @@ async fn a_state_that_cannot_be_saved_is_not_ready_and_logged_once() {
         d = state.display()
     );
     let wrapper = ["unshare", "-m", "--", "sh", "-c", script.as_str(), "sh"];
-    let mut agent = Agent::start_wrapped(&s, &wrapper, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
+    let mut agent = Agent::start_wrapped(&wrapper, &s, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
     let hk = [("hotkey", DENDRITE_HOTKEY)];
     agent.wait_metric("patrol_state_save_failed", &hk, START, |v| v == 1.0);
     let (code, body) = agent.get("/readyz");

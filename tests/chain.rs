@@ -650,3 +650,93 @@ async fn mock_finney_uids_lookup_over_the_wire() {
     })
     .await
 }
+
+/// Issue 20 item 14: `--rpc-url wss://user:TOKEN@host/ws?apikey=KEY`. The token and the key appear
+/// in no output, log line, file name or cache file of `validators`, `check` and `doctor`, with the
+/// node up and down; the endpoint is shown as `ws://host:port/ws`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_rpc_url_credentials_appear_in_no_output_log_or_file_name() {
+    use crate::support::cli::Scratch;
+    use crate::support::python::DENDRITE_SEED;
+    const TOKEN: &str = "rpcTOKEN4242secret";
+    const KEY: &str = "rpcKEY9999apikey";
+    bounded(async {
+        let node = MockNode::start(Fixture::finney_netuid1()).await;
+        let host = node.url().trim_start_matches("ws://").to_string();
+        let url = format!("ws://miner:{TOKEN}@{host}/ws?apikey={KEY}");
+        let shown = format!("ws://{host}/ws");
+        let mut s = Scratch::new();
+        s.secret(TOKEN);
+        s.secret(KEY);
+        s.hotkey("hotkey", DENDRITE_SEED);
+        s.pat("pat", "ghp_rpcUrlCredentialsToken000000000000014");
+        s.write(
+            "c.toml",
+            "[wallet]\nhotkey_file = \"hotkey\"\n[pat]\nfile = \"pat\"\n[chain]\nnetuid = 1\nconnect_timeout = \"5s\"\n\
+             call_timeout = \"5s\"\nmetagraph_max_age = \"30m\"\n[agent]\nstate_dir = \"state\"\nlisten = \"off\"\n",
+            0o600,
+        );
+        let s = std::sync::Arc::new(s);
+        let run = |args: &'static [&'static str]| {
+            let (s, url) = (s.clone(), url.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut all = args.to_vec();
+                all.extend_from_slice(&["--config", "c.toml", "--rpc-url", &url]);
+                // Scratch checks every run's output for the token and the key
+                s.run_env(&all, &[], Duration::from_secs(45))
+            })
+        };
+        let live = run(&["validators", "--json"]).await.unwrap();
+        assert_eq!(live.code, 0, "{live}");
+        assert_eq!(live.json()["source"], "chain");
+        run(&["validators"]).await.unwrap();
+        let check = run(&["check"]).await.unwrap();
+        assert!(check.stderr.contains(&format!("Network: {shown} |")), "{check}");
+        run(&["check", "--json"]).await.unwrap();
+        let doctor = run(&["doctor"]).await.unwrap();
+        assert!(doctor.stdout.contains(&shown) || doctor.stderr.contains(&shown), "{doctor}");
+        run(&["doctor", "--json"]).await.unwrap();
+        // every crate at trace: the RPC library's own connection log must not show them either
+        // (it prints the query, and the userinfo as a Basic header)
+        let trace = {
+            let (s, url) = (s.clone(), url.clone());
+            tokio::task::spawn_blocking(move || {
+                let args = ["validators", "-vv", "--config", "c.toml", "--rpc-url", &url];
+                s.run_env(&args, &[("RUST_LOG", "trace")], Duration::from_secs(45))
+            })
+        }
+        .await
+        .unwrap();
+        assert_eq!(trace.code, 0, "{trace}");
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("miner:{TOKEN}"));
+        assert!(!trace.stderr.contains(&basic), "the userinfo as a Basic header\n{trace}");
+        // the node down: the cache, and errors naming the endpoint
+        drop(node);
+        let cached = run(&["validators", "--json"]).await.unwrap();
+        assert_eq!(cached.json()["source"], "cache", "{cached}");
+        assert!(cached.stderr.contains(&shown), "{cached}");
+        run(&["validators"]).await.unwrap();
+        run(&["check", "--json"]).await.unwrap();
+        let doctor = run(&["doctor", "--json"]).await.unwrap();
+        assert!(doctor.stdout.contains(&format!("cannot connect to {shown}")), "{doctor}");
+        // file names and contents
+        let mut files = Vec::new();
+        let mut dirs = vec![s.dir.path().to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() { dirs.push(p) } else { files.push(p) }
+            }
+        }
+        let caches: Vec<_> = files.iter().filter(|p| p.to_string_lossy().contains("metagraph-")).collect();
+        assert_eq!(caches.len(), 1, "{files:?}");
+        for f in &files {
+            let name = f.to_string_lossy();
+            assert!(!name.contains(TOKEN) && !name.contains(KEY), "a file is named after the credentials: {name}");
+            let text = String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned();
+            assert!(!text.contains(TOKEN) && !text.contains(KEY), "{name} holds the credentials");
+        }
+    })
+    .await
+}

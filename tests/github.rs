@@ -470,7 +470,7 @@ async fn record(
 ) -> axum::Json<Value> {
     let path = uri.path().to_string();
     seen.lock().unwrap().push((method, path.clone(), headers, body));
-    axum::Json(if path == "/user" {
+    axum::Json(if path.ends_with("/user") {
         json!({"id": 1, "login": "x"})
     } else {
         json!({"data": {"viewer": {"login": "x"}}})
@@ -501,6 +501,53 @@ async fn requests_carry_upstream_headers_and_body() {
         assert_eq!(h["content-type"], "application/json");
         assert_eq!(h["accept"], "application/json");
         assert_eq!(&body[..], br#"{"query": "{ viewer { login } }"}"#);
+    })
+    .await;
+}
+
+/// GitHub's redirects are followed within its origin only: the PAT (in `Authorization`) never goes
+/// to another host, and a redirect elsewhere is reported with its status.
+#[tokio::test]
+async fn redirects_are_followed_within_githubs_origin_only() {
+    bounded("redirects", async {
+        // the other host records whatever reaches it
+        let elsewhere: Seen = Arc::default();
+        let app = axum::Router::new().fallback(record).with_state(elsewhere.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        // GitHub: `/old/...` moved to `/...` on the same origin (308); `/user` and `/graphql` point
+        // at the other host (307)
+        let seen: Seen = Arc::default();
+        let redirecting = move |State(seen): State<Seen>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+            let path = uri.path().to_string();
+            let (code, to) = match path.strip_prefix("/old") {
+                Some(rest) => (axum::http::StatusCode::PERMANENT_REDIRECT, format!("/new{rest}")),
+                None if path.starts_with("/new") => {
+                    return axum::response::IntoResponse::into_response(record(State(seen), method, uri, headers, body).await);
+                }
+                None => (axum::http::StatusCode::TEMPORARY_REDIRECT, format!("http://{other}{path}")),
+            };
+            axum::response::IntoResponse::into_response((code, [(axum::http::header::LOCATION, to)]))
+        };
+        let app = axum::Router::new().fallback(redirecting).with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let moved = GithubClient::new(GithubOptions { api_url: format!("http://{addr}/old"), ..options(addr, Mode::Fixed) }).unwrap();
+        assert!(matches!(moved.identity(&pat()).await.result, IdentityResult::Valid { .. }));
+        assert_eq!(moved.test_query(&pat()).await.result, TestQueryResult::Ok);
+        let followed: Vec<_> = seen.lock().unwrap().iter().filter(|r| r.1.starts_with("/new")).cloned().collect();
+        assert_eq!(followed.len(), 2, "both calls followed to /new");
+        assert!(followed.iter().all(|r| r.2.contains_key("authorization")));
+
+        let c = GithubClient::new(GithubOptions { identity_attempts: 1, ..options(addr, Mode::Fixed) }).unwrap();
+        let r = c.identity(&pat()).await.result;
+        assert!(matches!(&r, IdentityResult::Transient { detail, .. } if detail.contains("307")), "{r:?}");
+        let r = c.test_query(&pat()).await.result;
+        assert!(matches!(&r, TestQueryResult::Failed { detail, .. } if detail.contains("307")), "{r:?}");
+        assert!(elsewhere.lock().unwrap().is_empty(), "the other host was called: {:?}", elsewhere.lock().unwrap());
     })
     .await;
 }

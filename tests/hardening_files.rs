@@ -421,3 +421,125 @@ fn a_state_dir_that_is_a_file_or_read_only_is_exit_78_in_reconcile_and_doctor() 
     }
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o700)).unwrap();
 }
+
+// ---- issue 20 item 4: links planted in a shared directory, shared state dirs ----
+
+/// Another user's uid, for links "planted" by someone else.
+const OTHER_UID: u32 = 12345;
+
+/// `dir` made a sticky, world-writable directory (like `/tmp`), owned by us.
+fn shared_dir(s: &Scratch, name: &str) -> PathBuf {
+    let dir = s.path(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
+/// A symbolic link `link -> target` owned by `uid` (lchown: needs root).
+fn planted_link(target: &Path, link: &Path, uid: u32) {
+    symlink(target, link).unwrap();
+    std::os::unix::fs::lchown(link, Some(uid), Some(uid)).unwrap();
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("note: not root: links owned by another uid cannot be made; skipping");
+    }
+    root
+}
+
+#[test]
+fn a_link_planted_by_another_user_in_a_sticky_world_writable_dir_is_never_followed() {
+    if !is_root() {
+        return;
+    }
+    let s = setup("state_dir = \"state\"");
+    let victim = s.write("victim", "precious\n", 0o600);
+    let protected = "the kernel's protected_symlinks rule";
+
+    // the metrics file
+    let shared = shared_dir(&s, "shared");
+    planted_link(&victim, &shared.join("metrics.prom"), OTHER_UID);
+    let r = run(&s, &["reconcile", "--metrics-file", "shared/metrics.prom"]);
+    r.expect_code(78);
+    let line = error_line(&r);
+    assert!(line.contains("cannot write metrics file shared/metrics.prom") && line.contains(protected), "{r}");
+    assert!(line.contains(&format!("owned by uid {OTHER_UID}")), "{r}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "{r}");
+    // a link of our own there is followed, as before
+    let ours = s.write("ours.prom", "", 0o644);
+    symlink(&ours, shared.join("ours.prom")).unwrap();
+    run(&s, &["reconcile", "--metrics-file", "shared/ours.prom"]).expect_code(3);
+    assert!(std::fs::read_to_string(&ours).unwrap().contains("patrol_eligible_validators"));
+
+    // the state file, in a shared state dir
+    write_config(&s, "state_dir = \"shared-state\"");
+    let dir = shared_dir(&s, "shared-state");
+    planted_link(&victim, &dir.join(state_name()), OTHER_UID);
+    for args in [&["reconcile"][..], &["reconcile", "--dry-run"]] {
+        let r = run(&s, args);
+        if args.len() == 1 {
+            r.expect_code(78);
+            let line = error_line(&r);
+            assert!(line.contains(&format!("shared-state/{}", state_name())) && line.contains(protected), "{r}");
+        } else {
+            // a dry run only reads: it does not read through the link either
+            r.expect_code(3);
+            assert!(r.stderr.contains(protected), "{r}");
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "{r}");
+        assert!(is_symlink(&dir.join(state_name())), "{r}");
+        assert!(named(&s.path(""), "victim.corrupt").is_empty(), "the victim was moved aside\n{r}");
+    }
+
+    // the lock file: never opened through a link, so it cannot create a file elsewhere
+    write_config(&s, "state_dir = \"shared-lock\"");
+    let dir = shared_dir(&s, "shared-lock");
+    let created = s.path("elsewhere-created");
+    planted_link(&created, &dir.join(format!("{}.lock", state_name())), OTHER_UID);
+    let r = run(&s, &["reconcile"]);
+    r.expect_code(78);
+    let line = error_line(&r);
+    assert!(line.contains(&format!("{}.lock is a symbolic link", state_name())) && line.contains("O_NOFOLLOW"), "{r}");
+    assert!(!created.exists(), "the lock created a file through the link\n{r}");
+}
+
+#[test]
+fn a_state_dir_others_can_write_is_refused_unless_sticky_and_ours() {
+    if !is_root() {
+        return;
+    }
+    let s = setup("state_dir = \"open\"");
+    let open = s.path("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let r = run(&s, &["reconcile"]);
+    r.expect_code(78);
+    let line = error_line(&r);
+    assert!(line.contains("open: it is writable by group or others (mode 0777) and not sticky"), "{r}");
+    assert!(!open.join(state_name()).exists(), "{r}");
+    // sticky, but owned by another user (who may remove our files)
+    write_config(&s, "state_dir = \"theirs\"");
+    let theirs = shared_dir(&s, "theirs");
+    std::os::unix::fs::chown(&theirs, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    let r = run(&s, &["reconcile"]);
+    r.expect_code(78);
+    assert!(error_line(&r).contains(&format!("(mode 1777) and owned by uid {OTHER_UID}")), "{r}");
+    let r = run(&s, &["doctor", "--json"]);
+    r.expect_code(78);
+    let c = r.json()["checks"].as_array().unwrap().iter().find(|c| c["check"] == "state dir").cloned().unwrap();
+    assert!(c["detail"].as_str().unwrap().contains("writable by group or others"), "{r}");
+    // group-writable (0775) is the same case
+    write_config(&s, "state_dir = \"group\"");
+    let group = s.path("group");
+    std::fs::create_dir_all(&group).unwrap();
+    std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o775)).unwrap();
+    run(&s, &["reconcile"]).expect_code(78);
+    // sticky and ours (like /tmp for root): used
+    write_config(&s, "state_dir = \"sticky\"");
+    shared_dir(&s, "sticky");
+    run(&s, &["reconcile"]).expect_code(3);
+    assert!(s.path("sticky").join(state_name()).is_file());
+}

@@ -16,6 +16,8 @@ mod hardening_axon;
 mod hardening_config;
 /// Files patrol reads and writes: devices, FIFOs, symlinks, caps, move-aside, state dir (issue 15).
 mod hardening_files;
+/// A hostile validator: redirects never followed, its text redacted, escaped and capped (issue 20).
+mod hostile_validator;
 /// patrol check/post against a real Python bt.Axon; request vs captured vectors (issue 2).
 mod interop;
 /// `reconcile --metrics-file`: ready, counters across runs, preflight series, refused paths, a

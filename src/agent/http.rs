@@ -8,6 +8,10 @@
 //!
 //! `/metrics` speaks OpenMetrics when the scraper asks for it in `Accept` (Prometheus does), and the
 //! classic text format 0.0.4 otherwise (curl, older scrapers, the textfile collector's format).
+//!
+//! Served by the accept loop the validator axon uses ([`crate::serve`]) with [`LIMITS`]: idle,
+//! slow and silent connections are timed out, and at most [`MAX_CONNECTIONS`] are open, so no
+//! number of them can take the descriptors the agent needs for its PAT file, state and validators.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,10 +26,25 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::serve::Limits;
 
 /// `/healthz` fails when the main loop has not beaten for this long (it beats every
 /// [`super::HEARTBEAT`]; six missed beats is a stuck loop, not a slow one).
 pub const LIVENESS_LIMIT: Duration = Duration::from_secs(30);
+
+/// Connections the endpoint keeps open at once (and at most half the open-file limit): a scraper
+/// or two and a health check need a handful.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// The endpoint's limits: the axon's header-read and idle timeouts, [`MAX_CONNECTIONS`], and the
+/// grace [`Server::stop`] gives a scrape in flight.
+pub const LIMITS: Limits = Limits {
+    header_read_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(5),
+    max_connections: MAX_CONNECTIONS,
+    shutdown_grace: Duration::from_secs(2),
+    trim_after_bursts: false,
+};
 
 /// Where the validator set of the last good round came from, and when.
 #[derive(Debug, Clone)]
@@ -195,9 +214,18 @@ impl Server {
             .route("/status", get(super::board::serve))
             .with_state(shared);
         let token = stop.clone();
+        let handler = move |req: hyper::Request<hyper::body::Incoming>, _peer| {
+            let mut app = app.clone();
+            async move {
+                match tower_service::Service::call(&mut app, req.map(axum::body::Body::new)).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
+        };
         let task = tokio::spawn(async move {
             let shutdown = async move { token.cancelled().await };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = crate::serve::serve(listener, LIMITS, handler, shutdown).await {
                 tracing::error!(error = %e, "the health/metrics endpoint stopped");
             }
         });
@@ -209,7 +237,7 @@ impl Server {
     pub async fn stop(self) {
         self.stop.cancel();
         let mut task = self.task;
-        if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+        if tokio::time::timeout(LIMITS.shutdown_grace + Duration::from_secs(1), &mut task).await.is_err() {
             task.abort();
         }
     }

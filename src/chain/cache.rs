@@ -1,8 +1,12 @@
 //! The metagraph cache: the last good chain snapshot of one (endpoint, netuid), kept in the state
 //! dir so patrol still knows where the validators are when the chain cannot be reached.
 //!
-//! One JSON file per endpoint and netuid (`metagraph-<netuid>-<endpoint slug>.json`): finney's and
-//! testnet's netuid 74 are different subnets and must never stand in for each other. The file holds
+//! One JSON file per endpoint and netuid (`metagraph-<netuid>-<host>-<hash of the endpoint>.json`):
+//! finney's and testnet's netuid 74 are different subnets and must never stand in for each other.
+//! An endpoint URL may carry credentials (`wss://user:TOKEN@host/ws?apikey=KEY`), so neither the
+//! name nor the content holds more of it than its host and its shown form
+//! ([`crate::secret::SecretUrl`]). A cache under the name patrol used before (the whole URL as a
+//! slug) is still read once, and removed when the new one is saved. The file holds
 //! the neurons as patrol uses them, the block they were read at and when (unix seconds), and is
 //! replaced with [`crate::fsutil::atomic_write`], so a crash never leaves half a file. A file that
 //! does not parse (or names another endpoint/netuid) or is larger than [`CACHE_CAP`] is moved aside
@@ -16,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::secret::SecretUrl;
 use crate::validators::Neuron;
 
 /// Format version of the file; bump when the shape changes (an old file is then moved aside).
@@ -30,7 +35,7 @@ pub const CACHE_CAP: u64 = 32 << 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CachedMetagraph {
     pub version: u32,
-    /// The endpoint it was read from.
+    /// The endpoint it was read from, as shown (without credentials).
     pub url: String,
     pub netuid: u16,
     pub block: u64,
@@ -59,13 +64,23 @@ pub enum Loaded {
     Found(CachedMetagraph),
 }
 
-/// The cache file for `url` and `netuid` in `state_dir`.
+/// The cache file for `url` and `netuid` in `state_dir`: `metagraph-74-entrypoint-finney.opentensor.ai-443-<tag>.json`,
+/// the host readable, the tag ([`SecretUrl::tag`]) distinct per endpoint, credentials included.
 pub fn path(state_dir: &Path, url: &str, netuid: u16) -> PathBuf {
+    let secret = SecretUrl::new(url);
+    let host = secret.shown().split_once("://").map_or(secret.shown(), |(_, r)| r);
+    let host = host.split('/').next().unwrap_or_default();
+    state_dir.join(format!("metagraph-{netuid}-{}-{}.json", slug(host), secret.tag()))
+}
+
+/// The name patrol gave the cache before it was named by a hash: the whole URL as a slug (with any
+/// credentials in it). Read when the new file is missing; removed once the new one is saved.
+fn legacy_path(state_dir: &Path, url: &str, netuid: u16) -> PathBuf {
     state_dir.join(format!("metagraph-{netuid}-{}.json", slug(url)))
 }
 
 /// `wss://entrypoint-finney.opentensor.ai:443` → `entrypoint-finney.opentensor.ai-443`: readable,
-/// safe as a file name, distinct per endpoint.
+/// safe as a file name.
 fn slug(url: &str) -> String {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let s: String = rest
@@ -88,7 +103,7 @@ pub fn save(state_dir: &Path, url: &str, netuid: u16, block: u64, neurons: &[Neu
     let file = path(state_dir, url, netuid);
     let c = CachedMetagraph {
         version: VERSION,
-        url: url.to_string(),
+        url: SecretUrl::new(url).shown().to_string(),
         netuid,
         block,
         fetched_at: unix_now(),
@@ -97,12 +112,41 @@ pub fn save(state_dir: &Path, url: &str, netuid: u16, block: u64, neurons: &[Neu
     let bytes = serde_json::to_vec(&c).map_err(std::io::Error::other)?;
     crate::fsutil::atomic_write(&file, &bytes, 0o644)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
+    let legacy = legacy_path(state_dir, url, netuid);
+    if legacy != file && std::fs::symlink_metadata(&legacy).is_ok_and(|m| m.is_file()) {
+        match std::fs::remove_file(&legacy) {
+            Ok(()) => {
+                tracing::info!(path = %file.display(), "the metagraph cache is now named by a hash of the endpoint; removed the file under its old name")
+            }
+            Err(e) => warn!(error = %e, "cannot remove the metagraph cache under its old name"),
+        }
+    }
     Ok(file)
 }
 
-/// Read the snapshot for `url`/`netuid`, moving an unreadable file aside.
+/// Read the snapshot for `url`/`netuid`, moving an unreadable file aside. A cache saved under the
+/// old name ([`legacy_path`]) is read when there is none under the new one.
 pub fn load(state_dir: &Path, url: &str, netuid: u16) -> Loaded {
-    let file = path(state_dir, url, netuid);
+    let shown = SecretUrl::new(url).shown().to_string();
+    match load_file(&path(state_dir, url, netuid), &shown, netuid) {
+        Loaded::Missing => {
+            // Anything wrong with a file under the old name: as if it were not there (it is
+            // removed at the next save).
+            let legacy = crate::fsutil::read_capped(&legacy_path(state_dir, url, netuid), CACHE_CAP).ok();
+            match legacy.and_then(|b| serde_json::from_slice::<CachedMetagraph>(&b).ok()) {
+                Some(c) if c.version == VERSION && c.url == url && c.netuid == netuid => {
+                    Loaded::Found(CachedMetagraph { url: shown, ..c })
+                }
+                _ => Loaded::Missing,
+            }
+        }
+        other => other,
+    }
+}
+
+/// Read one cache file, written for the endpoint `url` (as the file stores it) and `netuid`.
+fn load_file(file: &Path, url: &str, netuid: u16) -> Loaded {
+    let file = file.to_path_buf();
     let reason = match crate::fsutil::read_capped(&file, CACHE_CAP) {
         Ok(bytes) => match serde_json::from_slice::<CachedMetagraph>(&bytes) {
             Ok(c) if c.version != VERSION => {
@@ -162,7 +206,8 @@ mod tests {
         let url = "ws://127.0.0.1:9944";
         let p = save(d.path(), url, 74, 123, &[neuron(0), neuron(1)]).unwrap();
         assert_eq!(p, path(d.path(), url, 74));
-        assert_eq!(p.file_name().unwrap(), "metagraph-74-127.0.0.1-9944.json");
+        let tag = SecretUrl::new(url).tag();
+        assert_eq!(p.file_name().unwrap().to_str().unwrap(), format!("metagraph-74-127.0.0.1-9944-{tag}.json"));
         let Loaded::Found(c) = load(d.path(), url, 74) else { panic!("not found") };
         assert_eq!(c.block, 123);
         assert_eq!(c.neurons, vec![neuron(0), neuron(1)], "f64 values survive JSON exactly");
@@ -233,6 +278,35 @@ mod tests {
         assert!(reason.contains(&format!("larger than {CACHE_CAP} bytes")), "{reason}");
         assert_eq!(std::fs::metadata(moved).unwrap().len(), CACHE_CAP + 1);
         assert!(matches!(load(d.path(), url, 74), Loaded::Missing));
+    }
+
+    #[test]
+    fn a_cache_under_the_old_name_is_read_once_and_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let url = "wss://user:TOKEN1234@node.example:443/ws?apikey=KEY5678";
+        let old = d.path().join("metagraph-74-user-TOKEN1234-node.example-443-ws-apikey-KEY5678.json");
+        assert_eq!(legacy_path(d.path(), url, 74), old);
+        let c = CachedMetagraph {
+            version: VERSION,
+            url: url.into(),
+            netuid: 74,
+            block: 7,
+            fetched_at: unix_now(),
+            neurons: vec![neuron(0)],
+        };
+        std::fs::write(&old, serde_json::to_vec(&c).unwrap()).unwrap();
+        let Loaded::Found(found) = load(d.path(), url, 74) else { panic!("the old file is read") };
+        assert_eq!((found.block, found.url.as_str()), (7, "wss://node.example:443/ws"));
+        let new = save(d.path(), url, 74, 8, &[neuron(0)]).unwrap();
+        assert!(!old.exists(), "removed once the new one is saved");
+        let name = new.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(name.starts_with("metagraph-74-node.example-443-") && !name.contains("TOKEN") && !name.contains("KEY"));
+        let text = std::fs::read_to_string(&new).unwrap();
+        assert!(!text.contains("TOKEN1234") && !text.contains("KEY5678"), "{text}");
+        let Loaded::Found(found) = load(d.path(), url, 74) else { panic!("the new file is read") };
+        assert_eq!(found.block, 8);
+        // another key for the same host is another endpoint
+        assert!(matches!(load(d.path(), "wss://user:TOKEN1234@node.example:443/ws?apikey=OTHER", 74), Loaded::Missing));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 use super::ChainError;
 use super::decode::{self, NeuronInfoLite, SubnetState};
 use crate::config::ChainSettings;
+use crate::secret::SecretUrl;
 use crate::validators::Neuron;
 
 /// Where the stakes in a [`Snapshot`] come from.
@@ -53,7 +54,8 @@ pub struct Snapshot {
 
 /// A lazily connected client for one endpoint.
 pub struct ChainClient {
-    url: String,
+    /// Connected to with [`SecretUrl::expose`]; shown everywhere else (errors, logs).
+    url: SecretUrl,
     connect_timeout: Duration,
     call_timeout: Duration,
     /// Shared across reconnects so the downloaded metadata (≈300 kB per runtime version) is kept.
@@ -70,16 +72,20 @@ struct Conn {
 impl ChainClient {
     /// A client for `url` (not connected yet).
     pub fn new(url: impl Into<String>, connect_timeout: Duration, call_timeout: Duration) -> ChainClient {
-        ChainClient { url: url.into(), connect_timeout, call_timeout, config: SubstrateConfig::new(), conn: None }
+        ChainClient::with_url(SecretUrl::new(&url.into()), connect_timeout, call_timeout)
+    }
+
+    fn with_url(url: SecretUrl, connect_timeout: Duration, call_timeout: Duration) -> ChainClient {
+        ChainClient { url, connect_timeout, call_timeout, config: SubstrateConfig::new(), conn: None }
     }
 
     /// A client for `[chain]`.
     pub fn from_settings(chain: &ChainSettings) -> ChainClient {
-        ChainClient::new(chain.url.clone(), chain.connect_timeout, chain.call_timeout)
+        ChainClient::with_url(chain.url.clone(), chain.connect_timeout, chain.call_timeout)
     }
 
     /// The endpoint.
-    pub fn url(&self) -> &str {
+    pub fn url(&self) -> &SecretUrl {
         &self.url
     }
 
@@ -92,7 +98,7 @@ impl ChainClient {
             let conn = self.connection().await?;
             let failed = conn.transport_failed.clone();
             let client = conn.client.clone();
-            match read_snapshot(&client, &self.url, netuid, own_hotkey).await {
+            match read_snapshot(&client, self.url.shown(), netuid, own_hotkey).await {
                 Ok(s) => return Ok(s),
                 Err(e) if !retried && failed.load(Ordering::SeqCst) => {
                     warn!(url = %self.url, netuid, error = %e, "chain connection failed; reconnecting once");
@@ -122,8 +128,8 @@ impl ChainClient {
                 let at = client
                     .at_current_block()
                     .await
-                    .map_err(|e| call_error(&self.url, netuid, None, "reading the finalized block", e))?;
-                read_uid(&at, &self.url, netuid, at.block_number(), hotkey).await
+                    .map_err(|e| call_error(self.url.shown(), netuid, None, "reading the finalized block", e))?;
+                read_uid(&at, self.url.shown(), netuid, at.block_number(), hotkey).await
             }
             .await;
             match result {
@@ -144,22 +150,27 @@ impl ChainClient {
         }
         // Just set above when it was None.
         self.conn.as_ref().ok_or_else(|| ChainError::Connect {
-            url: self.url.clone(),
+            url: self.url.to_string(),
             timeout: self.connect_timeout,
             reason: "no connection".into(),
         })
     }
 
     async fn connect(&self) -> Result<Conn, ChainError> {
-        if self.url.starts_with("wss://") {
+        if self.url.expose().starts_with("wss://") {
             crate::tls::install_default_provider();
         }
-        let err = |reason: String| ChainError::Connect { url: self.url.clone(), timeout: self.connect_timeout, reason };
+        // The RPC library's texts may quote the URL: scrubbed of its credentials.
+        let err = |reason: String| ChainError::Connect {
+            url: self.url.to_string(),
+            timeout: self.connect_timeout,
+            reason: self.url.scrub(&reason),
+        };
         let transport_failed = Arc::new(AtomicBool::new(false));
         let attempt = async {
             debug!(url = %self.url, "connecting to the chain");
             // from_insecure_url: ws:// is legitimate for `local` and for a node on the same host.
-            let rpc = RpcClient::from_insecure_url(&self.url).await.map_err(|e| err(e.to_string()))?;
+            let rpc = RpcClient::from_insecure_url(self.url.expose()).await.map_err(|e| err(e.to_string()))?;
             let guarded =
                 GuardedRpc { inner: rpc, call_timeout: self.call_timeout, transport_failed: transport_failed.clone() };
             let backend = LegacyBackend::<SubstrateConfig>::builder().build(RpcClient::new(guarded));

@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 use super::cache::{self, Loaded};
 use super::{ChainClient, ChainError};
 use crate::config::Settings;
+use crate::secret::SecretUrl;
 use crate::validators::{Neuron, Selection, Thresholds};
 
 /// The subnet as one command sees it.
@@ -32,9 +33,9 @@ pub struct SubnetView {
 pub enum Origin {
     /// `[validators] static` in the config.
     Static,
-    /// Read from the chain just now.
+    /// Read from the chain just now (`url` as shown: without credentials).
     Chain { url: String },
-    /// The chain failed (`error`); this is the cached snapshot of `url`, `age` old.
+    /// The chain failed (`error`); this is the cached snapshot of `url` (as shown), `age` old.
     Cache { url: String, age: Duration, error: String },
 }
 
@@ -111,11 +112,12 @@ pub async fn subnet_view_using(
         ),
         None => None,
     };
-    let url = client.url().to_string();
+    let secret = client.url().clone();
+    let url = secret.to_string();
     let state_dir = &settings.agent.state_dir;
     match client.snapshot(netuid, hotkey_bytes.as_ref()).await {
         Ok(snap) => {
-            match cache::save(state_dir, &url, netuid, snap.block, &snap.neurons) {
+            match cache::save(state_dir, secret.expose(), netuid, snap.block, &snap.neurons) {
                 Ok(p) => tracing::debug!(path = %p.display(), "metagraph cache saved"),
                 Err(e) => {
                     warn!(state_dir = %state_dir.display(), error = %e, "cannot save the metagraph cache")
@@ -133,26 +135,27 @@ pub async fn subnet_view_using(
         Err(
             e @ (ChainError::UnknownNetuid { .. } | ChainError::NotRegistered { .. } | ChainError::BadHotkey { .. }),
         ) => Err(e),
-        Err(e) => from_cache(state_dir, &url, netuid, settings.chain.metagraph_max_age, own_hotkey, e),
+        Err(e) => from_cache(state_dir, &secret, netuid, settings.chain.metagraph_max_age, own_hotkey, e),
     }
 }
 
 fn from_cache(
     state_dir: &Path,
-    url: &str,
+    secret: &SecretUrl,
     netuid: u16,
     max_age: Duration,
     own_hotkey: Option<&str>,
     error: ChainError,
 ) -> Result<SubnetView, ChainError> {
-    let file = cache::path(state_dir, url, netuid);
+    let url = secret.shown();
+    let file = cache::path(state_dir, secret.expose(), netuid);
     let unavailable = |cache: String, error: ChainError| ChainError::Unavailable {
         url: url.to_string(),
         netuid,
         cache,
         error: Box::new(error),
     };
-    let c = match cache::load(state_dir, url, netuid) {
+    let c = match cache::load(state_dir, secret.expose(), netuid) {
         Loaded::Found(c) => c,
         Loaded::Missing => {
             return Err(unavailable(format!("no metagraph cache at {}", file.display()), error));

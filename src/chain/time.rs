@@ -19,12 +19,18 @@ pub const TIMESTAMP_NOW_KEY: &str = "0xf0c365c3cf59d671eb72da0e7a4113c49f1f0515f
 
 /// `Timestamp::Now` at the best block, in milliseconds since the Unix epoch.
 pub async fn now_ms(chain: &ChainSettings) -> Result<u64, ChainError> {
-    let url = chain.url.clone();
-    if url.starts_with("wss://") {
+    let secret = &chain.url;
+    if secret.expose().starts_with("wss://") {
         crate::tls::install_default_provider();
     }
-    let connect = |reason: String| ChainError::Connect { url: url.clone(), timeout: chain.connect_timeout, reason };
-    let rpc = tokio::time::timeout(chain.connect_timeout, RpcClient::from_insecure_url(&url))
+    // Errors show the endpoint without its credentials (and scrub them from the library's text).
+    let url = secret.to_string();
+    let connect = |reason: String| ChainError::Connect {
+        url: url.clone(),
+        timeout: chain.connect_timeout,
+        reason: secret.scrub(&reason),
+    };
+    let rpc = tokio::time::timeout(chain.connect_timeout, RpcClient::from_insecure_url(secret.expose()))
         .await
         .map_err(|_| connect("timed out".into()))?
         .map_err(|e| connect(e.to_string()))?;
@@ -33,7 +39,7 @@ pub async fn now_ms(chain: &ChainSettings) -> Result<u64, ChainError> {
         netuid: chain.netuid,
         block: None,
         what: "reading Timestamp::Now".into(),
-        reason,
+        reason: secret.scrub(&reason),
     };
     let mut params = RpcParams::new();
     params.push(TIMESTAMP_NOW_KEY).map_err(|e| call(e.to_string()))?;

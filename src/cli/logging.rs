@@ -31,7 +31,13 @@ fn filter_from(verbose: u8, quiet: &str) -> EnvFilter {
         1 => "patrol=debug,info",
         _ => "trace",
     };
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // jsonrpsee's connection log (debug) prints the RPC endpoint whole: its query (`?apikey=…`)
+    // and its userinfo as a Basic header. Whatever the verbosity, endpoints print without them.
+    match "jsonrpsee-client=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
 }
 
 /// Warnings only unless `-v` (commands whose output is a report, like `simulate`, whose embedded

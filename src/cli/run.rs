@@ -9,6 +9,9 @@ use crate::config::Settings;
 
 /// Run the agent until it is told to stop.
 pub async fn run(cli: &Cli, settings: &Settings, args: &RunArgs) -> anyhow::Result<Exit> {
+    // systemd's soft default (1024) whatever the unit's hard LimitNOFILE: validators' connections,
+    // the endpoint's and the files must not run out of descriptors.
+    crate::serve::raise_open_file_limit();
     let load = || cli.load_settings();
     let opts = agent::Options { dry_run: args.dry_run };
     match agent::run(settings.clone(), &load, opts).await {

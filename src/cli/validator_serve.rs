@@ -241,6 +241,8 @@ pub async fn shutdown_signal() {
 
 /// Run the command.
 pub async fn run(args: &ServeArgs) -> anyhow::Result<Exit> {
+    // Before the cap is computed from it (half the soft limit).
+    crate::serve::raise_open_file_limit();
     let settings = resolve(args)?;
     let (mode, miners, store) = (settings.github.mode, settings.metagraph.len(), settings.store.clone());
     let limits = settings.axon.clone();

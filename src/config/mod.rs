@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::secret::SecretUrl;
 use crate::validators::{Neuron, Thresholds};
 pub use pat::{LoadedPat, PatError, PatSource};
 use raw::{RawConfig, RawMiner, RawPat, RawWallet};
@@ -121,10 +122,10 @@ impl MinerSettings {
 /// `[chain]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChainSettings {
-    /// As configured (`finney`, `test`, `local` or a URL).
+    /// As configured (`finney`, `test`, `local`), or the URL as shown: without its credentials.
     pub network: String,
-    /// Resolved endpoint.
-    pub url: String,
+    /// Resolved endpoint; it prints without userinfo, query or key-like path segments.
+    pub url: SecretUrl,
     pub netuid: u16,
     /// Use a cached metagraph up to this age when the chain is unreachable.
     pub metagraph_max_age: Duration,
@@ -482,8 +483,10 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     fn chain(&self, c: raw::RawChain, ov: &Overrides) -> Result<ChainSettings, ConfigError> {
         let flag = if ov.rpc_url.is_some() { Some("--rpc-url") } else { ov.network.is_some().then_some("--network") };
         let network = ov.rpc_url.clone().or(ov.network.clone()).or(c.network).unwrap_or_else(|| "finney".into());
-        let url = resolve_network(&network).map_err(|m| self.err_at(flag, "chain.network", m))?;
+        let url = SecretUrl::new(&resolve_network(&network).map_err(|m| self.err_at(flag, "chain.network", m))?);
         let netuid = ov.netuid.or(c.netuid).unwrap_or(74);
+        // A URL may carry credentials (`wss://user:TOKEN@host/ws?apikey=KEY`): keep only its shown form.
+        let network = if network.contains("://") { url.shown().to_string() } else { network };
         Ok(ChainSettings {
             network,
             url,
@@ -684,7 +687,8 @@ pub fn resolve_network(network: &str) -> Result<String, String> {
     if n.starts_with("ws://") || n.starts_with("wss://") {
         return Ok(n.to_string());
     }
-    Err(format!("{network:?} is not finney, test, local or a ws:// / wss:// URL"))
+    // Shown without credentials: `https://user:TOKEN@host` is a mistake that must not print the token.
+    Err(format!("{:?} is not finney, test, local or a ws:// / wss:// URL", SecretUrl::new(network).shown()))
 }
 
 fn expand_home(s: &str, env: &impl Fn(&str) -> Option<String>) -> PathBuf {

@@ -16,7 +16,7 @@ fn build(text: &str) -> Result<Settings, ConfigError> {
 fn defaults_match_gitt() {
     let s = Settings::build(None, None, &Overrides::default(), home).unwrap();
     assert_eq!(s.chain.netuid, 74);
-    assert_eq!(s.chain.url, "wss://entrypoint-finney.opentensor.ai:443");
+    assert_eq!(s.chain.url.expose(), "wss://entrypoint-finney.opentensor.ai:443");
     assert_eq!(s.validators.thresholds, Thresholds { min_vtrust: 0.25, min_stake: 15000.0 });
     assert_eq!(s.reconcile.check_timeout, Duration::from_secs(15));
     assert_eq!(s.reconcile.broadcast_timeout, Duration::from_secs(30));
@@ -126,7 +126,7 @@ fn overrides_and_relative_paths() {
         env_none,
     )
     .unwrap();
-    assert_eq!(s.chain.url, "ws://127.0.0.1:9944");
+    assert_eq!(s.chain.url.expose(), "ws://127.0.0.1:9944");
     assert_eq!(s.chain.netuid, 422);
     assert_eq!(s.validators.thresholds.min_vtrust, -1.0);
     assert_eq!(s.miners[0].hotkey_file, PathBuf::from("/cfg/wallets/w/hotkeys/default"));
@@ -141,7 +141,7 @@ fn overrides_and_relative_paths() {
         env_none,
     )
     .unwrap();
-    assert_eq!(s.chain.url, "wss://node.example:443");
+    assert_eq!(s.chain.url.expose(), "wss://node.example:443");
 }
 
 #[test]
@@ -231,7 +231,7 @@ fn flag_errors_name_the_flag() {
     // --rpc-url wins over --network, as before
     let ov =
         Overrides { rpc_url: Some("ws://10.0.0.1:9944".into()), network: Some("test".into()), ..Overrides::default() };
-    assert_eq!(Settings::build(file, Some(text), &ov, env_none).unwrap().chain.url, "ws://10.0.0.1:9944");
+    assert_eq!(Settings::build(file, Some(text), &ov, env_none).unwrap().chain.url.expose(), "ws://10.0.0.1:9944");
     // from the file: the file and the key
     for (text, want) in [
         ("[validators]\nmin_stake = -1.0", "/etc/patrol/base.toml: validators.min_stake:"),

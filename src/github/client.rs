@@ -100,7 +100,10 @@ impl GithubClient {
             return Err(bad("scheme must be http or https".into()));
         }
         crate::tls::install_default_provider();
-        let mut builder = reqwest::Client::builder().user_agent(opts.user_agent.clone()).tcp_nodelay(true);
+        let mut builder = reqwest::Client::builder()
+            .user_agent(opts.user_agent.clone())
+            .tcp_nodelay(true)
+            .redirect(same_origin_redirects());
         if is_loopback(&user_url) {
             builder = builder.no_proxy();
         }
@@ -303,6 +306,32 @@ fn test_query_outcome(result: TestQueryResult, id: String, login: String) -> Pre
         }
     }
 }
+
+/// Redirects GitHub may send (GitHub Enterprise moving its API root on the same host) are followed
+/// within the same origin (scheme, host, port), at most [`MAX_REDIRECTS`]; a redirect to another
+/// origin is not followed and comes back as its 3xx status (`/user`: transient; the test query: a
+/// failure naming the status). api.github.com answers `/user` and `/graphql` without redirects
+/// (its 301/307 are for renamed repositories), and the PAT rides in `Authorization`: it must never
+/// go to another host, whatever reqwest's own header stripping does.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt.previous().first().is_some_and(|first| {
+            let next = attempt.url();
+            (first.scheme(), first.host_str(), first.port_or_known_default())
+                == (next.scheme(), next.host_str(), next.port_or_known_default())
+        });
+        if !same {
+            attempt.stop()
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Redirects followed within one GitHub origin before giving up.
+const MAX_REDIRECTS: usize = 5;
 
 /// `<scheme><token>` as a sensitive header value (hyper then keeps it out of its own debug output and
 /// HPACK tables). None when the token holds bytes a header cannot carry.

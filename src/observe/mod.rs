@@ -7,7 +7,9 @@
 //! Categories refine gitt's (docs/gittensor-pat-semantics.md §1.4): `store_unavailable` is split out
 //! of `no_pat` (has_pat=false, pat_valid=null is the validator saying "my store is unreadable, retry",
 //! not "I lost your PAT"), and `rejected` (an HTTP error status: 401 nonce/signature, 403 not
-//! registered, 404 no handler, 500) is split out of `no_response`. An `invalid_pat` whose reason is
+//! registered, 404 no handler, 500; or a redirect, never followed) is split out of `no_response`.
+//! The reason texts arrive here already cleaned by the wire ([`crate::secret::foreign_text`]:
+//! tokens redacted, control characters escaped, 512 characters), and are classified in that form. An `invalid_pat` whose reason is
 //! a validator-side GitHub 5xx/429/transport error (upstream's test-query bug, docs §2.6) is
 //! `inconclusive`: the PAT is stored and nothing is wrong with it. So a [`Category::InvalidPat`]
 //! observation is always a permanent verdict on the PAT.

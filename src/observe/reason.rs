@@ -159,7 +159,18 @@ pub fn rejection_hint(status: u16, message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::foreign_text;
     use Persistence::*;
+
+    /// `reason` as a hostile or chatty validator might wrap it (a quoted PAT, terminal escapes, a
+    /// line break, 63 KB more), in the form patrol keeps it: classification reads that form, so it
+    /// must read every known reason the same way.
+    fn as_kept(reason: &str) -> String {
+        foreign_text(&format!(
+            "{reason} [input_value='ghp_0123456789abcdefghijABCDEFGHIJ12WXYZ']\x1b[2J\r\n{}",
+            "y".repeat(63 * 1024)
+        ))
+    }
 
     #[test]
     fn invalid_pat_reasons() {
@@ -179,6 +190,7 @@ mod tests {
             ("something new", Permanent),
         ] {
             assert_eq!(invalid_pat_reason(Some(reason)), want, "{reason}");
+            assert_eq!(invalid_pat_reason(Some(&as_kept(reason))), want, "{reason}");
         }
         assert_eq!(invalid_pat_reason(None), Permanent);
     }
@@ -205,6 +217,7 @@ mod tests {
         for (detail, want) in table {
             assert_eq!(test_query_failure(detail), want, "{detail}");
             assert_eq!(invalid_pat_reason(Some(&format!("{TEST_QUERY_PREFIX} {detail}"))), want, "{detail}");
+            assert_eq!(invalid_pat_reason(Some(&as_kept(&format!("{TEST_QUERY_PREFIX} {detail}")))), want, "{detail}");
         }
     }
 
@@ -235,6 +248,7 @@ mod tests {
             ("who knows", Refusal::Unknown),
         ] {
             assert_eq!(broadcast_refusal(Some(reason)), want, "{reason}");
+            assert_eq!(broadcast_refusal(Some(&as_kept(reason))), want, "{reason}");
         }
         assert_eq!(broadcast_refusal(None), Refusal::Unknown);
     }
@@ -244,6 +258,7 @@ mod tests {
         // The Python axon's texts, as recorded in tests/data/vectors/axon_responses.json (real bt.Axon).
         let old = "Not Verified with error: Nonce is too old: acceptable delta is 16.00 seconds but request was 60.01 seconds old";
         let hint = rejection_hint(401, old).unwrap();
+        assert_eq!(rejection_hint(401, &foreign_text(old)).as_ref(), Some(&hint));
         assert!(hint.contains("request nonce") && hint.contains("NTP"), "{hint}");
         assert!(hint.contains("60.0 s old") && hint.contains("accepts 16.0 s"), "{hint}");
         let newer = "Not Verified with error: Nonce is too old, a newer one was last processed";

@@ -280,6 +280,10 @@ pub enum StateError {
     Lock { path: PathBuf, source: std::io::Error },
     #[error("state file {} is locked by another patrol process (is `patrol run` using the same state dir?)", path.display())]
     Busy { path: PathBuf },
+    /// Other users could swap the files at `path` (a state dir they can write, a link they planted):
+    /// see [`fsutil::check_private_dir`], [`fsutil::Refused`].
+    #[error("{reason}")]
+    Unsafe { path: PathBuf, reason: String },
 }
 
 impl StateError {
@@ -287,7 +291,10 @@ impl StateError {
     /// run: exit 78, which a supervisor should not retry.
     pub fn is_config(&self) -> bool {
         match self {
-            StateError::Dir { .. } | StateError::NotRegular { .. } | StateError::Read { .. } => true,
+            StateError::Dir { .. }
+            | StateError::NotRegular { .. }
+            | StateError::Read { .. }
+            | StateError::Unsafe { .. } => true,
             StateError::Write { source, .. } => fsutil::refused(source).is_some(),
             StateError::Lock { .. } | StateError::Busy { .. } => false,
         }
@@ -298,6 +305,10 @@ impl StateError {
 /// check `try_lock` and `patrol doctor` share ([`fsutil::probe_create`]).
 pub fn check_dir(dir: &Path) -> Result<(), StateError> {
     ensure_dir(dir)?;
+    fsutil::check_private_dir(dir).map_err(|reason| StateError::Unsafe {
+        path: dir.to_path_buf(),
+        reason: format!("state dir {}: {reason}", dir.display()),
+    })?;
     fsutil::probe_create(dir).map_err(|e| StateError::Dir { path: dir.to_path_buf(), reason: e.to_string() })
 }
 
@@ -354,12 +365,10 @@ impl StateFile {
         let dir = fsutil::parent_dir(&self.path);
         check_dir(&dir)?;
         let lp = self.lock_path();
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lp)
-            .map_err(|source| StateError::Lock { path: lp.clone(), source })?;
+        let f = fsutil::open_lock(&lp).map_err(|source| match fsutil::refused(&source) {
+            Some(r) => StateError::Unsafe { path: lp.clone(), reason: r.to_string() },
+            None => StateError::Lock { path: lp.clone(), source },
+        })?;
         match f.try_lock() {
             Ok(()) => {
                 // Only the lock holder writes, so leftovers are from writers that died.
@@ -377,6 +386,11 @@ impl StateFile {
     /// Is the state path something a later save may replace? Missing (or a dangling link), or a
     /// regular file this process can open; anything else is an error naming it.
     fn check_replaceable(&self) -> Result<(), StateError> {
+        if let Err(e) = fsutil::resolve_target(&self.path)
+            && let Some(r @ fsutil::Refused::UntrustedLink { .. }) = fsutil::refused(&e)
+        {
+            return Err(StateError::Unsafe { path: self.path.clone(), reason: format!("state file: {r}") });
+        }
         match std::fs::metadata(&self.path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(StateError::Read { path: self.path.clone(), source }),
@@ -548,6 +562,19 @@ fn parse_spent(text: &str) -> Vec<(Secs, u32)> {
         .collect()
 }
 
+/// Validators' reasons as patrol keeps them ([`crate::secret::foreign_text`]): a state written
+/// before they were cleaned where they enter patrol may hold a quoted PAT or terminal escapes,
+/// and the agent logs a stored reason.
+fn clean_validator_texts(mut s: MinerState) -> MinerState {
+    for h in s.validators.values_mut() {
+        h.reason = h.reason.take().map(|r| crate::secret::foreign_text(&r));
+        if let Some(t) = h.terminal.as_mut() {
+            t.reason = crate::secret::foreign_text(&t.reason);
+        }
+    }
+    s
+}
+
 /// The state in `raw`, or what is wrong with it. Another miner's (or netuid's) state is not wrong,
 /// just not ours: a fresh state.
 fn parse(raw: &[u8], hotkey: &str, netuid: u16) -> Result<MinerState, String> {
@@ -555,7 +582,7 @@ fn parse(raw: &[u8], hotkey: &str, netuid: u16) -> Result<MinerState, String> {
         Err(e) => Err(format!("not JSON ({e})")),
         Ok(v) => match v.get("version").and_then(serde_json::Value::as_u64) {
             Some(x) if x == u64::from(VERSION) => match serde_json::from_value::<MinerState>(v) {
-                Ok(s) if s.hotkey == hotkey && s.netuid == netuid => Ok(s),
+                Ok(s) if s.hotkey == hotkey && s.netuid == netuid => Ok(clean_validator_texts(s)),
                 Ok(_) => Ok(MinerState::new(hotkey, netuid)),
                 Err(e) => Err(format!("unexpected structure ({e})")),
             },

@@ -3,7 +3,9 @@
 //!
 //! Guarantees: a PAT appears only in the body of a `PatBroadcastSynapse` (never a header, never an
 //! error message); nonces are strictly increasing for the process's uuid; every call ends within its
-//! timeout with one of three outcomes.
+//! timeout with one of three outcomes. A redirect is never followed (a 3xx is a rejection naming
+//! it), and every text the validator wrote is kept as [`foreign_text`]: this is where such text
+//! enters patrol, so tables, JSON, logs and the state file only ever see that form.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +18,7 @@ use super::synapse::{self, BroadcastFields, CheckFields, SynapseKind, TerminalIn
 use super::{
     EMPTY_BODY_HASH, EMPTY_STRING_INPUT_OBJ, Target, VERSION_AS_INT, now_ns, py_float, pyjson, signed_message,
 };
-use crate::secret::Pat;
+use crate::secret::{Pat, foreign_text};
 use crate::wallet::Hotkey;
 
 /// Default cap on a response body. Real answers are ~1 KB; anything this large is not a validator.
@@ -63,9 +65,10 @@ impl NoResponseKind {
 /// The three things a call can end in.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallOutcome<F> {
-    /// HTTP 200 with a well-formed synapse.
+    /// HTTP 200 with a well-formed synapse (its `rejection_reason` as [`foreign_text`]).
     Answered(F),
-    /// Any other HTTP status; `message` from the JSON body, the status header or the reason phrase.
+    /// Any other HTTP status; `message` from the JSON body, the status header or the reason phrase,
+    /// as [`foreign_text`]. A redirect (3xx) is never followed: it is a rejection naming it.
     Rejected { status: u16, message: String },
     /// No usable HTTP answer.
     NoResponse { kind: NoResponseKind, detail: String },
@@ -184,6 +187,10 @@ impl Dendrite {
             // close would race our next request; and between probe sweeps (25 s) patrol then holds
             // no connections (256 warm ones cost the agent ~5 MB of RSS).
             .pool_idle_timeout(POOL_IDLE)
+            // Never follow a validator's redirect: reqwest's default re-sends a 307/308 POST with
+            // its body, so the PAT would go to whatever host the `Location` names, and that host's
+            // answer would count as the validator's. A 3xx is a rejection naming it.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("patrol/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Dendrite { hotkey, uuid: uuid::Uuid::new_v4().to_string(), last_nonce: AtomicU64::new(0), http, opts })
@@ -345,6 +352,7 @@ impl Dendrite {
                 headers.insert(HeaderName::from_static(k), v);
             }
         }
+        let req_url = req.url.clone();
         let builder = if req.method == reqwest::Method::POST {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             self.http.post(&req.url).body(req.body)
@@ -364,6 +372,7 @@ impl Dendrite {
             .get("bt_header_axon_uuid")
             .map(latin1)
             .filter(|u| !u.is_empty() && u.len() <= 64 && u.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        let resp_location = resp.headers().get(reqwest::header::LOCATION).map(latin1);
         let sent = |status: u16, outcome| Sent { status, outcome, axon_uuid: axon_uuid.clone() };
         let body = match read_capped(resp, self.opts.max_response_bytes).await {
             Ok(b) => b,
@@ -385,6 +394,10 @@ impl Dendrite {
             }
         };
         let code = status.as_u16();
+        if status.is_redirection() {
+            let message = redirect_refused(code, resp_location.as_deref(), &req_url);
+            return sent(code, CallOutcome::Rejected { status: code, message });
+        }
         if code == 200 {
             return match serde_json::from_slice::<Value>(&body) {
                 Ok(v) if v.is_object() => sent(200, CallOutcome::Answered(v)),
@@ -402,7 +415,7 @@ impl Dendrite {
             .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
             .or(header_message)
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
-        sent(code, CallOutcome::Rejected { status: code, message: truncate(&message, 512) })
+        sent(code, CallOutcome::Rejected { status: code, message: foreign_text(&message) })
     }
 
     /// `PatCheckSynapse` to one validator.
@@ -411,7 +424,9 @@ impl Dendrite {
         let req = self.prepare(SynapseKind::Check, target, timeout, None);
         let sent = self.send(req, timeout).await;
         Reply {
-            outcome: typed(sent.outcome, synapse::parse_check),
+            outcome: typed(sent.outcome, |v| {
+                synapse::parse_check(v).map(|f| CheckFields { rejection_reason: clean(f.rejection_reason), ..f })
+            }),
             latency: started.elapsed(),
             axon_uuid: sent.axon_uuid,
         }
@@ -423,7 +438,10 @@ impl Dendrite {
         let req = self.prepare(SynapseKind::Broadcast, target, timeout, Some(pat));
         let sent = self.send(req, timeout).await;
         Reply {
-            outcome: typed(sent.outcome, synapse::parse_broadcast),
+            outcome: typed(sent.outcome, |v| {
+                synapse::parse_broadcast(v)
+                    .map(|f| BroadcastFields { rejection_reason: clean(f.rejection_reason), ..f })
+            }),
             latency: started.elapsed(),
             axon_uuid: sent.axon_uuid,
         }
@@ -513,50 +531,26 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+/// A validator's `rejection_reason` as patrol keeps it ([`foreign_text`]).
+fn clean(reason: Option<String>) -> Option<String> {
+    reason.map(|r| foreign_text(&r))
+}
+
+/// The rejection text of a 3xx: where it pointed (resolved against the request's URL, without
+/// userinfo, query or fragment — a `Location` may carry a credential — and as [`foreign_text`]).
+fn redirect_refused(code: u16, location: Option<&str>, request_url: &str) -> String {
+    let target = location.and_then(|l| reqwest::Url::parse(request_url).ok()?.join(l.trim()).ok()).map(|mut u| {
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        u.set_query(None);
+        u.set_fragment(None);
+        u.to_string()
+    });
+    match target {
+        Some(t) => foreign_text(&format!("redirect ({code}) to {t} refused")),
+        None => format!("redirect ({code}) without a usable Location refused"),
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dendrite() -> Dendrite {
-        Dendrite::new(Arc::new(Hotkey::from_seed(&[7u8; 32])), DendriteOptions::default()).unwrap()
-    }
-
-    #[test]
-    fn nonces_strictly_increase() {
-        let d = dendrite();
-        let mut last = 0;
-        for _ in 0..1000 {
-            let n = d.next_nonce();
-            assert!(n > last);
-            last = n;
-        }
-    }
-
-    #[test]
-    fn pat_only_in_broadcast_body() {
-        let d = dendrite();
-        let t = Target {
-            ip: "127.0.0.1".parse().unwrap(),
-            port: 1,
-            hotkey: "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi".into(),
-        };
-        let pat = Pat::new("ghp_supersecretvalue0000").unwrap();
-        let c = d.prepare(SynapseKind::Check, &t, Duration::from_secs(15), Some(&pat));
-        assert!(!c.body.contains("supersecret"));
-        let b = d.prepare(SynapseKind::Broadcast, &t, Duration::from_secs(30), Some(&pat));
-        assert!(b.body.contains("\"github_access_token\": \"ghp_supersecretvalue0000\""));
-        assert!(b.headers.iter().all(|(_, v)| !v.contains("supersecret")));
-        assert!(!format!("{b:?}").contains("supersecret"));
-    }
-}
+mod tests;

@@ -45,14 +45,14 @@ impl Agent {
     /// Start `patrol run ARGS` in `s`'s directory with `env`; `port` is the `[agent] listen` port
     /// the config uses (for [`Agent::get`]). `secrets` must never appear in its output.
     pub fn start(s: &Scratch, args: &[&str], env: &[(&str, &str)], port: Option<u16>, secrets: &[&str]) -> Agent {
-        Agent::start_wrapped(s, &[], args, env, port, secrets)
+        Agent::start_wrapped(&[], s, args, env, port, secrets)
     }
 
-    /// [`Agent::start`] through `wrapper`, a command prefix that ends by exec'ing its arguments
-    /// (e.g. `unshare -m -- sh -c '… && exec "$@"' sh`): the agent keeps the wrapper's pid.
+    /// [`Agent::start`] through a command prefix that execs patrol (e.g. `sh -c 'ulimit -n 64 &&
+    /// exec "$0" "$@"'`, so the pid and the signals are patrol's); empty: patrol itself.
     pub fn start_wrapped(
-        s: &Scratch,
         wrapper: &[&str],
+        s: &Scratch,
         args: &[&str],
         env: &[(&str, &str)],
         port: Option<u16>,
@@ -64,8 +64,8 @@ impl Agent {
         let err = File::create(&log).expect("agent log file");
         let out = err.try_clone().expect("agent log file");
         let mut cmd = match wrapper.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
                 c.args(rest).arg(patrol_bin());
                 c
             }

@@ -19,8 +19,8 @@
 //!
 //! Must not: log request bodies (a broadcast carries a PAT), echo the token, or block the executor.
 //!
-//! Serving ([`server`]): our own accept loop over hyper's HTTP/1.1 connections, with a header-read
-//! timeout, an idle timeout, a connection cap and a bounded graceful shutdown (see there).
+//! Serving ([`server`]): the accept loop shared with the agent's endpoint ([`crate::serve`]), with
+//! a header-read timeout, an idle timeout, a connection cap and a bounded graceful shutdown.
 
 mod body;
 /// In-process entry points for `fuzz/fuzz_targets/axon_request.rs` (feature `fuzzing` only).
@@ -30,7 +30,7 @@ mod gate;
 mod headers;
 mod server;
 
-pub use self::server::{effective_max_connections, listen};
+pub use crate::serve::{effective_max_connections, listen};
 
 use std::future::Future;
 use std::io;
@@ -92,8 +92,9 @@ pub struct AxonConfig {
     pub idle_timeout: Duration,
     /// Connections open at once; the effective cap is also at most half the process's open-file
     /// limit, so sockets can never starve the store, the GitHub client or the listener. At the
-    /// cap, a new connection displaces the oldest one that has had no request in flight for a
-    /// second (a slowloris or idle one); when there is none it gets an immediate 503 and is closed.
+    /// cap, a new connection displaces the oldest one without a complete request head, whatever
+    /// its age (a slowloris or silent one), else the one idle longest between requests; when every
+    /// connection has a request in flight it gets an immediate 503 and is closed.
     pub max_connections: usize,
     /// After shutdown is asked for: connections without a request in flight close at once,
     /// requests in flight get this long to finish, then every connection is dropped.
