@@ -146,17 +146,21 @@ fn cap_chars(s: &str, max: usize) -> String {
 
 /// The header and as many lines as fit in `max` characters, then "… and N more".
 pub fn fit(header: &str, lines: &[String], max: usize) -> String {
+    fit_by(header, lines, max, |s| s.chars().count())
+}
+
+/// [`fit`], measuring with `len` (characters, or bytes for ntfy).
+fn fit_by(header: &str, lines: &[String], max: usize, len: fn(&str) -> usize) -> String {
     let tail = |n: usize| format!("… and {n} more (`patrol check` shows every validator)");
     let mut out = cap_chars(header, max / 4);
-    let mut used = out.chars().count();
+    let mut used = len(&out);
     for (i, l) in lines.iter().enumerate() {
-        let n = l.chars().count() + 1;
+        let n = len(l) + 1;
         let left = lines.len() - i - 1;
-        let reserve = if left > 0 { tail(left).chars().count() + 1 } else { 0 };
+        let reserve = if left > 0 { len(&tail(left)) + 1 } else { 0 };
         if used + n + reserve > max {
-            let more = lines.len() - i;
             out.push('\n');
-            out.push_str(&tail(more));
+            out.push_str(&tail(lines.len() - i));
             return out;
         }
         out.push('\n');
@@ -235,11 +239,8 @@ fn ntfy(url: &str, events: &[&Event], header: &str, lines: &[String]) -> Message
         headers.push(("authorization".into(), format!("Basic {auth}")));
         url = format!("{scheme}://{host}");
     }
-    // bytes, not characters: the body is cut at the first line that would not fit
-    let mut text = fit("", lines, NTFY_MAX_BYTES);
-    while text.len() > NTFY_MAX_BYTES {
-        text = cap_chars(&text, text.chars().count() * 9 / 10);
-    }
+    // bytes, not characters
+    let text = fit_by("", lines, NTFY_MAX_BYTES, str::len);
     Message { get: false, url, headers, body: text.trim_start().as_bytes().to_vec() }
 }
 
