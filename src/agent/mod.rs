@@ -495,3 +495,5 @@ impl Agent<'_> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tell_tests;
