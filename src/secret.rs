@@ -332,7 +332,10 @@ mod tests {
                 "https://api.telegram.org/bot123456789:AAHfake-token_0123456789abcdefghij/sendMessage?chat_id=42",
                 "https://api.telegram.org/bot***/sendMessage?chat_id=42",
             ),
-            ("a /bot without digits, /botanist, /bot12 without colon", "a /bot without digits, /botanist, /bot12 without colon"),
+            (
+                "a /bot without digits, /botanist, /bot12 without colon",
+                "a /bot without digits, /botanist, /bot12 without colon",
+            ),
             ("http://127.0.0.1:9/api/webhooks/1/t (x)", "http://127.0.0.1:9/api/webhooks/*** (x)"),
         ] {
             let got = redact_tokens(input);

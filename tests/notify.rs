@@ -108,7 +108,9 @@ async fn reconcile_sends_on_transitions_only_and_pings_every_run() {
          [reconcile]\ncheck_timeout = \"3s\"\nbroadcast_timeout = \"5s\"\nbackoff_initial = \"1s\"\nbackoff_max = \"2s\"\n{notify}\n{validators}"
     );
     net.scratch.write("c.toml", &cfg, 0o600);
-    let reconcile = |net: &Subnet| net.scratch.run_env(&["reconcile", "--json", "--config", "c.toml"], &[], Duration::from_secs(60));
+    let reconcile = |net: &Subnet| {
+        net.scratch.run_env(&["reconcile", "--json", "--config", "c.toml"], &[], Duration::from_secs(60))
+    };
     let mut outputs: Vec<Run> = Vec::new();
     outputs.push(reconcile(&net));
     outputs.last().unwrap().expect_code(0);
@@ -123,7 +125,10 @@ async fn reconcile_sends_on_transitions_only_and_pings_every_run() {
     let got = hook.got();
     assert_eq!(got.len(), 1, "{:#?}", got.iter().map(|g| g.text()).collect::<Vec<_>>());
     let ev = &got[0].json()["events"];
-    assert_eq!((ev[0]["kind"].as_str(), ev[0]["resolved"].as_bool(), ev[0]["validator"]["uid"].as_u64()), (Some("coverage"), Some(false), Some(12)));
+    assert_eq!(
+        (ev[0]["kind"].as_str(), ev[0]["resolved"].as_bool(), ev[0]["validator"]["uid"].as_u64()),
+        (Some("coverage"), Some(false), Some(12))
+    );
 
     // it comes back: one recovery, then silence
     net.nodes[1].start();
@@ -142,11 +147,19 @@ async fn reconcile_sends_on_transitions_only_and_pings_every_run() {
     net.scratch.write("fresh.toml", &fresh, 0o600);
     let written: Vec<_> = net.nodes.iter().map(|n| n.written_at()).collect();
     for _ in 0..3 {
-        outputs.push(net.scratch.run_env(&["reconcile", "--json", "--config", "fresh.toml"], &[], Duration::from_secs(60)));
+        outputs.push(net.scratch.run_env(
+            &["reconcile", "--json", "--config", "fresh.toml"],
+            &[],
+            Duration::from_secs(60),
+        ));
     }
     assert_eq!(net.nodes.iter().map(|n| n.written_at()).collect::<Vec<_>>(), written, "no PAT sent");
     let got = hook.got();
-    let pat: Vec<_> = got.iter().flat_map(|g| g.json()["events"].as_array().cloned().unwrap_or_default()).filter(|e| e["kind"] == "pat_invalid").collect();
+    let pat: Vec<_> = got
+        .iter()
+        .flat_map(|g| g.json()["events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["kind"] == "pat_invalid")
+        .collect();
     assert_eq!(pat.len(), 1, "{:#?}", got.iter().map(|g| g.text()).collect::<Vec<_>>());
     assert_eq!(pat[0]["severity"], "critical");
     assert!(pat[0]["title"].as_str().unwrap().contains("nothing is being sent anywhere"), "{}", pat[0]);
@@ -154,9 +167,14 @@ async fn reconcile_sends_on_transitions_only_and_pings_every_run() {
     // the dead-man ping: one success per run (every run completed a pass)
     let pings = kuma.wait(outputs.len(), Duration::from_secs(5)).await;
     assert_eq!(pings.len(), outputs.len());
-    assert!(pings.iter().all(|p| p.query.contains("status=up")), "{:?}", pings.iter().map(|p| &p.query).collect::<Vec<_>>());
+    assert!(
+        pings.iter().all(|p| p.query.contains("status=up")),
+        "{:?}",
+        pings.iter().map(|p| &p.query).collect::<Vec<_>>()
+    );
     assert!(hook.violations().is_empty() && kuma.violations().is_empty(), "{:?}", hook.violations());
-    let texts: Vec<String> = outputs.iter().map(|r| format!("{}{}", r.stdout, r.stderr)).chain(got.iter().map(|g| g.text())).collect();
+    let texts: Vec<String> =
+        outputs.iter().map(|r| format!("{}{}", r.stdout, r.stderr)).chain(got.iter().map(|g| g.text())).collect();
     assert_clean(&texts.iter().map(String::as_str).collect::<Vec<_>>(), &[PAT, hook.secret(), kuma.secret()]);
 }
 
@@ -209,8 +227,15 @@ async fn the_agent_holds_a_loss_delivers_through_a_429_storm_and_stops_past_a_hu
     let got = discord.wait(2, Duration::from_secs(40)).await;
     assert!(during >= 6.0, "{during} probe sweeps in 25 s at a 3 s cadence during the storm");
     assert_eq!(got.len(), 2, "one loss, one recovery: {:?}", got.iter().map(|g| g.text()).collect::<Vec<_>>());
-    let (loss, back) = (got[0].json()["content"].as_str().unwrap().to_string(), got[1].json()["content"].as_str().unwrap().to_string());
-    assert!(loss.contains("WARNING: validator 12 lost coverage") && back.contains("RESOLVED: validator 12 is covered again"), "{loss}\n{back}");
+    let (loss, back) = (
+        got[0].json()["content"].as_str().unwrap().to_string(),
+        got[1].json()["content"].as_str().unwrap().to_string(),
+    );
+    assert!(
+        loss.contains("WARNING: validator 12 lost coverage")
+            && back.contains("RESOLVED: validator 12 is covered again"),
+        "{loss}\n{back}"
+    );
     assert!(discord.seen().len() >= 8, "the storm's 429s were retried, not dropped");
     assert!(got[0].at - t0 >= Duration::from_secs(12), "not before the hold");
     assert!(discord.violations().is_empty(), "{:?}", discord.violations());
@@ -226,5 +251,8 @@ async fn the_agent_holds_a_loss_delivers_through_a_429_storm_and_stops_past_a_hu
     let log = agent.log();
     assert!(log.contains("kept for the next run"), "{log}");
     assert_clean(&[&log], &[PAT, discord.secret(), hung.secret()]);
-    assert_clean(&discord.got().iter().map(|g| g.text()).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>(), &[PAT]);
+    assert_clean(
+        &discord.got().iter().map(|g| g.text()).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>(),
+        &[PAT],
+    );
 }

@@ -46,7 +46,6 @@
 //! - State changes are logged once ([`miner`]), not on every pass.
 
 mod cycle;
-mod tell;
 pub mod http;
 pub mod job;
 pub mod miner;
@@ -54,6 +53,7 @@ pub mod notify;
 pub mod reload;
 pub mod schedule;
 pub mod status;
+mod tell;
 mod world;
 
 use std::sync::Arc;
@@ -494,6 +494,6 @@ impl Agent<'_> {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod tell_tests;
+#[cfg(test)]
+mod tests;

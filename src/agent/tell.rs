@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use super::Agent;
 use super::http::Shared;
 use super::job::Kind;
 use super::miner::{Miner, ProblemKind};
-use super::Agent;
 use crate::config::Settings;
 use crate::notify::{self, Event, Input, Notifications, NotifyError, Poster, Problem};
 use crate::reconcile::pass::PassOutcome;

@@ -39,9 +39,12 @@ impl Poster for Recorder {
     }
 }
 
+/// One event of a message: kind, resolved, uid.
+type Said = (String, bool, Option<u64>);
+
 impl Recorder {
     /// (time, [(kind, resolved, uid)]) per message.
-    fn messages(&self) -> Vec<(Secs, Vec<(String, bool, Option<u64>)>)> {
+    fn messages(&self) -> Vec<(Secs, Vec<Said>)> {
         self.got
             .lock()
             .unwrap()
@@ -51,7 +54,11 @@ impl Recorder {
                 let evs = evs
                     .iter()
                     .map(|e| {
-                        (e["kind"].as_str().unwrap_or("").to_string(), e["resolved"] == true, e["validator"]["uid"].as_u64())
+                        (
+                            e["kind"].as_str().unwrap_or("").to_string(),
+                            e["resolved"] == true,
+                            e["validator"]["uid"].as_u64(),
+                        )
                     })
                     .collect();
                 (*t, evs)
@@ -162,7 +169,10 @@ async fn a_restart_repaired_within_the_default_hold_says_nothing_an_outage_past_
     let gap = msgs[1].0 - msgs[0].0;
     assert!((600..=640).contains(&gap), "{gap}");
     let uncovered = rec.got.lock().unwrap()[1].1["events"][0]["validator"]["uncovered_for_s"].as_u64().unwrap();
-    assert!((15 * 60 - 30..=15 * 60 + 30).contains(&uncovered), "uncovered for {uncovered} s: from going silent to answering");
+    assert!(
+        (15 * 60 - 30..=15 * 60 + 30).contains(&uncovered),
+        "uncovered for {uncovered} s: from going silent to answering"
+    );
     stop(agent).await;
 }
 
@@ -174,7 +184,8 @@ async fn twenty_validators_down_at_once_are_one_message_and_come_back_in_one() {
     for uid in 1..=20 {
         healthy(&script, uid, &format!("uuid-{uid}"));
     }
-    let agent = start(settings(dir.path(), 20, "[notify]\nhold = 60\n[reconcile]\ngithub_budget = \"off\"\n"), &script, &rec);
+    let agent =
+        start(settings(dir.path(), 20, "[notify]\nhold = 60\n[reconcile]\ngithub_budget = \"off\"\n"), &script, &rec);
     tokio::time::sleep(Duration::from_secs(120)).await;
     for uid in 1..=20 {
         down(&script, uid);
@@ -186,7 +197,7 @@ async fn twenty_validators_down_at_once_are_one_message_and_come_back_in_one() {
     tokio::time::sleep(Duration::from_secs(5 * 60)).await;
     let msgs = rec.messages();
     assert_eq!(msgs.len(), 2, "{msgs:?}");
-    let uids = |m: &Vec<(String, bool, Option<u64>)>, resolved: bool| {
+    let uids = |m: &Vec<Said>, resolved: bool| {
         assert!(m.iter().all(|(k, r, _)| k == "coverage" && *r == resolved), "{m:?}");
         m.iter().filter_map(|(_, _, u)| *u).collect::<Vec<_>>()
     };

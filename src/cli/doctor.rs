@@ -57,7 +57,12 @@ pub(crate) fn skipped(check: &'static str, miner: Option<&str>, detail: impl Int
     Check { skipped: true, ..ok(check, miner, format!("skipped: {}", detail.into())) }
 }
 
-pub(crate) fn fail(check: &'static str, miner: Option<&str>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+pub(crate) fn fail(
+    check: &'static str,
+    miner: Option<&str>,
+    detail: impl Into<String>,
+    fix: impl Into<String>,
+) -> Check {
     Check {
         check,
         miner: miner.map(str::to_owned),

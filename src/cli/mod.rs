@@ -245,7 +245,9 @@ pub struct DoctorArgs {
 #[derive(Debug, Subcommand)]
 pub enum NotifyCommand {
     /// Send one test message to every [[notify.target]] and ping [notify] ping; print each result.
-    #[command(after_help = "Exit codes: 0 every target and the ping accepted the test, 1 one did not, 78 configuration error (no target, a URL file missing or readable by others).")]
+    #[command(
+        after_help = "Exit codes: 0 every target and the ping accepted the test, 1 one did not, 78 configuration error (no target, a URL file missing or readable by others)."
+    )]
     Test(NotifyTestArgs),
 }
 

@@ -54,22 +54,43 @@ pub async fn test(settings: &Settings, args: &NotifyTestArgs) -> anyhow::Result<
     for t in &resolved.targets {
         let msg = render::render(t, std::slice::from_ref(&ev), &host);
         let (ok, detail) = said(poster.post(t.kind, &msg).await);
-        rows.push(Row { target: t.name.clone(), kind: t.kind.as_str().into(), url: t.url.shown(), ok, off: false, detail });
+        rows.push(Row {
+            target: t.name.clone(),
+            kind: t.kind.as_str().into(),
+            url: t.url.shown(),
+            ok,
+            off: false,
+            detail,
+        });
     }
     if let Some(url) = resolved.ping {
         let p = notify::ping::Ping::new(url);
         let msg = p.message(true, "patrol notify test");
         let (ok, detail) = said(poster.post(crate::config::TargetKind::Webhook, &msg).await);
         let kind = if p.kind == notify::ping::PingKind::UptimeKuma { "uptime_kuma" } else { "healthchecks" };
-        rows.push(Row { target: notify::ping::PING_NAME.into(), kind: kind.into(), url: p.url.shown(), ok, off: false, detail });
+        rows.push(Row {
+            target: notify::ping::PING_NAME.into(),
+            kind: kind.into(),
+            url: p.url.shown(),
+            ok,
+            off: false,
+            detail,
+        });
     }
     let all = rows.iter().all(|r| r.ok);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"success": all, "results": rows}))?);
     } else {
         for r in &rows {
-            let status = if r.off { "off" } else if r.ok { "ok" } else { "fail" };
-            let what = if r.url.is_empty() { r.target.clone() } else { format!("{} ({}, {})", r.target, r.kind, r.url) };
+            let status = if r.off {
+                "off"
+            } else if r.ok {
+                "ok"
+            } else {
+                "fail"
+            };
+            let what =
+                if r.url.is_empty() { r.target.clone() } else { format!("{} ({}, {})", r.target, r.kind, r.url) };
             println!("{status:<5}{what}: {}", r.detail);
         }
     }
@@ -80,7 +101,9 @@ pub async fn test(settings: &Settings, args: &NotifyTestArgs) -> anyhow::Result<
 fn said(a: Answer) -> (bool, String) {
     match a {
         Answer::Accepted(status) => (true, format!("delivered (HTTP {status})")),
-        Answer::Retry { after: Some(d), why } => (false, format!("{why}; the service asks to retry after {} s", d.as_secs())),
+        Answer::Retry { after: Some(d), why } => {
+            (false, format!("{why}; the service asks to retry after {} s", d.as_secs()))
+        }
         Answer::Retry { after: None, why } => (false, format!("not delivered: {why}")),
         Answer::Refused(why) => (false, format!("refused: {why}")),
     }
@@ -99,7 +122,8 @@ pub async fn doctor_checks(settings: &Settings) -> Vec<crate::cli::doctor::Check
         Ok(r) => r,
         Err(e) => return vec![fail(CHECK, None, e.to_string(), "fix the key named above (docs/notifications.md)")],
     };
-    let mut out: Vec<_> = resolved.off.iter().map(|(name, why)| skipped(CHECK, None, format!("{name}: off: {why}"))).collect();
+    let mut out: Vec<_> =
+        resolved.off.iter().map(|(name, why)| skipped(CHECK, None, format!("{name}: off: {why}"))).collect();
     let poster = match HttpPoster::new(settings.notify.timeout) {
         Ok(p) => p,
         Err(e) => return vec![fail(CHECK, None, e.to_string(), FIX)],

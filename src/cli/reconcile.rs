@@ -49,7 +49,11 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
     result
 }
 
-async fn reconcile(settings: &Settings, args: &ReconcileArgs, notes: &mut Option<Notifications>) -> anyhow::Result<Exit> {
+async fn reconcile(
+    settings: &Settings,
+    args: &ReconcileArgs,
+    notes: &mut Option<Notifications>,
+) -> anyhow::Result<Exit> {
     let miner = settings.single_miner()?;
     let loaded = miner.load_pat()?;
     let caller = common::caller(settings, miner)?;

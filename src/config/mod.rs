@@ -714,7 +714,11 @@ fn check_inline_secrets(p: &Path, settings: &Settings) -> Result<(), ConfigError
     use std::os::unix::fs::PermissionsExt as _;
     let keys = settings.notify.inline_keys();
     let Some(key) = keys.first() else { return Ok(()) };
-    let mode = std::fs::metadata(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?.permissions().mode() & 0o777;
+    let mode = std::fs::metadata(p)
+        .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 == 0 {
         return Ok(());
     }

@@ -246,7 +246,13 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     fn target(&self, i: usize, t: RawTarget) -> Result<TargetSettings, ConfigError> {
         let key = format!("notify.target[{i}]");
         let url = self
-            .url_source(&format!("{key}."), "url", t.url.as_deref(), t.url_file.as_deref(), t.url_credential.as_deref())?
+            .url_source(
+                &format!("{key}."),
+                "url",
+                t.url.as_deref(),
+                t.url_file.as_deref(),
+                t.url_credential.as_deref(),
+            )?
             .ok_or_else(|| self.err(&key, "needs one of url, url_file, url_credential"))?;
         let kind = match t.kind.as_deref().map(str::trim) {
             None => None,
@@ -304,10 +310,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         let k = |suffix: &str| format!("{prefix}{field}{suffix}");
         let given = [inline.is_some(), file.is_some(), credential.is_some()].iter().filter(|b| **b).count();
         if given > 1 {
-            return Err(self.err(
-                &k(""),
-                format!("set only one of {field}, {field}_file, {field}_credential"),
-            ));
+            return Err(self.err(&k(""), format!("set only one of {field}, {field}_file, {field}_credential")));
         }
         if let Some(u) = inline {
             let url = HookUrl::new(u).ok_or_else(|| self.err(&k(""), "is empty"))?;
@@ -389,7 +392,10 @@ mod tests {
             ("[[notify.target]]\nurl_file = \"f\"\nkind = \"pager\"", "notify.target[0].kind"),
             ("[[notify.target]]\nurl_file = \"f\"\nevents = [\"everything\"]", "notify.target[0].events"),
             ("[[notify.target]]\nurl_file = \"f\"\nmin_severity = \"loud\"", "notify.target[0].min_severity"),
-            ("[[notify.target]]\nurl_file = \"f\"\nname = \"a\"\n[[notify.target]]\nurl_file = \"g\"\nname = \"a\"", "notify.target[1].name"),
+            (
+                "[[notify.target]]\nurl_file = \"f\"\nname = \"a\"\n[[notify.target]]\nurl_file = \"g\"\nname = \"a\"",
+                "notify.target[1].name",
+            ),
         ] {
             let e = build(text).unwrap_err().to_string();
             assert!(e.contains(&format!(": {key}: ")), "{text:?}: {e}");

@@ -124,12 +124,16 @@ async fn read_some(mut resp: reqwest::Response, cap: usize) -> String {
 pub fn classify(kind: TargetKind, status: u16, retry_after: Option<&str>, body: &str) -> Answer {
     let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let header_secs = retry_after.and_then(|h| h.trim().parse::<f64>().ok());
-    let secs = |v: Option<f64>| v.filter(|s| s.is_finite() && *s >= 0.0).map(|s| Duration::from_secs_f64(s).min(MAX_RETRY_AFTER));
+    let secs = |v: Option<f64>| {
+        v.filter(|s| s.is_finite() && *s >= 0.0).map(|s| Duration::from_secs_f64(s).min(MAX_RETRY_AFTER))
+    };
     let short: String = super::event::short(body).chars().take(120).collect();
     match status {
         200..=299 => {
             // Telegram says ok:false on a 200 only in theory; believe the body when it says so.
-            if kind == TargetKind::Telegram && json.as_ref().and_then(|j| j.get("ok")).and_then(|o| o.as_bool()) == Some(false) {
+            if kind == TargetKind::Telegram
+                && json.as_ref().and_then(|j| j.get("ok")).and_then(|o| o.as_bool()) == Some(false)
+            {
                 return Answer::Refused(format!("HTTP {status}: {short}"));
             }
             Answer::Accepted(status)
@@ -137,10 +141,9 @@ pub fn classify(kind: TargetKind, status: u16, retry_after: Option<&str>, body: 
         429 => {
             let from_body = match kind {
                 TargetKind::Discord => json.as_ref().and_then(|j| j.get("retry_after")).and_then(|v| v.as_f64()),
-                TargetKind::Telegram => json
-                    .as_ref()
-                    .and_then(|j| j.pointer("/parameters/retry_after"))
-                    .and_then(|v| v.as_f64()),
+                TargetKind::Telegram => {
+                    json.as_ref().and_then(|j| j.pointer("/parameters/retry_after")).and_then(|v| v.as_f64())
+                }
                 _ => None,
             };
             Answer::Retry { after: secs(from_body.or(header_secs)), why: format!("rate limited (HTTP 429): {short}") }

@@ -268,7 +268,15 @@ impl Deriving<'_, '_> {
     }
 
     /// Raise `key` (an event) while `on`, resolve it (another) once it is off.
-    fn condition(&mut self, key: &str, on: bool, kind: EventKind, severity: Severity, raise: impl FnOnce() -> (String, String), resolve: Option<String>) {
+    fn condition(
+        &mut self,
+        key: &str,
+        on: bool,
+        kind: EventKind,
+        severity: Severity,
+        raise: impl FnOnce() -> (String, String),
+        resolve: Option<String>,
+    ) {
         match (on, self.next.raised.contains_key(key)) {
             (true, false) => {
                 let (title, detail) = raise();
@@ -308,7 +316,14 @@ impl Deriving<'_, '_> {
             };
             let key = format!("problem:{}", p.kind().as_str());
             let detail = format!("{message}; {fix}");
-            self.condition(&key, on.is_some(), p.kind(), Severity::Critical, || (title.to_string(), detail), Some(resolved.to_string()));
+            self.condition(
+                &key,
+                on.is_some(),
+                p.kind(),
+                Severity::Critical,
+                || (title.to_string(), detail),
+                Some(resolved.to_string()),
+            );
         }
     }
 
@@ -332,7 +347,8 @@ impl Deriving<'_, '_> {
             out.validators.len(),
             g.budget_per_hour.unwrap_or(0)
         );
-        let title = format!("checking every {} instead of every {}", every(g.interval_s), every(g.configured_interval_s));
+        let title =
+            format!("checking every {} instead of every {}", every(g.interval_s), every(g.configured_interval_s));
         self.condition(
             "budget",
             g.interval_s > g.configured_interval_s,
@@ -397,7 +413,12 @@ impl Deriving<'_, '_> {
                 format!("the PAT expires in {} ({when})", human(u64::try_from(left).unwrap_or(0)))
             };
             let severity = if smallest <= 1 { Severity::Critical } else { Severity::Warning };
-            self.event(EventKind::PatExpiry, severity, title, "create a new PAT before then and put it where [pat] points; patrol re-sends it everywhere".into());
+            self.event(
+                EventKind::PatExpiry,
+                severity,
+                title,
+                "create a new PAT before then and put it where [pat] points; patrol re-sends it everywhere".into(),
+            );
             sent.extend(crossed);
             sent.sort_unstable();
             sent.dedup();
@@ -454,7 +475,10 @@ impl Deriving<'_, '_> {
                     let e = self.event(
                         EventKind::StoreUnavailable,
                         Severity::Warning,
-                        format!("validator {uid}'s PAT store has been unreadable for {} (more than a scoring round)", human(now - since)),
+                        format!(
+                            "validator {uid}'s PAT store has been unreadable for {} (more than a scoring round)",
+                            human(now - since)
+                        ),
                         "nothing a miner sends can fix it; tell the validator's operator".into(),
                     );
                     e.validator = Some(info(Category::StoreUnavailable.as_str()));
@@ -462,7 +486,12 @@ impl Deriving<'_, '_> {
                 }
                 (None, true) if h.unavailable_since.is_none() => {
                     self.next.raised.remove(&key);
-                    let e = self.event(EventKind::StoreUnavailable, Severity::Warning, format!("validator {uid}'s PAT store is readable again"), String::new());
+                    let e = self.event(
+                        EventKind::StoreUnavailable,
+                        Severity::Warning,
+                        format!("validator {uid}'s PAT store is readable again"),
+                        String::new(),
+                    );
                     e.resolved = true;
                     e.validator = Some(info(h.category.map_or("unknown", Category::as_str)));
                 }
@@ -494,7 +523,11 @@ impl Deriving<'_, '_> {
     fn coverage(&mut self, uid: u16, h: &History, hold: Secs, pat_invalid: bool, terminal: bool) {
         let now = self.input.now;
         let uncovered: Option<(Secs, Category, Option<String>)> = match (&h.silent, h.category) {
-            (Some(s), _) => Some((s.since.min(h.uncovered_since.unwrap_or(s.since)), Category::NoResponse, Some(format!("not answering ({})", s.kind.as_str())))),
+            (Some(s), _) => Some((
+                s.since.min(h.uncovered_since.unwrap_or(s.since)),
+                Category::NoResponse,
+                Some(format!("not answering ({})", s.kind.as_str())),
+            )),
             (None, Some(c)) if !c.is_covered() => Some((h.uncovered_since.unwrap_or(now), c, h.reason.clone())),
             (None, Some(_)) => None,
             // never checked: nothing known yet
@@ -541,7 +574,10 @@ impl Deriving<'_, '_> {
                         let e = self.event(
                             EventKind::Coverage,
                             Severity::Warning,
-                            format!("validator {uid} is covered again, after {} uncovered", human(covered_at.saturating_sub(since))),
+                            format!(
+                                "validator {uid} is covered again, after {} uncovered",
+                                human(covered_at.saturating_sub(since))
+                            ),
                             String::new(),
                         );
                         e.resolved = true;
@@ -594,7 +630,8 @@ impl Deriving<'_, '_> {
             return;
         }
         let total = out.validators.len();
-        let covered: Vec<_> = out.validators.iter().filter(|v| v.final_category.is_some_and(Category::is_covered)).collect();
+        let covered: Vec<_> =
+            out.validators.iter().filter(|v| v.final_category.is_some_and(Category::is_covered)).collect();
         let all_stake: f64 = out.validators.iter().map(|v| v.validator.stake).sum();
         let stake: f64 = covered.iter().map(|v| v.validator.stake).sum();
         let pct = if all_stake > 0.0 { stake / all_stake * 100.0 } else { 0.0 };
@@ -606,7 +643,13 @@ impl Deriving<'_, '_> {
             .iter()
             .filter(|(_, o)| o.announced.is_some())
             .map(|(uid, o)| format!("uid {uid} uncovered since {}", core::rfc3339(o.since)))
-            .chain(self.next.raised.keys().filter(|k| !k.starts_with("churn:")).map(|k| k.split(':').take(2).collect::<Vec<_>>().join(" ")))
+            .chain(
+                self.next
+                    .raised
+                    .keys()
+                    .filter(|k| !k.starts_with("churn:"))
+                    .map(|k| k.split(':').take(2).collect::<Vec<_>>().join(" ")),
+            )
             .collect();
         let detail = format!(
             "repairs: {}; GitHub calls on the PAT: {}; still open: {}",
@@ -614,7 +657,12 @@ impl Deriving<'_, '_> {
             self.next.calls,
             if open.is_empty() { "nothing".to_string() } else { open.join(", ") }
         );
-        self.event(EventKind::Digest, Severity::Info, format!("daily digest: {}/{total} validators covered ({pct:.1}% of stake)", covered.len()), detail);
+        self.event(
+            EventKind::Digest,
+            Severity::Info,
+            format!("daily digest: {}/{total} validators covered ({pct:.1}% of stake)", covered.len()),
+            detail,
+        );
         self.next.repairs.clear();
         self.next.calls = 0;
         self.next.digest_at = Some(now);
@@ -632,7 +680,8 @@ fn validator_key_uid(key: &str) -> Option<u16> {
 
 /// What patrol is doing about an uncovered validator.
 fn doing(category: Category, h: &History, pat_invalid: bool, terminal: bool, now: Secs) -> String {
-    let next = if h.next_check_at > now { format!("; next check {}", core::rfc3339(h.next_check_at)) } else { String::new() };
+    let next =
+        if h.next_check_at > now { format!("; next check {}", core::rfc3339(h.next_check_at)) } else { String::new() };
     let what = match category {
         _ if terminal => "it refuses the PAT for good: no retries until the PAT changes",
         Category::NoPat | Category::InvalidPat if pat_invalid => "not sending: the PAT itself is invalid",
@@ -660,7 +709,8 @@ pub fn human(secs: Secs) -> String {
 /// Another party's text (a validator's reason, GitHub's), shortened and made printable: no
 /// control characters, at most 160 characters, tokens and webhook paths redacted.
 pub fn short(text: &str) -> String {
-    let clean: String = crate::secret::redact_tokens(text).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let clean: String =
+        crate::secret::redact_tokens(text).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let clean = clean.trim();
     if clean.chars().count() <= 160 {
         return clean.to_string();
@@ -688,7 +738,11 @@ pub fn started(version: &str, miners: usize, validators: usize, covered: usize, 
 
 /// `stopping`: the agent is stopping (a stop signal).
 pub fn stopping(why: &str, now: Secs) -> Event {
-    agent_event(EventKind::Stopping, format!("patrol is stopping ({why}); nothing is watched until it starts again"), now)
+    agent_event(
+        EventKind::Stopping,
+        format!("patrol is stopping ({why}); nothing is watched until it starts again"),
+        now,
+    )
 }
 
 /// What `patrol notify test` sends.

@@ -112,7 +112,11 @@ impl Pinger {
 
     /// The URL as shown.
     pub fn shown(&self) -> String {
-        format!("ping ({}, {})", if self.ping.kind == PingKind::UptimeKuma { "uptime_kuma" } else { "healthchecks" }, self.ping.url.shown())
+        format!(
+            "ping ({}, {})",
+            if self.ping.kind == PingKind::UptimeKuma { "uptime_kuma" } else { "healthchecks" },
+            self.ping.url.shown()
+        )
     }
 
     /// Ping in the background.
@@ -178,7 +182,10 @@ mod tests {
         let hc = Ping::new(HookUrl::new("https://hc-ping.com/1234-abcd").unwrap());
         assert_eq!(hc.kind, PingKind::Healthchecks);
         let ok = hc.message(true, "16/16 covered");
-        assert_eq!((ok.get, ok.url.as_str(), ok.body.as_slice()), (false, "https://hc-ping.com/1234-abcd", &b"16/16 covered"[..]));
+        assert_eq!(
+            (ok.get, ok.url.as_str(), ok.body.as_slice()),
+            (false, "https://hc-ping.com/1234-abcd", &b"16/16 covered"[..])
+        );
         let fail = hc.message(false, "no validator source: chain down");
         assert_eq!(fail.url, "https://hc-ping.com/1234-abcd/fail");
         let q = Ping::new(HookUrl::new("https://hc.example/ping/key/slug/?create=1").unwrap()).message(false, "x");
@@ -187,7 +194,10 @@ mod tests {
         assert_eq!(kuma.kind, PingKind::UptimeKuma);
         let down = kuma.message(false, "config error: notify.target[0].url");
         assert!(down.get);
-        assert_eq!(down.url, "http://127.0.0.1:3001/api/push/AbCdEf?status=down&msg=config+error%3A+notify.target%5B0%5D.url&ping=");
+        assert_eq!(
+            down.url,
+            "http://127.0.0.1:3001/api/push/AbCdEf?status=down&msg=config+error%3A+notify.target%5B0%5D.url&ping="
+        );
         assert!(kuma.message(true, "ok").url.contains("status=up&msg=ok"));
     }
 }

@@ -16,7 +16,10 @@ pub async fn reachable(client: &reqwest::Client, kind: TargetKind, url: &HookUrl
             let r = client.get(url.expose()).send().await.map_err(err)?;
             match r.status().as_u16() {
                 200 => Ok("the webhook exists (GET 200)".into()),
-                401 | 404 => Err(format!("Discord says this webhook does not exist (HTTP {}): it was deleted, or the URL is wrong", r.status().as_u16())),
+                401 | 404 => Err(format!(
+                    "Discord says this webhook does not exist (HTTP {}): it was deleted, or the URL is wrong",
+                    r.status().as_u16()
+                )),
                 s => Err(format!("GET of the webhook answered HTTP {s}")),
             }
         }
@@ -47,7 +50,12 @@ pub async fn reachable(client: &reqwest::Client, kind: TargetKind, url: &HookUrl
             };
             let r = client.head(&root).send().await.map_err(err)?;
             let how = if parsed.scheme() == "https" { "TCP and TLS" } else { "TCP" };
-            Ok(format!("{how} connect to {}{} (its root answered HTTP {})", host, parsed.port().map(|p| format!(":{p}")).unwrap_or_default(), r.status().as_u16()))
+            Ok(format!(
+                "{how} connect to {}{} (its root answered HTTP {})",
+                host,
+                parsed.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                r.status().as_u16()
+            ))
         }
     }
 }

@@ -186,8 +186,14 @@ fn slack(url: String, header: &str, lines: &[String]) -> Message {
             _ => sections.push(cap_chars(l, SLACK_SECTION_MAX)),
         }
     }
-    let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": cap_chars(header, SLACK_HEADER_MAX)}})];
-    blocks.extend(sections.into_iter().take(SLACK_MAX_BLOCKS - 1).map(|s| json!({"type": "section", "text": {"type": "mrkdwn", "text": s}})));
+    let mut blocks =
+        vec![json!({"type": "header", "text": {"type": "plain_text", "text": cap_chars(header, SLACK_HEADER_MAX)}})];
+    blocks.extend(
+        sections
+            .into_iter()
+            .take(SLACK_MAX_BLOCKS - 1)
+            .map(|s| json!({"type": "section", "text": {"type": "mrkdwn", "text": s}})),
+    );
     Message {
         get: false,
         url,

@@ -32,7 +32,10 @@ pub enum Service {
 pub enum Behave {
     Ok,
     /// 429 in the service's form, asking for `retry_after` seconds, for the next `times` requests.
-    RateLimit { times: usize, retry_after: f64 },
+    RateLimit {
+        times: usize,
+        retry_after: f64,
+    },
     /// 503.
     Down,
     /// Never answers.
@@ -148,7 +151,13 @@ impl Receiver {
     }
 }
 
-async fn handle(State(inner): State<Arc<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     inner.seen.lock().unwrap().push(Instant::now());
     let got = Got {
         at: Instant::now(),
@@ -161,10 +170,14 @@ async fn handle(State(inner): State<Arc<Inner>>, method: Method, uri: Uri, heade
     // doctor's reachability checks: describe the webhook / the bot, answer a HEAD of the root
     let gone = *inner.behave.lock().unwrap() == Behave::Gone;
     if method == Method::GET && inner.service == Service::Discord && got.path.contains(&inner.secret) && !gone {
-        return axum::Json(json!({"id": "123456789012345678", "type": 1, "name": "patrol", "token": inner.secret})).into_response();
+        return axum::Json(json!({"id": "123456789012345678", "type": 1, "name": "patrol", "token": inner.secret}))
+            .into_response();
     }
     if method == Method::GET && inner.service == Service::Telegram && got.path.ends_with("/getMe") {
-        return axum::Json(json!({"ok": true, "result": {"id": 123456, "is_bot": true, "username": "patrol_test_bot"}})).into_response();
+        return axum::Json(
+            json!({"ok": true, "result": {"id": 123456, "is_bot": true, "username": "patrol_test_bot"}}),
+        )
+        .into_response();
     }
     if method == Method::HEAD {
         return StatusCode::NOT_FOUND.into_response();
@@ -183,7 +196,10 @@ async fn handle(State(inner): State<Arc<Inner>>, method: Method, uri: Uri, heade
             return StatusCode::GATEWAY_TIMEOUT.into_response();
         }
         Behave::Down => return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
-        Behave::Gone => return (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Unknown Webhook", "code": 10015}))).into_response(),
+        Behave::Gone => {
+            return (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Unknown Webhook", "code": 10015})))
+                .into_response();
+        }
         Behave::RateLimit { retry_after, .. } => return rate_limited(inner.service, retry_after),
         Behave::Ok => {}
     }
@@ -228,11 +244,18 @@ fn check(service: Service, secret: &str, g: &Got) -> Result<(), String> {
     let chars = |v: &Value| v.as_str().map(|s| s.chars().count());
     match service {
         Service::Discord => {
-            ensure(g.method == "POST" && g.path.ends_with(&format!("/{secret}")) && is_json, "POST JSON to the webhook")?;
+            ensure(
+                g.method == "POST" && g.path.ends_with(&format!("/{secret}")) && is_json,
+                "POST JSON to the webhook",
+            )?;
             let j = g.json();
             let obj = j.as_object().ok_or("not a JSON object")?;
             for k in obj.keys() {
-                ensure(["content", "username", "avatar_url", "tts", "embeds", "allowed_mentions", "flags", "thread_name"].contains(&k.as_str()), "unknown field")?;
+                ensure(
+                    ["content", "username", "avatar_url", "tts", "embeds", "allowed_mentions", "flags", "thread_name"]
+                        .contains(&k.as_str()),
+                    "unknown field",
+                )?;
             }
             let n = chars(&j["content"]).ok_or("content must be a string")?;
             ensure((1..=2000).contains(&n), "content must be 1 to 2000 characters")
@@ -245,15 +268,25 @@ fn check(service: Service, secret: &str, g: &Got) -> Result<(), String> {
             ensure(blocks.len() <= 50, "at most 50 blocks")?;
             for b in &blocks {
                 match b["type"].as_str() {
-                    Some("header") => ensure(b["text"]["type"] == "plain_text" && chars(&b["text"]["text"]).is_some_and(|n| (1..=150).contains(&n)), "header: plain_text of 1-150")?,
-                    Some("section") => ensure(chars(&b["text"]["text"]).is_some_and(|n| (1..=3000).contains(&n)), "section text of 1-3000")?,
+                    Some("header") => ensure(
+                        b["text"]["type"] == "plain_text"
+                            && chars(&b["text"]["text"]).is_some_and(|n| (1..=150).contains(&n)),
+                        "header: plain_text of 1-150",
+                    )?,
+                    Some("section") => ensure(
+                        chars(&b["text"]["text"]).is_some_and(|n| (1..=3000).contains(&n)),
+                        "section text of 1-3000",
+                    )?,
                     _ => return Err("unknown block type".into()),
                 }
             }
             Ok(())
         }
         Service::Telegram => {
-            ensure(g.method == "POST" && g.path == format!("/bot123456:{secret}/sendMessage") && is_json, "POST JSON to /bot<token>/sendMessage")?;
+            ensure(
+                g.method == "POST" && g.path == format!("/bot123456:{secret}/sendMessage") && is_json,
+                "POST JSON to /bot<token>/sendMessage",
+            )?;
             let j = g.json();
             ensure(j["chat_id"].is_string() || j["chat_id"].is_i64(), "chat_id")?;
             ensure(chars(&j["text"]).is_some_and(|n| (1..=4096).contains(&n)), "text of 1-4096 characters")
@@ -261,21 +294,41 @@ fn check(service: Service, secret: &str, g: &Got) -> Result<(), String> {
         Service::Ntfy => {
             ensure(g.method == "POST" && g.path == format!("/{secret}"), "POST to the topic")?;
             ensure(!g.body.is_empty() && g.body.len() <= 4096, "a message of at most 4096 bytes")?;
-            ensure(header(g, "priority").is_none_or(|p| ["1", "2", "3", "4", "5", "min", "low", "default", "high", "max", "urgent"].contains(&p)), "priority")?;
+            ensure(
+                header(g, "priority").is_none_or(|p| {
+                    ["1", "2", "3", "4", "5", "min", "low", "default", "high", "max", "urgent"].contains(&p)
+                }),
+                "priority",
+            )?;
             ensure(header(g, "title").is_none_or(|t| t.is_ascii()), "title")
         }
         Service::Webhook => {
             ensure(g.method == "POST" && is_json, "POST JSON")?;
             let j = g.json();
-            ensure(j["version"] == 1 && j["source"] == "patrol" && j["text"].is_string() && j["host"].is_string(), "payload v1 header fields")?;
-            ensure(["info", "warning", "critical"].contains(&j["max_severity"].as_str().unwrap_or("")), "max_severity")?;
+            ensure(
+                j["version"] == 1 && j["source"] == "patrol" && j["text"].is_string() && j["host"].is_string(),
+                "payload v1 header fields",
+            )?;
+            ensure(
+                ["info", "warning", "critical"].contains(&j["max_severity"].as_str().unwrap_or("")),
+                "max_severity",
+            )?;
             for e in j["events"].as_array().ok_or("events")? {
-                ensure(e["kind"].is_string() && e["severity"].is_string() && e["resolved"].is_boolean() && e["at"].is_string() && e["title"].is_string(), "event fields")?;
+                ensure(
+                    e["kind"].is_string()
+                        && e["severity"].is_string()
+                        && e["resolved"].is_boolean()
+                        && e["at"].is_string()
+                        && e["title"].is_string(),
+                    "event fields",
+                )?;
             }
             Ok(())
         }
         Service::Healthchecks => ensure(
-            matches!(g.method.as_str(), "POST" | "GET" | "HEAD") && (g.path == format!("/ping/{secret}") || g.path == format!("/ping/{secret}/fail")) && g.body.len() <= 10_000,
+            matches!(g.method.as_str(), "POST" | "GET" | "HEAD")
+                && (g.path == format!("/ping/{secret}") || g.path == format!("/ping/{secret}/fail"))
+                && g.body.len() <= 10_000,
             "a ping to /ping/<uuid>[/fail]",
         ),
         Service::Kuma => {

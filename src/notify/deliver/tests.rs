@@ -9,16 +9,28 @@ use crate::reconcile::transport::script::Script;
 
 #[test]
 fn each_services_rate_limit_answer() {
-    let d = classify(TargetKind::Discord, 429, Some("9"), r#"{"message": "You are being rate limited.", "retry_after": 1.5, "global": false}"#);
+    let d = classify(
+        TargetKind::Discord,
+        429,
+        Some("9"),
+        r#"{"message": "You are being rate limited.", "retry_after": 1.5, "global": false}"#,
+    );
     assert_eq!(d, Answer::Retry { after: Some(Duration::from_millis(1500)), why: d_why(&d) });
-    let t = classify(TargetKind::Telegram, 429, None, r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 7","parameters":{"retry_after":7}}"#);
+    let t = classify(
+        TargetKind::Telegram,
+        429,
+        None,
+        r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 7","parameters":{"retry_after":7}}"#,
+    );
     assert!(matches!(t, Answer::Retry { after: Some(a), .. } if a == Duration::from_secs(7)));
     let s = classify(TargetKind::Slack, 429, Some("30"), "rate_limited");
     assert!(matches!(s, Answer::Retry { after: Some(a), .. } if a == Duration::from_secs(30)));
     assert!(matches!(classify(TargetKind::Ntfy, 503, None, ""), Answer::Retry { after: None, .. }));
     assert_eq!(classify(TargetKind::Discord, 204, None, ""), Answer::Accepted(204));
     assert_eq!(classify(TargetKind::Slack, 200, None, "ok"), Answer::Accepted(200));
-    assert!(matches!(classify(TargetKind::Discord, 404, None, r#"{"message": "Unknown Webhook", "code": 10015}"#), Answer::Refused(w) if w.contains("404") && w.contains("Unknown Webhook")));
+    assert!(
+        matches!(classify(TargetKind::Discord, 404, None, r#"{"message": "Unknown Webhook", "code": 10015}"#), Answer::Refused(w) if w.contains("404") && w.contains("Unknown Webhook"))
+    );
     assert!(matches!(classify(TargetKind::Slack, 403, None, "invalid_token"), Answer::Refused(_)));
 }
 
@@ -39,7 +51,10 @@ struct Scripted {
 impl Poster for Scripted {
     fn post<'a>(&'a self, _: TargetKind, msg: &'a Message) -> BoxFuture<'a, Answer> {
         Box::pin(async move {
-            self.posts.lock().unwrap().push((tokio::time::Instant::now(), String::from_utf8_lossy(&msg.body).into_owned()));
+            self.posts
+                .lock()
+                .unwrap()
+                .push((tokio::time::Instant::now(), String::from_utf8_lossy(&msg.body).into_owned()));
             if self.hang {
                 std::future::pending::<()>().await;
             }
@@ -64,13 +79,7 @@ fn target() -> Target {
 
 fn env(poster: Arc<Scripted>, counted: Arc<Mutex<Vec<&'static str>>>, give_up: Duration) -> Env {
     let clock = Script::on_tokio_time(1_800_000_000);
-    Env {
-        poster,
-        clock,
-        count: Arc::new(move |_, r| counted.lock().unwrap().push(r)),
-        give_up,
-        host: "h".into(),
-    }
+    Env { poster, clock, count: Arc::new(move |_, r| counted.lock().unwrap().push(r)), give_up, host: "h".into() }
 }
 
 fn ev(sev: Severity, at: Secs) -> Event {
@@ -79,7 +88,8 @@ fn ev(sev: Severity, at: Secs) -> Event {
 
 #[tokio::test(start_paused = true)]
 async fn a_429_storm_delays_but_loses_nothing() {
-    let storm: Vec<Answer> = (0..20).map(|_| Answer::Retry { after: Some(Duration::from_secs(30)), why: "429".into() }).collect();
+    let storm: Vec<Answer> =
+        (0..20).map(|_| Answer::Retry { after: Some(Duration::from_secs(30)), why: "429".into() }).collect();
     let poster = scripted(storm, false);
     let counted = Arc::new(Mutex::new(Vec::new()));
     let d = Dispatcher::start(vec![target()], env(poster.clone(), counted.clone(), Duration::from_secs(3600)));
@@ -94,7 +104,7 @@ async fn a_429_storm_delays_but_loses_nothing() {
     assert_eq!(posts.len(), 23, "20 refused, then the 3 messages");
     assert!(posts.windows(2).take(20).all(|w| w[1].0 - w[0].0 >= Duration::from_secs(30)), "retry_after honoured");
     assert!(t0.elapsed() >= Duration::from_secs(600));
-    let c = counted.lock().unwrap();
+    let c = counted.lock().unwrap().clone();
     assert_eq!((c.iter().filter(|r| **r == "sent").count(), c.iter().filter(|r| **r == "retried").count()), (3, 20));
     assert!(d.close(Duration::ZERO).await.is_empty());
 }
@@ -110,9 +120,13 @@ async fn a_message_is_given_up_after_give_up_and_a_refusal_is_not_retried() {
     assert!(d.is_idle());
     let c = counted.lock().unwrap().clone();
     assert_eq!(c.last(), Some(&"gave_up"));
-    let posts = poster.posts.lock().unwrap();
+    let posts = poster.posts.lock().unwrap().clone();
     let span = posts.last().unwrap().0 - posts[0].0;
-    assert!(span < Duration::from_secs(3600) && posts.len() < 40, "backoff up to 5 min: {} posts over {span:?}", posts.len());
+    assert!(
+        span < Duration::from_secs(3600) && posts.len() < 40,
+        "backoff up to 5 min: {} posts over {span:?}",
+        posts.len()
+    );
 
     let poster = scripted(vec![Answer::Refused("HTTP 404".into())], false);
     let counted = Arc::new(Mutex::new(Vec::new()));
@@ -141,7 +155,10 @@ async fn a_full_queue_drops_info_first_never_critical() {
     assert_eq!(dropped, QUEUE_CAPACITY / 2 + 1);
     let left = d.close(Duration::from_secs(1)).await;
     let events = &left[0].1;
-    assert_eq!(events.iter().filter(|e| e.severity == Severity::Critical).count(), 1 + QUEUE_CAPACITY / 2 + QUEUE_CAPACITY);
+    assert_eq!(
+        events.iter().filter(|e| e.severity == Severity::Critical).count(),
+        1 + QUEUE_CAPACITY / 2 + QUEUE_CAPACITY
+    );
     assert!(events.iter().all(|e| e.severity == Severity::Critical), "no info left, no critical lost");
 }
 

@@ -85,7 +85,8 @@ fn outcome(s: &MinerState, now: Secs) -> PassOutcome {
 /// One pass at `now` over `s`: the events and the new record.
 fn pass(prev: &Announced, s: &MinerState, now: Secs, rules: &Rules) -> (Vec<Event>, Announced) {
     let out = outcome(s, now);
-    let input = Input { miner: "m", hotkey: "5Miner", state: s, outcome: Some(&out), problem: None, save_error: None, now };
+    let input =
+        Input { miner: "m", hotkey: "5Miner", state: s, outcome: Some(&out), problem: None, save_error: None, now };
     derive(prev, &input, rules)
 }
 
@@ -101,7 +102,15 @@ fn set(s: &mut MinerState, uid: u16, c: Category, now: Secs) {
 
 /// Drive passes every `step` seconds from `from` to `to`, the category of `uid` given by `at(t)`;
 /// every event with its time.
-fn drive(s: &mut MinerState, rec: &mut Announced, uid: u16, from: Secs, to: Secs, step: Secs, at: impl Fn(Secs) -> Category) -> Vec<(Secs, Event)> {
+fn drive(
+    s: &mut MinerState,
+    rec: &mut Announced,
+    uid: u16,
+    from: Secs,
+    to: Secs,
+    step: Secs,
+    at: impl Fn(Secs) -> Category,
+) -> Vec<(Secs, Event)> {
     let mut all = Vec::new();
     let mut t = from;
     while t <= to {
@@ -126,7 +135,9 @@ fn a_loss_repaired_within_the_hold_says_nothing() {
     let mut s = state(&[(1, Category::Valid)]);
     let mut rec = Announced::default();
     // a restart: no_pat for 25 s, repaired at the next sweep; passes every 25 s for an hour
-    let ev = drive(&mut s, &mut rec, 1, T0, T0 + 3600, 25, |t| if (T0 + 100..T0 + 125).contains(&t) { Category::NoPat } else { Category::Valid });
+    let ev = drive(&mut s, &mut rec, 1, T0, T0 + 3600, 25, |t| {
+        if (T0 + 100..T0 + 125).contains(&t) { Category::NoPat } else { Category::Valid }
+    });
     assert!(ev.is_empty(), "{ev:?}");
     assert!(rec.open.is_empty(), "the episode ends after a hold of coverage: {:?}", rec.open);
 }
@@ -137,7 +148,9 @@ fn a_loss_past_the_hold_is_said_once_then_its_recovery_once() {
     let mut rec = Announced::default();
     // uid 1 down for 25 minutes
     let down = T0 + 60..T0 + 60 + 1500;
-    let ev = drive(&mut s, &mut rec, 1, T0, T0 + 7200, 30, |t| if down.contains(&t) { Category::NoResponse } else { Category::Valid });
+    let ev = drive(&mut s, &mut rec, 1, T0, T0 + 7200, 30, |t| {
+        if down.contains(&t) { Category::NoResponse } else { Category::Valid }
+    });
     assert_eq!(ev.len(), 2, "{ev:#?}");
     let (lost_at, lost) = &ev[0];
     assert_eq!((lost.kind, lost.resolved, lost.severity), (EventKind::Coverage, false, Severity::Warning));
@@ -175,7 +188,8 @@ fn the_default_hold_is_ten_minutes() {
     assert_eq!(r.hold, 600);
     let mut s = state(&[(1, Category::Valid)]);
     let mut rec = Announced::default();
-    let ev = drive(&mut s, &mut rec, 1, T0, T0 + 1200, 25, |t| if t >= T0 + 10 { Category::NoPat } else { Category::Valid });
+    let ev =
+        drive(&mut s, &mut rec, 1, T0, T0 + 1200, 25, |t| if t >= T0 + 10 { Category::NoPat } else { Category::Valid });
     let first: Vec<Secs> = ev.iter().map(|(t, _)| *t - (T0 + 10)).collect();
     assert_eq!(first.len(), 1);
     assert!((600..625).contains(&first[0]), "announced 10 minutes in: {first:?}");
@@ -233,7 +247,11 @@ fn pat_invalid_once_and_resolved_once_and_a_rotation() {
     set(&mut s, 1, Category::Valid, T0 + HOLD + 60);
     let (ev, rec) = pass(&rec, &s, T0 + HOLD + 60, &rules());
     let kinds: Vec<(EventKind, bool)> = ev.iter().map(|e| (e.kind, e.resolved)).collect();
-    assert_eq!(kinds, vec![(EventKind::PatRotated, false)], "the old PAT's alarm goes with it; coverage waits for its hold");
+    assert_eq!(
+        kinds,
+        vec![(EventKind::PatRotated, false)],
+        "the old PAT's alarm goes with it; coverage waits for its hold"
+    );
     let (ev, _) = pass(&rec, &s, T0 + 2 * HOLD, &rules());
     assert_eq!(ev.iter().map(|e| (e.kind, e.resolved)).collect::<Vec<_>>(), vec![(EventKind::Coverage, true)]);
 }
@@ -255,7 +273,9 @@ fn expiry_is_said_at_14_7_and_1_days_once_each() {
     while t < expiry {
         let (ev, next) = pass(&rec, &s, t, &rules());
         rec = next;
-        said.extend(ev.into_iter().filter(|e| e.kind == EventKind::PatExpiry).map(|e| ((expiry - t) / 86_400, e.severity)));
+        said.extend(
+            ev.into_iter().filter(|e| e.kind == EventKind::PatExpiry).map(|e| ((expiry - t) / 86_400, e.severity)),
+        );
         t += 3600;
     }
     assert_eq!(said, vec![(14, Severity::Warning), (7, Severity::Warning), (1, Severity::Critical)]);
@@ -294,8 +314,17 @@ fn conditions_are_raised_and_resolved_once() {
 #[test]
 fn problems_and_an_unsaved_state() {
     let s = state(&[(1, Category::Valid)]);
-    let input = |problem, save_error, now| Input { miner: "m", hotkey: "5Miner", state: &s, outcome: None, problem, save_error, now };
-    let (ev, rec) = derive(&Announced::default(), &input(Some((Problem::NoValidatorSource, "chain down")), None, T0), &rules());
+    let input = |problem, save_error, now| Input {
+        miner: "m",
+        hotkey: "5Miner",
+        state: &s,
+        outcome: None,
+        problem,
+        save_error,
+        now,
+    };
+    let (ev, rec) =
+        derive(&Announced::default(), &input(Some((Problem::NoValidatorSource, "chain down")), None, T0), &rules());
     assert_eq!(ev.len(), 1);
     assert_eq!((ev[0].kind, ev[0].severity), (EventKind::NoValidatorSource, Severity::Critical));
     assert!(ev[0].detail.contains("chain down"));
@@ -317,9 +346,20 @@ fn repairs_and_the_daily_digest() {
     let (_, rec) = pass(&Announced::default(), &s, day + 9 * 3600 + 1800, &rules);
     let mut out = outcome(&s, day + 10 * 3600);
     out.validators[1].action = ActionTaken::Broadcast;
-    let input = Input { miner: "m", hotkey: "5Miner", state: &s, outcome: Some(&out), problem: None, save_error: None, now: day + 10 * 3600 };
+    let input = Input {
+        miner: "m",
+        hotkey: "5Miner",
+        state: &s,
+        outcome: Some(&out),
+        problem: None,
+        save_error: None,
+        now: day + 10 * 3600,
+    };
     let (ev, rec) = derive(&rec, &input, &rules);
-    assert_eq!(ev.iter().map(|e| (e.kind, e.severity)).collect::<Vec<_>>(), vec![(EventKind::Repaired, Severity::Info)]);
+    assert_eq!(
+        ev.iter().map(|e| (e.kind, e.severity)).collect::<Vec<_>>(),
+        vec![(EventKind::Repaired, Severity::Info)]
+    );
     set(&mut s, 1, Category::NoPat, day + 11 * 3600);
     let (_, rec) = pass(&rec, &s, day + 11 * 3600 + HOLD, &rules);
     // next morning at 09:00
@@ -327,7 +367,11 @@ fn repairs_and_the_daily_digest() {
     let digest: Vec<&Event> = ev.iter().filter(|e| e.kind == EventKind::Digest).collect();
     assert_eq!(digest.len(), 1, "{ev:?}");
     assert!(digest[0].title.contains("1/2 validators covered (50.0% of stake)"), "{}", digest[0].title);
-    assert!(digest[0].detail.contains("uid 2 at ") && digest[0].detail.contains("uid 1 uncovered since"), "{}", digest[0].detail);
+    assert!(
+        digest[0].detail.contains("uid 2 at ") && digest[0].detail.contains("uid 1 uncovered since"),
+        "{}",
+        digest[0].detail
+    );
     let (ev, _) = pass(&rec, &s, day + 86_400 + 10 * 3600, &rules);
     assert!(ev.iter().all(|e| e.kind != EventKind::Digest), "once a day");
 }
@@ -341,7 +385,15 @@ fn budget_stretch_is_said_on_change() {
         out
     };
     let run = |prev: &Announced, out: &PassOutcome| {
-        let input = Input { miner: "m", hotkey: "5Miner", state: &s, outcome: Some(out), problem: None, save_error: None, now: T0 };
+        let input = Input {
+            miner: "m",
+            hotkey: "5Miner",
+            state: &s,
+            outcome: Some(out),
+            problem: None,
+            save_error: None,
+            now: T0,
+        };
         derive(prev, &input, &rules())
     };
     let (ev, rec) = run(&Announced::default(), &at(1800));

@@ -63,7 +63,14 @@ fn two_hundred_fifty_six_validators_fit_every_service() {
     assert!(named >= 3 && named + more == 256, "{named} + {more}");
     assert_eq!(json(&d)["allowed_mentions"]["parse"], serde_json::json!([]), "no @everyone from a validator's text");
 
-    let t = render(&target(TargetKind::Telegram, "https://api.telegram.org/bot1:abc/sendMessage?chat_id=-100123&message_thread_id=7"), &all, "host");
+    let t = render(
+        &target(
+            TargetKind::Telegram,
+            "https://api.telegram.org/bot1:abc/sendMessage?chat_id=-100123&message_thread_id=7",
+        ),
+        &all,
+        "host",
+    );
     assert_eq!(t.url, "https://api.telegram.org/bot1:abc/sendMessage");
     let body = json(&t);
     assert_eq!((body["chat_id"].as_str(), body["message_thread_id"].as_str()), (Some("-100123"), Some("7")));
@@ -101,9 +108,12 @@ fn two_hundred_fifty_six_validators_fit_every_service() {
 
     let w = render(&target(TargetKind::Webhook, "http://127.0.0.1:1/hook"), &all, "host");
     let body = json(&w);
-    assert_eq!((body["version"].as_u64(), body["source"].as_str(), body["max_severity"].as_str()), (Some(1), Some("patrol"), Some("critical")));
+    assert_eq!(
+        (body["version"].as_u64(), body["source"].as_str(), body["max_severity"].as_str()),
+        (Some(1), Some("patrol"), Some("critical"))
+    );
     assert_eq!(body["events"].as_array().unwrap().len(), 257, "the webhook carries every event");
-    assert_eq!(body["events"][1]["validator"]["uid"].as_u64().is_some(), true);
+    assert!(body["events"][1]["validator"]["uid"].as_u64().is_some());
 }
 
 #[test]
@@ -112,7 +122,8 @@ fn a_short_batch_is_whole_and_resolved_lines_say_so() {
     back.resolved = true;
     back.title = "validator 12 is covered again, after 25m uncovered".into();
     back.detail.clear();
-    let d = render(&target(TargetKind::Discord, "https://discord.com/api/webhooks/1/x"), &[loss(11), back], "miner-box");
+    let d =
+        render(&target(TargetKind::Discord, "https://discord.com/api/webhooks/1/x"), &[loss(11), back], "miner-box");
     let content = json(&d)["content"].as_str().unwrap().to_string();
     assert_eq!(
         content,
