@@ -419,3 +419,60 @@ fn the_record_round_trips_through_the_state_file_format() {
     let old: MinerState = serde_json::from_value(v).unwrap();
     assert_eq!(Announced::from_value(&old.notify), Announced::default());
 }
+
+/// The closing note's transcript: a scripted day of one miner with 4 validators, each pass every
+/// 30 s, through the event function and Discord's rendering (`cargo test --lib scripted_day --
+/// --nocapture` prints what the miner's phone shows).
+#[test]
+fn scripted_day() {
+    use crate::notify::render::render;
+    use crate::notify::target::Target;
+    let t = Target {
+        name: "phone".into(),
+        kind: crate::config::TargetKind::Discord,
+        url: crate::secret::HookUrl::new("https://discord.com/api/webhooks/1/x").unwrap(),
+        events: None,
+        min_severity: Severity::Warning,
+    };
+    let mut s = state(&[(11, Category::Valid), (12, Category::Valid), (13, Category::Valid), (14, Category::Valid)]);
+    let pf = |verdict, expiry: Secs| PreflightRecord {
+        fingerprint: FP.into(),
+        at: T0,
+        verdict,
+        expiry: Some(expiry as i64),
+        rate_remaining: None,
+    };
+    let expiry = T0 + 14 * 86_400 + 6 * 3600;
+    s.preflight = Some(pf(PreflightVerdict::Valid, expiry));
+    let mut rec = Announced::default();
+    let mut shown = Vec::new();
+    for step in 0..(24 * 120) {
+        let now = T0 + step * 30;
+        let h = (now - T0) / 3600;
+        // 02:00 uid 12 restarts: down 40 s, repaired at the next sweep
+        let c12 = if (2 * 3600..2 * 3600 + 40).contains(&(now - T0)) { Category::NoResponse } else { Category::Valid };
+        set(&mut s, 12, c12, now);
+        // 09:00–09:25 uid 13 is down
+        let c13 =
+            if (9 * 3600..9 * 3600 + 1500).contains(&(now - T0)) { Category::NoResponse } else { Category::Valid };
+        set(&mut s, 13, c13, now);
+        // 18:00 the PAT is revoked (the preflight says so; nothing is sent)
+        if h >= 18 {
+            s.preflight = Some(pf(PreflightVerdict::Invalid, expiry));
+        }
+        let (events, next) = pass(&rec, &s, now, &rules());
+        rec = next;
+        let wanted: Vec<Event> = events.into_iter().filter(|e| t.wants(e)).collect();
+        if !wanted.is_empty() {
+            let msg = render(&t, &wanted, "miner-box");
+            let content = serde_json::from_slice::<serde_json::Value>(&msg.body).unwrap()["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            shown.push(format!("[{}] {content}", &crate::reconcile::core::rfc3339(now)[11..19]));
+        }
+    }
+    println!("{}", shown.join("\n\n"));
+    // the restart: nothing; the outage: loss and recovery; expiry 14 days: one; the PAT: one
+    assert_eq!(shown.len(), 4, "{shown:#?}");
+}
