@@ -74,7 +74,7 @@ impl Summary {
 }
 
 /// Coverage verdict (maps 1:1 to exit codes 0/1/2/3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Covered,

@@ -15,6 +15,8 @@
 //! The miner's agent:
 //! - [`agent`]: `patrol run`, the systemd service: the main loop, the pure scheduler (rounds,
 //!   validator timers, probe sweeps), jobs, reload, health/metrics endpoint.
+//! - [`status_view`]: `patrol status` / the agent's `/status`: what the agent knows per miner and
+//!   validator, one pure function of the miners' state (the agent's or the state files').
 //! - [`notify`]: telling the miner what patrol cannot fix (Discord, Slack, Telegram, ntfy, a JSON
 //!   webhook) and the dead-man ping: events from state transitions (pure, held, once per change),
 //!   rendering, delivery off the main loop.
@@ -31,8 +33,9 @@
 //! - [`validators`]: the eligibility rule (pure).
 //! - [`wire`]: the bittensor 10.x dendrite → axon protocol (client, axon-side primitives, probe).
 //! - [`wallet`]: bittensor hotkey files, SS58, sr25519 signing.
-//! - [`fsutil`], [`secret`], [`tls`], [`heap`]: crash-safe files and capped reads; the PAT newtype
-//!   and redaction; the TLS provider; giving freed memory back after a burst.
+//! - [`fsutil`], [`secret`], [`tls`], [`heap`], [`version`]: crash-safe files and capped reads; the
+//!   PAT newtype and redaction; the TLS provider; giving freed memory back after a burst; what this
+//!   binary is (version, git revision, target, rustc).
 
 pub mod agent;
 pub mod chain;
@@ -50,7 +53,9 @@ pub mod observe;
 pub mod reconcile;
 pub mod report;
 pub mod secret;
+pub mod status_view;
 pub mod tls;
 pub mod validators;
+pub mod version;
 pub mod wallet;
 pub mod wire;

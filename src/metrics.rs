@@ -13,7 +13,7 @@
 //! `github_calls_estimated_total`, `github_calls_last_hour`, `github_budget_per_hour`,
 //! `check_interval_seconds`, `probes_total`, `restarts_detected_total`, `rechecks_total`,
 //! `metagraph_reads_total{netuid,source}`, `miner_problem{hotkey,kind}`, `reloads_total{result}`,
-//! `ready`, `build_info{version}`, `notifications_total{target,result}`.
+//! `ready`, `build_info{version,revision,target,rustc}`, `notifications_total{target,result}`.
 
 use std::sync::atomic::AtomicU64;
 
@@ -91,8 +91,11 @@ struct NotifyL {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionL {
+struct BuildL {
     version: String,
+    revision: String,
+    target: String,
+    rustc: String,
 }
 
 /// Kinds of `patrol_miner_problem`.
@@ -129,7 +132,7 @@ pub struct Metrics {
     restarts: Family<MinerL, Counter>,
     state_save_failed: Family<MinerL, Gauge>,
     ready: Gauge,
-    build_info: Family<VersionL, Gauge>,
+    build_info: Family<BuildL, Gauge>,
     notifications: Family<NotifyL, Counter>,
     /// Per-validator series set by the last pass of each miner.
     validator_series: std::sync::Mutex<std::collections::HashMap<String, Vec<(ValidatorL, ValidatorUidL)>>>,
@@ -283,13 +286,20 @@ impl Metrics {
             m.state_save_failed.clone(),
         );
         registry.register("ready", "1 when /readyz would answer 200", m.ready.clone());
-        registry.register("build_info", "Always 1; the version label says which patrol runs", m.build_info.clone());
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which patrol runs, built from what",
+            m.build_info.clone(),
+        );
+        use crate::version::{REVISION, RUSTC, TARGET, VERSION};
+        let build =
+            BuildL { version: VERSION.into(), revision: REVISION.into(), target: TARGET.into(), rustc: RUSTC.into() };
+        m.build_info.get_or_create(&build).set(1);
         registry.register(
             "notifications",
             "Notification messages (and dead-man pings, target=\"ping\") by target and result: sent, retried, failed (refused), gave_up, dropped (queue full)",
             m.notifications.clone(),
         );
-        m.build_info.get_or_create(&VersionL { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         Metrics { registry, ..m }
     }
 
@@ -427,6 +437,14 @@ impl Metrics {
             self.miner_problem
                 .get_or_create(&KindL { hotkey: hotkey.to_string(), kind: kind.into() })
                 .set(i64::from(problem == Some(kind)));
+        }
+    }
+
+    /// Start both reload counters at 0 (the agent does, at start): a counter that first appears
+    /// at 1 has no increase for Prometheus, so the first rejected reload would go unseen.
+    pub fn init_reloads(&self) {
+        for result in ["applied", "rejected"] {
+            self.reloads.get_or_create(&ResultL { result: result.into() }).inc_by(0);
         }
     }
 

@@ -266,7 +266,9 @@ mod tests {
     use serde_json::Value;
 
     fn vectors(name: &str) -> Value {
-        let dir = std::env::var("PATROL_VECTORS").unwrap_or_else(|_| "../shared/vectors".into());
+        // The recorded vectors are in the repository; $PATROL_VECTORS points elsewhere (re-recording).
+        let dir = std::env::var("PATROL_VECTORS")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/vectors").into());
         let p = Path::new(&dir).join(name);
         let raw = std::fs::read(&p).unwrap_or_else(|e| panic!("vectors missing at {}: {e}", p.display()));
         serde_json::from_slice(&raw).unwrap()

@@ -12,6 +12,8 @@
 mod doctor;
 /// Agent process, reference validator, notify socket, HTTP and Prometheus-text helpers.
 pub(crate) mod harness;
+/// `patrol status`: the agent's view over `/status`, the state-file fallback, stale state (issue 21).
+mod status;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -191,7 +193,7 @@ async fn sighup_rejects_a_broken_config_keeps_serving_and_applies_a_good_one() {
     // the old configuration keeps running and serving
     let m = agent.metrics();
     assert_eq!(value(&m, "patrol_eligible_validators", &hk), Some(1.0));
-    assert_eq!(value(&m, "patrol_reloads_total", &[("result", "applied")]), None);
+    assert_eq!(value(&m, "patrol_reloads_total", &[("result", "applied")]), Some(0.0));
     harness::wait_for(Duration::from_secs(5), "STATUS saying the reload was rejected", || {
         notify.last_status().is_some_and(|st| st.contains("reload rejected")).then_some(())
     });
@@ -207,7 +209,7 @@ async fn sighup_rejects_a_broken_config_keeps_serving_and_applies_a_good_one() {
     agent.wait_metric("patrol_reloads_total", &[("result", "rejected")], Duration::from_secs(10), |v| v >= 2.0);
     assert!(agent.log().contains("pta"), "the rejection names the PAT file: {}", agent.log());
     let m = agent.metrics();
-    assert_eq!(value(&m, "patrol_reloads_total", &[("result", "applied")]), None);
+    assert_eq!(value(&m, "patrol_reloads_total", &[("result", "applied")]), Some(0.0));
     assert_ne!(
         value(&m, "patrol_miner_problem", &[("hotkey", DENDRITE_HOTKEY), ("kind", "pat_unavailable")]),
         Some(1.0)

@@ -1,6 +1,6 @@
 //! Chain access (`patrol::chain`): decoding the recorded mainnet bytes offline, the client against
 //! the loopback mock node (faults, reconnect, cache), and the real `patrol validators` binary end to
-//! end. Fixtures come from `$PATROL_FIXTURES` (default `../shared/fixtures`); without them these
+//! end. Fixtures come from `tests/data/chain/` (or `$PATROL_FIXTURES/chain/`); without them these
 //! tests fail. Every test is bounded in time; spawned processes are killed on drop.
 
 use std::collections::BTreeSet;

@@ -235,7 +235,7 @@ async fn replayed_nonce_and_wrong_key_are_rejected_401() {
 
 fn capture() -> Value {
     let dir = std::env::var("PATROL_VECTORS")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors").into());
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/vectors").into());
     let p = std::path::Path::new(&dir).join("dendrite_request_capture.json");
     serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("vectors missing at {}: {e}", p.display())))
         .unwrap()

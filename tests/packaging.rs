@@ -1,10 +1,22 @@
-//! Issue 6's packaging: the systemd units pass `systemd-analyze verify` and carry the promised
-//! hardening, the `.deb` builds and contains the binary, the units and the config, and the alert
-//! rules and dashboard only use metric names patrol really exports.
+//! The packaging (issues 6 and 19), statically: the systemd units pass `systemd-analyze verify`,
+//! carry the hardening and run as one static user, the timer is a calendar timer, the cron line
+//! hands its exit code on, the `.deb` (contents, control fields, maintainer scripts, lintian), and
+//! the alert rules, the Alertmanager example and the dashboard, tested with promtool and amtool on
+//! real scrapes. What only a real systemd shows is in `tests/deploy/` (its own step of
+//! `scripts/test.sh`).
 //!
 //! These tests install nothing: `scripts/ci-deps.sh` (run by `scripts/test.sh`) provides
-//! `systemd-analyze`, `dpkg-deb` and `cargo-deb`, and a test fails with a message naming that
-//! script when one is missing.
+//! `systemd-analyze`, `dpkg-deb`, `lintian`, `promtool`, `amtool` and `cargo-deb`, and a test fails
+//! with a message naming that script when one is missing.
+
+/// promtool test rules on real scrapes.
+mod alerts;
+/// The Grafana dashboard and the Alertmanager example.
+mod dashboard;
+/// The .deb: contents, control fields, maintainer scripts, lintian.
+mod deb;
+/// Real `/metrics` and `--metrics-file` texts, taken once.
+mod scrapes;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +24,7 @@ use std::process::Command;
 use crate::support::cli::patrol_bin;
 
 const UNITS: [&str; 4] = ["patrol.service", "patrol@.service", "patrol-reconcile.service", "patrol-reconcile.timer"];
+const SERVICES: [&str; 3] = ["patrol.service", "patrol@.service", "patrol-reconcile.service"];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,6 +42,16 @@ fn tool(name: &str) -> PathBuf {
         .map(|d| d.join(name))
         .find(|p| p.is_file());
     found.unwrap_or_else(|| panic!("{name} is missing: run scripts/ci-deps.sh (CI does, via scripts/test.sh)"))
+}
+
+/// The values of `key=` in a unit file, in order (comments skipped).
+fn directives(unit: &str, key: &str) -> Vec<String> {
+    packaging(unit)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim().to_string())
+        .collect()
 }
 
 #[test]
@@ -57,20 +80,29 @@ fn systemd_units_pass_systemd_analyze_verify() {
 
 #[test]
 fn units_carry_the_promised_hardening() {
+    for unit in SERVICES {
+        let text = packaging(unit);
+        for line in [
+            "LoadCredential=hotkey:",
+            "LoadCredential=github-pat:",
+            "--hotkey-file %d/hotkey",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "NoNewPrivileges=yes",
+            "PrivateTmp=yes",
+            "CapabilityBoundingSet=\n",
+            "RemoveIPC=yes",
+            "SystemCallArchitectures=native",
+        ] {
+            assert!(text.contains(line), "{unit} lacks {line:?}");
+        }
+    }
     for unit in ["patrol.service", "patrol@.service"] {
         let text = packaging(unit);
         for line in [
             "Type=notify",
             "NotifyAccess=main",
             "WatchdogSec=",
-            "StateDirectory=patrol",
-            "LoadCredential=hotkey:",
-            "LoadCredential=github-pat:",
-            "DynamicUser=yes",
-            "ProtectSystem=strict",
-            "ProtectHome=yes",
-            "NoNewPrivileges=yes",
-            "CapabilityBoundingSet=\n",
             "RestartPreventExitStatus=78",
             "ExecReload=/bin/kill -HUP $MAINPID",
         ] {
@@ -78,16 +110,11 @@ fn units_carry_the_promised_hardening() {
         }
     }
     assert!(packaging("patrol@.service").contains("--config /etc/patrol/%i.toml"));
-    let timer = packaging("patrol-reconcile.timer");
-    for line in ["RandomizedDelaySec=", "Persistent=true", "OnUnitActiveSec=15min"] {
-        assert!(timer.contains(line), "the timer lacks {line}");
-    }
     assert!(packaging("patrol-reconcile.service").contains("Type=oneshot"));
-    let cron = packaging("patrol.cron");
-    assert!(cron.lines().any(|l| l.starts_with("*/15 ") && l.contains("patrol reconcile --config")), "{cron}");
-    // the packaged config points where the units put the credentials, and parses
+    // the packaged config names the PAT's credential; the units pass the hotkey (%d is each unit's
+    // own credentials directory, so one config serves the agent and the timer), and it parses
     let cfg = packaging("config.toml");
-    assert!(cfg.contains("/run/credentials/patrol.service/hotkey") && cfg.contains("credential = \"github-pat\""));
+    assert!(cfg.contains("credential = \"github-pat\"") && !cfg.contains("/run/credentials/patrol.service"), "{cfg}");
     patrol::config::Settings::build(
         Some(Path::new("/etc/patrol/config.toml")),
         Some(&cfg),
@@ -97,177 +124,150 @@ fn units_carry_the_promised_hardening() {
     .expect("packaging/config.toml validates");
 }
 
-/// Metric families patrol exports, by their classic exposition names (counters with `_total`).
-/// A family without series is not encoded, so every one gets a value first, the way the agent
-/// fills them.
-fn exported_families() -> Vec<String> {
-    use patrol::github::{Preflight, PreflightOutcome, RateLimit, TokenExpiry};
-    use patrol::observe::Category;
-    use patrol::reconcile::core::Alert;
-    use patrol::reconcile::pass::{PassOutcome, ValidatorOutcome};
-    use patrol::reconcile::state::MinerState;
-    use patrol::validators::Validator;
+/// Issue 19: two dynamic users on one `StateDirectory=` re-owned it under the running agent. Every
+/// unit runs as the one static user the package creates.
+#[test]
+fn every_unit_runs_as_the_static_user_the_package_creates() {
+    for unit in SERVICES {
+        assert_eq!(directives(unit, "User"), ["patrol"], "{unit}");
+        assert_eq!(directives(unit, "Group"), ["patrol"], "{unit}");
+        assert!(directives(unit, "DynamicUser").iter().all(|v| v == "no"), "{unit} uses DynamicUser=");
+    }
+    for unit in ["patrol.service", "patrol-reconcile.service"] {
+        assert_eq!(directives(unit, "StateDirectory"), ["patrol"], "{unit} shares /var/lib/patrol");
+    }
+    let sysusers = packaging("debian/patrol.sysusers");
+    assert!(sysusers.lines().any(|l| l.starts_with("u patrol ")), "{sysusers}");
+    // beside the agent, the timer's unit does not run (its condition is the agent's runtime dir)
+    assert_eq!(directives("patrol.service", "RuntimeDirectory"), ["patrol"]);
+    assert_eq!(directives("patrol-reconcile.service", "ConditionPathExists"), ["!/run/patrol"]);
+}
 
-    let m = patrol::metrics::Metrics::new();
-    let validator = Validator {
-        uid: 1,
-        hotkey: "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi".into(),
-        ip: "127.0.0.1".parse().unwrap(),
-        port: 8091,
-        vtrust: 0.9,
-        stake: 20000.0,
-    };
-    let out = PassOutcome {
-        started_at: 1_800_000_000,
-        duration: std::time::Duration::from_millis(1200),
-        validators: vec![ValidatorOutcome {
-            validator,
-            checked: None,
-            action: patrol::reconcile::pass::ActionTaken::None,
-            why: None,
-            attempts: 1,
-            final_category: Some(Category::Valid),
-            next_check_at: 1_800_000_900,
-            failures: 0,
-            probe: Some(patrol::reconcile::core::ProbeVerdict::Restarted),
-        }],
-        alerts: vec![Alert { uid: Some(1), kind: patrol::reconcile::core::AlertKind::Terminal, message: "x".into() }],
-        preflight: Some(Preflight {
-            outcome: PreflightOutcome::Valid { login: "m".into(), id: "1".into() },
-            identity_attempts: 1,
-            token_expiry: Some(TokenExpiry {
-                text: "2031-01-01 00:00:00 UTC".into(),
-                unix_seconds: Some(1_924_992_000),
-            }),
-            rate_limit: Some(RateLimit { remaining: Some(4999), ..RateLimit::default() }),
-            graphql_rate_limit: None,
-        }),
-        checks: vec![Category::Valid],
-        broadcasts: vec![patrol::observe::BroadcastOutcome::Accepted],
-        planned_broadcasts: vec![],
-        probes: 1,
-        github: patrol::reconcile::pass::Spend {
-            pass_calls: 4,
-            last_hour: 4,
-            budget_per_hour: Some(150),
-            configured_interval_s: 900,
-            interval_s: 900,
-            interval_lossy_s: 900,
-            deferred: 0,
-        },
-    };
-    let mut state = MinerState::new("5Hk", 74);
-    state.last_full_coverage_at = Some(1_800_000_000);
-    m.observe_pass("5Hk", &out, &state);
-    m.observe_recheck("5Hk", &out, &state);
-    m.set_metagraph_age(74, 3.0);
-    m.inc_metagraph_reads(74, "chain");
-    m.set_miner_problem("5Hk", None);
-    m.inc_reloads("applied");
-    m.set_ready(true);
-    let text = m.encode_prometheus();
-    text.lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split(' ').next())
-        .map(String::from)
+/// The agent raises its soft RLIMIT_NOFILE: setrlimit and prlimit64 are allowed, the rest of
+/// `@resources` and `@privileged` stays denied. The filter is computed as systemd does: the first
+/// line (an allow list) sets the default, later lines remove (`~`) or add back, in order.
+#[test]
+fn the_syscall_filter_allows_setrlimit_and_nothing_else_of_resources() {
+    let analyze = tool("systemd-analyze");
+    let expand = |item: &str| if item.starts_with('@') { expand_group(&analyze, item) } else { vec![item.to_string()] };
+    for unit in SERVICES {
+        let mut allowed = std::collections::BTreeSet::new();
+        for line in directives(unit, "SystemCallFilter") {
+            let (deny, list) = match line.strip_prefix('~') {
+                Some(rest) => (true, rest.to_string()),
+                None => (false, line.clone()),
+            };
+            for item in list.split_whitespace() {
+                for call in expand(item) {
+                    if deny {
+                        allowed.remove(&call);
+                    } else {
+                        allowed.insert(call);
+                    }
+                }
+            }
+        }
+        for call in ["setrlimit", "prlimit64", "getrlimit", "read", "connect"] {
+            assert!(allowed.contains(call), "{unit} denies {call}");
+        }
+        for call in ["setpriority", "sched_setscheduler", "mbind", "ioprio_set", "mount", "reboot", "setuid"] {
+            assert!(!allowed.contains(call), "{unit} allows {call}");
+        }
+    }
+}
+
+/// The system calls of a `@group`, nested groups expanded (`systemd-analyze syscall-filter`).
+fn expand_group(analyze: &Path, group: &str) -> Vec<String> {
+    let out = Command::new(analyze).args(["syscall-filter", group]).output().expect("run systemd-analyze");
+    assert!(out.status.success(), "systemd-analyze syscall-filter {group}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .flat_map(|l| if l.starts_with('@') { expand_group(analyze, l) } else { vec![l.to_string()] })
         .collect()
 }
 
-fn metric_names(text: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while let Some(pos) = text[i..].find("patrol_") {
-        let start = i + pos;
-        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
-        let end = text[start..]
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map(|e| start + e)
-            .unwrap_or(text.len());
-        if boundary {
-            names.push(text[start..end].to_string());
-        }
-        i = end;
-    }
-    names
-}
-
+/// `Persistent=true` only means something for `OnCalendar=` timers.
 #[test]
-fn alert_rules_and_dashboard_use_exported_metric_names() {
-    let families = exported_families();
-    assert!(families.contains(&"patrol_broadcasts_total".to_string()), "{families:?}");
-    let alerts = packaging("prometheus-alerts.yml");
-    let dashboard = packaging("grafana-dashboard.json");
-    let dash: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
-    assert!(dash["panels"].as_array().is_some_and(|p| p.len() >= 10));
-    assert!(alerts.starts_with('#') && alerts.contains("\ngroups:\n"));
-    assert_eq!(alerts.matches("- alert:").count(), alerts.matches("\n        expr:").count());
-    for (what, text) in [("prometheus-alerts.yml", &alerts), ("grafana-dashboard.json", &dashboard)] {
-        let used = metric_names(text);
-        assert!(used.len() > 10, "{what} uses few metrics: {used:?}");
-        for name in used {
-            assert!(families.contains(&name), "{what} uses {name}, which patrol does not export ({families:?})");
-        }
-    }
-    // what the issue asks the metrics to cover, each in an alert or a panel
-    for needed in [
-        "patrol_coverage_validators",
-        "patrol_stake_weighted_coverage_ratio",
-        "patrol_validator_state",
-        "patrol_broadcasts_total",
-        "patrol_checks_total",
-        "patrol_pass_duration_seconds",
-        "patrol_last_full_coverage_timestamp_seconds",
-        "patrol_metagraph_age_seconds",
-        "patrol_pat_preflight",
-        "patrol_pat_expiry_timestamp_seconds",
-    ] {
-        assert!(dashboard.contains(needed), "the dashboard does not show {needed}");
-        assert!(families.contains(&needed.to_string()), "{needed} is not exported");
-    }
-}
-
-#[test]
-fn the_deb_installs_binary_units_and_config() {
-    let dpkg_deb = tool("dpkg-deb");
-    let out_dir = tempfile::Builder::new().prefix("patrol-deb-").tempdir().unwrap();
-    // package the debug binary `cargo test` has just built (no second build under cargo's lock)
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/package-deb.sh"))
-        .current_dir(repo())
-        .env("PATROL_DEB_OUT", out_dir.path())
-        .env("PATROL_DEB_PROFILE", "dev")
-        .env("PATROL_DEB_NO_BUILD", "1")
+fn the_timer_is_a_persistent_calendar_timer_every_15_minutes() {
+    let unit = "patrol-reconcile.timer";
+    assert_eq!(directives(unit, "Persistent"), ["true"]);
+    assert_eq!(directives(unit, "RandomizedDelaySec"), ["90"]);
+    let calendar = directives(unit, "OnCalendar");
+    assert_eq!(calendar.len(), 1, "one OnCalendar= in {unit}");
+    assert!(directives(unit, "OnUnitActiveSec").is_empty() && directives(unit, "OnBootSec").is_empty());
+    let out = Command::new(tool("systemd-analyze"))
+        .args(["calendar", "--iterations=4", &calendar[0]])
+        .env("TZ", "UTC")
         .output()
-        .expect("run scripts/package-deb.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "scripts/package-deb.sh failed ({}); if cargo-deb is missing, run scripts/ci-deps.sh\n{stdout}\n{stderr}",
-        out.status
-    );
-    let deb = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-    assert!(deb.starts_with(out_dir.path()) && deb.is_file(), "no .deb at {}\n{stderr}", deb.display());
-    let list = Command::new(&dpkg_deb).arg("-c").arg(&deb).output().unwrap();
-    let list = String::from_utf8_lossy(&list.stdout);
-    for path in [
-        "./usr/bin/patrol",
-        "./lib/systemd/system/patrol.service",
-        "./lib/systemd/system/patrol@.service",
-        "./lib/systemd/system/patrol-reconcile.service",
-        "./lib/systemd/system/patrol-reconcile.timer",
-        "./etc/patrol/config.toml",
-        "./usr/share/doc/patrol/examples/config.example.toml",
-        "./usr/share/doc/patrol/examples/prometheus-alerts.yml",
-        "./usr/share/doc/patrol/examples/grafana-dashboard.json",
-        "./usr/share/doc/patrol/examples/patrol.cron",
-    ] {
-        assert!(list.lines().any(|l| l.ends_with(&format!(" {path}"))), "{path} is not in the .deb:\n{list}");
+        .expect("run systemd-analyze calendar");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("Normalized form: *-*-* *:00/15:00"), "{text}");
+}
+
+#[test]
+fn every_unit_documents_the_man_page_and_the_installed_readme() {
+    for unit in UNITS {
+        let docs = directives(unit, "Documentation").join(" ");
+        assert!(
+            docs.contains("man:patrol(1)") && docs.contains("file:/usr/share/doc/patrol/README.md"),
+            "{unit}: {docs}"
+        );
+        assert!(!docs.contains("gittensor"), "{unit} documents someone else's project: {docs}");
     }
-    assert!(list.lines().any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with(" ./usr/bin/patrol")), "{list}");
-    // the config survives upgrades (a conffile) and is not world-readable
-    assert!(list.lines().any(|l| l.starts_with("-rw-r-----") && l.ends_with(" ./etc/patrol/config.toml")), "{list}");
-    let conffiles = Command::new(&dpkg_deb).arg("-I").arg(&deb).arg("conffiles").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&conffiles.stdout).trim(), "/etc/patrol/config.toml");
+}
+
+/// The cron line, run by `/bin/sh` as cron would, with a stand-in `patrol` (exit code and stderr
+/// chosen) and `logger` (records its arguments): a run that does not exit 0 prints (cron mails
+/// it); every run logs its exit code, as a warning when it is not 0.
+#[test]
+fn the_cron_line_hands_the_exit_code_to_mail_and_syslog() {
+    let cron = packaging("patrol.cron");
+    let line = cron.lines().find(|l| l.starts_with("*/15 ")).expect("a */15 job line");
+    let fields: Vec<&str> = line.splitn(7, ' ').collect();
+    assert_eq!(fields[5], "miner", "{line}");
+    let command = fields[6];
+    assert!(!command.contains('%'), "cron turns % into a newline: {command}");
+    assert!(command.contains("patrol reconcile --config "), "{command}");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let write_exe = |name: &str, body: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = bin.join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let log = dir.path().join("logger.args");
+    write_exe("sleep", "#!/bin/sh\nexit 0\n");
+    write_exe("logger", &format!("#!/bin/sh\nprintf '%s|' \"$@\" >> {}\necho >> {}\n", log.display(), log.display()));
+    for (code, summary) in
+        [(0, "3/3 covered (100.0% of stake)"), (1, "2/3 covered (66.7% of stake)"), (78, "patrol: cannot read config")]
+    {
+        write_exe("patrol", &format!("#!/bin/sh\necho 'table on stdout'\necho '{summary}' >&2\nexit {code}\n"));
+        let _ = std::fs::remove_file(&log);
+        let out = Command::new("/bin/sh")
+            .args(["-c", command])
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("HOME", dir.path())
+            .output()
+            .expect("run the cron command");
+        let mail = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let priority = if code == 0 { "user.info" } else { "user.warning" };
+        assert!(
+            logged.contains(&format!("-p|{priority}|exit {code}: {summary}|")),
+            "exit {code}: logger got {logged:?}"
+        );
+        if code == 0 {
+            assert_eq!(mail, "", "a covered run mails nothing");
+        } else {
+            assert_eq!(mail.trim(), format!("patrol reconcile exited {code}: {summary}"), "exit {code}");
+        }
+        assert!(!mail.contains("table on stdout") && !logged.contains("table on stdout"));
+    }
 }

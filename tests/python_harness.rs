@@ -289,7 +289,7 @@ fn key_sources_and_several_axons_in_one_run() {
     let a = PyAxon::start();
     let b = PyAxon::with_config(json!({"check": "valid"}));
     let dir = tempfile::tempdir().unwrap();
-    // The real hotkey file bittensor-wallet writes for the dev phrase (shared/vectors/keyfiles.json).
+    // The real hotkey file bittensor-wallet writes for the dev phrase (tests/data/vectors/keyfiles.json).
     let hotkey_file = dir.path().join("default");
     std::fs::write(
         &hotkey_file,

@@ -4,6 +4,8 @@ mod agent;
 mod bad_input;
 /// Chain access: recorded mainnet bytes, the mock node, `patrol validators` end to end.
 mod chain;
+/// `--version`, completions, man page and the .deb shipping them; a self-contained repository (issue 21).
+mod conventions;
 /// Real-process faults: SIGKILL of `patrol run`, validators with empty/corrupt/read-only stores,
 /// GitHub 5xx/429/slow/reset, the chain dropping connections, clock skew (issue 7).
 mod faults;

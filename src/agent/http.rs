@@ -60,6 +60,7 @@ struct Health {
 /// State shared by the main loop and the HTTP handlers.
 pub struct Shared {
     pub metrics: Metrics,
+    pub board: super::board::Board,
     health: Mutex<Health>,
 }
 
@@ -72,8 +73,11 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     /// Fresh state: alive, not ready.
     pub fn new(ready_window: Duration) -> Arc<Shared> {
+        let metrics = Metrics::new();
+        metrics.init_reloads();
         Arc::new(Shared {
-            metrics: Metrics::new(),
+            metrics,
+            board: Default::default(),
             health: Mutex::new(Health {
                 heartbeat: Instant::now(),
                 last_round: None,
@@ -188,6 +192,7 @@ impl Server {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
+            .route("/status", get(super::board::serve))
             .with_state(shared);
         let token = stop.clone();
         let task = tokio::spawn(async move {

@@ -17,7 +17,8 @@
 //! - **the heartbeat** (every [`HEARTBEAT`], feeding `/healthz`) and **the watchdog** (`WATCHDOG=1`
 //!   at half `WATCHDOG_USEC`, sent from this loop, so a wedged loop gets the service restarted).
 //!
-//! The HTTP endpoint ([`http`]) runs as its own task and only reads [`http::Shared`].
+//! The HTTP endpoint ([`http`]) runs as its own task and only reads [`http::Shared`]; `/status`
+//! ([`board`]) answers from the copy of each miner's state the loop publishes after every job.
 //!
 //! Files: this one has the loop itself; `cycle.rs` starts what the scheduler says is due and takes
 //! a job's results in; `world.rs` holds the configuration in force and swaps in a reloaded one;
@@ -45,6 +46,7 @@
 //! - The PAT is never logged: only its redacted tail and fingerprint appear.
 //! - State changes are logged once ([`miner`]), not on every pass.
 
+pub mod board;
 mod cycle;
 pub mod http;
 pub mod job;
@@ -188,7 +190,7 @@ pub enum AgentError {
     #[error("hotkey {hotkey} is configured for more than one miner ({names})")]
     DuplicateHotkey { hotkey: String, names: String },
     #[error(
-        "cannot listen on {addr} for /healthz, /readyz and /metrics: {source}; set [agent] listen or --listen (\"off\" disables it)"
+        "cannot listen on {addr} for /healthz, /readyz, /metrics and /status: {source}; set [agent] listen or --listen (\"off\" disables it)"
     )]
     Listen {
         addr: std::net::SocketAddr,
@@ -272,7 +274,8 @@ pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps:
         dry_run = opts.dry_run,
         "patrol agent starting"
     );
-    let scheduler = Scheduler::new(ScheduleConfig::from(&settings.reconcile), clock.now());
+    let started_at = clock.now();
+    let scheduler = Scheduler::new(ScheduleConfig::from(&settings.reconcile), started_at);
     let world = World::new(settings, connector, miners, opts.dry_run);
     let mut agent = Agent {
         world,
@@ -285,6 +288,7 @@ pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps:
         fixed_connector,
         watch_files,
         scheduler,
+        started_at,
         chain: None,
         selection: None,
         view_error: None,
@@ -295,6 +299,7 @@ pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps:
         notify_poster,
         told_start: false,
     };
+    agent.publish_board();
     agent.main_loop(&mut signals).await;
     agent.shutdown().await;
     Ok(())
@@ -318,6 +323,8 @@ struct Agent<'a> {
     fixed_connector: bool,
     watch_files: bool,
     scheduler: Scheduler,
+    /// When the agent started (`/status` uptime).
+    started_at: Secs,
     /// Kept across rounds (one connection); lent to the round in flight.
     chain: Option<ChainClient>,
     /// The last round's eligible validators (re-checks run on it).
@@ -471,6 +478,7 @@ impl Agent<'_> {
             self.notifier.ready(&line);
         }
         self.shared.metrics.set_ready(self.shared.readiness(std::time::Instant::now()).is_ok());
+        self.publish_board();
     }
 
     /// Flush the notifications (within `[notify] flush`), save every miner's state (with what

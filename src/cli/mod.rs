@@ -7,6 +7,7 @@ pub mod check;
 pub mod common;
 pub mod doctor;
 pub mod exit;
+pub mod generate;
 pub mod logging;
 pub mod notify;
 pub mod outputs;
@@ -14,6 +15,7 @@ pub mod post;
 pub mod reconcile;
 pub mod run;
 pub mod simulate;
+pub mod status;
 pub mod validators;
 
 use std::ffi::OsString;
@@ -30,18 +32,19 @@ use crate::config::{self, Overrides, Settings};
 macro_rules! exit_codes_help {
     () => {
         "\
-Exit codes (check, post, reconcile):
+Exit codes (check, post, reconcile, status):
   0   every eligible validator holds our valid PAT
   1   partial coverage
   2   no eligible validator covered
-  3   coverage undetermined (nobody answered, no validator source, metagraph too old)
+  3   coverage undetermined (nobody answered, no validator source, metagraph too old; status: no pass for 2 × (interval + jitter))
   64  usage error
   70  internal error
   78  configuration or credential error (config, PAT file, hotkey, not registered, PAT invalid)"
     };
 }
 
-const EXIT_CODES_HELP: &str = exit_codes_help!();
+/// The exit codes, in `--help` and in the man page's EXIT STATUS (`patrol man`).
+pub const EXIT_CODES_HELP: &str = exit_codes_help!();
 
 const CHECK_HELP: &str = concat!(
     "What a check costs: a validator that holds a PAT for you checks it with GitHub on every check (REST
@@ -56,7 +59,14 @@ without asking anyone.
 
 /// patrol keeps your gittensor GitHub PAT stored and valid at every eligible validator of subnet 74.
 #[derive(Debug, Parser)]
-#[command(name = "patrol", version, about, after_help = EXIT_CODES_HELP, propagate_version = true)]
+#[command(
+    name = "patrol",
+    version,
+    long_version = crate::version::LONG,
+    about,
+    after_help = EXIT_CODES_HELP,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Config file (TOML). Default: $PATROL_CONFIG, ~/.config/patrol/config.toml, /etc/patrol/config.toml.
     #[arg(long, global = true, value_name = "FILE")]
@@ -85,6 +95,9 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Run the agent: reconcile on an interval, forever (systemd Type=notify service).
     Run(RunArgs),
+    /// What the running agent knows, per miner and validator: no validator is contacted, no GitHub call.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status(StatusArgs),
     /// Show the eligible validators (and skipped ones with reasons): where the PAT would go.
     Validators(ValidatorsArgs),
     /// Check config, wallet, chain, registration, PAT, clock and state dir; print the fix for each failure.
@@ -99,6 +112,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// Simulate weeks of a subnet with faults in virtual time and compare strategies.
     Simulate(SimulateArgs),
+    /// Print a shell completion script to stdout.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to stdout: `patrol man | man -l -`.
+    #[command(hide = true)]
+    Man,
     /// Development helpers used by tests and benchmarks (fake GitHub, mock chain node, ...).
     #[command(hide = true, subcommand)]
     Dev(DevCommand),
@@ -221,6 +240,33 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The agent's endpoint to ask, or "off" to read the state files only (default [agent] listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// State directory read when no agent answers (default [agent] state_dir).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<String>,
+}
+
+const COMPLETIONS_HELP: &str = "\
+Install, for example:
+  bash: patrol completions bash > ~/.local/share/bash-completion/completions/patrol
+  zsh:  patrol completions zsh > ~/.zfunc/_patrol   (with fpath+=~/.zfunc before compinit)
+  fish: patrol completions fish > ~/.config/fish/completions/patrol.fish
+The Debian package installs them for bash, zsh and fish.";
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
 pub struct ValidatorsArgs {
     #[arg(long)]
     pub json: bool,
@@ -314,6 +360,11 @@ impl Cli {
                 ov.state_dir = a.state_dir.clone();
                 (None, Some(&a.chain), None)
             }
+            Command::Status(a) => {
+                ov.state_dir = a.state_dir.clone();
+                ov.listen = a.listen.clone();
+                (None, None, None)
+            }
             Command::Doctor(a) => (Some(&a.wallet), Some(&a.chain), Some(&a.pat)),
             _ => (None, None, None),
         };
@@ -358,6 +409,7 @@ impl Cli {
             Command::Notify(NotifyCommand::Test(a)) => a.json,
             Command::Demo(a) => a.json,
             Command::Simulate(a) => a.json,
+            Command::Status(a) => a.json,
             _ => false,
         }
     }
@@ -442,6 +494,9 @@ pub fn print_json_error(kind: &str, message: &str) {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
+        // Generated from the clap definitions: no config, no logging.
+        Command::Completions(a) => generate::completions(a.shell),
+        Command::Man => generate::man(),
         Command::Validator(ValidatorCommand::Serve(a)) => {
             logging::init_simple(cli.log_format.as_deref(), cli.verbose);
             validator_serve::run(a).await
@@ -480,6 +535,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 Command::Run(a) => run::run(&cli, &settings, a).await,
                 Command::Validators(a) => validators::run(&settings, a).await,
                 Command::Notify(NotifyCommand::Test(a)) => notify::test(&settings, a).await,
+                Command::Status(a) => status::run(&settings, a).await,
                 _ => unreachable!("handled above"),
             }
         }

@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn nonce_rejections_get_a_clock_hint() {
-        // The Python axon's texts, as recorded in shared/vectors/axon_responses.json (real bt.Axon).
+        // The Python axon's texts, as recorded in tests/data/vectors/axon_responses.json (real bt.Axon).
         let old = "Not Verified with error: Nonce is too old: acceptable delta is 16.00 seconds but request was 60.01 seconds old";
         let hint = rejection_hint(401, old).unwrap();
         assert!(hint.contains("request nonce") && hint.contains("NTP"), "{hint}");

@@ -138,6 +138,9 @@ pub struct History {
     /// The validator's hotkey: if a uid gets a new hotkey, the history restarts.
     pub hotkey: String,
     pub category: Option<Category>,
+    /// Since when checks have answered `category` (`patrol status`).
+    #[serde(default)]
+    pub category_since: Option<Secs>,
     pub reason: Option<String>,
     pub checked_at: Option<Secs>,
     /// When this validator should next be checked (agent scheduling).
@@ -168,6 +171,12 @@ pub struct History {
     /// restart.
     #[serde(default)]
     pub axon_uuid: Option<String>,
+    /// When `axon_uuid` was first seen (the axon process's age, as far as we know).
+    #[serde(default)]
+    pub axon_uuid_since: Option<Secs>,
+    /// Restarts seen: times the axon answered with a uuid other than the one remembered.
+    #[serde(default)]
+    pub restarts: u32,
     /// Since when, and how, it has not answered (probe, check or broadcast).
     #[serde(default)]
     pub silent: Option<Silent>,
@@ -247,10 +256,22 @@ impl History {
         }
     }
 
+    /// Remember the axon's process uuid seen at `now`: a different one than remembered is a restart.
+    pub fn note_axon_uuid(&mut self, uuid: &str, now: Secs) {
+        if self.axon_uuid.as_deref() == Some(uuid) {
+            return;
+        }
+        if self.axon_uuid.is_some() {
+            self.restarts = self.restarts.saturating_add(1);
+        }
+        self.axon_uuid = Some(uuid.to_string());
+        self.axon_uuid_since = Some(now);
+    }
+
     /// Remember what an answer (or its absence) says about liveness and the axon's uuid.
     fn saw(&mut self, axon_uuid: Option<&str>, silence: Option<Silence>, now: Secs) {
         if let Some(u) = axon_uuid {
-            self.axon_uuid = Some(u.to_string());
+            self.note_axon_uuid(u, now);
         }
         match silence {
             None => self.silent = None,
@@ -336,6 +357,9 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
     match obs.silence {
         None | Some(Silence::Refused) => h.saw(obs.axon_uuid.as_deref(), obs.silence, now),
         Some(Silence::Timeout | Silence::Dropped) => {}
+    }
+    if h.category != Some(obs.category) {
+        h.category_since = Some(now);
     }
     h.category = Some(obs.category);
     h.reason = obs.reason.clone();
@@ -673,7 +697,7 @@ pub fn due(h: &History, now: Secs, one_shot: bool) -> bool {
 }
 
 /// What an alert is about (`patrol_alerts{kind}`, `reconcile --json` `alerts[].kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A validator refused the PAT for good; no retries until it changes.
@@ -709,7 +733,7 @@ impl std::fmt::Display for AlertKind {
 }
 
 /// Something a human should look at.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub uid: Option<u16>,
     pub kind: AlertKind,

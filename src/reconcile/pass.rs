@@ -620,7 +620,7 @@ impl<'a> Pass<'a> {
             if let (ProbeObs::Alive { axon_uuid: Some(u) }, Some(h)) =
                 (ProbeObs::of(r), self.state.validators.get_mut(&v.uid))
             {
-                h.axon_uuid = Some(u);
+                h.note_axon_uuid(&u, self.now);
                 h.last_probe_at = Some(self.now);
             }
         }
@@ -790,6 +790,7 @@ impl<'a> Pass<'a> {
         self.state.last_pass_at = Some(now);
         self.state.updated_at = now;
         let alerts = core::alerts(&self.policy, &self.desired, core::active(&self.state.validators), now);
+        self.state.alerts.clone_from(&alerts);
         // Debug only: `reconcile` prints them, the agent logs raised/cleared transitions.
         for a in &alerts {
             tracing::debug!(kind = a.kind.as_str(), uid = ?a.uid, "{}", a.message);

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::budget::Ledger;
-use super::core::{History, Secs};
+use super::core::{Alert, History, Secs};
 use crate::fsutil;
 use crate::github::{Preflight, PreflightOutcome};
 use crate::observe::{BroadcastOutcome, Category};
@@ -61,6 +61,9 @@ pub struct MinerState {
     /// kept here as JSON; absent in state files written before notifications.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub notify: serde_json::Value,
+    /// The alerts the last pass raised (`patrol status` shows them).
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
 }
 
 /// The verdict of a preflight, without its reason text.
@@ -150,6 +153,7 @@ impl MinerState {
             preflight: None,
             totals: Totals::default(),
             notify: serde_json::Value::Null,
+            alerts: Vec::new(),
         }
     }
 
@@ -481,6 +485,21 @@ impl StateFile {
             tracing::warn!(path = %path.display(), error = %e, "cannot read the GitHub spending of other patrol commands");
             Vec::new()
         })
+    }
+
+    /// Read without changing anything (`patrol status`, while the agent may own the file): `None`
+    /// when there is no file, else the state or what is wrong with the file (left where it is: the
+    /// next writer moves a corrupt one aside). Another miner's or netuid's state reads as `None`.
+    pub fn peek(&self, hotkey: &str, netuid: u16) -> Result<Option<MinerState>, String> {
+        match fsutil::read_capped(&self.path, STATE_CAP) {
+            Ok(raw) => match parse(&raw, hotkey, netuid) {
+                Ok(s) if s.hotkey == hotkey && s.netuid == netuid => Ok(Some(s)),
+                Ok(_) => Ok(None),
+                Err(problem) => Err(format!("state file {} is {problem}", self.path.display())),
+            },
+            Err(fsutil::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read state file {}: {e}", self.path.display())),
+        }
     }
 
     /// [`save`](Self::save) for [`super::pass::Io::checkpoint`]: the pass goes on (the PAT may still

@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 
-use super::{PAT, accounts, config, our_pat_in, patrol, row, wait_until_due};
+use super::{PAT, accounts, age_preflight, config, our_pat_in, patrol, row, wait_until_due};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::subnet::Subnet;
 
@@ -28,6 +28,8 @@ fn github_fault_is_transient_everywhere(fault: Value, expect_in_reason: &str) {
     // a check confirms what `post` sent (without it, the spacing rule would hold back a re-send to a
     // validator that loses the PAT within `backoff_initial` of the post)
     patrol(&net.scratch, "c.toml", &["reconcile", "--json"]).expect_code(0);
+    // (that reconcile's hourly preflight must not be reused: the story is about ours failing too)
+    age_preflight(&net.scratch);
     // uid 13 lost its store; the other two hold our PAT
     net.nodes[2].kill();
     std::fs::remove_file(&net.nodes[2].store).unwrap();

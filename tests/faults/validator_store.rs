@@ -270,7 +270,8 @@ fn read_only_store_rejects_transiently_is_not_spammed_and_recovers_when_writable
     let run = patrol(&net.scratch, "c.toml", &["reconcile", "--json"]);
     run.expect_code(1);
     let j = run.json();
-    assert!(j["preflight"].as_str().is_some_and(|p| p.starts_with("valid")), "{run}");
+    // valid: asked now, or the setup's, minutes old, reused
+    assert!(j["preflight"].is_null() || j["preflight"].as_str().is_some_and(|p| p.starts_with("valid")), "{run}");
     let r = row(&run, 12);
     assert_eq!(
         (r["category"].as_str(), r["action"].as_str(), r["attempts"].as_u64(), r["final_category"].as_str()),

@@ -1,8 +1,8 @@
 //! A Subtensor node for tests: JSON-RPC over WebSocket on 127.0.0.1, answering exactly what subxt's
 //! legacy backend asks (docs `subtensor-chain-access.md` §3.2) from recorded fixtures
-//! (`shared/fixtures/chain/`), with fault switches.
+//! (`tests/data/chain/`), with fault switches.
 //!
-//! * [`fixtures_dir`]: `$PATROL_FIXTURES`, else `../shared/fixtures` next to the crate. Missing
+//! * [`fixtures_dir`]: `$PATROL_FIXTURES`, else the crate's `tests/data`. Missing
 //!   fixtures **fail** the test (panic with the path), never skip it.
 //! * [`Fixture`]: one metadata blob + the recorded answers that belong to it (`finney_netuid1`,
 //!   `synthetic_netuid74`).
@@ -38,7 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Where the shared fixtures are: `$PATROL_FIXTURES`, else `<crate>/../shared/fixtures`. Panics
+/// Where the fixtures are: `$PATROL_FIXTURES`, else `<crate>/tests/data` (in the repository). Panics
 /// (fails the test) when `chain/` is not there.
 pub fn fixtures_dir() -> PathBuf {
     fixtures_dir_from(std::env::var_os("PATROL_FIXTURES")).unwrap_or_else(|e| panic!("{e}"))
@@ -48,21 +48,22 @@ pub fn fixtures_dir() -> PathBuf {
 pub fn fixtures_dir_from(env: Option<std::ffi::OsString>) -> Result<PathBuf, String> {
     let dir = match env {
         Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
     };
     let probe = dir.join("chain/finney-spec343-block6852690-fixtures.json");
     if probe.is_file() {
         Ok(dir)
     } else {
         Err(format!(
-            "chain fixtures missing: {} does not exist. Set PATROL_FIXTURES to the shared/fixtures \
-             directory (these tests fail rather than skip without them)",
+            "chain fixtures missing: {} does not exist. They are part of the repository \
+             (tests/data/chain/); PATROL_FIXTURES overrides the directory holding chain/ (these tests fail \
+             rather than skip without them)",
             probe.display()
         ))
     }
 }
 
-/// A fixture file of `shared/fixtures/chain/`.
+/// A fixture file of `tests/data/chain/`.
 pub fn chain_file(name: &str) -> PathBuf {
     fixtures_dir().join("chain").join(name)
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-/// Validator (axon) hotkey seed, `0x11` × 32 (`shared/vectors/keys.json` → `axon_hotkey`).
+/// Validator (axon) hotkey seed, `0x11` × 32 (`tests/data/vectors/keys.json` → `axon_hotkey`).
 pub const VALIDATOR_SEED: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
 /// SS58 of [`VALIDATOR_SEED`].
 pub const VALIDATOR_HOTKEY: &str = "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi";

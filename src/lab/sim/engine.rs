@@ -606,6 +606,8 @@ impl<'a> Run<'a> {
                         a.force_full = true;
                         a.scheduler.round_now(BASE + t + 1);
                     }
+                    // cron reads the new PAT file at its next run
+                    None if matches!(self.strategy.kind, StrategyKind::PostEvery { .. }) => {}
                     // a person re-runs `post` some time after rotating
                     None => {
                         let at = t + self.strategy.repost_delay.as_secs();
@@ -623,6 +625,18 @@ impl<'a> Run<'a> {
             StrategyKind::PostRetries { retries } => retries,
             _ => 0,
         };
+        if let (StrategyKind::PostEvery { every }, None) = (&self.strategy.kind, target) {
+            // cron: the next run is due whatever this one does
+            self.push(t + every.as_secs().max(1), Ev::Post(None));
+            self.net.set_now(BASE + t);
+            let Some(pat) = Pat::new(&self.token) else { return };
+            // `gitt miner post` checks the PAT with GitHub first (two calls) and sends nothing when
+            // GitHub says no
+            let pf = self.rt.block_on(self.net.preflight(&pat));
+            if !matches!(pf.outcome, crate::github::PreflightOutcome::Valid { .. }) {
+                return;
+            }
+        }
         let todo: Vec<(u16, u32)> = match target {
             None => (0..self.vs.len() as u16).map(|v| (v, 0)).collect(),
             Some(x) => vec![x],

@@ -99,6 +99,8 @@ struct RawStrategy {
     backoff_max: Option<String>,
     /// post strategies: the miner re-posts this long after rotating the PAT.
     repost_delay: Option<String>,
+    /// post_every: the cron period (`gitt miner post` every N minutes).
+    every: Option<String>,
     /// patrol: the liveness probe cadence, or "off" (the fixed-interval scheduler).
     probe_interval: Option<String>,
     /// patrol: GitHub calls an hour (integer), or "off".
@@ -198,6 +200,9 @@ pub enum StrategyKind {
     PostOnce,
     /// `post` with retries for validators that gave no response.
     PostRetries { retries: u32 },
+    /// `gitt miner post` from cron every `every`: its preflight, then the PAT to every validator,
+    /// each time (it reads the PAT file each run, so a rotation goes out at the next run).
+    PostEvery { every: Duration },
     /// `patrol run`: the agent's scheduler and the reconcile pass.
     Patrol(PatrolKnobs),
 }
@@ -424,6 +429,13 @@ impl Scenario {
             let kind = match s.kind.as_str() {
                 "post_once" => StrategyKind::PostOnce,
                 "post_retries" => StrategyKind::PostRetries { retries: s.retries.unwrap_or(2) },
+                "post_every" => {
+                    let every = opt(&k("every"), &s.every, Duration::from_secs(900))?;
+                    if every.is_zero() {
+                        return Err(err(&k("every"), "must be greater than zero".into()));
+                    }
+                    StrategyKind::PostEvery { every }
+                }
                 "patrol" => {
                     let d = crate::config::ReconcileSettings::default();
                     let interval = opt(&k("interval"), &s.interval, d.interval)?;
@@ -455,7 +467,12 @@ impl Scenario {
                         dry_run: s.dry_run.unwrap_or(false),
                     })
                 }
-                other => return Err(err(&k("kind"), format!("{other:?} is not post_once, post_retries or patrol"))),
+                other => {
+                    return Err(err(
+                        &k("kind"),
+                        format!("{other:?} is not post_once, post_retries, post_every or patrol"),
+                    ));
+                }
             };
             strategies.push(Strategy {
                 name: s.name.clone().unwrap_or_else(|| s.kind.clone()),

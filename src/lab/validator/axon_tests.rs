@@ -1,4 +1,4 @@
-//! Protocol conformance: the real Python axon's recorded requests (`shared/vectors/axon_responses.json`)
+//! Protocol conformance: the real Python axon's recorded requests (`tests/data/vectors/axon_responses.json`)
 //! are replayed byte for byte against our axon — same validator hotkey (seed 0x11), the axon's clock
 //! set back to the recording time with `clock_offset_ns` so the original nonces and signatures are
 //! fresh again — and our status codes, `message`s and `bt_header_*` sets are compared with Python's.
@@ -79,9 +79,9 @@ fn registered() -> Vec<RegisteredMiner> {
 
 fn vectors() -> Value {
     let dir = std::env::var("PATROL_VECTORS")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors").into());
-    let text =
-        std::fs::read_to_string(format!("{dir}/axon_responses.json")).expect("shared/vectors/axon_responses.json");
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/vectors").into());
+    let text = std::fs::read_to_string(format!("{dir}/axon_responses.json"))
+        .unwrap_or_else(|e| panic!("vectors missing at {dir}/axon_responses.json: {e}"));
     serde_json::from_str(&text).unwrap()
 }
 

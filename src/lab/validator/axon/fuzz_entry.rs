@@ -18,7 +18,7 @@ use crate::lab::validator::handlers::{BoxFuture, CredentialChecker, PatValidator
 use crate::lab::validator::{Metagraph, PatStore, RegisteredMiner};
 use crate::wallet::Hotkey;
 
-/// The seed of the axon hotkey the recorded vectors (`shared/vectors/axon_responses.json`) were
+/// The seed of the axon hotkey the recorded vectors (`tests/data/vectors/axon_responses.json`) were
 /// signed for: `5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi`.
 pub const AXON_SEED: [u8; 32] = [0x11; 32];
 
