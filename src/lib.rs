@@ -17,6 +17,9 @@
 //!   validator timers, probe sweeps), jobs, reload, health/metrics endpoint.
 //! - [`status_view`]: `patrol status` / the agent's `/status`: what the agent knows per miner and
 //!   validator, one pure function of the miners' state (the agent's or the state files').
+//! - [`notify`]: telling the miner what patrol cannot fix (Discord, Slack, Telegram, ntfy, a JSON
+//!   webhook) and the dead-man ping: events from state transitions (pure, held, once per change),
+//!   rendering, delivery off the main loop.
 //! - [`report`]: `check` / `post` / `reconcile` output (gitt's JSON plus patrol's, tables).
 //! - [`metrics`]: the Prometheus families, filled from pass outcomes.
 //! - [`reconcile`]: the decision core (pure), the GitHub budget (pure), the state file, the
@@ -47,6 +50,7 @@ pub mod github;
 pub mod heap;
 pub mod lab;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod reconcile;
 pub mod report;

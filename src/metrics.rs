@@ -13,7 +13,7 @@
 //! `github_calls_estimated_total`, `github_calls_last_hour`, `github_budget_per_hour`,
 //! `check_interval_seconds`, `probes_total`, `restarts_detected_total`, `rechecks_total`,
 //! `metagraph_reads_total{netuid,source}`, `miner_problem{hotkey,kind}`, `reloads_total{result}`,
-//! `ready`, `build_info{version,revision,target,rustc}`.
+//! `ready`, `build_info{version,revision,target,rustc}`, `notifications_total{target,result}`.
 
 use std::sync::atomic::AtomicU64;
 
@@ -85,6 +85,12 @@ struct ResultL {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifyL {
+    target: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildL {
     version: String,
     revision: String,
@@ -127,6 +133,7 @@ pub struct Metrics {
     state_save_failed: Family<MinerL, Gauge>,
     ready: Gauge,
     build_info: Family<BuildL, Gauge>,
+    notifications: Family<NotifyL, Counter>,
     /// Per-validator series set by the last pass of each miner.
     validator_series: std::sync::Mutex<std::collections::HashMap<String, Vec<(ValidatorL, ValidatorUidL)>>>,
 }
@@ -171,6 +178,7 @@ impl Metrics {
             state_save_failed: Family::default(),
             ready: Gauge::default(),
             build_info: Family::default(),
+            notifications: Family::default(),
             validator_series: Default::default(),
             registry: Registry::default(),
         };
@@ -287,6 +295,11 @@ impl Metrics {
         let build =
             BuildL { version: VERSION.into(), revision: REVISION.into(), target: TARGET.into(), rustc: RUSTC.into() };
         m.build_info.get_or_create(&build).set(1);
+        registry.register(
+            "notifications",
+            "Notification messages (and dead-man pings, target=\"ping\") by target and result: sent, retried, failed (refused), gave_up, dropped (queue full)",
+            m.notifications.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -438,6 +451,11 @@ impl Metrics {
     /// Count a configuration reload (`applied` or `rejected`).
     pub fn inc_reloads(&self, result: &str) {
         self.reloads.get_or_create(&ResultL { result: result.into() }).inc();
+    }
+
+    /// A notification outcome for `target` (a target's name, never its URL).
+    pub fn inc_notifications(&self, target: &str, result: &str) {
+        self.notifications.get_or_create(&NotifyL { target: target.into(), result: result.into() }).inc();
     }
 
     /// Whether the miner's last state save failed.

@@ -1,4 +1,4 @@
-//! The GitHub PAT as a value that cannot leak by accident.
+//! The GitHub PAT (and notification URLs) as values that cannot leak by accident.
 //!
 //! `Pat` has no `Display`, a redacting `Debug`, and no `Serialize`: the only way to read the token is
 //! [`Pat::expose`], which the wire and GitHub modules call at the moment they send it. Everything that
@@ -57,12 +57,23 @@ const TOKEN_PREFIXES: [&str; 6] = ["github_pat_", "ghp_", "gho_", "ghu_", "ghs_"
 /// show most of it. Real tokens are 40 (classic) or 93 (fine-grained) characters.
 const MIN_TAIL_LEN: usize = 16;
 
+/// Replace every secret patrol can recognise in `text`: GitHub tokens ([`redact_github_tokens`])
+/// and the secret parts of notification URLs ([`redact_hook_paths`]: a Discord or Slack webhook's
+/// path, a Telegram bot token). For text that leaves the process and may quote user input: an
+/// error message, a log line. Borrows when there is nothing to redact.
+pub fn redact_tokens(text: &str) -> Cow<'_, str> {
+    match redact_github_tokens(text) {
+        Cow::Borrowed(t) => redact_hook_paths(t),
+        Cow::Owned(s) => Cow::Owned(redact_hook_paths(&s).into_owned()),
+    }
+}
+
 /// Replace everything in `text` that looks like a GitHub token — one of the prefixes `ghp_`,
 /// `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_` followed by token characters (`A-Z a-z 0-9 _`),
 /// wherever it starts (a token glued to other text is still a token) — by `***` + its last 4
-/// characters (`***` alone for a match shorter than 16 characters). For text that leaves the process and may quote user input: an
-/// error message, a log line. Borrows when there is nothing to redact.
-pub fn redact_tokens(text: &str) -> Cow<'_, str> {
+/// characters (`***` alone for a match shorter than 16 characters). Borrows when there is nothing
+/// to redact.
+pub fn redact_github_tokens(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     let is_token_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut out: Option<String> = None;
@@ -161,6 +172,134 @@ fn escape_foreign(c: char, out: &mut String) {
 /// the BOM: invisible, and able to make a terminal show text in another order than it is.
 fn is_invisible_format(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// Where a notification URL's secret starts, recognisable in any text: what follows the marker up
+/// to the end of the URL is the secret (a Discord webhook's id and token, a Slack webhook's
+/// workspace/channel/secret path); for Telegram the bot token (`bot<id>:<secret>`) up to the next
+/// `/`.
+const HOOK_MARKERS: [(&str, bool); 4] = [
+    ("/api/webhooks/", false),
+    ("hooks.slack.com/services/", false),
+    ("hooks.slack.com/workflows/", false),
+    ("/bot", true),
+];
+
+/// Does `b` end a URL in running text (a log line, an error, a TOML excerpt)?
+fn ends_url(b: u8) -> bool {
+    b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'<' | b'>' | b')' | b']' | b'}' | b',' | b'`')
+}
+
+/// Replace the secret parts of notification URLs in `text` by `***` (see [`HOOK_MARKERS`]):
+/// `https://discord.com/api/webhooks/***`, `https://hooks.slack.com/services/***`,
+/// `https://api.telegram.org/bot***/sendMessage`. URLs of other services (an ntfy topic, a
+/// generic webhook) have no recognisable shape: they are held as [`HookUrl`] and never printed
+/// whole. Borrows when there is nothing to redact.
+pub fn redact_hook_paths(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let Some((marker, telegram)) = HOOK_MARKERS.iter().find(|(m, _)| bytes[i..].starts_with(m.as_bytes())) else {
+            i += 1;
+            continue;
+        };
+        let start = i + marker.len();
+        let rest = &bytes[start..];
+        let len = if *telegram {
+            // `bot` + digits + `:` + token characters: anything else is not a bot token
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            if digits == 0 || rest.get(digits) != Some(&b':') {
+                i = start;
+                continue;
+            }
+            rest.iter().take_while(|b| !ends_url(**b) && **b != b'/' && **b != b'?').count()
+        } else {
+            rest.iter().take_while(|b| !ends_url(**b)).count()
+        };
+        if len == 0 {
+            i = start;
+            continue;
+        }
+        // The marker and the secret are ASCII-delimited: `start` and `start + len` are boundaries.
+        let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        o.push_str(&text[copied..start]);
+        o.push_str("***");
+        copied = start + len;
+        i = copied;
+    }
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut o) => {
+            o.push_str(&text[copied..]);
+            Cow::Owned(o)
+        }
+    }
+}
+
+/// A notification URL — a webhook, a Telegram URL with its bot token, an ntfy topic, a dead-man
+/// ping URL. Whoever has it can post as patrol (or keep a dead-man switch quiet), so it is a
+/// secret like the PAT: no `Display`, a `Debug` and [`HookUrl::shown`] of `scheme://host/***`,
+/// and [`HookUrl::expose`] only where it is sent to.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HookUrl(String);
+
+impl HookUrl {
+    /// Wrap a URL, trimming surrounding whitespace (a credential file ends in a newline).
+    /// `None` when nothing is left.
+    pub fn new(raw: &str) -> Option<HookUrl> {
+        let t = raw.trim();
+        if t.is_empty() { None } else { Some(HookUrl(t.to_string())) }
+    }
+
+    /// The URL itself. Call only where a request is made to it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `scheme://host[:port]/***`: the only form patrol prints, logs or stores (the path, query
+    /// and userinfo may each be the secret).
+    pub fn shown(&self) -> String {
+        let (scheme, rest) = match self.0.find("://") {
+            Some(i) => self.0.split_at(i + 3),
+            None => ("", self.0.as_str()),
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        format!("{scheme}{host}/***")
+    }
+
+    /// `text` with this URL, and every part of it that could be the secret, replaced: the whole
+    /// URL by its shown form, the userinfo, the path and the query (whole and each segment or
+    /// value of 6 characters or more) by `***`; then [`redact_tokens`]. For messages of libraries
+    /// that may quote the URL.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.replace(self.expose(), &self.shown());
+        let (_, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let mut parts: Vec<&str> = vec![tail];
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            parts.push(userinfo);
+            parts.extend(userinfo.split(':'));
+        }
+        parts.extend(tail.split(['/', '?', '&', '=', '#', ':']));
+        parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in parts {
+            if p.len() >= 6 {
+                out = out.replace(p, "***");
+            }
+        }
+        redact_tokens(&out).into_owned()
+    }
+}
+
+impl fmt::Debug for HookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HookUrl({})", self.shown())
+    }
 }
 
 /// Fingerprint of a raw token string; see [`Pat::fingerprint`].
@@ -349,6 +488,42 @@ mod tests {
             assert_eq!(matches!(got, Cow::Borrowed(_)), input == want, "borrows iff unchanged: {input:?}");
         }
         assert!(!redact_tokens(&format!("a {classic} b")).contains("0123456789"));
+    }
+
+    /// Issue 22: webhook URLs and bot tokens are secrets wherever they are quoted.
+    #[test]
+    fn notification_urls_are_redacted() {
+        for (input, want) in [
+            (
+                "POST https://discord.com/api/webhooks/123456789012345678/AbCdEf-GhIjKl_0123456789 failed",
+                "POST https://discord.com/api/webhooks/*** failed",
+            ),
+            (
+                "url = \"https://hooks.slack.com/services/T0001/B0002/abcdefghijklmnopqrstuvwx\"",
+                "url = \"https://hooks.slack.com/services/***\"",
+            ),
+            (
+                "https://api.telegram.org/bot123456789:AAHfake-token_0123456789abcdefghij/sendMessage?chat_id=42",
+                "https://api.telegram.org/bot***/sendMessage?chat_id=42",
+            ),
+            (
+                "a /bot without digits, /botanist, /bot12 without colon",
+                "a /bot without digits, /botanist, /bot12 without colon",
+            ),
+            ("http://127.0.0.1:9/api/webhooks/1/t (x)", "http://127.0.0.1:9/api/webhooks/*** (x)"),
+        ] {
+            let got = redact_tokens(input);
+            assert_eq!(got, want, "{input}");
+            assert_eq!(matches!(got, Cow::Borrowed(_)), input == want);
+        }
+        let u = HookUrl::new(" https://:tk_secretsecret@ntfy.example.net:8443/my-private-topic?x=1\n").unwrap();
+        assert_eq!(u.shown(), "https://ntfy.example.net:8443/***");
+        assert_eq!(format!("{u:?}"), "HookUrl(https://ntfy.example.net:8443/***)");
+        let msg = format!("error sending request for url ({}): my-private-topic refused tk_secretsecret", u.expose());
+        let scrubbed = u.scrub(&msg);
+        assert!(!scrubbed.contains("my-private-topic") && !scrubbed.contains("tk_secretsecret"), "{scrubbed}");
+        assert!(scrubbed.contains("https://ntfy.example.net:8443/***"), "{scrubbed}");
+        assert!(HookUrl::new("  ").is_none());
     }
 
     #[test]

@@ -23,6 +23,8 @@ mod interop;
 /// `reconcile --metrics-file`: ready, counters across runs, preflight series, refused paths, a
 /// result kept when the state cannot be saved (issues 19, 20).
 mod metrics_file;
+/// Notifications (issue 22): notify test per kind, reconcile transitions, the agent's hold, 429s, stop.
+mod notify;
 /// Packaging: systemd units verify, the .deb contents, alert rules and dashboard names (issue 6).
 mod packaging;
 /// Self-tests of the real-Python bittensor harness (bt.Dendrite <-> bt.Axon).

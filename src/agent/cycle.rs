@@ -139,24 +139,33 @@ impl Agent<'_> {
                     self.round_failed(None);
                 }
                 self.publish_status();
+                self.tell(kind, Vec::new(), 0, Some(format!("internal error: a pass task failed: {e}")));
                 return;
             }
         };
         if let Some(c) = done.chain {
             self.chain = Some(c);
         }
+        let mut failure = None;
         match done.view {
             Some(Ok(read)) => self.round_succeeded(read),
-            Some(Err(e)) => self.round_failed(Some(e)),
+            Some(Err(e)) => {
+                failure = Some(format!("no validator source: {e}"));
+                self.round_failed(Some(e));
+            }
             None => {}
         }
         let metrics = &self.shared.metrics;
+        let now = self.clock.now();
+        let (mut events, mut passed, mut seen) = (Vec::new(), 0, BTreeSet::new());
         for t in done.tasks {
             // A reload waits for the job in flight, so the index is still this miner's.
             let Some(m) = self.world.miners.get_mut(t.index) else { continue };
             m.state = t.state;
+            seen.insert(t.index);
             match t.result {
                 Ok(out) => {
+                    passed += 1;
                     if m.problem.as_ref().is_some_and(|p| !p.is(ProblemKind::PatUnavailable)) {
                         m.set_problem(None, metrics);
                     }
@@ -168,13 +177,34 @@ impl Agent<'_> {
                     if done.kind == Kind::Round {
                         m.force_full = false;
                     }
+                    if let Some(n) = &self.notes {
+                        events.extend(super::tell::observe(n, m, Some(&out), now));
+                    }
                 }
-                Err(problem) => m.set_problem(Some(problem), metrics),
+                Err(problem) => {
+                    m.set_problem(Some(problem), metrics);
+                    failure.get_or_insert_with(|| m.problem.as_ref().map(|p| p.message.clone()).unwrap_or_default());
+                    if let Some(n) = &self.notes {
+                        events.extend(super::tell::observe(n, m, None, now));
+                    }
+                }
             }
             m.save();
             self.shared.state_saved(m.ss58(), m.save_error.as_deref());
         }
+        // A round's miners that did not pass (no validator source, no PAT): their problem is news.
+        if done.kind == Kind::Round
+            && let Some(n) = &self.notes
+        {
+            for (i, m) in self.world.miners.iter_mut().enumerate() {
+                if !seen.contains(&i) && m.problem.is_some() {
+                    failure.get_or_insert_with(|| m.problem.as_ref().map(|p| p.message.clone()).unwrap_or_default());
+                    events.extend(super::tell::observe(n, m, None, now));
+                }
+            }
+        }
         self.publish_status();
+        self.tell(Some(done.kind), events, passed, failure);
         // Once per job: an idle agent must not keep its last fan-out's peak as RSS.
         release_freed_memory();
     }

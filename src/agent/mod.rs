@@ -22,7 +22,9 @@
 //!
 //! Files: this one has the loop itself; `cycle.rs` starts what the scheduler says is due and takes
 //! a job's results in; `world.rs` holds the configuration in force and swaps in a reloaded one;
-//! [`miner`] is one miner's runtime (state, lock, what was logged); [`notify`] speaks `sd_notify`.
+//! [`miner`] is one miner's runtime (state, lock, what was logged); [`notify`] speaks `sd_notify`;
+//! `tell.rs` feeds each job's results to the miner's notifications ([`crate::notify`]: one message
+//! per target per job, the dead-man ping after each round, queued off this loop).
 //!
 //! The network is behind a [`Connector`], which hands each miner its
 //! [`Transport`](crate::reconcile::transport::Transport), and time behind a
@@ -53,6 +55,7 @@ pub mod notify;
 pub mod reload;
 pub mod schedule;
 pub mod status;
+mod tell;
 mod world;
 
 use std::sync::Arc;
@@ -158,6 +161,8 @@ pub struct Deps {
     pub signals: SignalSource,
     /// Watch the config and PAT files for changes.
     pub watch_files: bool,
+    /// Where notifications go (`None`: the network; tests hand in a recorder).
+    pub notify_poster: Option<Arc<dyn crate::notify::Poster>>,
 }
 
 impl Deps {
@@ -168,6 +173,7 @@ impl Deps {
             clock: Arc::new(SystemClock),
             signals: SignalSource::Unix(Signals::install()?),
             watch_files: true,
+            notify_poster: None,
         })
     }
 }
@@ -195,6 +201,8 @@ pub enum AgentError {
     Github(#[from] GithubError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("notifications: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 impl AgentError {
@@ -208,6 +216,7 @@ impl AgentError {
             AgentError::Listen { .. } => "listen_error",
             AgentError::Github(_) => "config_error",
             AgentError::Signals(_) => "signal_error",
+            AgentError::Notify(_) => "config_error",
         }
     }
 }
@@ -222,7 +231,7 @@ pub async fn run(settings: Settings, load: Loader<'_>, opts: Options) -> Result<
 
 /// [`run`] on the given dependencies.
 pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps: Deps) -> Result<(), AgentError> {
-    let Deps { connector, clock, mut signals, watch_files } = deps;
+    let Deps { connector, clock, mut signals, watch_files, notify_poster } = deps;
     let notifier = Notifier::new();
     notifier.status("starting: first pass running");
     let mut miners: Vec<Miner> = Vec::new();
@@ -251,6 +260,12 @@ pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps:
         }
         None => None,
     };
+    let notes = tell::start(&settings, notify_poster.clone(), clock.clone(), &shared)?;
+    if let Some(n) = &notes {
+        for m in &mut miners {
+            n.resume(&mut m.state.notify);
+        }
+    }
     let watch = FileWatch::new(if watch_files { reload::watched_files(&settings) } else { Default::default() });
     tracing::info!(
         miners = miners.len(),
@@ -280,6 +295,9 @@ pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps:
         job: None,
         note: None,
         watch,
+        notes,
+        notify_poster,
+        told_start: false,
     };
     agent.publish_board();
     agent.main_loop(&mut signals).await;
@@ -317,6 +335,11 @@ struct Agent<'a> {
     /// Appended to STATUS (a rejected reload).
     note: Option<String>,
     watch: FileWatch,
+    /// Notifications in force (`None`: none configured).
+    notes: Option<crate::notify::Notifications>,
+    notify_poster: Option<Arc<dyn crate::notify::Poster>>,
+    /// `started` was announced (after the first round).
+    told_start: bool,
 }
 
 /// What woke the main loop.
@@ -391,6 +414,7 @@ impl Agent<'_> {
                         "stopping".to_string()
                     };
                     self.notifier.stopping(&status);
+                    self.tell_stopping(name);
                     stopping = Some(tokio::time::Instant::now() + grace);
                 }
                 Event::Signal(Signal::Reload) => {
@@ -457,8 +481,16 @@ impl Agent<'_> {
         self.publish_board();
     }
 
-    /// Save every miner's state and stop the endpoint.
+    /// Flush the notifications (within `[notify] flush`), save every miner's state (with what
+    /// could not be delivered) and stop the endpoint.
     async fn shutdown(mut self) {
+        if let Some(n) = self.notes.take() {
+            let left = n.close().await;
+            for m in &mut self.world.miners {
+                let hotkey = m.ss58().to_string();
+                crate::notify::keep(&mut m.state.notify, &hotkey, &left);
+            }
+        }
         for m in &mut self.world.miners {
             m.save();
         }
@@ -469,5 +501,7 @@ impl Agent<'_> {
     }
 }
 
+#[cfg(test)]
+mod tell_tests;
 #[cfg(test)]
 mod tests;

@@ -51,6 +51,7 @@ fn start(s: Settings, script: &Arc<Script>) -> (mpsc::Sender<Signal>, tokio::tas
         clock: script.clone(),
         signals: SignalSource::Channel(rx),
         watch_files: false,
+        notify_poster: None,
     };
     let agent = tokio::spawn(async move { run_with(s, &no_reload, Options::default(), deps).await });
     (tx, agent)

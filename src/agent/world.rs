@@ -124,6 +124,8 @@ impl Agent<'_> {
         } else {
             None
         };
+        let notes = super::tell::start(&settings, self.notify_poster.clone(), self.clock.clone(), &self.shared)
+            .map_err(|e| e.to_string())?;
         // Commit.
         let mut old: Vec<Option<Miner>> = std::mem::take(&mut self.world.miners).into_iter().map(Some).collect();
         let mut miners = Vec::new();
@@ -170,6 +172,7 @@ impl Agent<'_> {
         self.shared.set_ready_window(ready_window(&settings));
         self.scheduler.reconfigure(ScheduleConfig::from(&settings.reconcile), self.clock.now());
         self.world = World::new(settings, connector, miners, self.opts.dry_run);
+        self.swap_notes(notes).await;
         Ok(())
     }
 }

@@ -5,7 +5,8 @@
 //! reachable; per miner, the hotkey is registered; per miner, the PAT can be read and passes both
 //! GitHub calls validators make with it (`GET /user` and the GraphQL test query); the local clock
 //! agrees with the chain's (nonce window); at least one validator is eligible; the state directory
-//! is writable. With a static validator list the chain checks say "skipped: no chain" and count as
+//! is writable; each notification target (redacted) and the dead-man ping are reachable, asked
+//! without sending a message (`notify::reach`). With a static validator list the chain checks say "skipped: no chain" and count as
 //! ok. Nothing is ever sent to a validator.
 
 use std::path::Path;
@@ -36,7 +37,7 @@ pub struct Check {
     pub warning: bool,
 }
 
-fn ok(check: &'static str, miner: Option<&str>, detail: impl Into<String>) -> Check {
+pub(crate) fn ok(check: &'static str, miner: Option<&str>, detail: impl Into<String>) -> Check {
     Check {
         check,
         miner: miner.map(str::to_owned),
@@ -52,11 +53,16 @@ fn warn(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) 
     Check { warning: true, fix: Some(fix.into()), ..ok(check, None, detail) }
 }
 
-fn skipped(check: &'static str, miner: Option<&str>, detail: impl Into<String>) -> Check {
+pub(crate) fn skipped(check: &'static str, miner: Option<&str>, detail: impl Into<String>) -> Check {
     Check { skipped: true, ..ok(check, miner, format!("skipped: {}", detail.into())) }
 }
 
-fn fail(check: &'static str, miner: Option<&str>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+pub(crate) fn fail(
+    check: &'static str,
+    miner: Option<&str>,
+    detail: impl Into<String>,
+    fix: impl Into<String>,
+) -> Check {
     Check {
         check,
         miner: miner.map(str::to_owned),
@@ -229,6 +235,7 @@ pub async fn diagnose(settings: &Settings) -> Vec<Check> {
         checks.push(c);
     }
     checks.push(state_dir_check(&settings.agent.state_dir));
+    checks.extend(crate::cli::notify::doctor_checks(settings).await);
     checks
 }
 

@@ -94,6 +94,10 @@ pub fn classify(err: &anyhow::Error) -> (Exit, &'static str) {
         if cause.is::<crate::wallet::WalletError>() {
             return (Exit::Config, "wallet_error");
         }
+        // A notification URL that cannot be read (missing file, too open, not a URL).
+        if cause.is::<crate::notify::TargetError>() {
+            return (Exit::Config, "config_error");
+        }
         // An unusable state dir or state file: the operator must fix the setup (issue 15).
         if cause.downcast_ref::<crate::reconcile::state::StateError>().is_some_and(|e| e.is_config()) {
             return (Exit::Config, "state_error");

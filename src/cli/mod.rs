@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod exit;
 pub mod generate;
 pub mod logging;
+pub mod notify;
 pub mod outputs;
 pub mod post;
 pub mod reconcile;
@@ -101,6 +102,9 @@ pub enum Command {
     Validators(ValidatorsArgs),
     /// Check config, wallet, chain, registration, PAT, clock and state dir; print the fix for each failure.
     Doctor(DoctorArgs),
+    /// Notifications ([notify]): send a test message to every target and the dead-man ping.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// The embedded reference validator (gittensor's PAT handlers on a real axon).
     #[command(subcommand)]
     Validator(ValidatorCommand),
@@ -285,6 +289,22 @@ pub struct DoctorArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send one test message to every [[notify.target]] and ping [notify] ping; print each result.
+    #[command(
+        after_help = "Exit codes: 0 every target and the ping accepted the test, 1 one did not, 78 configuration error (no target, a URL file missing or readable by others)."
+    )]
+    Test(NotifyTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NotifyTestArgs {
+    /// One JSON object on stdout: `success`, `results[]` (`target`, `kind`, `url` redacted, `ok`, `detail`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ValidatorCommand {
     /// Run one reference validator on an axon.
     Serve(crate::cli::validator_args::ServeArgs),
@@ -386,6 +406,7 @@ impl Cli {
             Command::Reconcile(a) => a.json,
             Command::Validators(a) => a.json,
             Command::Doctor(a) => a.json,
+            Command::Notify(NotifyCommand::Test(a)) => a.json,
             Command::Demo(a) => a.json,
             Command::Simulate(a) => a.json,
             Command::Status(a) => a.json,
@@ -513,6 +534,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 Command::Reconcile(a) => reconcile::run(&settings, a).await,
                 Command::Run(a) => run::run(&cli, &settings, a).await,
                 Command::Validators(a) => validators::run(&settings, a).await,
+                Command::Notify(NotifyCommand::Test(a)) => notify::test(&settings, a).await,
                 Command::Status(a) => status::run(&settings, a).await,
                 _ => unreachable!("handled above"),
             }

@@ -11,6 +11,12 @@
 //! (`patrol_miner_problem`, `patrol_ready 0`). A pass whose state or metrics cannot be saved
 //! afterwards keeps its result: the report (JSON or table) is printed with the error beside it, and
 //! the exit code is the error's.
+//!
+//! Notifications (`[notify]`, not in a dry run): the same event function as the agent's, fed this
+//! run's outcome (or the problem that kept it from a pass) and the record of what earlier runs
+//! announced, kept in the state file — so a timer's runs send on transitions only. What a target
+//! has not accepted within `[notify] flush` stays in the state's outbox for the next run. The
+//! dead-man ping says success after a completed pass, failure when none could run.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +27,7 @@ use crate::cli::post::github_client;
 use crate::cli::{Exit, ReconcileArgs, common, exit, outputs};
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::notify::{Input, Notifications, Problem};
 use crate::reconcile::pass::{self, PassConfig, PassOutcome, Work};
 use crate::reconcile::state::{MinerState, StateFile};
 use crate::reconcile::transport::{Clock, NetLimits, NetTransport, SystemClock};
@@ -28,6 +35,25 @@ use crate::report::{self, ReconcileReport};
 
 /// Run the command.
 pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Exit> {
+    let mut notes = if args.dry_run {
+        None
+    } else {
+        Notifications::start(settings, None, Arc::new(SystemClock), Arc::new(|_: &str, _: &'static str| {}))?
+    };
+    let result = reconcile(settings, args, &mut notes).await;
+    // No pass could run, and the state was not reached: the ping says so.
+    if let (Some(n), Err(e)) = (notes, &result) {
+        n.ping(false, &exit::render(e.as_ref()));
+        n.close().await;
+    }
+    result
+}
+
+async fn reconcile(
+    settings: &Settings,
+    args: &ReconcileArgs,
+    notes: &mut Option<Notifications>,
+) -> anyhow::Result<Exit> {
     let miner = settings.single_miner()?;
     let loaded = miner.load_pat()?;
     let caller = common::caller(settings, miner)?;
@@ -50,6 +76,24 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
         Err(e) => {
             if let Some(path) = &args.metrics_file {
                 write_problem_metrics(path, hotkey, &state, &e);
+            }
+            if let Some(n) = notes.take() {
+                let problem = match problem_kind(&e) {
+                    Some("not_registered") => Some(Problem::NotRegistered),
+                    Some(_) => Some(Problem::NoValidatorSource),
+                    None => None,
+                };
+                let message = exit::render(e.as_ref());
+                n.ping(false, &message);
+                let told = Told {
+                    miner: &miner.name,
+                    hotkey,
+                    outcome: None,
+                    problem: problem.map(|p| (p, message.as_str())),
+                    save_error: None,
+                    now: SystemClock.now(),
+                };
+                tell(n, &mut state, &file, told).await;
             }
             return Err(e);
         }
@@ -77,6 +121,29 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
     if args.dry_run {
         // The dry run's checks cost GitHub calls on the PAT too: into the ledger the owner keeps.
         common::note_spent(&file, out.github.pass_calls);
+    }
+    if let Some(n) = notes.take() {
+        let save_error = saved.as_ref().err().map(|e| exit::render(e.as_ref()));
+        let summary = rep.check.summary();
+        n.ping(
+            true,
+            &format!(
+                "{}/{} covered ({:.1}% of stake); {} broadcast(s) sent",
+                summary.covered,
+                summary.total,
+                summary.stake_weighted_coverage * 100.0,
+                rep.broadcasts_sent
+            ),
+        );
+        let told = Told {
+            miner: &miner.name,
+            hotkey,
+            outcome: Some(&out),
+            problem: None,
+            save_error: save_error.as_deref(),
+            now: out.started_at,
+        };
+        tell(n, &mut state, &file, told).await;
     }
     let failure = saved.err().or(written.err());
     print_report(settings, args, &rep, failure.as_ref())?;
@@ -109,13 +176,52 @@ fn write_metrics(
     write(path, &m)
 }
 
+/// What [`tell`] feeds the event function besides the state.
+struct Told<'a> {
+    miner: &'a str,
+    hotkey: &'a str,
+    outcome: Option<&'a PassOutcome>,
+    problem: Option<(Problem, &'a str)>,
+    save_error: Option<&'a str>,
+    now: crate::reconcile::core::Secs,
+}
+
+/// Announce what this run calls for (after queueing again what earlier runs could not deliver),
+/// wait for delivery within `[notify] flush`, keep the rest in the state's outbox, save the state.
+async fn tell(n: Notifications, state: &mut MinerState, file: &StateFile, t: Told<'_>) {
+    n.resume(&mut state.notify);
+    let mut record = std::mem::take(&mut state.notify);
+    let input = Input {
+        miner: t.miner,
+        hotkey: t.hotkey,
+        state,
+        outcome: t.outcome,
+        problem: t.problem,
+        save_error: t.save_error,
+        now: t.now,
+    };
+    let events = n.observe(&mut record, &input);
+    state.notify = record;
+    n.send(&events);
+    let left = n.close().await;
+    crate::notify::keep(&mut state.notify, t.hotkey, &left);
+    if let Err(e) = file.save(state) {
+        tracing::warn!(error = %e, "cannot save what the notifications announced; the next run may repeat it");
+    }
+}
+
+/// `not_registered` or `no_validator_source` when that is why no pass could run.
+fn problem_kind(e: &anyhow::Error) -> Option<&'static str> {
+    match e.chain().find_map(|c| c.downcast_ref::<ChainError>()) {
+        Some(ChainError::NotRegistered { .. }) => Some("not_registered"),
+        Some(c) if c.is_undetermined() => Some("no_validator_source"),
+        _ => None,
+    }
+}
+
 /// The textfile when no pass could run: why, and the counters so far (they must not vanish).
 fn write_problem_metrics(path: &Path, hotkey: &str, state: &MinerState, e: &anyhow::Error) {
-    let kind = match e.chain().find_map(|c| c.downcast_ref::<ChainError>()) {
-        Some(ChainError::NotRegistered { .. }) => "not_registered",
-        Some(c) if c.is_undetermined() => "no_validator_source",
-        _ => return,
-    };
+    let Some(kind) = problem_kind(e) else { return };
     let m = Metrics::new();
     m.observe_totals(hotkey, state);
     m.set_miner_problem(hotkey, Some(kind));

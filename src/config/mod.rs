@@ -6,6 +6,7 @@
 //! durations. Every error names the file, the key and what is wrong. Nothing downstream sees raw
 //! types. Reading secrets (the PAT) and the hotkey happens later, on demand ([`pat`], `wallet`).
 
+pub mod notify;
 pub mod pat;
 pub mod raw;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use crate::secret::SecretUrl;
 use crate::validators::{Neuron, Thresholds};
+pub use notify::{NotifySettings, Severity, TargetKind, TargetSettings, UrlSource};
 pub use pat::{LoadedPat, PatError, PatSource};
 use raw::{RawConfig, RawMiner, RawPat, RawWallet};
 
@@ -95,6 +97,8 @@ pub struct Settings {
     pub github: GithubSettings,
     pub reconcile: ReconcileSettings,
     pub agent: AgentSettings,
+    /// `[notify]`: push notifications and the dead-man ping.
+    pub notify: NotifySettings,
 }
 
 /// One miner: its hotkey and where its PAT comes from.
@@ -268,7 +272,11 @@ impl Settings {
             Some(p) => Some(read_config(p)?),
             None => None,
         };
-        Settings::build(file, text.as_deref(), ov, env)
+        let settings = Settings::build(file, text.as_deref(), ov, env)?;
+        if let Some(p) = file {
+            check_inline_secrets(p, &settings)?;
+        }
+        Ok(settings)
     }
 
     /// Parse and validate from text; `file` is used for messages and relative paths.
@@ -384,6 +392,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             github: self.github(raw.github.unwrap_or_default(), ov)?,
             reconcile: self.reconcile(raw.reconcile.unwrap_or_default())?,
             agent: self.agent(raw.agent.unwrap_or_default(), ov)?,
+            notify: self.notify(raw.notify.unwrap_or_default())?,
         })
     }
 
@@ -700,6 +709,31 @@ fn expand_home(s: &str, env: &impl Fn(&str) -> Option<String>) -> PathBuf {
         None if s == "~" => env("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(s)),
         None => PathBuf::from(s),
     }
+}
+
+/// A notification URL written in the config file is a secret like the PAT: the file must then be
+/// readable by its owner only (the PAT file rule), or the URL moves to `url_file` /
+/// `url_credential`.
+fn check_inline_secrets(p: &Path, settings: &Settings) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let keys = settings.notify.inline_keys();
+    let Some(key) = keys.first() else { return Ok(()) };
+    let mode = std::fs::metadata(p)
+        .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        origin: p.display().to_string(),
+        key: key.clone(),
+        message: format!(
+            "a notification URL is a secret, and this file is readable by group or others (mode {mode:04o}); run: chmod 600 {}, or move the URL to a file (url_file / ping_file, mode 0600) or a systemd credential (url_credential / ping_credential)",
+            p.display()
+        ),
+    })
 }
 
 /// Read the config file: a regular file of at most [`MAX_CONFIG_BYTES`], UTF-8.

@@ -16,6 +16,37 @@ pub struct RawConfig {
     pub agent: Option<RawAgent>,
     /// Several miners in one agent; exclusive with top-level `[wallet]`/`[pat]`.
     pub miner: Option<Vec<RawMiner>>,
+    pub notify: Option<RawNotify>,
+}
+
+/// `[notify]` and its `[[notify.target]]` list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// A duration ("10m") or whole seconds.
+    pub hold: Option<toml::Value>,
+    pub ping: Option<String>,
+    pub ping_file: Option<String>,
+    pub ping_credential: Option<String>,
+    /// "HH:MM" (UTC) or "off".
+    pub digest: Option<String>,
+    pub give_up: Option<String>,
+    pub timeout: Option<String>,
+    pub flush: Option<String>,
+    pub target: Option<Vec<RawTarget>>,
+}
+
+/// One `[[notify.target]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub url_file: Option<String>,
+    pub url_credential: Option<String>,
+    pub kind: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub min_severity: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -55,6 +55,12 @@ pub struct MinerState {
     /// restarting at 1, and an agent restart does not reset them either.
     #[serde(default)]
     pub totals: Totals,
+    /// What the notifications have told the miner (and what is still to be delivered), so a
+    /// `reconcile` from cron sends on transitions only and an agent restart does not announce
+    /// everything again. Its schema is the `notify` module's (above this one in the layering),
+    /// kept here as JSON; absent in state files written before notifications.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub notify: serde_json::Value,
     /// The alerts the last pass raised (`patrol status` shows them).
     #[serde(default)]
     pub alerts: Vec<Alert>,
@@ -146,6 +152,7 @@ impl MinerState {
             github: Ledger::default(),
             preflight: None,
             totals: Totals::default(),
+            notify: serde_json::Value::Null,
             alerts: Vec::new(),
         }
     }

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod fake_github;
 /// Loopback Subtensor JSON-RPC mock node serving the recorded chain fixtures.
 pub mod mock_node;
+/// Local Discord/Slack/Telegram/ntfy/webhook/healthchecks/Uptime Kuma receivers with schema checks.
+pub mod receivers;
 
 /// Long-running patrol processes (validator serve, dev fake-github) with ready lines.
 pub mod serve;

@@ -1,0 +1,258 @@
+//! Issue 22 on the real binary: `patrol notify test` against every kind of receiver, `reconcile`
+//! from a timer sending on transitions only (and the dead-man ping every run), a PAT revoked at the
+//! fake GitHub said once, and the agent against `patrol validator serve` processes: a validator
+//! down past the hold said once and its recovery once, through a 429 storm that delays the message
+//! but not the passes, and a hung target that does not hold up SIGTERM. Every receiver checks every
+//! body against its service's schema; no output, log or message contains the PAT or a URL's secret.
+
+use std::time::{Duration, Instant};
+
+use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
+
+use crate::agent::harness::{Agent, free_port};
+use crate::support::cli::{Run, Scratch};
+use crate::support::receivers::{Behave, Receiver, Service};
+use crate::support::subnet::Subnet;
+
+const PAT: &str = "ghp_notifyE2eToken0000000000000000000001";
+
+fn accounts() -> FakeGithubConfig {
+    FakeGithubConfig::default().with_account(FakeAccount::new(PAT, 4242, "miner"))
+}
+
+/// Secrets must be in none of these texts.
+fn assert_clean(texts: &[&str], secrets: &[&str]) {
+    for t in texts {
+        for s in secrets {
+            assert!(!t.contains(s), "a secret ({s}) leaked:\n{t}");
+        }
+    }
+}
+
+fn target(kind: &str, url: &str, extra: &str) -> String {
+    format!("[[notify.target]]\nkind = \"{kind}\"\nurl = \"{url}\"\n{extra}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_reaches_every_kind_in_its_own_format() {
+    let mut rs = Vec::new();
+    for s in [Service::Discord, Service::Slack, Service::Telegram, Service::Ntfy, Service::Webhook] {
+        rs.push((s, Receiver::start(s).await));
+    }
+    let hc = Receiver::start(Service::Healthchecks).await;
+    let mut s = Scratch::new();
+    let mut toml = format!("[notify]\nping = \"{}\"\n", hc.url());
+    for (svc, r) in &rs {
+        toml.push_str(&target(&format!("{svc:?}").to_lowercase(), &r.url(), ""));
+        s.secret(r.secret());
+    }
+    s.secret(hc.secret());
+    s.write("c.toml", &toml, 0o600);
+    let run = s.run(&["notify", "test", "--config", "c.toml"]);
+    run.expect_code(0);
+    for (svc, r) in &rs {
+        let got = r.wait(1, Duration::from_secs(5)).await;
+        assert_eq!(got.len(), 1, "{svc:?}: {run}");
+        assert!(r.violations().is_empty(), "{:?}", r.violations());
+        assert!(got[0].all().contains("patrol test message"), "{svc:?}: {}", got[0].all());
+        assert!(run.stdout.contains(&format!("ok   {}-", format!("{svc:?}").to_lowercase())), "{run}");
+    }
+    assert_eq!(hc.wait(1, Duration::from_secs(5)).await.len(), 1);
+    assert!(run.stdout.contains("/***"), "targets are shown redacted: {run}");
+
+    // a deleted webhook: exit 1, said why; the others still get theirs
+    rs[0].1.set(Behave::Gone);
+    let run = s.run(&["notify", "test", "--json", "--config", "c.toml"]);
+    run.expect_code(1);
+    let j = run.json();
+    assert_eq!(j["success"], false);
+    let d = &j["results"][0];
+    assert_eq!((d["target"].as_str(), d["ok"].as_bool()), (Some("discord-1"), Some(false)), "{run}");
+    assert!(d["detail"].as_str().unwrap().contains("HTTP 404"), "{run}");
+
+    // the URL in a config file others can read: refused like a PAT file, naming the key, not the URL
+    s.write("open.toml", &toml, 0o644);
+    let run = s.run(&["notify", "test", "--config", "open.toml"]);
+    run.expect_code(78);
+    assert!(run.stderr.contains("notify.target[0].url") && run.stderr.contains("chmod 600"), "{run}");
+
+    // doctor: each target redacted and reachable, nothing sent
+    let before: usize = rs.iter().map(|(_, r)| r.got().len()).sum();
+    let doctor = format!(
+        "{toml}[github]\napi_url = \"http://127.0.0.1:{}\"\n{}",
+        crate::support::cli::dead_port(),
+        crate::support::cli::static_validator(1, crate::support::python::VALIDATOR_HOTKEY, "127.0.0.1", 9, 20000.0)
+    );
+    s.write("doctor.toml", &doctor, 0o600);
+    let run = s.run(&["doctor", "--config", "doctor.toml", "--pat", PAT, "--hotkey-file", "none"]);
+    let lines: Vec<&str> = run.stdout.lines().filter(|l| l.contains("notify")).collect();
+    assert!(lines.iter().any(|l| l.contains("telegram") && l.contains("getMe: @patrol_test_bot")), "{run}");
+    assert!(lines.iter().any(|l| l.starts_with("ok") && l.contains("webhook") && l.contains("TCP connect")), "{run}");
+    assert!(lines.iter().any(|l| l.starts_with("fail") && l.contains("discord")), "{run}");
+    assert_eq!(rs.iter().map(|(_, r)| r.got().len()).sum::<usize>(), before, "doctor sends no message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_sends_on_transitions_only_and_pings_every_run() {
+    let (gh, github) = spawn_fake_github(accounts()).await;
+    let mut net = Subnet::start(2, gh);
+    let hook = Receiver::start(Service::Webhook).await;
+    let kuma = Receiver::start(Service::Kuma).await;
+    net.scratch.pat("pat", PAT);
+    net.scratch.secret(hook.secret());
+    net.scratch.secret(kuma.secret());
+    let notify = format!("[notify]\nhold = 0\nping = \"{}\"\n{}", kuma.url(), target("webhook", &hook.url(), ""));
+    let validators = net.validators_toml(&[0, 1]);
+    let cfg = format!(
+        "[wallet]\nhotkey_file = \"hotkey\"\n[pat]\nfile = \"pat\"\n[github]\napi_url = \"http://{gh}\"\n[agent]\nstate_dir = \"state\"\n\
+         [reconcile]\ncheck_timeout = \"3s\"\nbroadcast_timeout = \"5s\"\nbackoff_initial = \"1s\"\nbackoff_max = \"2s\"\n{notify}\n{validators}"
+    );
+    net.scratch.write("c.toml", &cfg, 0o600);
+    let reconcile = |net: &Subnet| {
+        net.scratch.run_env(&["reconcile", "--json", "--config", "c.toml"], &[], Duration::from_secs(60))
+    };
+    let mut outputs: Vec<Run> = Vec::new();
+    outputs.push(reconcile(&net));
+    outputs.last().unwrap().expect_code(0);
+    assert!(hook.got().is_empty(), "all covered: nothing to say");
+
+    // uid 12 goes down: the first run after says so, four more say nothing
+    net.nodes[1].stop();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(2100)); // out of its backoff: checked every run
+        outputs.push(reconcile(&net));
+    }
+    let got = hook.got();
+    assert_eq!(got.len(), 1, "{:#?}", got.iter().map(|g| g.text()).collect::<Vec<_>>());
+    let ev = &got[0].json()["events"];
+    assert_eq!(
+        (ev[0]["kind"].as_str(), ev[0]["resolved"].as_bool(), ev[0]["validator"]["uid"].as_u64()),
+        (Some("coverage"), Some(false), Some(12))
+    );
+
+    // it comes back: one recovery, then silence
+    net.nodes[1].start();
+    std::thread::sleep(Duration::from_millis(2100));
+    for _ in 0..3 {
+        outputs.push(reconcile(&net));
+    }
+    let got = hook.got();
+    assert_eq!(got.len(), 2, "{:#?}", got.iter().map(|g| g.text()).collect::<Vec<_>>());
+    assert_eq!(got[1].json()["events"][0]["resolved"], true);
+
+    // the PAT is revoked at GitHub; a fresh state (no recent preflight to reuse) meets it: one
+    // PAT message, not one per run, and nothing is sent to any validator
+    github.revoke_token(PAT);
+    let fresh = cfg.replace("state_dir = \"state\"", "state_dir = \"state2\"");
+    net.scratch.write("fresh.toml", &fresh, 0o600);
+    let written: Vec<_> = net.nodes.iter().map(|n| n.written_at()).collect();
+    for _ in 0..3 {
+        outputs.push(net.scratch.run_env(
+            &["reconcile", "--json", "--config", "fresh.toml"],
+            &[],
+            Duration::from_secs(60),
+        ));
+    }
+    assert_eq!(net.nodes.iter().map(|n| n.written_at()).collect::<Vec<_>>(), written, "no PAT sent");
+    let got = hook.got();
+    let pat: Vec<_> = got
+        .iter()
+        .flat_map(|g| g.json()["events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["kind"] == "pat_invalid")
+        .collect();
+    assert_eq!(pat.len(), 1, "{:#?}", got.iter().map(|g| g.text()).collect::<Vec<_>>());
+    assert_eq!(pat[0]["severity"], "critical");
+    assert!(pat[0]["title"].as_str().unwrap().contains("nothing is being sent anywhere"), "{}", pat[0]);
+
+    // the dead-man ping: one success per run (every run completed a pass)
+    let pings = kuma.wait(outputs.len(), Duration::from_secs(5)).await;
+    assert_eq!(pings.len(), outputs.len());
+    assert!(
+        pings.iter().all(|p| p.query.contains("status=up")),
+        "{:?}",
+        pings.iter().map(|p| &p.query).collect::<Vec<_>>()
+    );
+    assert!(hook.violations().is_empty() && kuma.violations().is_empty(), "{:?}", hook.violations());
+    let texts: Vec<String> =
+        outputs.iter().map(|r| format!("{}{}", r.stdout, r.stderr)).chain(got.iter().map(|g| g.text())).collect();
+    assert_clean(&texts.iter().map(String::as_str).collect::<Vec<_>>(), &[PAT, hook.secret(), kuma.secret()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_holds_a_loss_delivers_through_a_429_storm_and_stops_past_a_hung_target() {
+    let (gh, _github) = spawn_fake_github(accounts()).await;
+    let mut net = Subnet::start(2, gh);
+    let discord = Receiver::start(Service::Discord).await;
+    let hung = Receiver::start(Service::Webhook).await;
+    hung.set(Behave::Hang);
+    net.scratch.pat("pat", PAT);
+    let port = free_port();
+    let notify = format!(
+        "[notify]\nhold = \"12s\"\nflush = \"2s\"\n{}{}",
+        target("discord", &discord.url(), ""),
+        target("webhook", &hung.url(), "min_severity = \"info\"")
+    );
+    let validators = net.validators_toml(&[0, 1]);
+    let cfg = format!(
+        "[wallet]\nhotkey_file = \"hotkey\"\n[pat]\nfile = \"pat\"\n[github]\napi_url = \"http://{gh}\"\n\
+         [agent]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:{port}\"\n\
+         [reconcile]\ninterval = \"60s\"\njitter = \"0s\"\ncheck_timeout = \"2s\"\nbroadcast_timeout = \"3s\"\nbackoff_initial = \"1s\"\nbackoff_max = \"4s\"\n\
+         probe_interval = \"3s\"\nprobe_jitter = \"0s\"\nprobe_timeout = \"1s\"\ngithub_budget = \"off\"\n{notify}\n{validators}"
+    );
+    net.scratch.write("agent.toml", &cfg, 0o600);
+    let mut agent = Agent::start(&net.scratch, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
+    agent.wait_metric("patrol_passes_total", &[], Duration::from_secs(30), |v| v >= 1.0);
+
+    // a restart with the store wiped, down 4 s: repaired within the hold, nobody is told
+    net.nodes[1].stop();
+    std::thread::sleep(Duration::from_secs(4));
+    net.nodes[1].restart_empty();
+    let healthy = |a: &Agent| {
+        crate::agent::harness::value(&a.metrics(), "patrol_coverage_validators", &[("category", "valid")]) == Some(2.0)
+    };
+    crate::agent::harness::wait_for(Duration::from_secs(30), "the repair", || healthy(&agent).then_some(()));
+    std::thread::sleep(Duration::from_secs(14));
+    assert!(discord.got().is_empty(), "{:?}", discord.got().iter().map(|g| g.text()).collect::<Vec<_>>());
+
+    // down 25 s, while Discord answers every request with 429 for a while: the loss arrives late,
+    // the passes keep their cadence
+    discord.set(Behave::RateLimit { times: 6, retry_after: 2.0 });
+    let sweeps = |a: &Agent| crate::agent::harness::value(&a.metrics(), "patrol_rechecks_total", &[]).unwrap_or(0.0);
+    let before = sweeps(&agent);
+    let t0 = Instant::now();
+    net.nodes[1].stop();
+    std::thread::sleep(Duration::from_secs(25));
+    let during = sweeps(&agent) - before;
+    net.nodes[1].start();
+    let got = discord.wait(2, Duration::from_secs(40)).await;
+    assert!(during >= 6.0, "{during} probe sweeps in 25 s at a 3 s cadence during the storm");
+    assert_eq!(got.len(), 2, "one loss, one recovery: {:?}", got.iter().map(|g| g.text()).collect::<Vec<_>>());
+    let (loss, back) = (
+        got[0].json()["content"].as_str().unwrap().to_string(),
+        got[1].json()["content"].as_str().unwrap().to_string(),
+    );
+    assert!(
+        loss.contains("WARNING: validator 12 lost coverage")
+            && back.contains("RESOLVED: validator 12 is covered again"),
+        "{loss}\n{back}"
+    );
+    assert!(discord.seen().len() >= 8, "the storm's 429s were retried, not dropped");
+    assert!(got[0].at - t0 >= Duration::from_secs(12), "not before the hold");
+    assert!(discord.violations().is_empty(), "{:?}", discord.violations());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(discord.got().len(), 2, "nothing more");
+
+    // SIGTERM with a target that never answers: gone within the flush grace
+    let t = Instant::now();
+    agent.signal(libc::SIGTERM);
+    let st = agent.wait_exit(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(0), "{}", agent.log());
+    assert!(t.elapsed() < Duration::from_secs(8), "stopped in {:?} (calls in flight ≤ 3 s, flush 2 s)", t.elapsed());
+    let log = agent.log();
+    assert!(log.contains("kept for the next run"), "{log}");
+    assert_clean(&[&log], &[PAT, discord.secret(), hung.secret()]);
+    assert_clean(
+        &discord.got().iter().map(|g| g.text()).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>(),
+        &[PAT],
+    );
+}
