@@ -53,9 +53,20 @@ fn issue_1481_one_shot_erodes_patrol_keeps_coverage() {
     assert!(aware["github_calls_max_hour"].as_u64().unwrap() <= 150, "{aware}");
     assert!(aware["probes"].as_u64().unwrap() > 0 && fixed["probes"] == 0, "{aware} {fixed}");
 
+    // what a miner runs instead (issue 23): `gitt miner post` from cron keeps coverage only by
+    // re-sending the PAT to every validator on every run, and repairs no faster than its period
+    let cron = strategy(&r, "every 15m");
+    let runs = days * 86_400.0 / 900.0;
+    assert!(cron["pats_sent"].as_f64().unwrap() >= runs * n as f64 * 0.9, "{cron}");
+    assert!(cron["pats_sent"].as_u64().unwrap() > 100 * aware["pats_sent"].as_u64().unwrap(), "{cron} {aware}");
+    assert!(cron["repair_max_s"].as_u64().unwrap() > aware["repair_max_s"].as_u64().unwrap(), "{cron} {aware}");
+    assert!(cron["repair_max_s"].as_u64().unwrap() <= 15 * 60 + 60, "{cron}");
+    let hourly = strategy(&r, "every 60m");
+    assert!(hourly["repair_max_s"].as_u64().unwrap() > cron["repair_max_s"].as_u64().unwrap(), "{hourly}");
+
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    assert_eq!(svg.matches("<polyline").count(), 4);
+    assert_eq!(svg.matches("<polyline").count(), 6);
 
     // deterministic: the same seed gives the same numbers
     let again = s.run_env(&["simulate", &example("issue-1481.toml"), "--json"], &[], bound).json();

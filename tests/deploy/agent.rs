@@ -208,6 +208,42 @@ pub fn rotate(d: &Deploy) {
     });
 }
 
+/// The optional notification URL (issue 22): the service ran without `/etc/patrol/notify-url` so
+/// far; with it (pasted as the README says) the service restarts, `patrol notify test` in the
+/// service's setting delivers one message to a receiver on the host's loopback, and the URL's
+/// secret is nowhere in the journal; removed again, the service still starts.
+pub fn notify(d: &Deploy) {
+    use crate::support::receivers::{Receiver, Service};
+    let c = &d.c;
+    assert_running(c, "patrol.service");
+    let absent = c.sh("test -e /etc/patrol/notify-url && echo present").stdout;
+    if !absent.is_empty() {
+        c.fail(AGENT, "no /etc/patrol/notify-url before this step", &absent);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a runtime");
+    let receiver = rt.block_on(Receiver::start(Service::Webhook));
+    let out = d.readme.run(c, "notify", "/root", &format!("{}\n", receiver.url()), AGENT);
+    assert_running(c, "patrol.service");
+    let got = receiver.got();
+    if got.len() != 1 || !receiver.violations().is_empty() {
+        c.fail(
+            AGENT,
+            "patrol notify test: one message at the webhook, in the documented payload",
+            &format!("{} message(s), violations {:?}\n{out}", got.len(), receiver.violations()),
+        );
+    }
+    let journal = c.sh("journalctl --no-pager -o cat").stdout;
+    if journal.contains(receiver.secret())
+        || out.stdout.contains(receiver.secret())
+        || out.stderr.contains(receiver.secret())
+    {
+        c.fail(AGENT, "the webhook URL's secret is nowhere in the journal or the output", "it is");
+    }
+    // without the file again: the service starts as usual
+    c.ok(AGENT, "rm /etc/patrol/notify-url && systemctl restart patrol");
+    assert_running(c, "patrol.service");
+}
+
 /// `systemctl start patrol-reconcile.service` beside the running agent ends as the README says:
 /// skipped by its condition, the agent untouched, and the agent still saves its state.
 pub fn beside(d: &Deploy) {

@@ -69,6 +69,7 @@ fn the_debian_package_works_under_a_real_systemd() {
     t.step("a validator restarted with an empty store is repaired", || agent::repair(&mut d));
     t.step("systemctl reload: still active, same process, the edited interval applies", || agent::reload(&d));
     t.step("a rotated PAT (new credential file + restart) reaches every validator", || agent::rotate(&d));
+    t.step("notify-url: the service with and without it; patrol notify test delivers", || agent::notify(&d));
     t.step("patrol-reconcile.service beside the agent: skipped; the agent still saves", || agent::beside(&d));
     t.step("timer mode: clean stop of the agent, timer scheduled, a pass by hand", || timer::timer(&d));
     t.step("node_exporter's textfile collector serves the timer's metrics", || timer::node_exporter(&d));

@@ -11,12 +11,13 @@ pub struct Readme {
 }
 
 /// The blocks the test runs, in the README's order (each must be there, and only these).
-const BLOCKS: [&str; 12] = [
+const BLOCKS: [&str; 13] = [
     "install",
     "setup",
     "status",
     "reload",
     "rotate",
+    "notify",
     "timer",
     "node-exporter",
     "instance",
