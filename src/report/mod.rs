@@ -218,15 +218,6 @@ impl PostOutcome {
             BroadcastObs::Failed { .. } => PostOutcome::NoResponse,
         }
     }
-
-    /// snake_case name (the JSON value).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PostOutcome::Accepted => "accepted",
-            PostOutcome::Rejected => "rejected",
-            PostOutcome::NoResponse => "no_response",
-        }
-    }
 }
 
 /// One validator's broadcast result.

@@ -61,6 +61,11 @@ pub(super) fn reason_cell(texts: &[Option<&str>], hint: Option<&str>) -> String 
     }
 }
 
+/// A unit variant's name as the JSON says it (one spelling: serde's).
+fn json_name(v: impl Serialize) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
 /// The STATUS cell.
 fn status_cell(code: Option<u16>) -> String {
     code.map(|c| c.to_string()).unwrap_or_default()
@@ -95,7 +100,7 @@ pub fn check_table(r: &CheckReport<CheckRow>) -> String {
 pub fn post_table(r: &PostReport) -> String {
     let rows = r.results.iter().map(|x| {
         let cells = [
-            x.outcome.as_str().to_string(),
+            json_name(x.outcome),
             status_cell(x.status_code),
             x.attempts.to_string(),
             reason_cell(&[x.rejection_reason.as_deref(), x.detail.as_deref()], x.hint.as_deref()),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::coverage::Verdict;
-use crate::observe::{BroadcastReading, CheckReading};
+use crate::observe::{BroadcastReading, CheckReading, GittCategory};
 use crate::validators::Validator;
 use crate::wire::{BroadcastFields, CallOutcome, CheckFields, NoResponseKind, Reply};
 
@@ -101,7 +101,7 @@ fn check_rows_show_the_answer_as_gitt_does() {
         rejection_reason: Some("PAT test query failed: GitHub GraphQL API returned 502".into()),
     };
     let row = check_row(&v, CallOutcome::Answered(fields));
-    assert_eq!((row.category, row.gitt_category), (Category::Inconclusive, crate::observe::GittCategory::InvalidPat));
+    assert_eq!((row.category, row.gitt_category), (Category::Inconclusive, GittCategory::InvalidPat));
     assert_eq!(
         (row.has_pat, row.pat_valid, row.status_code, row.detail.as_deref()),
         (Some(true), Some(false), Some(200), None)
@@ -190,69 +190,53 @@ fn tables_start_with_the_validator_and_end_with_the_reason() {
     );
 }
 
-/// A validator the pass checked shows what the check said; one it did not shows its last known
-/// category and says so; the verdict is judged on the final categories.
-#[test]
-fn reconcile_rows_come_from_what_the_pass_read() {
-    use crate::reconcile::pass::{ActionTaken, PassOutcome, Spend, ValidatorOutcome};
-    let no_pat =
-        CallOutcome::Answered(CheckFields { has_pat: Some(false), pat_valid: Some(false), rejection_reason: None });
-    let outcome = |uid, checked: Option<CheckReading>, action, final_category| ValidatorOutcome {
-        validator: validator(uid, 1.0),
-        checked,
-        action,
-        why: None,
-        attempts: u32::from(action == ActionTaken::Broadcast),
-        final_category,
-        next_check_at: 0,
-        failures: 0,
-        probe: None,
+/// A validator the pass checked shows what its first check said and what the pass did; one it did
+/// not contact shows its last known category and says so; the verdict is judged on the final
+/// categories. A real pass, against the scripted transport.
+#[tokio::test]
+async fn reconcile_rows_come_from_what_the_pass_read() {
+    use crate::reconcile::core::{History, Policy};
+    use crate::reconcile::pass::{self, PassConfig, Work};
+    use crate::reconcile::state::MinerState;
+    use crate::reconcile::transport::script::{self, Script};
+    use crate::secret::Pat;
+    const NOW: u64 = 1_800_000_000;
+    let pat = Pat::new("ghp_reportTestToken0000001").unwrap();
+    let t = Script::new(NOW);
+    t.on_check(1, script::no_pat()).on_broadcast(1, script::broadcast(true, None)).on_check(1, script::valid());
+    let mut state = MinerState::new("5Hk", 74);
+    let backoff = History {
+        category: Some(Category::Inconclusive),
+        failures: 2,
+        not_before: NOW + 600,
+        next_check_at: NOW + 600,
+        ..History::new(&validator(2, 1.0).hotkey)
     };
-    let out = PassOutcome {
-        started_at: 0,
-        duration: Duration::from_millis(5),
-        validators: vec![
-            outcome(1, Some(CheckReading::of(&reply(no_pat))), ActionTaken::Broadcast, Some(Category::Valid)),
-            outcome(2, None, ActionTaken::NotDue, Some(Category::Inconclusive)),
-            outcome(3, None, ActionTaken::NotDue, None),
-        ],
-        alerts: Vec::new(),
-        preflight: None,
-        checks: Vec::new(),
-        broadcasts: Vec::new(),
-        planned_broadcasts: Vec::new(),
-        probes: 0,
-        github: Spend {
-            pass_calls: 0,
-            last_hour: 0,
-            budget_per_hour: None,
-            configured_interval_s: 900,
-            interval_s: 900,
-            interval_lossy_s: 900,
-            deferred: 0,
-        },
-    };
+    state.validators.insert(2, backoff);
+    let selection =
+        crate::validators::Selection { eligible: vec![validator(1, 3.0), validator(2, 1.0)], skipped: Vec::new() };
+    let cfg = PassConfig { policy: Policy::default(), budget: crate::reconcile::budget::Budget(None), dry_run: false };
+    let out = pass::run(t.as_ref(), &cfg, &selection, &mut state, &pat, &Work::one_shot(), None).await;
     let rep = ReconcileReport::new("5Hk", &out, Vec::new(), SourceInfo::default(), false);
     let rows = &rep.check.results;
+    assert_eq!((rows[0].check.category, rows[0].check.gitt_category), (Category::NoPat, GittCategory::NoPat));
+    assert_eq!(rows[0].check.rejection_reason.as_deref(), Some("No PAT stored for this miner"));
+    assert_eq!((rows[0].check.status_code, rows[0].final_category, rows[0].attempts), (Some(200), Category::Valid, 1));
     assert_eq!(
-        (rows[0].check.category, rows[0].check.gitt_category),
-        (Category::NoPat, crate::observe::GittCategory::NoPat)
+        (rows[1].check.category, rows[1].check.status_code, rows[1].failures),
+        (Category::Inconclusive, None, 2)
     );
-    assert_eq!(
-        (rows[0].check.status_code, rows[0].check.latency_ms, rows[0].final_category),
-        (Some(200), 3, Category::Valid)
-    );
-    assert_eq!((rows[1].check.category, rows[1].check.status_code), (Category::Inconclusive, None));
-    assert!(rows[1].check.detail.as_deref().is_some_and(|d| d.starts_with("not contacted this pass")));
-    assert_eq!(rows[2].final_category, Category::NoResponse);
-    assert_eq!((rep.check.valid, rep.check.inconclusive, rep.check.no_response), (1, 1, 1));
-    assert_eq!(rep.check.summary().verdict(), Verdict::Partial);
+    assert!(rows[1].check.detail.as_deref().is_some_and(|d| d.starts_with("not contacted this pass")), "{rows:?}");
+    assert_eq!((rep.check.valid, rep.check.inconclusive, rep.check.stake_weighted_coverage), (1, 1, 1.0));
+    assert_eq!(rep.check.summary().verdict(), Verdict::Covered);
     let json = serde_json::to_value(&rep).unwrap();
-    assert_eq!(json["results"][0]["action"], "broadcast");
+    assert_eq!(
+        (json["results"][0]["action"].as_str(), json["results"][1]["action"].as_str()),
+        (Some("broadcast"), Some("not_due"))
+    );
     assert_eq!(json["results"][1]["gitt_category"], "no_response");
     let t = reconcile_table(&rep);
-    assert!(
-        t.lines().nth(1).is_some_and(|l| l.contains("no_pat") && l.contains("broadcast") && l.contains("valid")),
-        "{t}"
-    );
+    let first = t.lines().nth(1).unwrap_or_default();
+    assert!(first.contains("no_pat  ") && first.contains("broadcast") && first.contains("  valid"), "{t}");
+    assert!(t.lines().nth(2).is_some_and(|l| l.contains("in backoff after 2 failures")), "{t}");
 }
