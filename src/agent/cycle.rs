@@ -8,124 +8,84 @@ use std::time::{Duration, Instant};
 
 use super::http::MetagraphSeen;
 use super::job::{self, Done, Kind, Task};
-use super::miner::{Problem, ProblemKind};
+use super::miner::{Miner, Problem, ProblemKind};
+use super::schedule::MinerInput;
 use super::{Agent, InFlight};
 use crate::chain::{ChainClient, ChainError};
+use crate::config::{LoadedPat, PatError};
 use crate::heap::release_freed_memory;
 use crate::reconcile::core::Secs;
 use crate::validators::Selection;
 
 impl Agent<'_> {
-    fn eligible(&self) -> BTreeSet<u16> {
-        self.selection.as_ref().map(|s| s.eligible.iter().map(|v| v.uid).collect()).unwrap_or_default()
-    }
-
     /// The earliest of the next round, the next sweep and every validator timer (idle only).
     pub(super) fn next_wake(&self) -> Secs {
-        let eligible = self.eligible();
-        // With a problem (e.g. `no_validator_source`) a miner's timers do not run (see below).
-        let states = self.world.miners.iter().filter(|m| m.problem.is_none()).map(|m| &m.state);
-        self.scheduler.next_wake(states, &eligible)
+        let miners: Vec<MinerInput<'_>> = self.world.miners.iter().map(Miner::plan_input).collect();
+        self.scheduler.next_wake(&miners, &self.eligible)
     }
 
-    /// Start a round, or a re-check / probe sweep, if one is due now.
+    /// Start what the wake-up plan says is due now: a round, or a re-check / probe sweep.
     pub(super) fn start_due_work(&mut self) {
         let now = self.clock.now();
-        if self.scheduler.round_due(now) {
-            self.start_round(now);
-            return;
-        }
-        let Some(sel) = self.selection.clone() else { return };
-        let eligible = self.eligible();
-        let sweep = self.scheduler.sweep_due(now);
-        let mut tasks = Vec::new();
-        for index in 0..self.world.miners.len() {
-            let m = &self.world.miners[index];
-            // Deliberate: with a problem (e.g. `no_validator_source`: neither the chain nor a cache
-            // younger than `metagraph_max_age` could be read) no re-check, probe or repair runs on
-            // the old set: the PAT goes only to validators known eligible within that age.
-            if m.problem.is_some() {
-                continue;
-            }
-            let work = self.scheduler.work(&m.state, &eligible, now, None);
-            if work.only.as_ref().is_none_or(BTreeSet::is_empty) && work.probe.is_empty() {
-                continue;
-            }
-            let transport = self.world.transport(index);
-            let m = &mut self.world.miners[index];
-            match m.load_pat() {
-                Ok((_, true)) => {
-                    // A rotation the file watcher did not report: re-assert everywhere now.
-                    m.force_full = true;
-                    self.start_round(now);
-                    return;
-                }
-                Ok((pat, false)) => tasks.extend(transport.map(|transport| Task {
-                    index,
-                    hotkey: m.ss58().to_string(),
-                    transport,
-                    state: m.state.clone(),
-                    pat,
-                    work,
-                    state_file: m.checkpoint_file(),
-                })),
-                Err(e) => {
+        let mut pats: Vec<Option<Result<LoadedPat, PatError>>> = (0..self.world.miners.len()).map(|_| None).collect();
+        let plan = {
+            let all = &self.world.miners;
+            let miners: Vec<MinerInput<'_>> = all.iter().map(Miner::plan_input).collect();
+            let eligible = self.selection.as_ref().map(|_| &self.eligible);
+            self.scheduler.plan(now, &miners, eligible, |i| {
+                let read = all[i].settings.load_pat();
+                let fp = read.as_ref().ok().map(|l| l.pat.fingerprint());
+                pats[i] = Some(read);
+                fp
+            })
+        };
+        self.scheduler.started(&plan, now, rand::random::<f64>);
+        // What reading the PATs found: one that cannot be read is its miner's problem (no pass),
+        // one that reads again ends that problem.
+        for (m, read) in self.world.miners.iter_mut().zip(&pats) {
+            match read {
+                Some(Err(e)) => {
                     m.set_problem(Some(Problem::new(ProblemKind::PatUnavailable, e.to_string())), &self.shared.metrics)
                 }
+                Some(Ok(_)) if m.problem.as_ref().is_some_and(|p| p.is(ProblemKind::PatUnavailable)) => {
+                    m.set_problem(None, &self.shared.metrics)
+                }
+                _ => {}
             }
         }
-        if sweep {
-            self.scheduler.sweep_started(now, rand::random::<f64>());
-        }
-        if tasks.is_empty() {
-            return;
-        }
-        tracing::debug!(miners = tasks.len(), sweep, "re-checking validators whose timers fired");
-        let fut = job::recheck(sel, self.world.cfg.clone(), tasks);
-        self.job = Some(InFlight { handle: tokio::spawn(fut), kind: Kind::Recheck });
-    }
-
-    /// Start a round: fresh validator set, one pass per miner that has a PAT (with the probe sweep,
-    /// when one is due too).
-    fn start_round(&mut self, now: Secs) {
-        let eligible = self.eligible();
-        let sweep = self.scheduler.sweep_due(now);
+        let Some(kind) = plan.job else { return };
         let mut tasks = Vec::new();
-        for index in 0..self.world.miners.len() {
-            let transport = self.world.transport(index);
-            let m = &mut self.world.miners[index];
-            let pat = match m.load_pat() {
-                Ok((pat, changed)) => {
-                    m.force_full |= changed;
-                    if m.problem.as_ref().is_some_and(|p| p.is(ProblemKind::PatUnavailable)) {
-                        m.set_problem(None, &self.shared.metrics);
-                    }
-                    pat
-                }
-                Err(e) => {
-                    m.set_problem(Some(Problem::new(ProblemKind::PatUnavailable, e.to_string())), &self.shared.metrics);
-                    continue;
-                }
+        for p in plan.passes {
+            let (Some(Ok(loaded)), Some(transport)) = (pats[p.index].take(), self.world.transport(p.index)) else {
+                continue;
             };
-            let work = self.scheduler.work(&m.state, &eligible, now, Some(m.force_full));
-            tasks.extend(transport.map(|transport| Task {
-                index,
+            let m = &self.world.miners[p.index];
+            if p.rotated {
+                // The pass logs the change itself (once, at info); this says where it came from.
+                tracing::debug!(miner = %m.name(), pat = %loaded.pat.redacted(), from = %loaded.origin, "the PAT changed; re-asserting it everywhere");
+            }
+            tasks.push(Task {
+                index: p.index,
                 hotkey: m.ss58().to_string(),
                 transport,
                 state: m.state.clone(),
-                pat,
-                work,
+                pat: loaded.pat,
+                work: p.work,
                 state_file: m.checkpoint_file(),
-            }));
+            });
         }
-        if sweep {
-            self.scheduler.sweep_started(now, rand::random::<f64>());
-        }
-        let chain = self.chain.take().unwrap_or_else(|| ChainClient::from_settings(&self.world.settings.chain));
-        let fut = job::round(self.world.settings.clone(), chain, self.world.cfg.clone(), tasks);
-        self.job = Some(InFlight { handle: tokio::spawn(fut), kind: Kind::Round });
-        // Until this round reports, the next one is an interval away (a failure shortens it).
-        self.scheduler.round_started(now, rand::random::<f64>());
+        let handle = match kind {
+            Kind::Round => {
+                let chain = self.chain.take().unwrap_or_else(|| ChainClient::from_settings(&self.world.settings.chain));
+                tokio::spawn(job::round(self.world.settings.clone(), chain, self.world.cfg.clone(), tasks))
+            }
+            Kind::Recheck => {
+                let Some(sel) = self.selection.clone() else { return };
+                tracing::debug!(miners = tasks.len(), sweep = plan.sweep, "re-checking validators whose timers fired");
+                tokio::spawn(job::recheck(sel, self.world.cfg.clone(), tasks))
+            }
+        };
+        self.job = Some(InFlight { handle, kind });
     }
 
     /// Take a finished job's results.
@@ -254,6 +214,7 @@ impl Agent<'_> {
             source: read.source,
         });
         self.selection = Some(read.selection);
+        self.eligible = now;
         self.scheduler.round_succeeded();
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::miner::{Problem, ProblemKind};
+pub use super::schedule::Kind;
 use crate::chain::{self, ChainClient, ChainError, SubnetView};
 use crate::config::Settings;
 use crate::reconcile::pass::{self, PassConfig, PassOutcome, Work};
@@ -52,13 +53,6 @@ pub struct ViewRead {
     pub source: &'static str,
     pub age: std::time::Duration,
     pub selection: Arc<Selection>,
-}
-
-/// Round or re-check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Round,
-    Recheck,
 }
 
 /// A finished job.

@@ -58,6 +58,7 @@ pub mod status;
 mod tell;
 mod world;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -291,6 +292,7 @@ pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps:
         started_at,
         chain: None,
         selection: None,
+        eligible: BTreeSet::new(),
         view_error: None,
         job: None,
         note: None,
@@ -329,6 +331,8 @@ struct Agent<'a> {
     chain: Option<ChainClient>,
     /// The last round's eligible validators (re-checks run on it).
     selection: Option<Arc<Selection>>,
+    /// Their uids.
+    eligible: BTreeSet<u16>,
     /// Why the last round could not read the validator set (logged once).
     view_error: Option<String>,
     job: Option<InFlight>,

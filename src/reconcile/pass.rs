@@ -25,7 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::budget::{self, Budget, Intervals};
-use super::core::{self, Action, BroadcastObs, CheckObs, Desired, Policy, Preflight, ProbeObs, ProbeVerdict, Secs};
+use super::core::{
+    self, Action, BroadcastObs, CheckObs, Desired, Due, Policy, Preflight, ProbeObs, ProbeVerdict, Secs,
+};
 use super::state::{MinerState, PassKind, Totals};
 use super::transport::Transport;
 use crate::config::Settings;
@@ -59,7 +61,8 @@ impl PassConfig {
 /// What to do in a pass.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Work {
-    /// Check only these validators, if due (the agent's timers that fired); `None`: every one.
+    /// Check these validators (a wake-up's: the agent's scheduler found their timers fired); `None`:
+    /// every one that is due by [`Work::due_rule`].
     pub only: Option<BTreeSet<u16>>,
     /// `reconcile` (and the agent's start, a rotation): every validator not in a backoff window is
     /// due; otherwise a validator is due when its own `next_check_at` has come.
@@ -83,6 +86,12 @@ impl Work {
     /// `patrol reconcile`: everything not in backoff.
     pub fn one_shot() -> Work {
         Work { one_shot: true, ..Work::default() }
+    }
+
+    /// Which timer a round or one-shot pass checks a validator by (a wake-up's `only` is decided
+    /// already).
+    pub fn due_rule(&self) -> Due {
+        if self.one_shot { Due::OneShot } else { Due::Timer }
     }
 
     /// A full pass (every due validator) or one limited to the validators whose timers fired.
@@ -316,14 +325,8 @@ impl<'a> Pass<'a> {
         state.settle(now, horizon);
         core::sync(&mut state.validators, &eligible, now, cfg.policy.alert_after);
         let fp = pat.fingerprint();
-        if state.first_fingerprint.is_none() {
-            state.first_fingerprint = Some(fp.clone());
-        }
-        if state.fingerprint.as_deref() != Some(fp.as_str()) {
-            if state.fingerprint.is_some() {
-                tracing::info!(pat = %pat.redacted(), "PAT changed; every validator will get the new one once");
-            }
-            state.fingerprint = Some(fp.clone());
+        if state.use_pat(&fp) {
+            tracing::info!(pat = %pat.redacted(), "PAT changed; every validator will get the new one once");
         }
         let desired = Desired {
             fingerprint: fp,
@@ -485,8 +488,8 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Phase 3: the validators to check now — due by their timers (within `work.only`) or
-    /// triggered by a probe — admitted within the GitHub budget: free checks always, triggered
+    /// Phase 3: the validators to check now — a wake-up's `work.only`, or those due by their
+    /// timers, and those triggered by a probe — admitted within the GitHub budget: free checks always, triggered
     /// ones and first checks up to the repair limit, routine ones up to
     /// [`budget::ROUTINE_GUARD`] of the budget; validators that lost the PAT lately first, then the
     /// longest unchecked. The rest wait for the budget.
@@ -505,8 +508,12 @@ impl<'a> Pass<'a> {
         for v in &self.selection.eligible {
             let h = self.state.validators.get(&v.uid);
             let triggered = self.triggered.contains(&v.uid);
-            let timer = work.only.as_ref().is_none_or(|o| o.contains(&v.uid))
-                && h.is_none_or(|h| core::due(h, self.now, work.one_shot));
+            // A wake-up's validators were picked by the scheduler (`core::due_at`, spaced); a
+            // round's and a one-shot's are picked here, on the fresh validator set.
+            let timer = match &work.only {
+                Some(only) => only.contains(&v.uid),
+                None => h.is_none_or(|h| core::due(h, self.now, work.due_rule())),
+            };
             if !triggered && !timer {
                 continue;
             }
@@ -550,7 +557,7 @@ impl<'a> Pass<'a> {
             }
             let at = self.free_at(c.cost, limit);
             let mut h = self.history(c.v);
-            h.next_check_at = h.next_check_at.max(at);
+            h.defer(at);
             let mut why =
                 format!("deferred to stay within the GitHub budget ({} of {limit} calls this hour)", self.reserved);
             if self.triggered.contains(&uid) {

@@ -103,7 +103,7 @@ fn sweeps_probe_met_validators_whose_check_is_not_due() {
     s.validators.insert(3, gone); // left the set
     let eligible: BTreeSet<u16> = [1, 2, 3, 4].into(); // 4: never met, the round checks it
     let mut sched = Scheduler::new(config(), 4000);
-    assert_eq!(sched.next_wake([&s], &eligible), 0, "uid 4 is due at once");
+    assert_eq!(sched.next_wake(&[input(&s)], &eligible), 0, "uid 4 is due at once");
     let w = sched.work(&s, &eligible, 4000, None);
     assert_eq!(w.probe, BTreeSet::new(), "no sweep due yet");
     assert_eq!(w.only, Some([2, 4].into()));
@@ -137,8 +137,8 @@ fn selection_of(uids: &[u16]) -> Selection {
     }
 }
 
-/// The loop the agent runs (`agent::cycle`): wake at the scheduler's time, run what it says is
-/// due, over `sel` with the default policy and a 150 calls/h budget. Returns every pass's outcome.
+/// The agent's loop: wake at the scheduler's time, run the passes its plan says are due, over
+/// `sel` with the default policy and a 150 calls/h budget. Returns every pass's outcome.
 async fn run_over(
     sched: &mut Scheduler,
     t: &Script,
@@ -165,24 +165,27 @@ async fn run_budget(
     let mut outcomes = Vec::new();
     let mut guard = 0;
     loop {
-        let now = sched.next_wake([&*state], &eligible).max(t.clock().now());
+        let now = sched.next_wake(&[input(state)], &eligible).max(t.clock().now());
         if now > until {
             return outcomes;
         }
         t.set_now(now);
-        let round = sched.round_due(now);
-        let work = sched.work(state, &eligible, now, round.then_some(false));
-        if round {
-            sched.round_started(now, 0.5);
+        let plan = sched.plan(now, &[input(state)], Some(&eligible), |_| Some(pat.fingerprint()));
+        sched.started(&plan, now, || 0.5);
+        if plan.job == Some(Kind::Round) {
             sched.round_succeeded();
         }
-        if sched.sweep_due(now) {
-            sched.sweep_started(now, 0.5);
+        for p in &plan.passes {
+            outcomes.push(pass::run(t, &cfg, sel, state, pat, &p.work, None).await);
         }
-        outcomes.push(pass::run(t, &cfg, sel, state, pat, &work, None).await);
         guard += 1;
         assert!(guard < 10_000, "the scheduler spins at {now}");
     }
+}
+
+/// A miner nothing blocks, past its start-up round.
+fn input(state: &MinerState) -> MinerInput<'_> {
+    MinerInput { state, blocked: false, force_full: false }
 }
 
 /// [`run_over`] with the one validator, uid 7.
@@ -364,4 +367,99 @@ async fn each_validator_keeps_its_share_of_the_repair_allowance() {
     // the allowance, give or take one share: a check estimated free (a validator last seen without
     // our PAT) that finds one costs two calls nobody planned
     assert!(state.github.spent(t.clock().now()) <= 66 + 6, "the allowance holds: {:?}", state.github);
+}
+
+/// `plan` over `miners` at `now` on `eligible`, every PAT reading as `fps[i]`; also returns which
+/// miners' PATs it asked for (in order).
+fn plan_with(
+    sched: &Scheduler,
+    now: Secs,
+    miners: &[MinerInput<'_>],
+    eligible: Option<&BTreeSet<u16>>,
+    fps: &[Option<&str>],
+) -> (Plan, Vec<usize>) {
+    let mut asked = Vec::new();
+    let plan = sched.plan(now, miners, eligible, |i| {
+        asked.push(i);
+        fps[i].map(str::to_string)
+    });
+    (plan, asked)
+}
+
+#[test]
+fn a_wake_up_plans_a_re_check_of_the_due_miners_and_reads_only_their_pats() {
+    let mut due = MinerState::new("5Due", 74);
+    due.fingerprint = Some("fp-a".into());
+    due.validators.insert(1, h(3400, Some(3000)));
+    let mut idle = MinerState::new("5Idle", 74);
+    idle.validators.insert(1, h(9000, Some(3400)));
+    let blocked = MinerState::new("5Blocked", 74); // uid 1 never met: due, but the miner has a problem
+    let miners = [input(&due), input(&idle), MinerInput { state: &blocked, blocked: true, force_full: false }];
+    let eligible: BTreeSet<u16> = [1].into();
+    let mut sched = Scheduler::new(ScheduleConfig { probe: None, ..config() }, 3000);
+    sched.round_started(3000, 0.0);
+    let (plan, asked) = plan_with(&sched, 3500, &miners, Some(&eligible), &[Some("fp-a"), Some("x"), Some("y")]);
+    assert_eq!((plan.job, plan.sweep), (Some(Kind::Recheck), false));
+    let passes: Vec<(usize, Option<BTreeSet<u16>>)> =
+        plan.passes.iter().map(|p| (p.index, p.work.only.clone())).collect();
+    assert_eq!(passes, [(0, Some(eligible.clone()))]);
+    assert_eq!(asked, [0], "only the PAT a pass uses is read");
+    // no validator set read yet: only a round could start
+    let (plan, asked) = plan_with(&sched, 3500, &miners, None, &[Some("fp-a"), None, None]);
+    assert_eq!((plan, asked), (Plan::default(), vec![]));
+    // an unreadable PAT: no pass (the caller records the problem), the others go on
+    let (plan, _) = plan_with(&sched, 3500, &miners, Some(&[1].into()), &[None, None, None]);
+    assert_eq!((plan.job, plan.passes.len()), (None, 0));
+}
+
+#[test]
+fn a_rotated_pat_found_at_a_wake_up_makes_it_a_round_that_re_asserts_everywhere() {
+    let mut a = MinerState::new("5A", 74);
+    a.fingerprint = Some("fp-old".into());
+    a.validators.insert(1, h(3400, Some(3000)));
+    let mut b = MinerState::new("5B", 74);
+    b.fingerprint = Some("fp-b".into());
+    b.validators.insert(1, h(9000, Some(3400)));
+    let mut sched = Scheduler::new(ScheduleConfig { probe: None, ..config() }, 3000);
+    sched.round_started(3000, 0.0);
+    let eligible: BTreeSet<u16> = [1].into();
+    let miners = [input(&a), input(&b)];
+    let (plan, asked) = plan_with(&sched, 3500, &miners, Some(&eligible), &[Some("fp-new"), Some("fp-b")]);
+    assert_eq!(plan.job, Some(Kind::Round));
+    assert_eq!(asked, [0, 1], "each PAT read once, the round's too");
+    let shape: Vec<(usize, bool, bool, bool)> =
+        plan.passes.iter().map(|p| (p.index, p.rotated, p.work.one_shot, p.work.only.is_none())).collect();
+    assert_eq!(shape, [(0, true, true, true), (1, false, false, true)]);
+    assert!(plan.passes.iter().all(|p| p.work.telemetry_preflight), "a round keeps the preflight fresh");
+    // a round that is due anyway: the same, and a blocked miner takes part (the round may end its problem)
+    sched.round_now(3500);
+    let blocked = [MinerInput { blocked: true, ..input(&b) }];
+    let (plan, _) = plan_with(&sched, 3500, &blocked, Some(&eligible), &[Some("fp-b")]);
+    assert_eq!((plan.job, plan.passes.len()), (Some(Kind::Round), 1));
+    // start-up: a first PAT is no rotation, but the round re-asserts
+    let fresh = MinerState::new("5C", 74);
+    let (plan, _) = plan_with(&sched, 3500, &[MinerInput { force_full: true, ..input(&fresh) }], None, &[Some("x")]);
+    assert_eq!((plan.passes[0].rotated, plan.passes[0].work.one_shot), (false, true));
+}
+
+#[test]
+fn what_a_plan_starts_is_recorded_round_first() {
+    let mut sched = Scheduler::new(config(), 1000);
+    let s = MinerState::new("5A", 74);
+    // the first round at 1000; the first sweep one probe interval later
+    let (plan, _) = plan_with(&sched, 1000, &[input(&s)], None, &[Some("fp")]);
+    assert_eq!((plan.job, plan.sweep), (Some(Kind::Round), false));
+    let mut draws = vec![0.0, 1.0].into_iter();
+    sched.started(&plan, 1000, || draws.next().unwrap());
+    assert_eq!((sched.next_round(), draws.len()), (1900, 1), "one draw: the round's");
+    sched.round_now(1025);
+    let (plan, _) = plan_with(&sched, 1025, &[input(&s)], Some(&BTreeSet::new()), &[Some("fp")]);
+    assert_eq!((plan.job, plan.sweep), (Some(Kind::Round), true));
+    let mut draws = vec![1.0, 0.0].into_iter();
+    sched.started(&plan, 1025, || draws.next().unwrap());
+    assert_eq!(sched.next_round(), 1025 + 990, "the round's jitter drawn first");
+    assert!(sched.sweep_due(1050) && !sched.sweep_due(1049));
+    // a sweep with nobody to probe still moves the next sweep on
+    let (plan, _) = plan_with(&sched, 1050, &[input(&s)], Some(&BTreeSet::new()), &[Some("fp")]);
+    assert_eq!((plan.job, plan.sweep, plan.passes.len()), (None, true, 0));
 }

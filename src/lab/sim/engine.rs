@@ -25,9 +25,9 @@ use super::faults::{Effect, Event, T};
 use super::net::SimNet;
 use super::scenario::{PatrolKnobs, Scenario, Strategy, StrategyKind};
 use super::world::{self, SimGithub, SimValidator};
-use crate::agent::schedule::{ScheduleConfig, Scheduler};
+use crate::agent::schedule::{Kind, MinerInput, ScheduleConfig, Scheduler};
 use crate::observe::BroadcastObs;
-use crate::reconcile::pass::{self, PassConfig, Work};
+use crate::reconcile::pass::{self, PassConfig};
 use crate::reconcile::state::MinerState;
 use crate::reconcile::transport::Transport;
 use crate::secret::Pat;
@@ -268,8 +268,14 @@ struct Agent {
     state: MinerState,
     selection: Selection,
     eligible: BTreeSet<u16>,
-    /// The next round checks everything not in backoff (start, PAT rotation).
+    /// The next round checks everything not in backoff (the start).
     force_full: bool,
+}
+
+impl Agent {
+    fn input(&self) -> MinerInput<'_> {
+        MinerInput { state: &self.state, blocked: false, force_full: self.force_full }
+    }
 }
 
 /// One strategy's run.
@@ -465,7 +471,7 @@ impl<'a> Run<'a> {
         loop {
             let next_event = self.queue.peek().map(|Reverse((t, _, _))| *t);
             let next_patrol =
-                self.agent.as_ref().map(|a| a.scheduler.next_wake([&a.state], &a.eligible).saturating_sub(BASE));
+                self.agent.as_ref().map(|a| a.scheduler.next_wake(&[a.input()], &a.eligible).saturating_sub(BASE));
             // world events first at equal times: the agent sees the world as it is at `t`
             let patrol_first = match (next_event, next_patrol) {
                 (Some(e), Some(p)) => p < e,
@@ -601,11 +607,9 @@ impl<'a> Run<'a> {
                 self.github.add_our_token(&self.token, 4242, "sim-miner");
                 self.refresh_all(t);
                 match &mut self.agent {
-                    // the agent watches the PAT file: a round at once that re-asserts everywhere
-                    Some(a) => {
-                        a.force_full = true;
-                        a.scheduler.round_now(BASE + t + 1);
-                    }
+                    // the agent watches the PAT file: a round at once (its plan sees the rotation
+                    // and re-asserts everywhere)
+                    Some(a) => a.scheduler.round_now(BASE + t + 1),
                     // cron reads the new PAT file at its next run
                     None if matches!(self.strategy.kind, StrategyKind::PostEvery { .. }) => {}
                     // a person re-runs `post` some time after rotating
@@ -665,36 +669,33 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The agent's wake-up at `t`: whatever the scheduler says is due, through the product's pass.
+    /// The agent's wake-up at `t`: the agent's own wake-up plan ([`Scheduler::plan`]), executed as
+    /// the agent does, through the product's pass.
     fn patrol(&mut self, t: T) {
         let now = BASE + t;
         self.net.set_now(now);
         let Some(pat) = Pat::new(&self.token) else { return };
         let Some(a) = self.agent.as_mut() else { return };
-        // what `agent::cycle` does: a round when due (with the sweep, if one is due too), else the
-        // validators whose timers fired and the probes
-        let round = a.scheduler.round_due(now);
-        let work: Work = a.scheduler.work(&a.state, &a.eligible, now, round.then_some(a.force_full));
-        let sweep = a.scheduler.sweep_due(now);
-        if round {
-            a.scheduler.round_started(now, self.net.sample());
-            a.scheduler.round_succeeded();
-            a.force_full = false;
-        }
-        if sweep {
-            a.scheduler.sweep_started(now, self.net.sample());
-        }
-        let nothing = !round && work.only.as_ref().is_none_or(BTreeSet::is_empty) && work.probe.is_empty();
-        if nothing {
+        let net = &self.net;
+        let fingerprint = pat.fingerprint();
+        let plan = a.scheduler.plan(now, &[a.input()], Some(&a.eligible), |_| Some(fingerprint.clone()));
+        a.scheduler.started(&plan, now, || net.sample());
+        let (Some(job), Some(planned)) = (plan.job, plan.passes.first()) else {
             // As the agent does: no job. (The scheduler never leaves a wake-up in the past that
             // has nothing due; if it ever did, a round a second later ends the spin.)
-            if a.scheduler.next_wake([&a.state], &a.eligible) <= now {
+            if a.scheduler.next_wake(&[a.input()], &a.eligible) <= now {
                 debug_assert!(false, "a wake-up at {now} with nothing due");
                 a.scheduler.round_now(now + 1);
             }
             return;
+        };
+        if job == Kind::Round {
+            // the simulated validator set is always readable
+            a.scheduler.round_succeeded();
+            a.force_full = false;
         }
-        let out = self.rt.block_on(pass::run(&self.net, &a.cfg, &a.selection, &mut a.state, &pat, &work, None));
+        let work = &planned.work;
+        let out = self.rt.block_on(pass::run(&self.net, &a.cfg, &a.selection, &mut a.state, &pat, work, None));
         self.planned += out.planned_broadcasts.len() as u64;
         if let Some(trace) = std::env::var("PATROL_SIM_TRACE").ok().and_then(|v| v.parse::<u16>().ok())
             && let Some(v) = out.validators.iter().find(|v| v.validator.uid == trace)
