@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::miner::{Problem, ProblemKind};
 pub use super::schedule::Kind;
@@ -53,6 +53,12 @@ pub struct ViewRead {
     pub source: &'static str,
     pub age: std::time::Duration,
     pub selection: Arc<Selection>,
+}
+
+/// A job in flight: its task and its kind.
+pub struct InFlight {
+    pub handle: JoinHandle<Done>,
+    pub kind: Kind,
 }
 
 /// A finished job.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::schedule::MinerInput;
+use super::schedule::PlanInput;
 use super::status::MinerView;
 use crate::config::{MinerSettings, Settings};
 use crate::github::{Preflight, PreflightOutcome};
@@ -168,8 +168,8 @@ impl Miner {
     }
 
     /// What the wake-up plan needs to know about this miner.
-    pub fn plan_input(&self) -> MinerInput<'_> {
-        MinerInput { state: &self.state, blocked: self.problem.is_some(), force_full: self.force_full }
+    pub fn plan_input(&self) -> PlanInput<'_> {
+        PlanInput { state: &self.state, blocked: self.problem.is_some(), force_full: self.force_full }
     }
 
     /// Set (or clear) the miner's problem; logs and updates the metric only on a change.

@@ -170,7 +170,7 @@ impl Scheduler {
 
     /// The earliest of the next round, the next sweep and the validator timers of every miner that
     /// nothing blocks.
-    pub fn next_wake(&self, miners: &[MinerInput<'_>], eligible: &BTreeSet<u16>) -> Secs {
+    pub fn next_wake(&self, miners: &[PlanInput<'_>], eligible: &BTreeSet<u16>) -> Secs {
         let mut wake = self.next_round;
         if let Some(t) = self.next_sweep {
             wake = wake.min(t);
@@ -200,7 +200,7 @@ impl Scheduler {
     pub fn plan(
         &self,
         now: Secs,
-        miners: &[MinerInput<'_>],
+        miners: &[PlanInput<'_>],
         eligible: Option<&BTreeSet<u16>>,
         pat: impl FnMut(usize) -> Option<String>,
     ) -> Plan {
@@ -236,7 +236,7 @@ impl Scheduler {
     fn round_plan(
         &self,
         now: Secs,
-        miners: &[MinerInput<'_>],
+        miners: &[PlanInput<'_>],
         eligible: &BTreeSet<u16>,
         pats: &mut Pats<impl FnMut(usize) -> Option<String>>,
     ) -> Plan {
@@ -265,7 +265,7 @@ impl Scheduler {
 
 /// One miner as the wake-up plan sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct MinerInput<'a> {
+pub struct PlanInput<'a> {
     pub state: &'a MinerState,
     /// A problem keeps it from passes (no validator source, not registered, no PAT): its validator
     /// timers do not run; a round still tries it.

@@ -184,8 +184,8 @@ async fn run_budget(
 }
 
 /// A miner nothing blocks, past its start-up round.
-fn input(state: &MinerState) -> MinerInput<'_> {
-    MinerInput { state, blocked: false, force_full: false }
+fn input(state: &MinerState) -> PlanInput<'_> {
+    PlanInput { state, blocked: false, force_full: false }
 }
 
 /// [`run_over`] with the one validator, uid 7.
@@ -374,7 +374,7 @@ async fn each_validator_keeps_its_share_of_the_repair_allowance() {
 fn plan_with(
     sched: &Scheduler,
     now: Secs,
-    miners: &[MinerInput<'_>],
+    miners: &[PlanInput<'_>],
     eligible: Option<&BTreeSet<u16>>,
     fps: &[Option<&str>],
 ) -> (Plan, Vec<usize>) {
@@ -394,7 +394,7 @@ fn a_wake_up_plans_a_re_check_of_the_due_miners_and_reads_only_their_pats() {
     let mut idle = MinerState::new("5Idle", 74);
     idle.validators.insert(1, h(9000, Some(3400)));
     let blocked = MinerState::new("5Blocked", 74); // uid 1 never met: due, but the miner has a problem
-    let miners = [input(&due), input(&idle), MinerInput { state: &blocked, blocked: true, force_full: false }];
+    let miners = [input(&due), input(&idle), PlanInput { state: &blocked, blocked: true, force_full: false }];
     let eligible: BTreeSet<u16> = [1].into();
     let mut sched = Scheduler::new(ScheduleConfig { probe: None, ..config() }, 3000);
     sched.round_started(3000, 0.0);
@@ -433,12 +433,12 @@ fn a_rotated_pat_found_at_a_wake_up_makes_it_a_round_that_re_asserts_everywhere(
     assert!(plan.passes.iter().all(|p| p.work.telemetry_preflight), "a round keeps the preflight fresh");
     // a round that is due anyway: the same, and a blocked miner takes part (the round may end its problem)
     sched.round_now(3500);
-    let blocked = [MinerInput { blocked: true, ..input(&b) }];
+    let blocked = [PlanInput { blocked: true, ..input(&b) }];
     let (plan, _) = plan_with(&sched, 3500, &blocked, Some(&eligible), &[Some("fp-b")]);
     assert_eq!((plan.job, plan.passes.len()), (Some(Kind::Round), 1));
     // start-up: a first PAT is no rotation, but the round re-asserts
     let fresh = MinerState::new("5C", 74);
-    let (plan, _) = plan_with(&sched, 3500, &[MinerInput { force_full: true, ..input(&fresh) }], None, &[Some("x")]);
+    let (plan, _) = plan_with(&sched, 3500, &[PlanInput { force_full: true, ..input(&fresh) }], None, &[Some("x")]);
     assert_eq!((plan.passes[0].rotated, plan.passes[0].work.one_shot), (false, true));
 }
 

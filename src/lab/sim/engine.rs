@@ -27,7 +27,7 @@ use super::scenario::{PatrolKnobs, Scenario, Strategy, StrategyKind};
 pub use super::tracker::RunStats;
 use super::tracker::Tracker;
 use super::world::{self, SimGithub, SimValidator};
-use crate::agent::schedule::{Kind, MinerInput, ScheduleConfig, Scheduler};
+use crate::agent::schedule::{Kind, PlanInput, ScheduleConfig, Scheduler};
 use crate::observe::BroadcastObs;
 use crate::reconcile::pass::{self, PassConfig};
 use crate::reconcile::state::MinerState;
@@ -73,8 +73,8 @@ struct Agent {
 }
 
 impl Agent {
-    fn input(&self) -> MinerInput<'_> {
-        MinerInput { state: &self.state, blocked: false, force_full: self.force_full }
+    fn input(&self) -> PlanInput<'_> {
+        PlanInput { state: &self.state, blocked: false, force_full: self.force_full }
     }
 }
 

@@ -2,21 +2,15 @@
 //! (10 minutes) with the real scheduler and pass, a wave of validators as one message, a hung
 //! target at a stop, and undelivered events kept in the state for the next start.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use super::*;
-use crate::config::Overrides;
 use crate::notify::render::Message;
 use crate::notify::{Answer, Poster};
 use crate::reconcile::transport::BoxFuture;
-use crate::reconcile::transport::script::{self, Script};
 use crate::wallet::Hotkey;
-
-const T0: Secs = 1_800_000_000;
 
 /// Records every message (its time and webhook payload); hangs when told to.
 #[derive(Default)]
@@ -67,22 +61,8 @@ impl Recorder {
     }
 }
 
-struct Fixed(Arc<Script>);
-
-impl Connector for Fixed {
-    fn connect(&self, _: &Settings, _: &Miner) -> Arc<dyn Transport> {
-        self.0.clone()
-    }
-}
-
-fn no_reload() -> Result<Settings, ConfigError> {
-    Err(ConfigError::Parse { path: "test".into(), message: "no reloads in this test".into() })
-}
-
 /// Validators 1..=n (hotkeys from seeds), a webhook target, `extra` TOML.
 fn settings(dir: &std::path::Path, n: u16, extra: &str) -> Settings {
-    let hotkey = dir.join("hotkey");
-    std::fs::write(&hotkey, format!("{{\"secretSeed\":\"0x{}\"}}", "42".repeat(32))).unwrap();
     let mut text = format!("[[notify.target]]\nurl = \"http://127.0.0.1:9/hook\"\n{extra}\n");
     for uid in 1..=n {
         let hk = Hotkey::from_seed(&[u8::try_from(uid).unwrap() + 100; 32]).ss58().to_string();
@@ -91,37 +71,13 @@ fn settings(dir: &std::path::Path, n: u16, extra: &str) -> Settings {
             9000 + uid
         ));
     }
-    let ov = Overrides {
-        pat: Some("ghp_agentNotifyTest000000001".into()),
-        hotkey_file: Some(hotkey.display().to_string()),
-        state_dir: Some(dir.join("state").display().to_string()),
-        listen: Some("off".into()),
-        ..Overrides::default()
-    };
-    Settings::build(None, Some(&text), &ov, |_| None).unwrap()
+    settings_of(dir, &text, "ghp_agentNotifyTest000000001")
 }
 
-type Running = (mpsc::Sender<Signal>, tokio::task::JoinHandle<Result<(), AgentError>>);
-
+/// Start the agent on `script`, its notifications recorded by `rec`.
 fn start(s: Settings, script: &Arc<Script>, rec: &Arc<Recorder>) -> Running {
     *rec.clock.lock().unwrap() = Some(script.clone());
-    let (tx, rx) = mpsc::channel(4);
-    let deps = Deps {
-        connector: Some(Arc::new(Fixed(script.clone()))),
-        clock: script.clone(),
-        signals: SignalSource::Channel(rx),
-        watch_files: false,
-        notify_poster: Some(rec.clone()),
-    };
-    (tx, tokio::spawn(async move { run_with(s, &no_reload, Options::default(), deps).await }))
-}
-
-async fn stop((tx, agent): Running) -> Duration {
-    let t = tokio::time::Instant::now();
-    tx.send(Signal::Stop("SIGTERM")).await.unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(300), agent).await.expect("the agent stops").unwrap();
-    assert!(r.is_ok(), "{r:?}");
-    t.elapsed()
+    start_with(s, script, Some(rec.clone()))
 }
 
 /// Validator `uid` answers probes and checks as a healthy one holding our PAT.
