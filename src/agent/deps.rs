@@ -29,11 +29,7 @@ pub struct NetConnector {
 impl NetConnector {
     /// A connector with a GitHub client for `[github]`.
     pub fn new(settings: &Settings) -> Result<NetConnector, GithubError> {
-        let github = GithubClient::new(GithubOptions {
-            api_url: settings.github.api_url.clone(),
-            timeout: settings.github.timeout,
-            ..GithubOptions::default()
-        })?;
+        let github = GithubClient::new(GithubOptions::from(&settings.github))?;
         Ok(NetConnector { github: Arc::new(github) })
     }
 }

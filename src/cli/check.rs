@@ -3,7 +3,6 @@
 use crate::cli::common;
 use crate::cli::{CheckArgs, Exit};
 use crate::config::Settings;
-use crate::coverage::Verdict;
 use crate::fanout;
 use crate::reconcile::budget;
 use crate::reconcile::state::StateFile;
@@ -50,15 +49,5 @@ pub async fn run(settings: &Settings, args: &CheckArgs) -> anyhow::Result<Exit> 
         rep.no_response,
         rep.rejected
     );
-    Ok(verdict_exit(summary.verdict()))
-}
-
-/// Coverage verdict → exit code.
-pub fn verdict_exit(v: Verdict) -> Exit {
-    match v {
-        Verdict::Covered => Exit::Covered,
-        Verdict::Partial => Exit::Partial,
-        Verdict::NoneCovered => Exit::NoneCovered,
-        Verdict::Undetermined => Exit::Undetermined,
-    }
+    Ok(common::verdict_exit(summary.verdict()))
 }
