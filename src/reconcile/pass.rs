@@ -24,6 +24,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument as _;
+
 use super::budget::{self, Budget, Intervals};
 use super::core::{
     self, Action, BroadcastObs, CheckObs, Desired, Due, Policy, Preflight, ProbeObs, ProbeVerdict, Secs,
@@ -92,6 +94,17 @@ impl Work {
     /// already).
     pub fn due_rule(&self) -> Due {
         if self.one_shot { Due::OneShot } else { Due::Timer }
+    }
+
+    /// What kind of pass this is (the `pass` span's `kind`): `one_shot` (every validator out of
+    /// backoff), `round`, `recheck` (validators whose timers fired) or `sweep` (probes only).
+    pub fn label(&self) -> &'static str {
+        match &self.only {
+            None if self.one_shot => "one_shot",
+            None => "round",
+            Some(only) if only.is_empty() => "sweep",
+            Some(_) => "recheck",
+        }
     }
 
     /// A full pass (every due validator) or one limited to the validators whose timers fired.
@@ -232,12 +245,36 @@ impl PassOutcome {
     }
 }
 
+/// The span of a validator the pass acts on (its fields are formatted only when a subscriber
+/// wants the span).
+fn validator_span(v: &Validator) -> tracing::Span {
+    tracing::info_span!("validator", uid = v.uid, hotkey = %v.hotkey, addr = %v.target())
+}
+
 /// Saves the state mid-pass: called once the plan marks validators as broadcast to and before the
 /// PAT leaves, so a process killed while broadcasting restarts knowing it sent.
 pub type Checkpoint<'a> = &'a (dyn Fn(&MinerState) + Send + Sync);
 
 /// Run one pass over `selection.eligible`. Updates `state`.
+///
+/// Traced as a `pass` span (the miner's hotkey, the netuid, [`Work::label`]), as kube-rs traces a
+/// reconcile; inside it a `validator` span (uid, hotkey, address) for each validator the pass checks,
+/// sends the PAT to or confirms — not for each probe: a sweep probes every validator every 25 s.
 pub async fn run(
+    transport: &dyn Transport,
+    cfg: &PassConfig,
+    selection: &Selection,
+    state: &mut MinerState,
+    pat: &Pat,
+    work: &Work,
+    checkpoint: Option<Checkpoint<'_>>,
+) -> PassOutcome {
+    let span = tracing::info_span!("pass", miner = %state.hotkey, netuid = state.netuid, kind = %work.label());
+    run_phases(transport, cfg, selection, state, pat, work, checkpoint).instrument(span).await
+}
+
+/// [`run`]'s phases, in its span.
+async fn run_phases(
     transport: &dyn Transport,
     cfg: &PassConfig,
     selection: &Selection,
@@ -590,6 +627,7 @@ impl<'a> Pass<'a> {
         }
         let replies = t.check(due).await;
         for (v, r) in due.iter().zip(replies) {
+            let _span = validator_span(v).entered();
             let obs = CheckObs::of(&r);
             let cost = budget::check_cost(obs.category);
             if let Some((estimate, priority)) = self.estimates.get(&v.uid).copied() {
@@ -723,6 +761,7 @@ impl<'a> Pass<'a> {
     pub async fn broadcast(&mut self, t: &dyn Transport, to_send: &[Validator], pat: &Pat) {
         let replies = t.broadcast(to_send, pat).await;
         for (v, r) in to_send.iter().zip(&replies) {
+            let _span = validator_span(v).entered();
             let obs = BroadcastObs::of(r);
             let outcome = obs.outcome();
             self.calls += budget::CALLS_PER_BROADCAST;
@@ -751,6 +790,7 @@ impl<'a> Pass<'a> {
         }
         let replies = t.check(&confirm).await;
         for (v, r) in confirm.iter().zip(&replies) {
+            let _span = validator_span(v).entered();
             let obs = CheckObs::of(r);
             let cost = budget::check_cost(obs.category);
             self.settle(v.uid, budget::CALLS_PER_HELD_CHECK, cost, true);
