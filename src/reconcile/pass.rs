@@ -24,8 +24,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use tracing::Instrument as _;
-
 use super::budget::{self, Budget, Intervals};
 use super::core::{
     self, Action, BroadcastObs, CheckObs, Desired, Due, Policy, Preflight, ProbeObs, ProbeVerdict, Secs,
@@ -260,21 +258,12 @@ pub type Checkpoint<'a> = &'a (dyn Fn(&MinerState) + Send + Sync);
 /// Traced as a `pass` span (the miner's hotkey, the netuid, [`Work::label`]), as kube-rs traces a
 /// reconcile; inside it a `validator` span (uid, hotkey, address) for each validator the pass checks,
 /// sends the PAT to or confirms — not for each probe: a sweep probes every validator every 25 s.
+#[tracing::instrument(
+    name = "pass",
+    skip_all,
+    fields(miner = %state.hotkey, netuid = state.netuid, kind = %work.label())
+)]
 pub async fn run(
-    transport: &dyn Transport,
-    cfg: &PassConfig,
-    selection: &Selection,
-    state: &mut MinerState,
-    pat: &Pat,
-    work: &Work,
-    checkpoint: Option<Checkpoint<'_>>,
-) -> PassOutcome {
-    let span = tracing::info_span!("pass", miner = %state.hotkey, netuid = state.netuid, kind = %work.label());
-    run_phases(transport, cfg, selection, state, pat, work, checkpoint).instrument(span).await
-}
-
-/// [`run`]'s phases, in its span.
-async fn run_phases(
     transport: &dyn Transport,
     cfg: &PassConfig,
     selection: &Selection,

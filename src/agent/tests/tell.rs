@@ -80,6 +80,11 @@ fn start(s: Settings, script: &Arc<Script>, rec: &Arc<Recorder>) -> Running {
     start_with(s, script, Some(rec.clone()))
 }
 
+/// A state dir, the scripted validators on tokio's clock, and a recorder for the messages.
+fn setup() -> (tempfile::TempDir, Arc<Script>, Arc<Recorder>) {
+    (tempfile::tempdir().unwrap(), Script::on_tokio_time(T0), Arc::new(Recorder::default()))
+}
+
 /// Validator `uid` answers probes and checks as a healthy one holding our PAT.
 fn healthy(script: &Script, uid: u16, uuid: &str) {
     let uuid = uuid.to_string();
@@ -93,9 +98,7 @@ fn down(script: &Script, uid: u16) {
 
 #[tokio::test(start_paused = true)]
 async fn a_restart_repaired_within_the_default_hold_says_nothing_an_outage_past_it_one_loss_then_one_recovery() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = Script::on_tokio_time(T0);
-    let rec = Arc::new(Recorder::default());
+    let (dir, script, rec) = setup();
     healthy(&script, 1, "uuid-a");
     let agent = start(settings(dir.path(), 1, ""), &script, &rec);
     tokio::time::sleep(Duration::from_secs(120)).await;
@@ -134,9 +137,7 @@ async fn a_restart_repaired_within_the_default_hold_says_nothing_an_outage_past_
 
 #[tokio::test(start_paused = true)]
 async fn twenty_validators_down_at_once_are_one_message_and_come_back_in_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = Script::on_tokio_time(T0);
-    let rec = Arc::new(Recorder::default());
+    let (dir, script, rec) = setup();
     for uid in 1..=20 {
         healthy(&script, uid, &format!("uuid-{uid}"));
     }
@@ -164,9 +165,7 @@ async fn twenty_validators_down_at_once_are_one_message_and_come_back_in_one() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hung_target_does_not_hold_a_stop_and_what_it_missed_is_sent_after_the_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = Script::on_tokio_time(T0);
-    let rec = Arc::new(Recorder::default());
+    let (dir, script, rec) = setup();
     rec.hang.store(true, std::sync::atomic::Ordering::SeqCst);
     healthy(&script, 1, "uuid-a");
     let extra = "min_severity = \"info\"\n[notify]\nhold = 30\nflush = \"5s\"\n";
