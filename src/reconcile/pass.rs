@@ -515,8 +515,8 @@ impl<'a> Pass<'a> {
     }
 
     /// Phase 3: the validators to check now — a wake-up's `work.only`, or those due by their
-    /// timers, and those triggered by a probe — admitted within the GitHub budget: free checks always, triggered
-    /// ones and first checks up to the repair limit, routine ones up to
+    /// timers, and those triggered by a probe — admitted within the GitHub budget: free checks
+    /// always, triggered ones and first checks up to the repair limit, routine ones up to
     /// [`budget::ROUTINE_GUARD`] of the budget; validators that lost the PAT lately first, then the
     /// longest unchecked. The rest wait for the budget.
     pub fn select(&mut self, work: &Work) -> Vec<Validator> {
