@@ -83,6 +83,18 @@ pub enum Verdict {
     Undetermined,
 }
 
+impl Verdict {
+    /// The exit code of `check`, `post`, `reconcile` and `status` (0/1/2/3; README "Exit codes").
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Covered => 0,
+            Verdict::Partial => 1,
+            Verdict::NoneCovered => 2,
+            Verdict::Undetermined => 3,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -190,7 +190,7 @@ pub struct SilentView {
 /// The view at `now`. Pure.
 pub fn build(source: &Source, limits: &Limits, miners: &[MinerInput<'_>], now: Secs) -> StatusView {
     let miners: Vec<MinerView> = miners.iter().map(|m| miner(m, limits, now)).collect();
-    let verdict = miners.iter().map(|m| m.verdict).max_by_key(|v| exit_code(*v)).unwrap_or(Verdict::Undetermined);
+    let verdict = miners.iter().map(|m| m.verdict).max_by_key(|v| v.exit_code()).unwrap_or(Verdict::Undetermined);
     let (source_label, note, state_dir, agent) = match source {
         Source::Agent(facts) => (
             "agent",
@@ -210,18 +210,8 @@ pub fn build(source: &Source, limits: &Limits, miners: &[MinerInput<'_>], now: S
         interval_s: limits.interval,
         stale_after_s: limits.stale_after(),
         verdict,
-        exit_code: exit_code(verdict),
+        exit_code: verdict.exit_code(),
         miners,
-    }
-}
-
-/// `check`'s exit code for a verdict.
-pub fn exit_code(v: Verdict) -> u8 {
-    match v {
-        Verdict::Covered => 0,
-        Verdict::Partial => 1,
-        Verdict::NoneCovered => 2,
-        Verdict::Undetermined => 3,
     }
 }
 

@@ -10,8 +10,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::Agent;
 use super::http::Shared;
+use super::world::World;
 use crate::reconcile::state::MinerState;
 use crate::reconcile::transport::Clock;
 use crate::status_view::{self, AgentFacts, Limits, MinerInput, Problem, Source, StatusView};
@@ -62,36 +62,24 @@ pub async fn serve(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-impl Agent<'_> {
-    /// Publish the miners' state (a copy: the handler never waits for the main loop) and the agent's
-    /// facts. After every job and once at start.
-    pub(super) fn publish_board(&self) {
-        let settings = &self.world.settings;
-        let facts = AgentFacts {
-            version: crate::version::LONG.to_string(),
-            pid: std::process::id(),
-            started_at: self.started_at,
-            next_round_at: Some(self.scheduler.next_round()),
-            dry_run: self.opts.dry_run,
-        };
-        let limits = Limits {
-            netuid: settings.chain.netuid,
-            interval: settings.reconcile.interval.as_secs(),
-            jitter: settings.reconcile.jitter.as_secs(),
-            budget_per_hour: settings.reconcile.github_budget,
-        };
-        let miners = self
-            .world
-            .miners
-            .iter()
-            .map(|m| {
-                let problem = m
-                    .problem
-                    .as_ref()
-                    .map(|p| Problem { kind: p.kind.as_str().to_string(), message: p.message.clone() });
-                (m.name().to_string(), m.ss58().to_string(), m.state.clone(), problem)
-            })
-            .collect();
-        *self.shared.board.lock() = Some(Published { facts, limits, miners, clock: self.clock.clone() });
-    }
+/// Publish the miners' state (a copy: the handler never waits for the main loop) and the agent's
+/// `facts`. After every job and once at start.
+pub(super) fn publish(shared: &Shared, world: &World, clock: Arc<dyn Clock>, facts: AgentFacts) {
+    let settings = &world.settings;
+    let limits = Limits {
+        netuid: settings.chain.netuid,
+        interval: settings.reconcile.interval.as_secs(),
+        jitter: settings.reconcile.jitter.as_secs(),
+        budget_per_hour: settings.reconcile.github_budget,
+    };
+    let miners = world
+        .miners
+        .iter()
+        .map(|m| {
+            let problem =
+                m.problem.as_ref().map(|p| Problem { kind: p.kind.as_str().to_string(), message: p.message.clone() });
+            (m.name().to_string(), m.ss58().to_string(), m.state.clone(), problem)
+        })
+        .collect();
+    *shared.board.lock() = Some(Published { facts, limits, miners, clock });
 }

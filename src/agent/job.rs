@@ -12,9 +12,10 @@
 
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::miner::{Problem, ProblemKind};
+pub use super::schedule::Kind;
 use crate::chain::{self, ChainClient, ChainError, SubnetView};
 use crate::config::Settings;
 use crate::reconcile::pass::{self, PassConfig, PassOutcome, Work};
@@ -54,11 +55,10 @@ pub struct ViewRead {
     pub selection: Arc<Selection>,
 }
 
-/// Round or re-check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Round,
-    Recheck,
+/// A job in flight: its task and its kind.
+pub struct InFlight {
+    pub handle: JoinHandle<Done>,
+    pub kind: Kind,
 }
 
 /// A finished job.

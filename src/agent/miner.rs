@@ -1,5 +1,5 @@
 //! One miner inside the agent: its hotkey and dendrite, its state file (locked for the agent's
-//! lifetime), the PAT fingerprint last seen, and what has already been logged about it.
+//! lifetime), and what has already been logged about it.
 //!
 //! Owns the "log a state change once" rule: after each pass [`Miner::absorb`] compares the pass
 //! outcome with what was last logged (each validator's category, the active alerts, the preflight
@@ -10,15 +10,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::schedule::PlanInput;
 use super::status::MinerView;
-use crate::config::{MinerSettings, PatError, Settings};
+use crate::config::{MinerSettings, Settings};
 use crate::github::{Preflight, PreflightOutcome};
 use crate::metrics::Metrics;
 use crate::observe::Category;
 use crate::reconcile::core::{AlertKind, ProbeVerdict};
 use crate::reconcile::pass::PassOutcome;
 use crate::reconcile::state::{MinerState, StateError, StateFile, StateLock};
-use crate::secret::Pat;
 use crate::wallet::{Hotkey, WalletError};
 use crate::wire::Dendrite;
 use crate::wire::dendrite::DendriteOptions;
@@ -103,11 +103,10 @@ pub struct Miner {
     /// Held for the agent's lifetime (`None` in a dry run, which never writes).
     lock: Option<StateLock>,
     pub state: MinerState,
-    /// Fingerprint of the PAT used last; a different one means the PAT rotated.
-    fingerprint: Option<String>,
     pub problem: Option<Problem>,
     pub view: MinerView,
-    /// Next round checks every validator not in backoff (start-up, PAT rotation), not only the due ones.
+    /// Its next round checks every validator not in backoff, not only the due ones: set at start-up
+    /// until a round's pass ran (a rotated PAT does the same through the wake-up plan).
     pub force_full: bool,
     /// Why the last save failed (`None`: saved, or nothing saved yet).
     pub save_error: Option<String>,
@@ -139,7 +138,6 @@ impl Miner {
             file,
             lock,
             state,
-            fingerprint: None,
             problem: None,
             view: MinerView::Pending,
             force_full: true,
@@ -169,17 +167,9 @@ impl Miner {
         &self.settings.name
     }
 
-    /// Read the PAT now; `true` when it differs from the one used last (a rotation).
-    pub fn load_pat(&mut self) -> Result<(Pat, bool), PatError> {
-        let loaded = self.settings.load_pat()?;
-        let fp = loaded.pat.fingerprint();
-        let changed = self.fingerprint.as_ref().is_some_and(|old| *old != fp);
-        if changed {
-            // The pass logs the change itself (once, at info); this says where it came from.
-            tracing::debug!(miner = %self.name(), pat = %loaded.pat.redacted(), from = %loaded.origin, "the PAT changed; re-asserting it everywhere");
-        }
-        self.fingerprint = Some(fp);
-        Ok((loaded.pat, changed))
+    /// What the wake-up plan needs to know about this miner.
+    pub fn plan_input(&self) -> PlanInput<'_> {
+        PlanInput { state: &self.state, blocked: self.problem.is_some(), force_full: self.force_full }
     }
 
     /// Set (or clear) the miner's problem; logs and updates the metric only on a change.

@@ -12,7 +12,9 @@
 //! - **timers** ([`schedule::Scheduler`], pure, shared with the simulation): the next round
 //!   (interval + jitter, or a capped backoff after a round that could not read the validator set),
 //!   the next probe sweep, and each validator's re-check time (its backoff, inconclusive re-check or
-//!   budget-stretched interval, from the persisted history);
+//!   budget-stretched interval, from the persisted history). When one fires, the scheduler's
+//!   wake-up plan ([`schedule::Scheduler::plan`], which the simulation executes too) says which job
+//!   to start, for which miners, with what work;
 //! - **file changes** ([`reload::FileWatch`], debounced) of the config and PAT files;
 //! - **the heartbeat** (every [`HEARTBEAT`], feeding `/healthz`) and **the watchdog** (`WATCHDOG=1`
 //!   at half `WATCHDOG_USEC`, sent from this loop, so a wedged loop gets the service restarted).
@@ -20,11 +22,14 @@
 //! The HTTP endpoint ([`http`]) runs as its own task and only reads [`http::Shared`]; `/status`
 //! ([`board`]) answers from the copy of each miner's state the loop publishes after every job.
 //!
-//! Files: this one has the loop itself; `cycle.rs` starts what the scheduler says is due and takes
-//! a job's results in; `world.rs` holds the configuration in force and swaps in a reloaded one;
-//! [`miner`] is one miner's runtime (state, lock, what was logged); [`notify`] speaks `sd_notify`;
-//! `tell.rs` feeds each job's results to the miner's notifications ([`crate::notify`]: one message
-//! per target per job, the dead-man ping after each round, queued off this loop).
+//! Files: this one has the loop itself and the one `impl Agent`, which wires the pieces with a
+//! life of their own to it — each its own type: `cycle.rs` (what runs when: the scheduler, the
+//! validator set re-checks run on; it starts the plan's job and takes a job's results in),
+//! `world.rs` (the configuration in force, and building a reloaded one before the swap), `tell.rs`
+//! (the miner's notifications, [`crate::notify`]: one message per target per job, the dead-man
+//! ping after each round, queued off this loop), [`board`] (`/status`). [`miner`] is one miner's
+//! runtime (state, lock, what was logged); [`notify`] speaks `sd_notify`; `deps.rs` is what the
+//! agent runs on ([`Deps`]).
 //!
 //! The network is behind a [`Connector`], which hands each miner its
 //! [`Transport`](crate::reconcile::transport::Transport), and time behind a
@@ -48,6 +53,7 @@
 
 pub mod board;
 mod cycle;
+mod deps;
 pub mod http;
 pub mod job;
 pub mod miner;
@@ -61,23 +67,23 @@ mod world;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval, sleep_until};
 
+use self::cycle::Cycle;
+pub use self::deps::{Connector, Deps, NetConnector, SignalSource};
 use self::http::{Server, Shared};
-use self::job::{Done, Kind};
+use self::job::{Done, InFlight};
 use self::miner::{Miner, MinerError};
 use self::notify::Notifier;
-use self::reload::{DEBOUNCE, FileWatch, Signal, Signals};
-use self::schedule::{ScheduleConfig, Scheduler};
+use self::reload::{DEBOUNCE, FileWatch, Signal};
+use self::tell::Teller;
 use self::world::{World, ready_window, stop_grace};
-use crate::chain::ChainClient;
 use crate::config::{ConfigError, Settings};
-use crate::github::{GithubClient, GithubError, GithubOptions};
+use crate::github::GithubError;
+use crate::heap::release_freed_memory;
 use crate::reconcile::core::Secs;
-use crate::reconcile::transport::{Clock, NetLimits, NetTransport, SystemClock, Transport};
-use crate::validators::Selection;
+use crate::reconcile::transport::Clock;
+use crate::status_view::AgentFacts;
 
 /// How often the main loop proves it is alive to `/healthz`.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -97,86 +103,6 @@ pub struct Options {
 /// Re-reads and validates the configuration for a reload (the CLI's own settings loader, so flags
 /// given at start keep applying).
 pub type Loader<'a> = &'a (dyn Fn() -> Result<Settings, ConfigError> + Sync);
-
-/// Hands each miner the transport its passes run on.
-pub trait Connector: Send + Sync {
-    /// The transport for `miner` under `settings`.
-    fn connect(&self, settings: &Settings, miner: &Miner) -> Arc<dyn Transport>;
-}
-
-/// The real network: the miner's dendrite and one GitHub client, with `[reconcile]`'s limits.
-#[derive(Debug)]
-pub struct NetConnector {
-    github: Arc<GithubClient>,
-}
-
-impl NetConnector {
-    /// A connector with a GitHub client for `[github]`.
-    pub fn new(settings: &Settings) -> Result<NetConnector, GithubError> {
-        let github = GithubClient::new(GithubOptions {
-            api_url: settings.github.api_url.clone(),
-            timeout: settings.github.timeout,
-            ..GithubOptions::default()
-        })?;
-        Ok(NetConnector { github: Arc::new(github) })
-    }
-}
-
-impl Connector for NetConnector {
-    fn connect(&self, settings: &Settings, miner: &Miner) -> Arc<dyn Transport> {
-        Arc::new(NetTransport::new(
-            miner.dendrite.clone(),
-            self.github.clone(),
-            NetLimits::from_settings(&settings.reconcile),
-        ))
-    }
-}
-
-/// Where stop and reload requests come from.
-pub enum SignalSource {
-    /// SIGTERM/SIGINT/SIGHUP.
-    Unix(Signals),
-    /// Sent by a test.
-    Channel(mpsc::Receiver<Signal>),
-}
-
-impl SignalSource {
-    async fn recv(&mut self) -> Signal {
-        match self {
-            SignalSource::Unix(s) => s.recv().await,
-            SignalSource::Channel(rx) => match rx.recv().await {
-                Some(s) => s,
-                // The sender is gone: nobody can stop us any more, so stop.
-                None => Signal::Stop("channel closed"),
-            },
-        }
-    }
-}
-
-/// What the agent runs on. [`Deps::production`] for `patrol run`.
-pub struct Deps {
-    /// `None`: a [`NetConnector`] built from (and rebuilt on reload of) the settings.
-    pub connector: Option<Arc<dyn Connector>>,
-    pub clock: Arc<dyn Clock>,
-    pub signals: SignalSource,
-    /// Watch the config and PAT files for changes.
-    pub watch_files: bool,
-    /// Where notifications go (`None`: the network; tests hand in a recorder).
-    pub notify_poster: Option<Arc<dyn crate::notify::Poster>>,
-}
-
-impl Deps {
-    /// The network, the system clock, Unix signals, file watching.
-    pub fn production() -> std::io::Result<Deps> {
-        Ok(Deps {
-            connector: None,
-            clock: Arc::new(SystemClock),
-            signals: SignalSource::Unix(Signals::install()?),
-            watch_files: true,
-            notify_poster: None,
-        })
-    }
-}
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -234,19 +160,7 @@ pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps:
     let Deps { connector, clock, mut signals, watch_files, notify_poster } = deps;
     let notifier = Notifier::new();
     notifier.status("starting: first pass running");
-    let mut miners: Vec<Miner> = Vec::new();
-    for m in &settings.miners {
-        let hotkey = m.load_hotkey().map_err(|e| AgentError::Miner { name: m.name.clone(), source: e.into() })?;
-        if let Some(other) = miners.iter().find(|o| o.ss58() == hotkey.ss58()) {
-            return Err(AgentError::DuplicateHotkey {
-                hotkey: hotkey.ss58().to_string(),
-                names: format!("{}, {}", other.name(), m.name),
-            });
-        }
-        let miner = Miner::open(&settings, m, hotkey, opts.dry_run)
-            .map_err(|source| AgentError::Miner { name: m.name.clone(), source })?;
-        miners.push(miner);
-    }
+    let mut miners = open_miners(&settings, opts.dry_run)?;
     let fixed_connector = connector.is_some();
     let connector: Arc<dyn Connector> = match connector {
         Some(c) => c,
@@ -260,12 +174,7 @@ pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps:
         }
         None => None,
     };
-    let notes = tell::start(&settings, notify_poster.clone(), clock.clone(), &shared)?;
-    if let Some(n) = &notes {
-        for m in &mut miners {
-            n.resume(&mut m.state.notify);
-        }
-    }
+    let teller = Teller::start(&settings, notify_poster, clock.clone(), &shared, &mut miners)?;
     let watch = FileWatch::new(if watch_files { reload::watched_files(&settings) } else { Default::default() });
     tracing::info!(
         miners = miners.len(),
@@ -275,10 +184,9 @@ pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps:
         "patrol agent starting"
     );
     let started_at = clock.now();
-    let scheduler = Scheduler::new(ScheduleConfig::from(&settings.reconcile), started_at);
-    let world = World::new(settings, connector, miners, opts.dry_run);
     let mut agent = Agent {
-        world,
+        cycle: Cycle::new(&settings, started_at),
+        world: World::new(settings, connector, miners, opts.dry_run),
         load,
         opts,
         shared,
@@ -287,17 +195,11 @@ pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps:
         clock,
         fixed_connector,
         watch_files,
-        scheduler,
         started_at,
-        chain: None,
-        selection: None,
-        view_error: None,
         job: None,
         note: None,
         watch,
-        notes,
-        notify_poster,
-        told_start: false,
+        teller,
     };
     agent.publish_board();
     agent.main_loop(&mut signals).await;
@@ -305,14 +207,30 @@ pub async fn run_with(settings: Settings, load: Loader<'_>, opts: Options, deps:
     Ok(())
 }
 
-/// A job in flight.
-struct InFlight {
-    handle: JoinHandle<Done>,
-    kind: Kind,
+/// Open every configured miner (hotkey, state lock, state); one hotkey may serve one miner only.
+fn open_miners(settings: &Settings, dry_run: bool) -> Result<Vec<Miner>, AgentError> {
+    let mut miners: Vec<Miner> = Vec::new();
+    for m in &settings.miners {
+        let hotkey = m.load_hotkey().map_err(|e| AgentError::Miner { name: m.name.clone(), source: e.into() })?;
+        if let Some(other) = miners.iter().find(|o| o.ss58() == hotkey.ss58()) {
+            return Err(AgentError::DuplicateHotkey {
+                hotkey: hotkey.ss58().to_string(),
+                names: format!("{}, {}", other.name(), m.name),
+            });
+        }
+        let miner = Miner::open(settings, m, hotkey, dry_run)
+            .map_err(|source| AgentError::Miner { name: m.name.clone(), source })?;
+        miners.push(miner);
+    }
+    Ok(miners)
 }
 
+/// The agent: the main loop's state. The pieces with a life of their own have their own types —
+/// [`World`] (the configuration in force), [`Cycle`] (what runs when), [`Teller`] (the
+/// notifications) — and this one `impl` wires them to the loop.
 struct Agent<'a> {
     world: World,
+    cycle: Cycle,
     load: Loader<'a>,
     opts: Options,
     shared: Arc<Shared>,
@@ -322,24 +240,13 @@ struct Agent<'a> {
     /// The connector came with the dependencies (tests): keep it across reloads.
     fixed_connector: bool,
     watch_files: bool,
-    scheduler: Scheduler,
     /// When the agent started (`/status` uptime).
     started_at: Secs,
-    /// Kept across rounds (one connection); lent to the round in flight.
-    chain: Option<ChainClient>,
-    /// The last round's eligible validators (re-checks run on it).
-    selection: Option<Arc<Selection>>,
-    /// Why the last round could not read the validator set (logged once).
-    view_error: Option<String>,
     job: Option<InFlight>,
     /// Appended to STATUS (a rejected reload).
     note: Option<String>,
     watch: FileWatch,
-    /// Notifications in force (`None`: none configured).
-    notes: Option<crate::notify::Notifications>,
-    notify_poster: Option<Arc<dyn crate::notify::Poster>>,
-    /// `started` was announced (after the first round).
-    told_start: bool,
+    teller: Teller,
 }
 
 /// What woke the main loop.
@@ -384,10 +291,13 @@ impl Agent<'_> {
                 if let Some(why) = reload_reason.take() {
                     self.reload(&why).await;
                 }
-                self.start_due_work();
+                self.job = self.cycle.start(self.clock.now(), &mut self.world, &self.shared.metrics);
             }
-            let wake =
-                if self.job.is_none() && stopping.is_none() { Some(self.deadline(self.next_wake())) } else { None };
+            let wake = if self.job.is_none() && stopping.is_none() {
+                Some(self.deadline(self.cycle.next_wake(&self.world)))
+            } else {
+                None
+            };
             let job = &mut self.job;
             let watch = &mut self.watch;
             let event = tokio::select! {
@@ -414,7 +324,7 @@ impl Agent<'_> {
                         "stopping".to_string()
                     };
                     self.notifier.stopping(&status);
-                    self.tell_stopping(name);
+                    self.teller.stopping(name);
                     stopping = Some(tokio::time::Instant::now() + grace);
                 }
                 Event::Signal(Signal::Reload) => {
@@ -452,9 +362,18 @@ impl Agent<'_> {
             }
         }
     }
-}
 
-impl Agent<'_> {
+    /// Take a finished job's results, then say so: STATUS, `/status`, the notifications.
+    fn finish(&mut self, r: Result<Done, tokio::task::JoinError>) {
+        let kind = self.job.take().map(|j| j.kind);
+        let now = self.clock.now();
+        let news = self.cycle.finish(r, kind, now, &mut self.world, &self.shared, &self.teller);
+        let line = self.publish_status();
+        self.teller.after_job(news, &self.world.miners, &line);
+        // Once per job: an idle agent must not keep its last fan-out's peak as RSS.
+        release_freed_memory();
+    }
+
     fn status_line(&self) -> String {
         let views: Vec<(String, status::MinerView)> =
             self.world.miners.iter().map(|m| (m.name().to_string(), m.status_view())).collect();
@@ -463,13 +382,13 @@ impl Agent<'_> {
         let next = if self.job.is_some() {
             None
         } else {
-            Some(Duration::from_secs(self.scheduler.next_round().saturating_sub(now)))
+            Some(Duration::from_secs(self.cycle.next_round().saturating_sub(now)))
         };
         status::line(&refs, next, self.opts.dry_run, self.note.as_deref())
     }
 
-    /// STATUS after a job; the first one also says READY.
-    fn publish_status(&mut self) {
+    /// STATUS after a job (the first one also says READY), `/readyz`, `/status`; returns the line.
+    fn publish_status(&mut self) -> String {
         let line = self.status_line();
         if self.notifier.is_ready() {
             self.notifier.status(&line);
@@ -479,18 +398,103 @@ impl Agent<'_> {
         }
         self.shared.metrics.set_ready(self.shared.readiness(std::time::Instant::now()).is_ok());
         self.publish_board();
+        line
+    }
+
+    /// `/status`: what the miners' states say, and the agent's facts.
+    fn publish_board(&self) {
+        let facts = AgentFacts {
+            version: crate::version::LONG.to_string(),
+            pid: std::process::id(),
+            started_at: self.started_at,
+            next_round_at: Some(self.cycle.next_round()),
+            dry_run: self.opts.dry_run,
+        };
+        board::publish(&self.shared, &self.world, self.clock.clone(), facts);
+    }
+
+    /// A reload was asked for: say so to systemd at once (`Type=notify-reload` expects
+    /// `RELOADING=1` promptly after its SIGHUP), then apply it when no job is in flight.
+    fn begin_reload(&mut self, pending: &mut Option<String>, why: String) {
+        if pending.is_none() {
+            let wait = if self.job.is_some() { "; waiting for the pass in flight" } else { "" };
+            self.notifier.reloading(&format!("reloading ({why}){wait}"));
+        }
+        *pending = Some(why);
+    }
+
+    /// Re-read the configuration; apply it only if all of it is usable. `RELOADING=1` was sent by
+    /// [`Agent::begin_reload`].
+    async fn reload(&mut self, why: &str) {
+        let result = match (self.load)() {
+            Ok(s) => self.apply(s).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(reason = %why, "configuration reloaded");
+                self.shared.metrics.inc_reloads("applied");
+                self.note = None;
+                // A reload (and a rotated PAT) gets a pass at once.
+                self.cycle.round_now(self.clock.now());
+            }
+            Err(msg) => {
+                tracing::error!(reason = %why, "configuration reload rejected, the running configuration stays: {}", crate::secret::redact_tokens(&msg));
+                self.shared.metrics.inc_reloads("rejected");
+                self.note = Some("reload rejected, see the log".into());
+            }
+        }
+        // READY=1 ends a reload for Type=notify-reload, accepted or not.
+        let line = self.status_line();
+        self.notifier.ready(&line);
+    }
+
+    /// Build everything the new settings need, then swap. Any failure leaves the old world intact.
+    async fn apply(&mut self, settings: Settings) -> Result<(), String> {
+        let next = self.world.prepare(settings, self.opts.dry_run, self.fixed_connector)?;
+        let listen = next.settings.agent.listen;
+        let new_listener = if listen != self.world.settings.agent.listen {
+            match listen {
+                Some(addr) => {
+                    Some(Some(Server::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?))
+                }
+                None => Some(None),
+            }
+        } else {
+            None
+        };
+        let notes = self.teller.prepare(&next.settings, &self.shared).map_err(|e| e.to_string())?;
+        // Commit.
+        let old = self.world.commit(next, &self.shared, self.opts.dry_run);
+        let settings = &self.world.settings;
+        self.cycle.reconfigure(settings, settings.chain != old.chain, self.clock.now());
+        if settings.agent.log_format != old.agent.log_format {
+            tracing::warn!("a new [agent] log_format takes effect after a restart");
+        }
+        if let Some(listener) = new_listener {
+            if let Some(s) = self.server.take() {
+                s.stop().await;
+            }
+            if let Some(l) = listener {
+                match Server::spawn(l, self.shared.clone()) {
+                    Ok(s) => self.server = Some(s),
+                    Err(e) => tracing::error!(error = %e, "cannot serve the health/metrics endpoint"),
+                }
+            }
+        }
+        let files = if self.watch_files { reload::watched_files(&self.world.settings) } else { Default::default() };
+        if &files != self.watch.files() {
+            self.watch = FileWatch::new(files);
+        }
+        self.shared.set_ready_window(ready_window(&self.world.settings));
+        self.teller.swap(notes).await;
+        Ok(())
     }
 
     /// Flush the notifications (within `[notify] flush`), save every miner's state (with what
     /// could not be delivered) and stop the endpoint.
     async fn shutdown(mut self) {
-        if let Some(n) = self.notes.take() {
-            let left = n.close().await;
-            for m in &mut self.world.miners {
-                let hotkey = m.ss58().to_string();
-                crate::notify::keep(&mut m.state.notify, &hotkey, &left);
-            }
-        }
+        self.teller.close(&mut self.world.miners).await;
         for m in &mut self.world.miners {
             m.save();
         }
@@ -501,7 +505,5 @@ impl Agent<'_> {
     }
 }
 
-#[cfg(test)]
-mod tell_tests;
 #[cfg(test)]
 mod tests;

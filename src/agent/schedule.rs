@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::config::ReconcileSettings;
 use crate::observe::Silence;
-use crate::reconcile::core::{History, Secs};
+use crate::reconcile::core::{self, Due, History, Secs};
 use crate::reconcile::pass::Work;
 use crate::reconcile::state::MinerState;
 
@@ -168,33 +168,157 @@ impl Scheduler {
         }
     }
 
-    /// The earliest of the next round, the next sweep and every miner's validator timers.
-    pub fn next_wake<'a>(&self, states: impl IntoIterator<Item = &'a MinerState>, eligible: &BTreeSet<u16>) -> Secs {
+    /// The earliest of the next round, the next sweep and the validator timers of every miner that
+    /// nothing blocks.
+    pub fn next_wake(&self, miners: &[PlanInput<'_>], eligible: &BTreeSet<u16>) -> Secs {
         let mut wake = self.next_round;
         if let Some(t) = self.next_sweep {
             wake = wake.min(t);
         }
-        for s in states {
-            if let Some(t) = earliest(s, eligible, self.cfg.backoff_initial) {
+        for m in miners.iter().filter(|m| !m.blocked) {
+            if let Some(t) = earliest(m.state, eligible, self.cfg.backoff_initial) {
                 wake = wake.min(t);
             }
         }
         wake
     }
+
+    /// The wake-up plan: what to start at `now` — the agent's main loop and the simulation both
+    /// execute it, so neither holds a copy of this logic. Pure: the only thing it asks the caller is
+    /// `pat(i)`, the fingerprint of miner `i`'s PAT read now (`None`: it cannot be read), and only
+    /// for the miners a pass would use (at most once each).
+    ///
+    /// - A **round** when one is due: a pass for every miner whose PAT reads (a miner with a
+    ///   problem too: the round is what finds it over), checking everything due; one that re-asserts
+    ///   everywhere (`one_shot`) for a miner at start-up or with a rotated PAT.
+    /// - Otherwise, on the last round's validator set (`eligible`; `None`: no round has read one
+    ///   yet, so nothing else can run), a **re-check**: a pass for each miner that nothing blocks
+    ///   whose validator timers fired or that a due sweep probes. A rotated PAT found there makes it
+    ///   a round instead (a rotation the file watcher did not report).
+    ///
+    /// [`Scheduler::started`] records what the plan starts.
+    pub fn plan(
+        &self,
+        now: Secs,
+        miners: &[PlanInput<'_>],
+        eligible: Option<&BTreeSet<u16>>,
+        pat: impl FnMut(usize) -> Option<String>,
+    ) -> Plan {
+        let mut pats = Pats { read: vec![None; miners.len()], pat };
+        let none = BTreeSet::new();
+        if self.round_due(now) {
+            return self.round_plan(now, miners, eligible.unwrap_or(&none), &mut pats);
+        }
+        let Some(eligible) = eligible else { return Plan::default() };
+        let mut passes = Vec::new();
+        for (index, m) in miners.iter().enumerate() {
+            // Deliberate: with a problem (e.g. `no_validator_source`: neither the chain nor a cache
+            // younger than `metagraph_max_age` could be read) no re-check, probe or repair runs on
+            // the old set: the PAT goes only to validators known eligible within that age.
+            if m.blocked {
+                continue;
+            }
+            let work = self.work(m.state, eligible, now, None);
+            if work.only.as_ref().is_none_or(BTreeSet::is_empty) && work.probe.is_empty() {
+                continue;
+            }
+            // An unreadable PAT: no pass (the caller makes it the miner's problem).
+            let Some(rotated) = pats.get(index).map(|fp| m.state.rotated(fp)) else { continue };
+            if rotated {
+                return self.round_plan(now, miners, eligible, &mut pats);
+            }
+            passes.push(Planned { index, work, rotated });
+        }
+        let job = (!passes.is_empty()).then_some(Kind::Recheck);
+        Plan { job, sweep: self.sweep_due(now), passes }
+    }
+
+    fn round_plan(
+        &self,
+        now: Secs,
+        miners: &[PlanInput<'_>],
+        eligible: &BTreeSet<u16>,
+        pats: &mut Pats<impl FnMut(usize) -> Option<String>>,
+    ) -> Plan {
+        let mut passes = Vec::new();
+        for (index, m) in miners.iter().enumerate() {
+            let Some(fp) = pats.get(index) else { continue };
+            let rotated = m.state.rotated(fp);
+            let work = self.work(m.state, eligible, now, Some(m.force_full || rotated));
+            passes.push(Planned { index, work, rotated });
+        }
+        Plan { job: Some(Kind::Round), sweep: self.sweep_due(now), passes }
+    }
+
+    /// Record what `plan` starts at `now`: a round puts the next one an interval (+ jitter) away
+    /// (until it reports: a failure shortens it), a sweep the next one a probe interval (+ jitter).
+    /// `u` draws the jitters, ∈ [0, 1), the round's first.
+    pub fn started(&mut self, plan: &Plan, now: Secs, mut u: impl FnMut() -> f64) {
+        if plan.job == Some(Kind::Round) {
+            self.round_started(now, u());
+        }
+        if plan.sweep {
+            self.sweep_started(now, u());
+        }
+    }
 }
 
-/// When the agent should next check a validator.
-///
-/// Normally the decision core's `next_check_at`. But the core leaves `next_check_at` untouched
-/// when its decision was a broadcast that did not happen in that pass (a dry run, or a confirm check
-/// that still wants one and waits for the spacing rule), so it can lie in the past right after a
-/// contact. Then the validator waits `min_gap` after that contact instead of being re-checked in a
-/// tight loop.
-pub fn due_at(h: &History, min_gap: Secs) -> Secs {
-    match h.checked_at {
-        Some(checked) if h.next_check_at <= checked => checked.saturating_add(min_gap.max(1)),
-        _ => h.next_check_at,
+/// One miner as the wake-up plan sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub state: &'a MinerState,
+    /// A problem keeps it from passes (no validator source, not registered, no PAT): its validator
+    /// timers do not run; a round still tries it.
+    pub blocked: bool,
+    /// Its next round re-asserts the PAT everywhere (the agent's start-up).
+    pub force_full: bool,
+}
+
+/// A round (a fresh validator set, then one pass per miner) or a re-check (passes on the last
+/// round's set, limited to validators whose timers fired and to a sweep's probes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Round,
+    Recheck,
+}
+
+/// What a wake-up starts ([`Scheduler::plan`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// The job to start (`None`: nothing is due).
+    pub job: Option<Kind>,
+    /// A probe sweep starts (its probes are in the passes' work).
+    pub sweep: bool,
+    /// One pass per miner taking part, in miner order.
+    pub passes: Vec<Planned>,
+}
+
+/// One miner's pass in a [`Plan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// The miner's index in the list the plan was given.
+    pub index: usize,
+    pub work: Work,
+    /// Its PAT is not the one its last pass used.
+    pub rotated: bool,
+}
+
+/// The PAT fingerprints a plan has asked for (each miner's at most once).
+struct Pats<F> {
+    read: Vec<Option<Option<String>>>,
+    pat: F,
+}
+
+impl<F: FnMut(usize) -> Option<String>> Pats<F> {
+    fn get(&mut self, index: usize) -> Option<&str> {
+        let pat = &mut self.pat;
+        self.read[index].get_or_insert_with(|| pat(index)).as_deref()
     }
+}
+
+/// When the agent next checks a validator on its own timer: [`core::due_at`], spaced by `min_gap`.
+pub fn due_at(h: &History, min_gap: Secs) -> Secs {
+    core::due_at(h, Due::Spaced { min_gap })
 }
 
 /// The eligible validators (of `eligible`) whose timers have fired at `now`.

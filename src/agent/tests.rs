@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::reload::Signal;
 use super::*;
 use crate::config::Overrides;
+use crate::reconcile::transport::Transport;
 use crate::reconcile::transport::script::{self, Call, Script};
+
+mod tell;
 
 const T0: Secs = 1_800_000_000;
 const VALIDATOR: &str = "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi";
@@ -27,40 +31,57 @@ fn no_reload() -> Result<Settings, ConfigError> {
     Err(ConfigError::Parse { path: "test".into(), message: "no reloads in this test".into() })
 }
 
-fn settings(dir: &Path, extra: &str) -> Settings {
+/// Settings from the TOML `text`, with a hotkey file in `dir`, the state in `dir/state`, the PAT
+/// `pat` and no endpoint.
+fn settings_of(dir: &Path, text: &str, pat: &str) -> Settings {
     let hotkey = dir.join("hotkey");
     std::fs::write(&hotkey, format!("{{\"secretSeed\":\"0x{}\"}}", "42".repeat(32))).unwrap();
-    let text = format!(
-        "[[validators.static]]\nuid = 1\nhotkey = \"{VALIDATOR}\"\nip = \"127.0.0.1\"\nport = 9\nstake = 20000.0\nvtrust = 0.9\n{extra}"
-    );
     let ov = Overrides {
-        pat: Some("ghp_agentSchedulingTest0001".into()),
+        pat: Some(pat.into()),
         hotkey_file: Some(hotkey.display().to_string()),
         state_dir: Some(dir.join("state").display().to_string()),
         listen: Some("off".into()),
         ..Overrides::default()
     };
-    Settings::build(None, Some(&text), &ov, |_| None).unwrap()
+    Settings::build(None, Some(text), &ov, |_| None).unwrap()
 }
 
-/// Start the agent on `script`; returns the stop sender and its task.
-fn start(s: Settings, script: &Arc<Script>) -> (mpsc::Sender<Signal>, tokio::task::JoinHandle<Result<(), AgentError>>) {
+/// One validator, uid 1, and `extra` TOML.
+fn settings(dir: &Path, extra: &str) -> Settings {
+    let text = format!(
+        "[[validators.static]]\nuid = 1\nhotkey = \"{VALIDATOR}\"\nip = \"127.0.0.1\"\nport = 9\nstake = 20000.0\nvtrust = 0.9\n{extra}"
+    );
+    settings_of(dir, &text, "ghp_agentSchedulingTest0001")
+}
+
+/// A running agent: its stop sender and its task.
+type Running = (mpsc::Sender<Signal>, tokio::task::JoinHandle<Result<(), AgentError>>);
+
+/// Start the agent on `script` (its transport and clock), notifications to `poster`.
+fn start_with(s: Settings, script: &Arc<Script>, poster: Option<Arc<dyn crate::notify::Poster>>) -> Running {
     let (tx, rx) = mpsc::channel(4);
     let deps = Deps {
         connector: Some(Arc::new(Fixed(script.clone()))),
         clock: script.clone(),
         signals: SignalSource::Channel(rx),
         watch_files: false,
-        notify_poster: None,
+        notify_poster: poster,
     };
-    let agent = tokio::spawn(async move { run_with(s, &no_reload, Options::default(), deps).await });
-    (tx, agent)
+    (tx, tokio::spawn(async move { run_with(s, &no_reload, Options::default(), deps).await }))
 }
 
-async fn stop(tx: mpsc::Sender<Signal>, agent: tokio::task::JoinHandle<Result<(), AgentError>>) {
+/// Start the agent on `script`.
+fn start(s: Settings, script: &Arc<Script>) -> Running {
+    start_with(s, script, None)
+}
+
+/// SIGTERM, and wait (virtual time) for a clean exit; returns how long it took.
+async fn stop((tx, agent): Running) -> Duration {
+    let t = tokio::time::Instant::now();
     tx.send(Signal::Stop("SIGTERM")).await.unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(120), agent).await.expect("the agent stops").unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(300), agent).await.expect("the agent stops").unwrap();
     assert!(r.is_ok(), "{r:?}");
+    t.elapsed()
 }
 
 fn times(log: &[(Secs, Call)], call: &Call) -> Vec<Secs> {
@@ -72,7 +93,7 @@ async fn a_restarted_validator_is_repaired_at_the_next_probe_sweep_not_the_next_
     let dir = tempfile::tempdir().unwrap();
     let script = Script::on_tokio_time(T0);
     script.on_check(1, script::valid()).probes_answer(1, script::alive("uuid-before"));
-    let (tx, agent) = start(settings(dir.path(), ""), &script);
+    let agent = start(settings(dir.path(), ""), &script);
 
     tokio::time::sleep(Duration::from_secs(120)).await;
     let log = script.log();
@@ -95,7 +116,7 @@ async fn a_restarted_validator_is_repaired_at_the_next_probe_sweep_not_the_next_
     let checks = times(&log, &Call::Check(1));
     assert_eq!(checks.iter().filter(|t| **t == sent[0]).count(), 2, "checked, then confirmed, in that pass: {log:?}");
     assert_eq!(script.unused(), 0);
-    stop(tx, agent).await;
+    stop(agent).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -104,7 +125,7 @@ async fn without_probes_a_restart_waits_for_the_interval() {
     let script = Script::on_tokio_time(T0);
     script.on_check(1, script::valid());
     let fixed = "[reconcile]\nprobe_interval = \"off\"\ngithub_budget = \"off\"\ninterval = \"15m\"\njitter = \"0s\"\n";
-    let (tx, agent) = start(settings(dir.path(), fixed), &script);
+    let agent = start(settings(dir.path(), fixed), &script);
     tokio::time::sleep(Duration::from_secs(300)).await;
     // it lost its store at T0+300; nobody looks until the next check, an interval after the first
     script.on_check(1, script::no_pat()).on_broadcast(1, script::broadcast(true, None)).on_check(1, script::valid());
@@ -112,7 +133,7 @@ async fn without_probes_a_restart_waits_for_the_interval() {
     let log = script.log();
     assert!(times(&log, &Call::Probe(1)).is_empty(), "no probes: {log:?}");
     assert_eq!(times(&log, &Call::Broadcast(1)), vec![T0 + 900], "{log:?}");
-    stop(tx, agent).await;
+    stop(agent).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -122,9 +143,9 @@ async fn the_state_saved_at_a_stop_holds_the_budget_ledger_and_the_axon_uuid() {
     script.on_check(1, script::valid()).probes_answer(1, script::alive("uuid-x"));
     let s = settings(dir.path(), "");
     let file = crate::reconcile::state::StateFile::new(&s.agent.state_dir, our_ss58().as_str(), 74);
-    let (tx, agent) = start(s, &script);
+    let agent = start(s, &script);
     tokio::time::sleep(Duration::from_secs(60)).await;
-    stop(tx, agent).await;
+    stop(agent).await;
     let state = file.load(&our_ss58(), 74);
     let h = &state.validators[&1];
     assert_eq!(h.axon_uuid.as_deref(), Some("uuid-x"));

@@ -1,17 +1,16 @@
 //! The configuration in force and everything built from it ([`World`]: settings, pass config,
-//! the connector to the network, miners), and replacing it on a reload: the new configuration is read and
-//! **everything** it needs is built (hotkeys loaded, new state locks taken, a new listener bound)
-//! before anything is swapped, so a configuration that fails anywhere leaves the running one
-//! untouched.
+//! the connector to the network, miners), and replacing it on a reload: the new configuration is
+//! read and **everything** it needs is built ([`World::prepare`]: hotkeys loaded, PATs read, new
+//! state locks taken; the agent binds a new listener and starts the new notifications) before
+//! anything is swapped ([`World::commit`]), so a configuration that fails anywhere leaves the
+//! running one untouched.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::http::Server;
+use super::deps::{Connector, NetConnector};
+use super::http::Shared;
 use super::miner::Miner;
-use super::reload::{self, FileWatch};
-use super::schedule::ScheduleConfig;
-use super::{Agent, Connector, NetConnector};
 use crate::config::Settings;
 use crate::reconcile::pass::PassConfig;
 use crate::reconcile::transport::Transport;
@@ -33,60 +32,12 @@ impl World {
     pub fn transport(&self, index: usize) -> Option<Arc<dyn Transport>> {
         self.miners.get(index).map(|m| self.connector.connect(&self.settings, m))
     }
-}
 
-/// `/readyz` wants a round within 2 × the longest gap between rounds.
-pub(super) fn ready_window(settings: &Settings) -> Duration {
-    2 * (settings.reconcile.interval + settings.reconcile.jitter)
-}
-
-/// How long a stopping agent waits for the job in flight: the longest single call.
-pub(super) fn stop_grace(settings: &Settings) -> Duration {
-    settings.reconcile.check_timeout.max(settings.reconcile.broadcast_timeout)
-}
-
-impl Agent<'_> {
-    /// A reload was asked for: say so to systemd at once (`Type=notify-reload` expects
-    /// `RELOADING=1` promptly after its SIGHUP), then apply it when no job is in flight.
-    pub(super) fn begin_reload(&mut self, pending: &mut Option<String>, why: String) {
-        if pending.is_none() {
-            let wait = if self.job.is_some() { "; waiting for the pass in flight" } else { "" };
-            self.notifier.reloading(&format!("reloading ({why}){wait}"));
-        }
-        *pending = Some(why);
-    }
-
-    /// Re-read the configuration; apply it only if all of it is usable. `RELOADING=1` was sent by
-    /// [`Agent::begin_reload`].
-    pub(super) async fn reload(&mut self, why: &str) {
-        let result = match (self.load)() {
-            Ok(s) => self.apply(s).await,
-            Err(e) => Err(e.to_string()),
-        };
-        match result {
-            Ok(()) => {
-                tracing::info!(reason = %why, "configuration reloaded");
-                self.shared.metrics.inc_reloads("applied");
-                self.note = None;
-                // A reload (and a rotated PAT) gets a pass at once.
-                self.scheduler.round_now(self.clock.now());
-            }
-            Err(msg) => {
-                tracing::error!(reason = %why, "configuration reload rejected, the running configuration stays: {}", crate::secret::redact_tokens(&msg));
-                self.shared.metrics.inc_reloads("rejected");
-                self.note = Some("reload rejected, see the log".into());
-            }
-        }
-        // READY=1 ends a reload for Type=notify-reload, accepted or not.
-        let line = self.status_line();
-        self.notifier.ready(&line);
-    }
-
-    /// Build everything the new settings need, then swap. Any failure leaves the old world intact.
-    async fn apply(&mut self, settings: Settings) -> Result<(), String> {
-        // Miners: reuse the ones with the same hotkey, state dir and netuid (their lock and state
-        // carry over); open the others (taking their locks) before touching anything.
-        let mut plan: Vec<Result<usize, Miner>> = Vec::new();
+    /// Build the miners and the connector `settings` needs; nothing running is touched. Miners with
+    /// the same hotkey, state dir and netuid are kept (their lock and state carry over); the others
+    /// are opened (taking their locks) now.
+    pub fn prepare(&self, settings: Settings, dry_run: bool, fixed_connector: bool) -> Result<Next, String> {
+        let mut miners: Vec<Result<usize, Miner>> = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         for m in &settings.miners {
             let hotkey = m.load_hotkey().map_err(|e| format!("miner {}: {e}", m.name))?;
@@ -97,37 +48,31 @@ impl Agent<'_> {
                 return Err(format!("hotkey {} is configured for more than one miner", hotkey.ss58()));
             }
             seen.push(hotkey.ss58().to_string());
-            let reuse = self.world.miners.iter().position(|o| {
+            let reuse = self.miners.iter().position(|o| {
                 o.ss58() == hotkey.ss58()
                     && o.state_dir == settings.agent.state_dir
                     && o.netuid == settings.chain.netuid
             });
             match reuse {
-                Some(i) => plan.push(Ok(i)),
-                None => plan.push(Err(Miner::open(&settings, m, hotkey, self.opts.dry_run)
-                    .map_err(|e| format!("miner {}: {e}", m.name))?)),
+                Some(i) => miners.push(Ok(i)),
+                None => miners.push(Err(
+                    Miner::open(&settings, m, hotkey, dry_run).map_err(|e| format!("miner {}: {e}", m.name))?
+                )),
             }
         }
-        let connector: Arc<dyn Connector> = if self.fixed_connector {
-            self.world.connector.clone()
+        let connector: Arc<dyn Connector> = if fixed_connector {
+            self.connector.clone()
         } else {
             Arc::new(NetConnector::new(&settings).map_err(|e| e.to_string())?)
         };
-        let new_server = if settings.agent.listen != self.world.settings.agent.listen {
-            match settings.agent.listen {
-                Some(addr) => {
-                    let l = Server::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                    Some(Some(l))
-                }
-                None => Some(None),
-            }
-        } else {
-            None
-        };
-        let notes = super::tell::start(&settings, self.notify_poster.clone(), self.clock.clone(), &self.shared)
-            .map_err(|e| e.to_string())?;
-        // Commit.
-        let mut old: Vec<Option<Miner>> = std::mem::take(&mut self.world.miners).into_iter().map(Some).collect();
+        Ok(Next { settings, miners, connector })
+    }
+
+    /// Swap in `next`: kept miners take their new settings, removed ones are saved and forgotten.
+    /// Returns the settings that were in force.
+    pub fn commit(&mut self, next: Next, shared: &Shared, dry_run: bool) -> Settings {
+        let Next { settings, miners: plan, connector } = next;
+        let mut old: Vec<Option<Miner>> = std::mem::take(&mut self.miners).into_iter().map(Some).collect();
         let mut miners = Vec::new();
         for (slot, ms) in plan.into_iter().zip(&settings.miners) {
             let mut m = match slot {
@@ -145,34 +90,27 @@ impl Agent<'_> {
         for mut m in old.into_iter().flatten() {
             tracing::info!(miner = %m.name(), "miner removed from the configuration");
             m.save();
-            self.shared.state_saved(m.ss58(), None);
-            self.shared.metrics.forget_miner(m.ss58());
+            shared.state_saved(m.ss58(), None);
+            shared.metrics.forget_miner(m.ss58());
         }
-        if settings.chain != self.world.settings.chain {
-            self.chain = None;
-        }
-        if settings.agent.log_format != self.world.settings.agent.log_format {
-            tracing::warn!("a new [agent] log_format takes effect after a restart");
-        }
-        if let Some(listener) = new_server {
-            if let Some(s) = self.server.take() {
-                s.stop().await;
-            }
-            if let Some(l) = listener {
-                match Server::spawn(l, self.shared.clone()) {
-                    Ok(s) => self.server = Some(s),
-                    Err(e) => tracing::error!(error = %e, "cannot serve the health/metrics endpoint"),
-                }
-            }
-        }
-        let files = if self.watch_files { reload::watched_files(&settings) } else { Default::default() };
-        if &files != self.watch.files() {
-            self.watch = FileWatch::new(files);
-        }
-        self.shared.set_ready_window(ready_window(&settings));
-        self.scheduler.reconfigure(ScheduleConfig::from(&settings.reconcile), self.clock.now());
-        self.world = World::new(settings, connector, miners, self.opts.dry_run);
-        self.swap_notes(notes).await;
-        Ok(())
+        std::mem::replace(self, World::new(settings, connector, miners, dry_run)).settings
     }
+}
+
+/// A configuration read for a reload, with what [`World::prepare`] built for it.
+pub(super) struct Next {
+    pub settings: Settings,
+    /// Per configured miner: the running one to keep (its index), or one opened for it.
+    miners: Vec<Result<usize, Miner>>,
+    connector: Arc<dyn Connector>,
+}
+
+/// `/readyz` wants a round within 2 × the longest gap between rounds.
+pub(super) fn ready_window(settings: &Settings) -> Duration {
+    2 * (settings.reconcile.interval + settings.reconcile.jitter)
+}
+
+/// How long a stopping agent waits for the job in flight: the longest single call.
+pub(super) fn stop_grace(settings: &Settings) -> Duration {
+    settings.reconcile.check_timeout.max(settings.reconcile.broadcast_timeout)
 }

@@ -1,6 +1,6 @@
-//! What `check`, `post`, `reconcile` and `run` share: loading the miner's hotkey, building the
-//! dendrite, and reading the eligible validators (with the registration check and gitt's
-//! "no validators eligible" error).
+//! What the commands share: loading the miner's hotkey, building the dendrite and the GitHub
+//! client, reading the eligible validators (with the registration check and gitt's "no validators
+//! eligible" error), the coverage verdict's exit code, waiting for a stop signal.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use crate::chain::{self, Origin, SubnetView};
 use crate::cli::{Coded, Exit};
 use crate::config::{MinerSettings, Settings};
+use crate::github::{GithubClient, GithubOptions};
 use crate::reconcile::state::StateFile;
 use crate::reconcile::transport::{Clock, SystemClock};
 use crate::report::SourceInfo;
@@ -32,6 +33,27 @@ pub fn caller(settings: &Settings, miner: &MinerSettings) -> anyhow::Result<Call
     )
     .context("failed to build the HTTP client")?;
     Ok(Caller { hotkey, dendrite: Arc::new(dendrite) })
+}
+
+/// GitHub client for the miner-side preflight, from `[github]`.
+pub fn github_client(settings: &Settings) -> anyhow::Result<GithubClient> {
+    Ok(GithubClient::new(GithubOptions::from(&settings.github))?)
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
 }
 
 /// The eligible validators, where they came from, and the subnet view itself.

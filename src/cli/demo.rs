@@ -199,8 +199,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Exit> {
         Metagraph::new([RegisteredMiner { uid: DEMO_MINER_UID, hotkey: miner.ss58().to_string(), stake: 1_000.0 }])?;
 
     let mut validators = Vec::with_capacity(n);
-    for i in 0..n {
-        let uid = u16::try_from(i + 1)?;
+    for uid in 1..=u16::try_from(n)? {
         let store = root.0.join(format!("validator-{uid}")).join("miner_pats.json");
         let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         validators.push(start_validator(uid, random_hotkey(), store, any_port, &github_url, &metagraph).await?);
@@ -213,23 +212,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Exit> {
         println!("  demo miner {} (uid {DEMO_MINER_UID}), PAT {}", miner.ss58(), pat.redacted());
     }
 
-    let dendrite = Arc::new(Dendrite::new(
-        Arc::clone(&miner),
-        DendriteOptions { external_ip: "127.0.0.1".into(), ..Default::default() },
-    )?);
-    let github = GithubClient::new(GithubOptions {
-        api_url: github_url.clone(),
-        timeout: Duration::from_secs(2),
-        ..GithubOptions::default()
-    })?;
-    let clock = Arc::new(DemoClock::default());
-    let limits = NetLimits {
-        check_timeout: Duration::from_secs(2),
-        broadcast_timeout: Duration::from_secs(3),
-        probe_timeout: Duration::from_secs(2),
-        concurrency: 8,
-    };
-    let net = NetTransport { dendrite, github: Arc::new(github), limits, clock: clock.clone() };
+    let (net, clock) = transport(&miner, &github_url)?;
     let cfg = PassConfig { policy: Policy::default(), budget: Budget::default(), dry_run: false };
     let mut state = MinerState::new(miner.ss58(), 74);
     let selection = |vs: &[DemoValidator]| Selection {
@@ -242,13 +225,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Exit> {
         print_pass(1, &first);
     }
 
-    // A validator loses its store: stop it, delete the file, restart it empty on the same port.
-    let victim = n / 2;
-    let old = validators.remove(victim);
-    let (uid, hotkey, store, addr) = (old.uid, Arc::clone(&old.hotkey), old.store.clone(), old.addr);
-    old.stop().await;
-    wipe(&store)?;
-    validators.insert(victim, start_validator(uid, hotkey, store, addr, &github_url, &metagraph).await?);
+    let uid = restart_empty(&mut validators, n / 2, &github_url, &metagraph).await?;
     if !args.json {
         println!("wiped the PAT store of validator uid {uid} and restarted it with an empty store");
         println!(
@@ -301,6 +278,43 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Exit> {
             format!("the demo did not restore coverage: pass 1 {final1:?}, pass 2 sent to {sent2:?}, {final2:?}"),
         ))
     }
+}
+
+/// The miner's transport to the demo subnet (short timeouts) and its clock.
+fn transport(miner: &Arc<Hotkey>, github_url: &str) -> anyhow::Result<(NetTransport, Arc<DemoClock>)> {
+    let dendrite = Arc::new(Dendrite::new(
+        Arc::clone(miner),
+        DendriteOptions { external_ip: "127.0.0.1".into(), ..Default::default() },
+    )?);
+    let github = GithubClient::new(GithubOptions {
+        api_url: github_url.to_string(),
+        timeout: Duration::from_secs(2),
+        ..GithubOptions::default()
+    })?;
+    let clock = Arc::new(DemoClock::default());
+    let limits = NetLimits {
+        check_timeout: Duration::from_secs(2),
+        broadcast_timeout: Duration::from_secs(3),
+        probe_timeout: Duration::from_secs(2),
+        concurrency: 8,
+    };
+    Ok((NetTransport { dendrite, github: Arc::new(github), limits, clock: clock.clone() }, clock))
+}
+
+/// Validator `index` loses its store: stop it, delete the file, restart it empty on the same
+/// port. Returns its uid.
+async fn restart_empty(
+    validators: &mut Vec<DemoValidator>,
+    index: usize,
+    github_url: &str,
+    metagraph: &Metagraph,
+) -> anyhow::Result<u16> {
+    let old = validators.remove(index);
+    let (uid, hotkey, store, addr) = (old.uid, Arc::clone(&old.hotkey), old.store.clone(), old.addr);
+    old.stop().await;
+    wipe(&store)?;
+    validators.insert(index, start_validator(uid, hotkey, store, addr, github_url, metagraph).await?);
+    Ok(uid)
 }
 
 fn wipe(store: &Path) -> anyhow::Result<()> {

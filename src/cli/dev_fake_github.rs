@@ -11,8 +11,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::cli::validator_args::FakeGithubArgs;
-use crate::cli::validator_serve::shutdown_signal;
-use crate::cli::{Coded, Exit};
+use crate::cli::{Coded, Exit, common};
 use crate::lab::fake_github::{self, FakeAccount, FakeGithubConfig, FakeGithubHandle, FaultRule};
 
 /// The `--config` JSON schema.
@@ -57,6 +56,6 @@ pub async fn run(args: &FakeGithubArgs, global_config: Option<&Path>) -> anyhow:
         out.flush()?;
     }
     tracing::info!(listen = %bound, accounts, "fake GitHub serving");
-    fake_github::serve(listener, handle, shutdown_signal()).await.context("fake GitHub failed")?;
+    fake_github::serve(listener, handle, common::shutdown_signal()).await.context("fake GitHub failed")?;
     Ok(Exit::Covered)
 }

@@ -245,12 +245,7 @@ async fn pat_checks(settings: &Settings, label: &dyn Fn(&MinerSettings) -> Optio
     // (miner, GitHub id, login) of every PAT GitHub accepted
     let mut accounts: Vec<(String, String, String)> = Vec::new();
     // One identity attempt: doctor reports what GitHub says now instead of retrying for 10 s.
-    let github = GithubClient::new(GithubOptions {
-        api_url: settings.github.api_url.clone(),
-        timeout: settings.github.timeout,
-        identity_attempts: 1,
-        ..GithubOptions::default()
-    });
+    let github = GithubClient::new(GithubOptions { identity_attempts: 1, ..GithubOptions::from(&settings.github) });
     for m in &settings.miners {
         let miner = label(m);
         let miner = miner.as_deref();

@@ -41,6 +41,7 @@ impl Exit {
 
 /// The coverage verdict as `check`, `post` and `reconcile` exit with it.
 impl From<Verdict> for Exit {
+    /// The one verdict → exit mapping ([`Verdict::exit_code`] is its number).
     fn from(v: Verdict) -> Exit {
         match v {
             Verdict::Covered => Exit::Covered,
@@ -135,6 +136,13 @@ pub fn classify(err: &anyhow::Error) -> (Exit, &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exit_code_of_a_verdict_is_its_number() {
+        for v in [Verdict::Covered, Verdict::Partial, Verdict::NoneCovered, Verdict::Undetermined] {
+            assert_eq!(Exit::from(v).code(), v.exit_code(), "{v:?}");
+        }
+    }
 
     #[test]
     fn render_does_not_repeat_a_cause_the_message_shows() {

@@ -13,7 +13,7 @@ use crate::cli::common;
 use crate::cli::{Coded, Exit, PostArgs};
 use crate::config::Settings;
 use crate::fanout;
-use crate::github::{GithubClient, GithubOptions, PreflightOutcome};
+use crate::github::PreflightOutcome;
 use crate::observe::BroadcastReading;
 use crate::reconcile::budget;
 use crate::reconcile::core::{self, BroadcastObs, Desired, Policy, Preflight};
@@ -23,15 +23,6 @@ use crate::report::{self, PostReport, PostRow};
 use crate::secret::Pat;
 use crate::validators::Validator;
 use crate::wire::{BroadcastFields, CallOutcome, Dendrite, NoResponseKind, Reply};
-
-/// GitHub client for the miner-side preflight, from `[github]`.
-pub fn github_client(settings: &Settings) -> anyhow::Result<GithubClient> {
-    Ok(GithubClient::new(GithubOptions {
-        api_url: settings.github.api_url.clone(),
-        timeout: settings.github.timeout,
-        ..GithubOptions::default()
-    })?)
-}
 
 /// Is this broadcast result worth another attempt? Silence and errors that a fresh request can
 /// clear (408 priority timeout, 429, 5xx) — not 401/403/404, and never an explicit answer.
@@ -86,7 +77,7 @@ pub async fn run(settings: &Settings, args: &PostArgs) -> anyhow::Result<Exit> {
         common::banner(settings, miner, caller.hotkey.ss58());
         eprintln!("PAT: {} (from {})", loaded.pat.redacted(), loaded.origin);
     }
-    let github = github_client(settings)?;
+    let github = common::github_client(settings)?;
     let pf = github.preflight(&loaded.pat).await;
     let login = match &pf.outcome {
         PreflightOutcome::Valid { login, .. } => login.clone(),

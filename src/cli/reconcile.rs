@@ -22,7 +22,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::chain::ChainError;
-use crate::cli::post::github_client;
 use crate::cli::{Exit, ReconcileArgs, common, exit, outputs};
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -99,7 +98,7 @@ async fn reconcile(
     };
     let net = NetTransport::new(
         caller.dendrite.clone(),
-        Arc::new(github_client(settings)?),
+        Arc::new(common::github_client(settings)?),
         NetLimits::from_settings(&settings.reconcile),
     );
     let save = |s: &MinerState| file.checkpoint(s);

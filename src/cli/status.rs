@@ -33,13 +33,7 @@ pub async fn run(settings: &Settings, args: &StatusArgs) -> anyhow::Result<Exit>
     } else {
         print!("{}", render(&view));
     }
-    Ok(match view.exit_code {
-        0 => Exit::Covered,
-        1 => Exit::Partial,
-        2 => Exit::NoneCovered,
-        3 => Exit::Undetermined,
-        _ => Exit::Software,
-    })
+    Ok(Exit::from(view.verdict))
 }
 
 /// `GET http://ADDR/status` (a wildcard address is asked on loopback).

@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::cli::validator_args::ServeArgs;
-use crate::cli::{Coded, Exit};
+use crate::cli::{Coded, Exit, common};
 use crate::github::{self, GithubClient, GithubOptions, Mode};
 use crate::lab::validator::{Axon, AxonConfig, Metagraph, PatStore, PatValidator, RegisteredMiner};
 use crate::wallet::Hotkey;
@@ -223,22 +223,6 @@ pub fn build_axon(s: ServeSettings) -> anyhow::Result<(Axon, SocketAddr)> {
     Ok((Axon::new(validator, Arc::new(s.hotkey), s.axon), s.listen))
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
-}
-
 /// Run the command.
 pub async fn run(args: &ServeArgs) -> anyhow::Result<Exit> {
     // Before the cap is computed from it (half the soft limit).
@@ -265,7 +249,7 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<Exit> {
         max_handlers = limits.max_handlers,
         "connection limits"
     );
-    axon.serve(listener, shutdown_signal()).await.context("axon server failed")?;
+    axon.serve(listener, common::shutdown_signal()).await.context("axon server failed")?;
     tracing::info!("validator stopped");
     Ok(Exit::Covered)
 }

@@ -152,6 +152,17 @@ pub struct GithubSettings {
     pub timeout: Duration,
 }
 
+/// The miner's GitHub client from `[github]` (here, not in `github`: that module is below this one).
+impl From<&GithubSettings> for crate::github::GithubOptions {
+    fn from(g: &GithubSettings) -> crate::github::GithubOptions {
+        crate::github::GithubOptions {
+            api_url: g.api_url.clone(),
+            timeout: g.timeout,
+            ..crate::github::GithubOptions::default()
+        }
+    }
+}
+
 /// `[reconcile]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReconcileSettings {

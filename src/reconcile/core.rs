@@ -234,6 +234,11 @@ impl History {
         at
     }
 
+    /// Not checked before `at` (the GitHub budget deferring a check): the timer only moves later.
+    pub fn defer(&mut self, at: Secs) {
+        self.next_check_at = self.next_check_at.max(at);
+    }
+
     fn clear_failures(&mut self) {
         self.failures = 0;
         self.not_before = 0;
@@ -690,10 +695,40 @@ pub fn needs_preflight(
     })
 }
 
-/// Is a validator due for a check? One-shot (`reconcile`): unless it is inside a backoff window.
-/// Agent (`run`): when its `next_check_at` has come.
-pub fn due(h: &History, now: Secs, one_shot: bool) -> bool {
-    if one_shot { now >= h.not_before } else { now >= h.next_check_at }
+/// Which of a validator's timers a check goes by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// A one-shot pass (`patrol reconcile`, the agent's start, a rotated PAT): every validator out of
+    /// its backoff window (`not_before`).
+    OneShot,
+    /// An agent round: its own timer (`next_check_at`).
+    Timer,
+    /// The agent's wake-up for one validator: its own timer — but the core leaves `next_check_at`
+    /// untouched when its decision was a broadcast that did not happen in that pass (a dry run, or a
+    /// confirm check that still wants one and waits for the spacing rule), so it can lie in the past
+    /// right after a contact; then the validator waits `min_gap` after that contact instead of being
+    /// checked again in a tight loop.
+    Spaced { min_gap: Secs },
+}
+
+/// When validator `h` is next due for a check, by `rule` — the one reading of its timers: the
+/// agent's scheduler (which validators a wake-up checks, when it next wakes) and the pass's
+/// selection both ask it. What sets the timers: the decisions of this core and the GitHub budget's
+/// deferral ([`History::defer`]).
+pub fn due_at(h: &History, rule: Due) -> Secs {
+    match rule {
+        Due::OneShot => h.not_before,
+        Due::Timer => h.next_check_at,
+        Due::Spaced { min_gap } => match h.checked_at {
+            Some(checked) if h.next_check_at <= checked => checked.saturating_add(min_gap.max(1)),
+            _ => h.next_check_at,
+        },
+    }
+}
+
+/// Is validator `h` due for a check at `now` ([`due_at`])?
+pub fn due(h: &History, now: Secs, rule: Due) -> bool {
+    now >= due_at(h, rule)
 }
 
 /// What an alert is about (`patrol_alerts{kind}`, `reconcile --json` `alerts[].kind`).

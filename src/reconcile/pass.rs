@@ -25,7 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::budget::{self, Budget, Intervals};
-use super::core::{self, Action, BroadcastObs, CheckObs, Desired, Policy, Preflight, ProbeObs, ProbeVerdict, Secs};
+use super::core::{
+    self, Action, BroadcastObs, CheckObs, Desired, Due, Policy, Preflight, ProbeObs, ProbeVerdict, Secs,
+};
 use super::state::{MinerState, PassKind, Totals};
 use super::transport::Transport;
 use crate::config::Settings;
@@ -59,7 +61,8 @@ impl PassConfig {
 /// What to do in a pass.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Work {
-    /// Check only these validators, if due (the agent's timers that fired); `None`: every one.
+    /// Check these validators (a wake-up's: the agent's scheduler found their timers fired); `None`:
+    /// every one that is due by [`Work::due_rule`].
     pub only: Option<BTreeSet<u16>>,
     /// `reconcile` (and the agent's start, a rotation): every validator not in a backoff window is
     /// due; otherwise a validator is due when its own `next_check_at` has come.
@@ -83,6 +86,23 @@ impl Work {
     /// `patrol reconcile`: everything not in backoff.
     pub fn one_shot() -> Work {
         Work { one_shot: true, ..Work::default() }
+    }
+
+    /// Which timer a round or one-shot pass checks a validator by (a wake-up's `only` is decided
+    /// already).
+    pub fn due_rule(&self) -> Due {
+        if self.one_shot { Due::OneShot } else { Due::Timer }
+    }
+
+    /// What kind of pass this is (the `pass` span's `kind`): `one_shot` (every validator out of
+    /// backoff), `round`, `recheck` (validators whose timers fired) or `sweep` (probes only).
+    pub fn label(&self) -> &'static str {
+        match &self.only {
+            None if self.one_shot => "one_shot",
+            None => "round",
+            Some(only) if only.is_empty() => "sweep",
+            Some(_) => "recheck",
+        }
     }
 
     /// A full pass (every due validator) or one limited to the validators whose timers fired.
@@ -223,11 +243,26 @@ impl PassOutcome {
     }
 }
 
+/// The span of a validator the pass acts on (its fields are formatted only when a subscriber
+/// wants the span).
+fn validator_span(v: &Validator) -> tracing::Span {
+    tracing::info_span!("validator", uid = v.uid, hotkey = %v.hotkey, addr = %v.target())
+}
+
 /// Saves the state mid-pass: called once the plan marks validators as broadcast to and before the
 /// PAT leaves, so a process killed while broadcasting restarts knowing it sent.
 pub type Checkpoint<'a> = &'a (dyn Fn(&MinerState) + Send + Sync);
 
 /// Run one pass over `selection.eligible`. Updates `state`.
+///
+/// Traced as a `pass` span (the miner's hotkey, the netuid, [`Work::label`]), as kube-rs traces a
+/// reconcile; inside it a `validator` span (uid, hotkey, address) for each validator the pass checks,
+/// sends the PAT to or confirms — not for each probe: a sweep probes every validator every 25 s.
+#[tracing::instrument(
+    name = "pass",
+    skip_all,
+    fields(miner = %state.hotkey, netuid = state.netuid, kind = %work.label())
+)]
 pub async fn run(
     transport: &dyn Transport,
     cfg: &PassConfig,
@@ -316,14 +351,8 @@ impl<'a> Pass<'a> {
         state.settle(now, horizon);
         core::sync(&mut state.validators, &eligible, now, cfg.policy.alert_after);
         let fp = pat.fingerprint();
-        if state.first_fingerprint.is_none() {
-            state.first_fingerprint = Some(fp.clone());
-        }
-        if state.fingerprint.as_deref() != Some(fp.as_str()) {
-            if state.fingerprint.is_some() {
-                tracing::info!(pat = %pat.redacted(), "PAT changed; every validator will get the new one once");
-            }
-            state.fingerprint = Some(fp.clone());
+        if state.use_pat(&fp) {
+            tracing::info!(pat = %pat.redacted(), "PAT changed; every validator will get the new one once");
         }
         let desired = Desired {
             fingerprint: fp,
@@ -485,9 +514,9 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Phase 3: the validators to check now — due by their timers (within `work.only`) or
-    /// triggered by a probe — admitted within the GitHub budget: free checks always, triggered
-    /// ones and first checks up to the repair limit, routine ones up to
+    /// Phase 3: the validators to check now — a wake-up's `work.only`, or those due by their
+    /// timers, and those triggered by a probe — admitted within the GitHub budget: free checks
+    /// always, triggered ones and first checks up to the repair limit, routine ones up to
     /// [`budget::ROUTINE_GUARD`] of the budget; validators that lost the PAT lately first, then the
     /// longest unchecked. The rest wait for the budget.
     pub fn select(&mut self, work: &Work) -> Vec<Validator> {
@@ -505,8 +534,12 @@ impl<'a> Pass<'a> {
         for v in &self.selection.eligible {
             let h = self.state.validators.get(&v.uid);
             let triggered = self.triggered.contains(&v.uid);
-            let timer = work.only.as_ref().is_none_or(|o| o.contains(&v.uid))
-                && h.is_none_or(|h| core::due(h, self.now, work.one_shot));
+            // A wake-up's validators were picked by the scheduler (`core::due_at`, spaced); a
+            // round's and a one-shot's are picked here, on the fresh validator set.
+            let timer = match &work.only {
+                Some(only) => only.contains(&v.uid),
+                None => h.is_none_or(|h| core::due(h, self.now, work.due_rule())),
+            };
             if !triggered && !timer {
                 continue;
             }
@@ -550,7 +583,7 @@ impl<'a> Pass<'a> {
             }
             let at = self.free_at(c.cost, limit);
             let mut h = self.history(c.v);
-            h.next_check_at = h.next_check_at.max(at);
+            h.defer(at);
             let mut why =
                 format!("deferred to stay within the GitHub budget ({} of {limit} calls this hour)", self.reserved);
             if self.triggered.contains(&uid) {
@@ -583,6 +616,7 @@ impl<'a> Pass<'a> {
         }
         let replies = t.check(due).await;
         for (v, r) in due.iter().zip(replies) {
+            let _span = validator_span(v).entered();
             let obs = CheckObs::of(&r);
             let cost = budget::check_cost(obs.category);
             if let Some((estimate, priority)) = self.estimates.get(&v.uid).copied() {
@@ -716,6 +750,7 @@ impl<'a> Pass<'a> {
     pub async fn broadcast(&mut self, t: &dyn Transport, to_send: &[Validator], pat: &Pat) {
         let replies = t.broadcast(to_send, pat).await;
         for (v, r) in to_send.iter().zip(&replies) {
+            let _span = validator_span(v).entered();
             let obs = BroadcastObs::of(r);
             let outcome = obs.outcome();
             self.calls += budget::CALLS_PER_BROADCAST;
@@ -744,6 +779,7 @@ impl<'a> Pass<'a> {
         }
         let replies = t.check(&confirm).await;
         for (v, r) in confirm.iter().zip(&replies) {
+            let _span = validator_span(v).entered();
             let obs = CheckObs::of(r);
             let cost = budget::check_cost(obs.category);
             self.settle(v.uid, budget::CALLS_PER_HELD_CHECK, cost, true);

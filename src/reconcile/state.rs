@@ -157,6 +157,26 @@ impl MinerState {
         }
     }
 
+    /// Is the PAT with `fingerprint` a rotation: another PAT than the last pass used? (A first PAT
+    /// is not.) The one place a rotation is told: the agent's wake-up plan asks it before a pass
+    /// (a rotated PAT gets a round that re-asserts it everywhere), the pass when it takes the PAT in.
+    pub fn rotated(&self, fingerprint: &str) -> bool {
+        self.fingerprint.as_deref().is_some_and(|last| last != fingerprint)
+    }
+
+    /// A pass uses the PAT with `fingerprint`: remember it (and the first PAT seen, for adoption).
+    /// Returns whether it is a rotation ([`MinerState::rotated`]).
+    pub fn use_pat(&mut self, fingerprint: &str) -> bool {
+        if self.first_fingerprint.is_none() {
+            self.first_fingerprint = Some(fingerprint.to_string());
+        }
+        let rotated = self.rotated(fingerprint);
+        if self.fingerprint.as_deref() != Some(fingerprint) {
+            self.fingerprint = Some(fingerprint.to_string());
+        }
+        rotated
+    }
+
     /// Make the state agree with `now` (issue 20 item 3). A state written while the clock was
     /// ahead must not keep patrol quiet, nor the budget spent, until the clock catches up: times of
     /// past events later than `now` become `now`, schedules (next check, backoff window) move back

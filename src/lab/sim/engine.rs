@@ -24,10 +24,12 @@ use rand_chacha::ChaCha8Rng;
 use super::faults::{Effect, Event, T};
 use super::net::SimNet;
 use super::scenario::{PatrolKnobs, Scenario, Strategy, StrategyKind};
+pub use super::tracker::RunStats;
+use super::tracker::Tracker;
 use super::world::{self, SimGithub, SimValidator};
-use crate::agent::schedule::{ScheduleConfig, Scheduler};
+use crate::agent::schedule::{Kind, PlanInput, ScheduleConfig, Scheduler};
 use crate::observe::BroadcastObs;
-use crate::reconcile::pass::{self, PassConfig, Work};
+use crate::reconcile::pass::{self, PassConfig};
 use crate::reconcile::state::MinerState;
 use crate::reconcile::transport::Transport;
 use crate::secret::Pat;
@@ -44,208 +46,6 @@ enum Ev {
     Round(u16),
     /// A post to every validator (`None`) or a retry to one.
     Post(Option<(u16, u32)>),
-}
-
-/// What one run measured.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RunStats {
-    pub validators: usize,
-    pub min_covered: usize,
-    pub mean_covered: f64,
-    pub final_covered: usize,
-    pub min_stake_coverage: f64,
-    pub mean_stake_coverage: f64,
-    /// Seconds with fewer than all validators covered.
-    pub time_below_full_s: u64,
-    /// Broadcasts that reached a validator (the PAT left the miner).
-    pub pats_sent: u64,
-    pub broadcast_attempts: u64,
-    pub checks: u64,
-    pub probes: u64,
-    /// Broadcasts a dry run planned (and did not send).
-    pub planned_broadcasts: u64,
-    /// Time-averaged stake-weighted share of our miner's weight across validators.
-    pub mean_weight_share: f64,
-    /// Losses of coverage that were repaired, and how long repairs took: time the validator was
-    /// uncovered while a repair was possible (it was up, reachable and its store readable).
-    pub repairs: usize,
-    pub repair_p50_s: u64,
-    pub repair_p95_s: u64,
-    pub repair_max_s: u64,
-    /// Losses never repaired by the end.
-    pub unrepaired: usize,
-    /// The slowest repair: validator index, lost at, repaired at (virtual seconds).
-    pub worst_repair: Option<(usize, T, T)>,
-    /// Minutes per validator per day that a running validator did not hold our valid PAT.
-    pub unscored_min_per_validator_day: f64,
-    /// GitHub calls made with the miner's PAT because of the strategy, per hour.
-    pub github_calls_per_hour: f64,
-    /// The busiest clock hour's GitHub calls.
-    pub github_calls_max_hour: u64,
-    /// The validators' own scoring calls with the PAT, per hour (the same for every strategy).
-    pub scoring_calls_per_hour: f64,
-    /// Stake-weighted coverage per sample window (window minimum).
-    #[serde(skip)]
-    pub series: Vec<f64>,
-}
-
-/// Coverage bookkeeping over time.
-struct Tracker {
-    stakes: Vec<f64>,
-    total_stake: f64,
-    covered: Vec<bool>,
-    /// Up, reachable, store readable: a repair is possible.
-    repairable: Vec<bool>,
-    /// The process runs (it scores, or would).
-    running: Vec<bool>,
-    count: usize,
-    stake: f64,
-    last_t: T,
-    acc_count: f64,
-    acc_stake: f64,
-    below: u64,
-    unscored: u64,
-    min_count: usize,
-    min_stake: f64,
-    sample: T,
-    series: Vec<f64>,
-    share: f64,
-    acc_share: f64,
-    last_share_t: T,
-    lost_at: Vec<Option<T>>,
-    /// Repairable time accumulated since the loss.
-    repairable_acc: Vec<T>,
-    repairs: Vec<T>,
-    worst: Option<(usize, T, T)>,
-}
-
-impl Tracker {
-    fn new(stakes: &[f64], duration: T, sample: T) -> Tracker {
-        let n = stakes.len();
-        Tracker {
-            stakes: stakes.to_vec(),
-            total_stake: stakes.iter().sum(),
-            covered: vec![false; n],
-            repairable: vec![true; n],
-            running: vec![true; n],
-            count: 0,
-            stake: 0.0,
-            last_t: 0,
-            acc_count: 0.0,
-            acc_stake: 0.0,
-            below: 0,
-            unscored: 0,
-            min_count: 0,
-            min_stake: 0.0,
-            sample: sample.max(1),
-            series: vec![1.0; duration.div_ceil(sample.max(1)).max(1) as usize],
-            share: 0.0,
-            acc_share: 0.0,
-            last_share_t: 0,
-            lost_at: vec![None; n],
-            repairable_acc: vec![0; n],
-            repairs: Vec::new(),
-            worst: None,
-        }
-    }
-
-    fn advance(&mut self, t: T) {
-        if t <= self.last_t {
-            return;
-        }
-        let dt = t - self.last_t;
-        self.acc_count += self.count as f64 * dt as f64;
-        let frac = self.stake / self.total_stake;
-        self.acc_stake += frac * dt as f64;
-        if self.count < self.covered.len() {
-            self.below += dt;
-        }
-        for v in 0..self.covered.len() {
-            if !self.covered[v] && self.running[v] {
-                self.unscored += dt;
-            }
-            if self.lost_at[v].is_some() && self.repairable[v] {
-                self.repairable_acc[v] += dt;
-            }
-        }
-        let (w0, w1) = ((self.last_t / self.sample) as usize, ((t - 1) / self.sample) as usize);
-        for w in w0..=w1.min(self.series.len().saturating_sub(1)) {
-            self.series[w] = self.series[w].min(frac);
-        }
-        self.last_t = t;
-    }
-
-    /// Start of the run: initial coverage counts from now on.
-    fn start(&mut self) {
-        self.min_count = self.count;
-        self.min_stake = self.stake / self.total_stake;
-    }
-
-    /// Validator `v` at `t`.
-    fn set(&mut self, t: T, v: usize, covered: bool, repairable: bool, running: bool) {
-        self.advance(t);
-        self.repairable[v] = repairable;
-        self.running[v] = running;
-        if self.covered[v] == covered {
-            return;
-        }
-        self.covered[v] = covered;
-        // summed afresh: incremental add/subtract drifts below zero in floating point
-        self.stake = self.covered.iter().zip(&self.stakes).filter(|(c, _)| **c).map(|(_, s)| s).sum::<f64>() + 0.0;
-        if covered {
-            self.count += 1;
-            if let Some(at) = self.lost_at[v].take() {
-                let took = self.repairable_acc[v];
-                if self.worst.is_none_or(|(_, a, b)| took > b - a) {
-                    self.worst = Some((v, t - took, t));
-                }
-                self.repairs.push(took);
-                let _ = at;
-            }
-        } else {
-            self.count -= 1;
-            self.lost_at[v] = Some(t);
-            self.repairable_acc[v] = 0;
-        }
-        self.min_count = self.min_count.min(self.count);
-        self.min_stake = self.min_stake.min(self.stake / self.total_stake);
-    }
-
-    fn set_share(&mut self, t: T, share: f64) {
-        self.acc_share += self.share * (t - self.last_share_t) as f64;
-        self.last_share_t = t;
-        self.share = share;
-    }
-
-    fn finish(mut self, end: T) -> RunStats {
-        self.advance(end);
-        self.set_share(end, self.share);
-        let mut r = self.repairs.clone();
-        r.sort_unstable();
-        let pct =
-            |p: f64| if r.is_empty() { 0 } else { r[((r.len() as f64 * p).ceil() as usize).clamp(1, r.len()) - 1] };
-        let n = self.covered.len().max(1) as f64;
-        let days = end as f64 / 86_400.0;
-        RunStats {
-            validators: self.covered.len(),
-            min_covered: self.min_count,
-            mean_covered: self.acc_count / end as f64,
-            final_covered: self.count,
-            min_stake_coverage: self.min_stake,
-            mean_stake_coverage: self.acc_stake / end as f64,
-            time_below_full_s: self.below,
-            mean_weight_share: self.acc_share / end as f64,
-            repairs: r.len(),
-            repair_p50_s: pct(0.5),
-            repair_p95_s: pct(0.95),
-            repair_max_s: r.last().copied().unwrap_or(0),
-            unrepaired: self.lost_at.iter().filter(|x| x.is_some()).count(),
-            worst_repair: self.worst,
-            unscored_min_per_validator_day: self.unscored as f64 / 60.0 / n / days.max(f64::MIN_POSITIVE),
-            series: self.series,
-            ..RunStats::default()
-        }
-    }
 }
 
 /// Simulated validator `index` as the miner's validator set lists it (the transport maps the uid
@@ -268,8 +68,14 @@ struct Agent {
     state: MinerState,
     selection: Selection,
     eligible: BTreeSet<u16>,
-    /// The next round checks everything not in backoff (start, PAT rotation).
+    /// The next round checks everything not in backoff (the start).
     force_full: bool,
+}
+
+impl Agent {
+    fn input(&self) -> PlanInput<'_> {
+        PlanInput { state: &self.state, blocked: false, force_full: self.force_full }
+    }
 }
 
 /// One strategy's run.
@@ -465,7 +271,7 @@ impl<'a> Run<'a> {
         loop {
             let next_event = self.queue.peek().map(|Reverse((t, _, _))| *t);
             let next_patrol =
-                self.agent.as_ref().map(|a| a.scheduler.next_wake([&a.state], &a.eligible).saturating_sub(BASE));
+                self.agent.as_ref().map(|a| a.scheduler.next_wake(&[a.input()], &a.eligible).saturating_sub(BASE));
             // world events first at equal times: the agent sees the world as it is at `t`
             let patrol_first = match (next_event, next_patrol) {
                 (Some(e), Some(p)) => p < e,
@@ -523,71 +329,16 @@ impl<'a> Run<'a> {
     fn fault(&mut self, t: T, i: usize) {
         let effect = self.timeline[i].effect.clone();
         match effect {
-            Effect::Down(v) => {
-                self.vs[v as usize].down += 1;
-                self.refresh(t, v as usize);
-            }
-            Effect::Up(v) => {
-                let x = &mut self.vs[v as usize];
-                x.down = x.down.saturating_sub(1);
-                if x.up() && x.wiped {
-                    x.wiped = false;
-                    world::restore_background(x, OUR_UID, self.s.background_miners);
-                }
-                self.refresh(t, v as usize);
-            }
-            Effect::Partition(v) => {
-                self.vs[v as usize].partitioned += 1;
-                self.refresh(t, v as usize);
-            }
-            Effect::Heal(v) => {
-                let x = &mut self.vs[v as usize];
-                x.partitioned = x.partitioned.saturating_sub(1);
-                self.refresh(t, v as usize);
-            }
-            Effect::Crash(v) => {
-                let x = &mut self.vs[v as usize];
-                x.gate.restart();
-                // a new process: a new axon uuid
-                x.generation += 1;
-                self.refresh(t, v as usize);
-            }
-            Effect::WipeStore(v) => {
-                let x = &mut self.vs[v as usize];
-                let _ = std::fs::remove_file(x.path());
-                if x.up() {
-                    // lost while running (no restart): everyone else re-posts as after a wipe
-                    world::restore_background(x, OUR_UID, self.s.background_miners);
-                } else {
-                    x.wiped = true;
-                }
-                self.reread(v as usize);
-                self.refresh(t, v as usize);
-            }
-            Effect::CorruptStart(v) => {
-                let x = &mut self.vs[v as usize];
-                if x.corrupt == 0 {
-                    x.backup = std::fs::read(x.path()).ok();
-                    let _ = std::fs::write(x.path(), b"{\"truncated\": [");
-                }
-                x.corrupt += 1;
-                self.refresh(t, v as usize);
-            }
-            Effect::CorruptEnd(v) => {
-                let x = &mut self.vs[v as usize];
-                x.corrupt = x.corrupt.saturating_sub(1);
-                if x.corrupt == 0 {
-                    match x.backup.take() {
-                        Some(b) => {
-                            let _ = std::fs::write(x.path(), b);
-                        }
-                        None => {
-                            let _ = std::fs::remove_file(x.path());
-                        }
-                    }
-                    self.reread(v as usize);
-                }
-                self.refresh(t, v as usize);
+            Effect::Down(v)
+            | Effect::Up(v)
+            | Effect::Partition(v)
+            | Effect::Heal(v)
+            | Effect::Crash(v)
+            | Effect::WipeStore(v)
+            | Effect::CorruptStart(v)
+            | Effect::CorruptEnd(v) => {
+                self.validator_fault(&effect, usize::from(v));
+                self.refresh(t, usize::from(v));
             }
             Effect::GithubStart { .. } | Effect::GithubEnd { .. } => self.github.apply(&effect),
             Effect::PatRevoked => {
@@ -601,11 +352,9 @@ impl<'a> Run<'a> {
                 self.github.add_our_token(&self.token, 4242, "sim-miner");
                 self.refresh_all(t);
                 match &mut self.agent {
-                    // the agent watches the PAT file: a round at once that re-asserts everywhere
-                    Some(a) => {
-                        a.force_full = true;
-                        a.scheduler.round_now(BASE + t + 1);
-                    }
+                    // the agent watches the PAT file: a round at once (its plan sees the rotation
+                    // and re-asserts everywhere)
+                    Some(a) => a.scheduler.round_now(BASE + t + 1),
                     // cron reads the new PAT file at its next run
                     None if matches!(self.strategy.kind, StrategyKind::PostEvery { .. }) => {}
                     // a person re-runs `post` some time after rotating
@@ -615,6 +364,62 @@ impl<'a> Run<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// What a fault does to validator `v`'s process, network or store (the coverage it leaves is
+    /// measured by the caller).
+    fn validator_fault(&mut self, effect: &Effect, v: usize) {
+        let background = self.s.background_miners;
+        let x = &mut self.vs[v];
+        match effect {
+            Effect::Down(_) => x.down += 1,
+            Effect::Up(_) => {
+                x.down = x.down.saturating_sub(1);
+                if x.up() && x.wiped {
+                    x.wiped = false;
+                    world::restore_background(x, OUR_UID, background);
+                }
+            }
+            Effect::Partition(_) => x.partitioned += 1,
+            Effect::Heal(_) => x.partitioned = x.partitioned.saturating_sub(1),
+            Effect::Crash(_) => {
+                x.gate.restart();
+                // a new process: a new axon uuid
+                x.generation += 1;
+            }
+            Effect::WipeStore(_) => {
+                let _ = std::fs::remove_file(x.path());
+                if x.up() {
+                    // lost while running (no restart): everyone else re-posts as after a wipe
+                    world::restore_background(x, OUR_UID, background);
+                } else {
+                    x.wiped = true;
+                }
+                self.reread(v);
+            }
+            Effect::CorruptStart(_) => {
+                if x.corrupt == 0 {
+                    x.backup = std::fs::read(x.path()).ok();
+                    let _ = std::fs::write(x.path(), b"{\"truncated\": [");
+                }
+                x.corrupt += 1;
+            }
+            Effect::CorruptEnd(_) => {
+                x.corrupt = x.corrupt.saturating_sub(1);
+                if x.corrupt == 0 {
+                    match x.backup.take() {
+                        Some(b) => {
+                            let _ = std::fs::write(x.path(), b);
+                        }
+                        None => {
+                            let _ = std::fs::remove_file(x.path());
+                        }
+                    }
+                    self.reread(v);
+                }
+            }
+            Effect::GithubStart { .. } | Effect::GithubEnd { .. } | Effect::PatRevoked | Effect::PatRotated => {}
         }
     }
 
@@ -665,36 +470,33 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The agent's wake-up at `t`: whatever the scheduler says is due, through the product's pass.
+    /// The agent's wake-up at `t`: the agent's own wake-up plan ([`Scheduler::plan`]), executed as
+    /// the agent does, through the product's pass.
     fn patrol(&mut self, t: T) {
         let now = BASE + t;
         self.net.set_now(now);
         let Some(pat) = Pat::new(&self.token) else { return };
         let Some(a) = self.agent.as_mut() else { return };
-        // what `agent::cycle` does: a round when due (with the sweep, if one is due too), else the
-        // validators whose timers fired and the probes
-        let round = a.scheduler.round_due(now);
-        let work: Work = a.scheduler.work(&a.state, &a.eligible, now, round.then_some(a.force_full));
-        let sweep = a.scheduler.sweep_due(now);
-        if round {
-            a.scheduler.round_started(now, self.net.sample());
-            a.scheduler.round_succeeded();
-            a.force_full = false;
-        }
-        if sweep {
-            a.scheduler.sweep_started(now, self.net.sample());
-        }
-        let nothing = !round && work.only.as_ref().is_none_or(BTreeSet::is_empty) && work.probe.is_empty();
-        if nothing {
+        let net = &self.net;
+        let fingerprint = pat.fingerprint();
+        let plan = a.scheduler.plan(now, &[a.input()], Some(&a.eligible), |_| Some(fingerprint.clone()));
+        a.scheduler.started(&plan, now, || net.sample());
+        let (Some(job), Some(planned)) = (plan.job, plan.passes.first()) else {
             // As the agent does: no job. (The scheduler never leaves a wake-up in the past that
             // has nothing due; if it ever did, a round a second later ends the spin.)
-            if a.scheduler.next_wake([&a.state], &a.eligible) <= now {
+            if a.scheduler.next_wake(&[a.input()], &a.eligible) <= now {
                 debug_assert!(false, "a wake-up at {now} with nothing due");
                 a.scheduler.round_now(now + 1);
             }
             return;
+        };
+        if job == Kind::Round {
+            // the simulated validator set is always readable
+            a.scheduler.round_succeeded();
+            a.force_full = false;
         }
-        let out = self.rt.block_on(pass::run(&self.net, &a.cfg, &a.selection, &mut a.state, &pat, &work, None));
+        let work = &planned.work;
+        let out = self.rt.block_on(pass::run(&self.net, &a.cfg, &a.selection, &mut a.state, &pat, work, None));
         self.planned += out.planned_broadcasts.len() as u64;
         if let Some(trace) = std::env::var("PATROL_SIM_TRACE").ok().and_then(|v| v.parse::<u16>().ok())
             && let Some(v) = out.validators.iter().find(|v| v.validator.uid == trace)

@@ -334,7 +334,7 @@ proptest! {
             let d = Desired { fingerprint: fp.clone(), adopt_fingerprint: Some(FP.into()), preflight: Preflight::Valid };
             let mut observations = BTreeMap::new();
             for (uid, b) in set {
-                if due(&hs[uid], now, true) {
+                if due(&hs[uid], now, Due::OneShot) {
                     observations.insert(*uid, model.check(*uid, *b, &fp));
                 }
             }
@@ -386,7 +386,7 @@ proptest! {
         for _ in 0..10 {
             let mut observations = BTreeMap::new();
             for (uid, _) in &el {
-                if due(&hs[uid], now, true) { observations.insert(*uid, model.check(*uid, Behaviour::Good, FP)); }
+                if due(&hs[uid], now, Due::OneShot) { observations.insert(*uid, model.check(*uid, Behaviour::Good, FP)); }
             }
             for dec in plan(&p, &d, &hs, &el, &observations, now, || 0.5) {
                 let h = if dec.action == Action::Broadcast {

@@ -412,3 +412,44 @@ async fn a_clock_that_was_a_day_ahead_does_not_keep_the_next_pass_quiet() {
     assert!(v2.why.as_deref().is_some_and(|w| w.starts_with("in backoff after 1 failures")), "{v2:?}");
     assert_eq!(state.github.spent(NOW), 2, "this pass's check only: the day-ahead spending is not this hour's");
 }
+
+/// Log lines written while `f` runs, as the agent's text format writes them (no ANSI, no time).
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_ansi(false)
+        .without_time()
+        .with_writer(move || out.clone())
+        .finish();
+    let r = tracing::subscriber::with_default(sub, f);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    (r, text)
+}
+
+#[test]
+fn a_pass_and_the_validator_it_acts_on_are_spans_around_what_it_logs() {
+    let t = Script::new(NOW);
+    t.on_check(1, script::valid()).on_check(2, script::no_pat()).on_broadcast(2, script::broadcast(true, None));
+    t.on_check(2, script::valid());
+    let mut state = holding(&[1, 2]);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (_, log) = logged(|| rt.block_on(run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &Work::one_shot())));
+    let line = log.lines().find(|l| l.contains(" broadcast ")).unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("pass{miner=5Hk netuid=74 kind=one_shot}:validator{uid=2 hotkey=vk2 addr=127.0.0.1:9002}:"),
+        "{line}"
+    );
+}

@@ -2,21 +2,15 @@
 //! (10 minutes) with the real scheduler and pass, a wave of validators as one message, a hung
 //! target at a stop, and undelivered events kept in the state for the next start.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use super::*;
-use crate::config::Overrides;
 use crate::notify::render::Message;
 use crate::notify::{Answer, Poster};
 use crate::reconcile::transport::BoxFuture;
-use crate::reconcile::transport::script::{self, Script};
 use crate::wallet::Hotkey;
-
-const T0: Secs = 1_800_000_000;
 
 /// Records every message (its time and webhook payload); hangs when told to.
 #[derive(Default)]
@@ -67,22 +61,8 @@ impl Recorder {
     }
 }
 
-struct Fixed(Arc<Script>);
-
-impl Connector for Fixed {
-    fn connect(&self, _: &Settings, _: &Miner) -> Arc<dyn Transport> {
-        self.0.clone()
-    }
-}
-
-fn no_reload() -> Result<Settings, ConfigError> {
-    Err(ConfigError::Parse { path: "test".into(), message: "no reloads in this test".into() })
-}
-
 /// Validators 1..=n (hotkeys from seeds), a webhook target, `extra` TOML.
 fn settings(dir: &std::path::Path, n: u16, extra: &str) -> Settings {
-    let hotkey = dir.join("hotkey");
-    std::fs::write(&hotkey, format!("{{\"secretSeed\":\"0x{}\"}}", "42".repeat(32))).unwrap();
     let mut text = format!("[[notify.target]]\nurl = \"http://127.0.0.1:9/hook\"\n{extra}\n");
     for uid in 1..=n {
         let hk = Hotkey::from_seed(&[u8::try_from(uid).unwrap() + 100; 32]).ss58().to_string();
@@ -91,37 +71,18 @@ fn settings(dir: &std::path::Path, n: u16, extra: &str) -> Settings {
             9000 + uid
         ));
     }
-    let ov = Overrides {
-        pat: Some("ghp_agentNotifyTest000000001".into()),
-        hotkey_file: Some(hotkey.display().to_string()),
-        state_dir: Some(dir.join("state").display().to_string()),
-        listen: Some("off".into()),
-        ..Overrides::default()
-    };
-    Settings::build(None, Some(&text), &ov, |_| None).unwrap()
+    settings_of(dir, &text, "ghp_agentNotifyTest000000001")
 }
 
-type Running = (mpsc::Sender<Signal>, tokio::task::JoinHandle<Result<(), AgentError>>);
-
+/// Start the agent on `script`, its notifications recorded by `rec`.
 fn start(s: Settings, script: &Arc<Script>, rec: &Arc<Recorder>) -> Running {
     *rec.clock.lock().unwrap() = Some(script.clone());
-    let (tx, rx) = mpsc::channel(4);
-    let deps = Deps {
-        connector: Some(Arc::new(Fixed(script.clone()))),
-        clock: script.clone(),
-        signals: SignalSource::Channel(rx),
-        watch_files: false,
-        notify_poster: Some(rec.clone()),
-    };
-    (tx, tokio::spawn(async move { run_with(s, &no_reload, Options::default(), deps).await }))
+    start_with(s, script, Some(rec.clone()))
 }
 
-async fn stop((tx, agent): Running) -> Duration {
-    let t = tokio::time::Instant::now();
-    tx.send(Signal::Stop("SIGTERM")).await.unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(300), agent).await.expect("the agent stops").unwrap();
-    assert!(r.is_ok(), "{r:?}");
-    t.elapsed()
+/// A state dir, the scripted validators on tokio's clock, and a recorder for the messages.
+fn setup() -> (tempfile::TempDir, Arc<Script>, Arc<Recorder>) {
+    (tempfile::tempdir().unwrap(), Script::on_tokio_time(T0), Arc::new(Recorder::default()))
 }
 
 /// Validator `uid` answers probes and checks as a healthy one holding our PAT.
@@ -137,9 +98,7 @@ fn down(script: &Script, uid: u16) {
 
 #[tokio::test(start_paused = true)]
 async fn a_restart_repaired_within_the_default_hold_says_nothing_an_outage_past_it_one_loss_then_one_recovery() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = Script::on_tokio_time(T0);
-    let rec = Arc::new(Recorder::default());
+    let (dir, script, rec) = setup();
     healthy(&script, 1, "uuid-a");
     let agent = start(settings(dir.path(), 1, ""), &script, &rec);
     tokio::time::sleep(Duration::from_secs(120)).await;
@@ -178,9 +137,7 @@ async fn a_restart_repaired_within_the_default_hold_says_nothing_an_outage_past_
 
 #[tokio::test(start_paused = true)]
 async fn twenty_validators_down_at_once_are_one_message_and_come_back_in_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = Script::on_tokio_time(T0);
-    let rec = Arc::new(Recorder::default());
+    let (dir, script, rec) = setup();
     for uid in 1..=20 {
         healthy(&script, uid, &format!("uuid-{uid}"));
     }
@@ -208,9 +165,7 @@ async fn twenty_validators_down_at_once_are_one_message_and_come_back_in_one() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hung_target_does_not_hold_a_stop_and_what_it_missed_is_sent_after_the_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = Script::on_tokio_time(T0);
-    let rec = Arc::new(Recorder::default());
+    let (dir, script, rec) = setup();
     rec.hang.store(true, std::sync::atomic::Ordering::SeqCst);
     healthy(&script, 1, "uuid-a");
     let extra = "min_severity = \"info\"\n[notify]\nhold = 30\nflush = \"5s\"\n";
