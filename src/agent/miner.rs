@@ -14,6 +14,7 @@ use super::status::MinerView;
 use crate::config::{MinerSettings, PatError, Settings};
 use crate::github::{Preflight, PreflightOutcome};
 use crate::metrics::Metrics;
+pub use crate::metrics::ProblemKind;
 use crate::observe::Category;
 use crate::reconcile::core::{AlertKind, ProbeVerdict};
 use crate::reconcile::pass::PassOutcome;
@@ -32,32 +33,6 @@ pub enum MinerError {
     Http(#[source] reqwest::Error),
     #[error(transparent)]
     State(#[from] StateError),
-}
-
-/// What keeps a miner from being reconciled (`patrol_miner_problem{kind}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProblemKind {
-    /// Its hotkey is not registered on the netuid: nothing is sent.
-    NotRegistered,
-    /// Its PAT cannot be read.
-    PatUnavailable,
-    /// Neither the chain nor a young enough metagraph cache can be read: nothing is sent.
-    NoValidatorSource,
-}
-
-impl ProblemKind {
-    /// All kinds (metric label values).
-    pub const ALL: [ProblemKind; 3] =
-        [ProblemKind::NotRegistered, ProblemKind::PatUnavailable, ProblemKind::NoValidatorSource];
-
-    /// snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProblemKind::NotRegistered => "not_registered",
-            ProblemKind::PatUnavailable => "pat_unavailable",
-            ProblemKind::NoValidatorSource => "no_validator_source",
-        }
-    }
 }
 
 /// Why a miner cannot be reconciled right now (shown in STATUS and `patrol_miner_problem`).
@@ -194,7 +169,7 @@ impl Miner {
             }
             (None, None) => {}
         }
-        metrics.set_miner_problem(self.ss58(), problem.as_ref().map(|p| p.kind.as_str()));
+        metrics.set_miner_problem(self.ss58(), problem.as_ref().map(|p| p.kind));
         self.problem = problem;
     }
 

@@ -26,7 +26,7 @@ use crate::cli::check::verdict_exit;
 use crate::cli::post::github_client;
 use crate::cli::{Exit, ReconcileArgs, common, exit, outputs};
 use crate::config::Settings;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProblemKind};
 use crate::notify::{Input, Notifications, Problem};
 use crate::reconcile::pass::{self, PassConfig, PassOutcome, Work};
 use crate::reconcile::state::{MinerState, StateFile};
@@ -79,7 +79,7 @@ async fn reconcile(
             }
             if let Some(n) = notes.take() {
                 let problem = match problem_kind(&e) {
-                    Some("not_registered") => Some(Problem::NotRegistered),
+                    Some(ProblemKind::NotRegistered) => Some(Problem::NotRegistered),
                     Some(_) => Some(Problem::NoValidatorSource),
                     None => None,
                 };
@@ -211,10 +211,10 @@ async fn tell(n: Notifications, state: &mut MinerState, file: &StateFile, t: Tol
 }
 
 /// `not_registered` or `no_validator_source` when that is why no pass could run.
-fn problem_kind(e: &anyhow::Error) -> Option<&'static str> {
+fn problem_kind(e: &anyhow::Error) -> Option<ProblemKind> {
     match e.chain().find_map(|c| c.downcast_ref::<ChainError>()) {
-        Some(ChainError::NotRegistered { .. }) => Some("not_registered"),
-        Some(c) if c.is_undetermined() => Some("no_validator_source"),
+        Some(ChainError::NotRegistered { .. }) => Some(ProblemKind::NotRegistered),
+        Some(c) if c.is_undetermined() => Some(ProblemKind::NoValidatorSource),
         _ => None,
     }
 }
