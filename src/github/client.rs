@@ -148,16 +148,18 @@ impl GithubClient {
         }
         let policy = RetryPolicy { attempts: self.opts.preflight_attempts, mode: Mode::Fixed };
         let IdentityReport { result, attempts, meta } = self.identity_with(pat.expose(), policy).await;
-        let (outcome, graphql) = match result {
+        let (outcome, test) = match &result {
             IdentityResult::Valid { id, login } => {
                 let test = self.test_query_with(pat.expose(), Mode::Fixed).await;
-                (test_query_outcome(test.result, id, login), Some(test.meta))
+                (test_query_outcome(test.result.clone(), id.clone(), login.clone()), Some(test))
             }
-            failure => (identity_failure(failure), None),
+            failure => (identity_failure(failure.clone()), None),
         };
-        let graphql = graphql.unwrap_or_default();
+        let (test_query, graphql) = test.map(|t| (Some(t.result), t.meta)).unwrap_or_default();
         Preflight {
             outcome,
+            identity: Some(result),
+            test_query,
             identity_attempts: attempts,
             token_expiry: meta.token_expiry.or(graphql.token_expiry),
             rate_limit: meta.rate_limit,
@@ -276,7 +278,7 @@ impl GithubClient {
 
 impl Preflight {
     fn without_calls(outcome: PreflightOutcome) -> Preflight {
-        Preflight { outcome, identity_attempts: 0, token_expiry: None, rate_limit: None, graphql_rate_limit: None }
+        Preflight { identity_attempts: 0, ..Preflight::judged(outcome) }
     }
 }
 

@@ -184,10 +184,15 @@ pub enum PreflightOutcome {
     Invalid { reason: String },
 }
 
-/// Result of [`GithubClient::preflight`]: the verdict and the telemetry the agent exports.
+/// Result of [`GithubClient::preflight`]: the verdict, what each call answered, and the
+/// telemetry the agent exports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preflight {
     pub outcome: PreflightOutcome,
+    /// What `GET /user` answered (None: not asked, the token cannot be sent in a header).
+    pub identity: Option<IdentityResult>,
+    /// What the test query answered (None: not asked, `/user` did not pass).
+    pub test_query: Option<TestQueryResult>,
     /// Identity requests made.
     pub identity_attempts: u32,
     /// PAT expiry from either response.
@@ -196,6 +201,22 @@ pub struct Preflight {
     pub rate_limit: Option<RateLimit>,
     /// Rate limit of the `graphql` bucket; None when the test query did not run.
     pub graphql_rate_limit: Option<RateLimit>,
+}
+
+impl Preflight {
+    /// A preflight judged `outcome` after one identity call, no header seen: what a scripted
+    /// transport or the simulation's GitHub answers.
+    pub fn judged(outcome: PreflightOutcome) -> Preflight {
+        Preflight {
+            outcome,
+            identity: None,
+            test_query: None,
+            identity_attempts: 1,
+            token_expiry: None,
+            rate_limit: None,
+            graphql_rate_limit: None,
+        }
+    }
 }
 
 /// Errors building a [`GithubClient`] or parsing its settings.

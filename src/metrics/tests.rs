@@ -98,12 +98,10 @@ fn the_exposition_is_pinned() {
 }
 
 fn preflight(expiry: Option<i64>) -> crate::github::Preflight {
+    let valid = crate::github::PreflightOutcome::Valid { login: "m".into(), id: "1".into() };
     crate::github::Preflight {
-        outcome: crate::github::PreflightOutcome::Valid { login: "m".into(), id: "1".into() },
-        identity_attempts: 1,
         token_expiry: expiry.map(|t| crate::github::TokenExpiry { text: String::new(), unix_seconds: Some(t) }),
-        rate_limit: None,
-        graphql_rate_limit: None,
+        ..crate::github::Preflight::judged(valid)
     }
 }
 

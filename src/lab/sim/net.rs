@@ -196,8 +196,7 @@ impl Transport for SimNet {
     fn preflight<'a>(&'a self, pat: &'a Pat) -> BoxFuture<'a, Preflight> {
         lock(&self.counts).preflights += 1;
         let outcome: PreflightOutcome = self.github.preflight(pat.expose());
-        let pf =
-            Preflight { outcome, identity_attempts: 1, token_expiry: None, rate_limit: None, graphql_rate_limit: None };
+        let pf = Preflight::judged(outcome);
         Box::pin(async move { pf })
     }
 

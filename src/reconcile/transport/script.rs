@@ -314,9 +314,7 @@ impl Transport for Script {
     fn preflight<'a>(&'a self, _pat: &'a Pat) -> BoxFuture<'a, Preflight> {
         self.record(Call::Preflight);
         let outcome = lock(&self.preflight).clone();
-        Box::pin(async move {
-            Preflight { outcome, identity_attempts: 1, token_expiry: None, rate_limit: None, graphql_rate_limit: None }
-        })
+        Box::pin(async move { Preflight::judged(outcome) })
     }
 
     fn clock(&self) -> &dyn Clock {
