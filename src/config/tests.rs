@@ -1,4 +1,7 @@
+use std::time::Duration;
+
 use super::*;
+use crate::validators::Thresholds;
 
 fn env_none(_: &str) -> Option<String> {
     None
