@@ -60,6 +60,25 @@ const MIN_TAIL_LEN: usize = 16;
 /// Replace every secret patrol can recognise in `text`: GitHub tokens ([`redact_github_tokens`])
 /// and the secret parts of notification URLs ([`redact_hook_paths`]: a Discord or Slack webhook's
 /// path, a Telegram bot token). For text that leaves the process and may quote user input: an
+/// One line for an error and its causes, each joined with ": " — the one renderer of an error
+/// chain (`cli::exit::render` is this). Errors keep their cause in `source()`, never in their own
+/// text; a cause whose text the line already shows (another crate's error that prints its source)
+/// is not repeated. Tokens are redacted ([`redact_tokens`]): errors quote paths and values the
+/// user typed, and a PAT pasted as `--pat-file`, `--config` or `--network` must not be echoed.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    redact_tokens(&out).into_owned()
+}
+
 /// error message, a log line. Borrows when there is nothing to redact.
 pub fn redact_tokens(text: &str) -> Cow<'_, str> {
     match redact_github_tokens(text) {

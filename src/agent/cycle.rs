@@ -69,9 +69,10 @@ impl Agent<'_> {
                     work,
                     state_file: m.checkpoint_file(),
                 })),
-                Err(e) => {
-                    m.set_problem(Some(Problem::new(ProblemKind::PatUnavailable, e.to_string())), &self.shared.metrics)
-                }
+                Err(e) => m.set_problem(
+                    Some(Problem::new(ProblemKind::PatUnavailable, crate::secret::error_chain(&e))),
+                    &self.shared.metrics,
+                ),
             }
         }
         if sweep {
@@ -103,7 +104,10 @@ impl Agent<'_> {
                     pat
                 }
                 Err(e) => {
-                    m.set_problem(Some(Problem::new(ProblemKind::PatUnavailable, e.to_string())), &self.shared.metrics);
+                    m.set_problem(
+                        Some(Problem::new(ProblemKind::PatUnavailable, crate::secret::error_chain(&e))),
+                        &self.shared.metrics,
+                    );
                     continue;
                 }
             };

@@ -29,7 +29,7 @@ use crate::wire::dendrite::DendriteOptions;
 pub enum MinerError {
     #[error(transparent)]
     Wallet(#[from] WalletError),
-    #[error("cannot build the HTTP client: {0}")]
+    #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
     #[error(transparent)]
     State(#[from] StateError),
@@ -350,7 +350,7 @@ impl Miner {
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let msg = crate::secret::error_chain(&e);
                 if self.save_error.as_deref() != Some(msg.as_str()) {
                     tracing::error!(miner = %self.name(), error = %msg, "cannot save the state; retrying after every pass");
                 }

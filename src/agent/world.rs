@@ -61,7 +61,7 @@ impl Agent<'_> {
     pub(super) async fn reload(&mut self, why: &str) {
         let result = match (self.load)() {
             Ok(s) => self.apply(s).await,
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(crate::secret::error_chain(&e)),
         };
         match result {
             Ok(()) => {
@@ -89,10 +89,11 @@ impl Agent<'_> {
         let mut plan: Vec<Result<usize, Miner>> = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         for m in &settings.miners {
-            let hotkey = m.load_hotkey().map_err(|e| format!("miner {}: {e}", m.name))?;
+            let hotkey =
+                m.load_hotkey().map_err(|e| format!("miner {}: {}", m.name, crate::secret::error_chain(&e)))?;
             // The PAT too: a typo in its path must be rejected, not applied to leave the miner
             // unreconciled while /readyz says ready.
-            m.load_pat().map_err(|e| format!("miner {}: {e}", m.name))?;
+            m.load_pat().map_err(|e| format!("miner {}: {}", m.name, crate::secret::error_chain(&e)))?;
             if seen.iter().any(|h| h == hotkey.ss58()) {
                 return Err(format!("hotkey {} is configured for more than one miner", hotkey.ss58()));
             }
@@ -105,13 +106,13 @@ impl Agent<'_> {
             match reuse {
                 Some(i) => plan.push(Ok(i)),
                 None => plan.push(Err(Miner::open(&settings, m, hotkey, self.opts.dry_run)
-                    .map_err(|e| format!("miner {}: {e}", m.name))?)),
+                    .map_err(|e| format!("miner {}: {}", m.name, crate::secret::error_chain(&e)))?)),
             }
         }
         let connector: Arc<dyn Connector> = if self.fixed_connector {
             self.world.connector.clone()
         } else {
-            Arc::new(NetConnector::new(&settings).map_err(|e| e.to_string())?)
+            Arc::new(NetConnector::new(&settings).map_err(|e| crate::secret::error_chain(&e))?)
         };
         let new_server = if settings.agent.listen != self.world.settings.agent.listen {
             match settings.agent.listen {
@@ -125,7 +126,7 @@ impl Agent<'_> {
             None
         };
         let notes = super::tell::start(&settings, self.notify_poster.clone(), self.clock.clone(), &self.shared)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::secret::error_chain(&e))?;
         // Commit.
         let mut old: Vec<Option<Miner>> = std::mem::take(&mut self.world.miners).into_iter().map(Some).collect();
         let mut miners = Vec::new();
@@ -138,7 +139,7 @@ impl Agent<'_> {
                 Err(m) => m,
             };
             if let Err(e) = m.update(&settings, ms) {
-                tracing::error!(miner = %ms.name, error = %e, "cannot rebuild the miner's HTTP client; keeping the old one");
+                tracing::error!(miner = %ms.name, error = %crate::secret::error_chain(&e), "cannot rebuild the miner's HTTP client; keeping the old one");
             }
             miners.push(m);
         }

@@ -172,7 +172,7 @@ fn wallet_check(m: &MinerSettings, miner: Option<&str>) -> (Check, Option<Hotkey
             fail(
                 "wallet",
                 miner,
-                e.to_string(),
+                crate::cli::exit::render(&e),
                 "point [wallet] hotkey_file (or --hotkey-file, or --wallet/--hotkey/--wallet-path) at the miner's hotkey file",
             ),
             None,
@@ -253,7 +253,7 @@ async fn pat_checks(settings: &Settings, label: &dyn Fn(&MinerSettings) -> Optio
                 l
             }
             Err(e) => {
-                checks.push(fail("pat", miner, e.to_string(), pat_fix(&e)));
+                checks.push(fail("pat", miner, crate::cli::exit::render(&e), pat_fix(&e)));
                 continue;
             }
         };
@@ -283,7 +283,7 @@ fn pat_fix(e: &PatError) -> &'static str {
             "fix the --pat-file path, [pat] file or the LoadCredential= name, or remove it to use the next PAT source"
         }
         PatError::TooOpen { .. } => "chmod 600 the PAT file",
-        PatError::Unreadable { .. } | PatError::NotRegular { .. } | PatError::TooLarge { .. } | PatError::Empty(_) => {
+        PatError::Read { .. } | PatError::Empty(_) => {
             "point the PAT source at a regular file (chmod 600) that holds just the token"
         }
     }

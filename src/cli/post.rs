@@ -174,7 +174,7 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
         Ok(l) => l,
         Err(e) => {
             // e.g. the agent runs: it takes the spending into its ledger at its next pass
-            tracing::warn!(error = %e, "not recording the result in the state file");
+            tracing::warn!(error = %crate::secret::error_chain(&e), "not recording the result in the state file");
             common::note_spent(&file, calls);
             return;
         }
@@ -212,6 +212,6 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
     state.github.record(now, calls);
     state.updated_at = now;
     if let Err(e) = file.save(&state) {
-        tracing::warn!(error = %e, "could not save the state file");
+        tracing::warn!(error = %crate::secret::error_chain(&e), "could not save the state file");
     }
 }

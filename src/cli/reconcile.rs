@@ -206,7 +206,7 @@ async fn tell(n: Notifications, state: &mut MinerState, file: &StateFile, t: Tol
     let left = n.close().await;
     crate::notify::keep(&mut state.notify, t.hotkey, &left);
     if let Err(e) = file.save(state) {
-        tracing::warn!(error = %e, "cannot save what the notifications announced; the next run may repeat it");
+        tracing::warn!(error = %crate::secret::error_chain(&e), "cannot save what the notifications announced; the next run may repeat it");
     }
 }
 

@@ -46,12 +46,14 @@ const COMMAND_LINE: &str = "command line";
 /// A configuration problem. Always exit code 78 at the CLI edge.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path} is not a regular file (it is {kind})")]
-    NotRegular { path: PathBuf, kind: &'static str },
-    #[error("config file {path} is larger than {cap} bytes; a patrol config is a few KiB, this is the wrong file")]
-    TooLarge { path: PathBuf, cap: u64 },
+    /// Missing, unreadable, not a regular file, or larger than [`MAX_CONFIG_BYTES`] (a patrol
+    /// config is a few KiB: a bigger file is the wrong one).
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: crate::fsutil::ReadError,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("{origin}: {key}: {message}")]
@@ -135,7 +137,7 @@ fn check_inline_secrets(p: &Path, settings: &Settings) -> Result<(), ConfigError
     let keys = settings.notify.inline_keys();
     let Some(key) = keys.first() else { return Ok(()) };
     let mode = std::fs::metadata(p)
-        .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?
+        .map_err(|e| ConfigError::Read { path: p.to_path_buf(), source: e.into() })?
         .permissions()
         .mode()
         & 0o777;
@@ -154,13 +156,8 @@ fn check_inline_secrets(p: &Path, settings: &Settings) -> Result<(), ConfigError
 
 /// Read the config file: a regular file of at most [`MAX_CONFIG_BYTES`], UTF-8.
 fn read_config(p: &Path) -> Result<String, ConfigError> {
-    use crate::fsutil::ReadError;
-    let path = || p.to_path_buf();
-    let bytes = crate::fsutil::read_capped(p, MAX_CONFIG_BYTES).map_err(|e| match e {
-        ReadError::Io(source) => ConfigError::Read { path: path(), source },
-        ReadError::NotRegular(kind) => ConfigError::NotRegular { path: path(), kind },
-        ReadError::TooLarge { cap } => ConfigError::TooLarge { path: path(), cap },
-    })?;
+    let bytes = crate::fsutil::read_capped(p, MAX_CONFIG_BYTES)
+        .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
     String::from_utf8(bytes)
         .map_err(|_| ConfigError::Parse { path: p.display().to_string(), message: "is not UTF-8 text".into() })
 }

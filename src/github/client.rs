@@ -272,7 +272,7 @@ impl GithubClient {
             let url = e.url().map(Url::as_str).unwrap_or("GitHub");
             return format!("request to {url} timed out after {}", humantime::format_duration(self.opts.timeout));
         }
-        crate::wire::dendrite::error_chain(e)
+        crate::secret::error_chain(e)
     }
 }
 
@@ -366,7 +366,7 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<
                 let url = e.url().map(Url::as_str).unwrap_or("GitHub");
                 return Err(format!("reading the response of {url} timed out"));
             }
-            Err(e) => return Err(crate::wire::dendrite::error_chain(&e)),
+            Err(e) => return Err(crate::secret::error_chain(&e)),
         }
     }
 }

@@ -278,13 +278,25 @@ pub enum StateError {
     )]
     NotRegular { path: PathBuf, kind: &'static str },
     #[error(
-        "cannot read state file {}: {source}; patrol does not replace a state file it cannot read: fix its permissions or move it away", path.display()
+        "cannot read state file {} (patrol does not replace a state file it cannot read: fix its permissions or move it away)", path.display()
     )]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("cannot write state file {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
-    #[error("cannot lock state file {}: {source}", path.display())]
-    Lock { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write state file {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot lock state file {}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state file {} is locked by another patrol process (is `patrol run` using the same state dir?)", path.display())]
     Busy { path: PathBuf },
     /// Other users could swap the files at `path` (a state dir they can write, a link they planted):
@@ -520,7 +532,7 @@ impl StateFile {
     /// be sent) and saves again at its end, so a failure here is logged, not returned.
     pub fn checkpoint(&self, state: &MinerState) {
         if let Err(e) = self.save(state) {
-            tracing::error!(error = %e, "cannot save the state before broadcasting");
+            tracing::error!(error = %crate::secret::error_chain(&e), "cannot save the state before broadcasting");
         }
     }
 

@@ -506,21 +506,6 @@ fn transport_kind(e: &reqwest::Error) -> NoResponseKind {
     }
 }
 
-/// An error and its causes on one line (reqwest's top-level message alone is vague).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 /// The innermost cause ("Connection refused (os error 111)"): reqwest's outer layers only repeat
 /// the URL and "error sending request".
 pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

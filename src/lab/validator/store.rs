@@ -142,16 +142,28 @@ fn uid_value(v: &Value) -> Option<u16> {
 /// Why the store could not be read or written. `Display` names the file, never its content.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: fsutil::ReadError,
+    },
     #[error("{} is not valid JSON: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
     #[error("{} is not a JSON list of objects: {detail}", path.display())]
     Format { path: PathBuf, detail: String },
-    #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: io::Error },
-    #[error("cannot lock {}: {source}", path.display())]
-    Lock { path: PathBuf, source: io::Error },
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot lock {}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("store task failed: {0}")]
     Task(String),
 }
@@ -160,7 +172,7 @@ impl StoreError {
     /// The error with the file name instead of its full path: what a miner is told (the reason
     /// travels over plain HTTP to whoever asked).
     pub fn brief(&self) -> String {
-        let full = self.to_string();
+        let full = crate::secret::error_chain(self);
         match self.path().and_then(|p| Some((p.to_str()?, p.file_name()?.to_str()?))) {
             Some((path, name)) => full.replacen(path, name, 1),
             None => full,
@@ -182,7 +194,14 @@ impl StoreError {
     fn duplicate(&self) -> StoreError {
         let io = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
         match self {
-            StoreError::Read { path, source } => StoreError::Read { path: path.clone(), source: io(source) },
+            StoreError::Read { path, source } => {
+                let source = match source {
+                    fsutil::ReadError::Io(e) => fsutil::ReadError::Io(io(e)),
+                    fsutil::ReadError::NotRegular(kind) => fsutil::ReadError::NotRegular(kind),
+                    fsutil::ReadError::TooLarge { cap } => fsutil::ReadError::TooLarge { cap: *cap },
+                };
+                StoreError::Read { path: path.clone(), source }
+            }
             StoreError::Corrupt { path, detail } => StoreError::Corrupt { path: path.clone(), detail: detail.clone() },
             StoreError::Format { path, detail } => StoreError::Format { path: path.clone(), detail: detail.clone() },
             StoreError::Write { path, source } => StoreError::Write { path: path.clone(), source: io(source) },
@@ -304,7 +323,7 @@ impl PatStore {
             match fs::symlink_metadata(&self.path) {
                 Ok(_) => Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => self.write_values(&[]).map(|()| true),
-                Err(source) => Err(StoreError::Read { path: self.path.clone(), source }),
+                Err(source) => Err(StoreError::Read { path: self.path.clone(), source: source.into() }),
             }
         })
     }
@@ -381,9 +400,9 @@ impl PatStore {
         let file = match fsutil::open_capped(&self.path, STORE_READ_CAP) {
             Ok(f) => f,
             Err(fsutil::ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return none(),
-            Err(e) => return Err(StoreError::Read { path: self.path.clone(), source: capped_read_error(e) }),
+            Err(source) => return Err(StoreError::Read { path: self.path.clone(), source }),
         };
-        let read_err = |source| StoreError::Read { path: self.path.clone(), source };
+        let read_err = |e: io::Error| StoreError::Read { path: self.path.clone(), source: e.into() };
         let len = file.metadata().map_err(read_err)?.len();
         let found = if len <= read_whole_up_to {
             let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
@@ -410,10 +429,10 @@ impl PatStore {
             Err(e) => {
                 tracing::error!(
                     store = %self.path.display(),
-                    error = %e,
+                    error = %crate::secret::error_chain(&e),
                     "miner_pats.json unreadable this round; scoring with no stored PATs until it recovers"
                 );
-                Snapshot { entries: BTreeMap::new(), problem: Some(e.to_string()) }
+                Snapshot { entries: BTreeMap::new(), problem: Some(crate::secret::error_chain(&e)) }
             }
         }
     }
@@ -504,7 +523,7 @@ impl PatStore {
         let bytes = match fsutil::read_capped(&self.path, STORE_READ_CAP) {
             Ok(b) => b,
             Err(fsutil::ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::Read { path: self.path.clone(), source: capped_read_error(e) }),
+            Err(source) => return Err(StoreError::Read { path: self.path.clone(), source }),
         };
         // serde_json's messages give a position, never the offending bytes (which may be a PAT).
         let value: Value = serde_json::from_slice(&bytes)
@@ -578,15 +597,6 @@ impl PatStore {
         tokio::task::spawn_blocking(move || me.snapshot())
             .await
             .unwrap_or_else(|e| Snapshot { entries: BTreeMap::new(), problem: Some(format!("store task failed: {e}")) })
-    }
-}
-
-/// [`fsutil::ReadError`] as the `io::Error` of a [`StoreError::Read`] (its text says why).
-fn capped_read_error(e: fsutil::ReadError) -> io::Error {
-    match e {
-        fsutil::ReadError::Io(e) => e,
-        e @ fsutil::ReadError::NotRegular(_) => io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
-        e @ fsutil::ReadError::TooLarge { .. } => io::Error::new(io::ErrorKind::FileTooLarge, e.to_string()),
     }
 }
 

@@ -281,10 +281,10 @@ fn non_regular_and_oversized_stores_are_read_errors_and_never_overwritten() {
     let check = |s: &PatStore, want: &str| {
         for e in [s.get_by_uid(1).unwrap_err(), s.read_all().unwrap_err(), s.validate().unwrap_err()] {
             assert_eq!(e.kind(), "read", "{e}");
-            assert!(e.to_string().contains(want), "{e}");
+            assert!(e.brief().contains(want), "{e:?}");
         }
         let e = s.save(1, "5Hot", &pat("ghp_new"), "1").unwrap_err();
-        assert!(e.to_string().contains(want), "{e}");
+        assert!(e.brief().contains(want), "{e:?}");
         assert!(s.snapshot().problem.is_some_and(|p| p.contains(want)));
     };
     // a symlink to /dev/zero: followed, and refused as a device before a byte is read
