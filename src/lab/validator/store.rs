@@ -41,7 +41,6 @@ use std::sync::{Arc, Mutex, mpsc};
 use serde_json::{Map, Value};
 
 pub use self::pyformat::python_isoformat_now;
-use self::pyformat::write_indented;
 use crate::fsutil;
 use crate::secret::redact;
 
@@ -547,8 +546,8 @@ impl PatStore {
     }
 
     fn write_values(&self, values: &[Value]) -> Result<(), StoreError> {
-        let mut text = String::new();
-        write_indented(&mut text, &Value::Array(values.to_vec()), 0);
+        // upstream: json.dump(entries, f, indent=2)
+        let text = crate::wire::pyjson::dumps_indented(&Value::Array(values.to_vec()), 2);
         fsutil::atomic_write(&self.path, text.as_bytes(), STORE_MODE)
             .map_err(|source| StoreError::Write { path: self.path.clone(), source })
     }

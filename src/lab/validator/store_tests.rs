@@ -28,13 +28,6 @@ fn writes_python_indent_2_format() {
     );
     assert_eq!(text, want);
     assert_eq!(fs::metadata(s.path()).unwrap().permissions().mode() & 0o777, 0o600);
-    let nested = serde_json::json!({"a": [], "b": {}, "c": [1, {"d": null}], "e": 1.5});
-    let mut out = String::new();
-    write_indented(&mut out, &nested, 0);
-    assert_eq!(
-        out,
-        "{\n  \"a\": [],\n  \"b\": {},\n  \"c\": [\n    1,\n    {\n      \"d\": null\n    }\n  ],\n  \"e\": 1.5\n}"
-    );
 }
 
 #[test]
