@@ -67,6 +67,8 @@ fn write_value(out: &mut String, v: &Value, indent: Option<usize>, depth: usize)
     }
 }
 
+/// A JSON string as Python's `json` writes it (`ensure_ascii`: everything outside space..tilde
+/// escaped, non-BMP characters as surrogate pairs).
 fn write_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
