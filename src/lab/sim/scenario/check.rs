@@ -20,6 +20,9 @@ pub(super) fn scenario(path: &str, raw: Raw) -> Result<Scenario, ScenarioError> 
         return Err(cx.err("subnet.validators", "must be at least 1"));
     }
     let stakes = cx.stakes(raw.subnet.stake)?;
+    let subnet = |key: &str, v: &Option<String>, default_s: u64| {
+        cx.opt(&format!("subnet.{key}"), v.as_deref(), Duration::from_secs(default_s))
+    };
     let ema_alpha = raw.subnet.ema_alpha.unwrap_or(0.7);
     if !(0.0..=1.0).contains(&ema_alpha) || ema_alpha == 0.0 {
         return Err(cx.err("subnet.ema_alpha", "must be in (0, 1]"));
@@ -38,17 +41,9 @@ pub(super) fn scenario(path: &str, raw: Raw) -> Result<Scenario, ScenarioError> 
         validators: cx.validators,
         stakes,
         background_miners: raw.subnet.background_miners.unwrap_or(0),
-        scoring_round: cx.opt(
-            "subnet.scoring_round",
-            raw.subnet.scoring_round.as_deref(),
-            Duration::from_secs(7200),
-        )?,
+        scoring_round: subnet("scoring_round", &raw.subnet.scoring_round, 7200)?,
         ema_alpha,
-        restart_downtime: cx.opt(
-            "subnet.restart_downtime",
-            raw.subnet.restart_downtime.as_deref(),
-            Duration::from_secs(180),
-        )?,
+        restart_downtime: subnet("restart_downtime", &raw.subnet.restart_downtime, 180)?,
         faults,
         strategies,
     })
@@ -144,8 +139,8 @@ impl Cx<'_> {
             }
             RawFault::CrashLoop(f) => {
                 let (targets, downtime) = restarts(&f.own.validators, &f.own.downtime_min, &f.own.downtime_max)?;
-                let period = opt("period", &f.own.period, Duration::from_secs(600))?;
-                (FaultKind::CrashLoop { period }, targets, lasting(&f.own.duration)?, downtime, f.when)
+                let period = opt("period", &f.more.period, Duration::from_secs(600))?;
+                (FaultKind::CrashLoop { period }, targets, lasting(&f.more.duration)?, downtime, f.when)
             }
             RawFault::Unreachable(f) => {
                 let targets = targets(&f.own.validators)?;
@@ -165,7 +160,7 @@ impl Cx<'_> {
             }
             RawFault::GithubRateLimit(f) => {
                 let scope = scope(&f.own.scope)?;
-                let retry_after = opt("retry_after", &f.own.retry_after, Duration::from_secs(600))?;
+                let retry_after = opt("retry_after", &f.more.retry_after, Duration::from_secs(600))?;
                 (FaultKind::GithubRateLimit { scope, retry_after }, all, lasting(&f.own.duration)?, None, f.when)
             }
             RawFault::PatRevoked(f) => (FaultKind::PatRevoked, all, Duration::ZERO, None, f.when),

@@ -56,24 +56,28 @@ pub(super) enum RawStake {
 pub(super) enum RawFault {
     RestartEmptyStore(Keys<Restarts>),
     Restart(Keys<Restarts>),
-    CrashLoop(Keys<CrashLoop>),
+    CrashLoop(Keys<Restarts, Period>),
     Unreachable(Keys<Lasting>),
     CorruptStore(Keys<Lasting>),
     StoreLoss(Keys<Targeted>),
     GithubOutage(Keys<Github>),
-    GithubRateLimit(Keys<GithubRateLimit>),
+    GithubRateLimit(Keys<Github, RetryAfter>),
     PatRevoked(Keys<Nothing>),
     PatRotated(Keys<Nothing>),
 }
 
-/// A fault kind's keys: the timing every kind takes, and its own.
+/// A fault kind's keys: the timing every kind takes, and its own (`own`, and `more` for a kind
+/// that adds to another's; serde's flatten inside a flattened struct would hand its keys to
+/// `Keys` as unknown, so the parts sit side by side).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Keys<K> {
+pub(super) struct Keys<K, M = Nothing> {
     #[serde(flatten)]
     pub(super) when: RawWhen,
     #[serde(flatten)]
     pub(super) own: K,
+    #[serde(flatten)]
+    pub(super) more: M,
 }
 
 /// When a fault strikes: exactly one of `at`, `every`, `rate_per_day`, inside `[start, end]`.
@@ -98,15 +102,10 @@ pub(super) struct Restarts {
     pub(super) downtime_max: Option<String>,
 }
 
-/// Restarts every `period` for `duration`. (Not `Restarts` flattened: serde's flatten inside a
-/// flattened struct would hand its keys to [`Keys`] as unknown.)
+/// A crash loop's restarts: every `period` for `duration`.
 #[derive(Debug, Deserialize)]
-pub(super) struct CrashLoop {
-    pub(super) validators: RawTargets,
-    pub(super) downtime_min: Option<String>,
-    pub(super) downtime_max: Option<String>,
+pub(super) struct Period {
     pub(super) duration: Option<String>,
-    /// Time between crashes inside the window.
     pub(super) period: Option<String>,
 }
 
@@ -129,9 +128,7 @@ pub(super) struct Github {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct GithubRateLimit {
-    pub(super) duration: Option<String>,
-    pub(super) scope: Option<String>,
+pub(super) struct RetryAfter {
     pub(super) retry_after: Option<String>,
 }
 
