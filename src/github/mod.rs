@@ -32,8 +32,11 @@ pub use client::{GithubClient, GithubOptions};
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 
 /// How closely to follow gittensor's validator code (docs §2.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Mode {
     /// Byte-for-byte upstream HEAD: every test-query failure is permanent, identity retries sleep a
     /// flat interval and ignore rate-limit headers. For golden tests against upstream.
@@ -47,10 +50,7 @@ pub enum Mode {
 impl Mode {
     /// `"parity"` or `"fixed"`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Parity => "parity",
-            Mode::Fixed => "fixed",
-        }
+        self.into()
     }
 }
 

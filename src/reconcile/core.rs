@@ -697,8 +697,9 @@ pub fn due(h: &History, now: Secs, one_shot: bool) -> bool {
 }
 
 /// What an alert is about (`patrol_alerts{kind}`, `reconcile --json` `alerts[].kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AlertKind {
     /// A validator refused the PAT for good; no retries until it changes.
     Terminal,
@@ -717,12 +718,7 @@ impl AlertKind {
 
     /// snake_case name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            AlertKind::Terminal => "terminal",
-            AlertKind::StoreUnavailable => "store_unavailable",
-            AlertKind::Uncovered => "uncovered",
-            AlertKind::PatInvalid => "pat_invalid",
-        }
+        self.into()
     }
 }
 

@@ -67,8 +67,9 @@ pub struct MinerState {
 }
 
 /// The verdict of a preflight, without its reason text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum PreflightVerdict {
     Valid,
     Transient,
@@ -91,11 +92,7 @@ impl PreflightVerdict {
 
     /// snake_case name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            PreflightVerdict::Valid => "valid",
-            PreflightVerdict::Transient => "transient",
-            PreflightVerdict::Invalid => "invalid",
-        }
+        self.into()
     }
 }
 
@@ -614,6 +611,15 @@ fn parse(raw: &[u8], hotkey: &str, netuid: u16) -> Result<MinerState, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The metric label and the state file spell a verdict alike (strum and serde, both snake_case).
+    #[test]
+    fn verdict_names_are_the_serde_names() {
+        for v in PreflightVerdict::ALL {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        assert_eq!(PreflightVerdict::Transient.as_str(), "transient");
+    }
 
     #[test]
     fn round_trip_and_fresh_on_mismatch() {
