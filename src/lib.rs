@@ -31,7 +31,8 @@
 //! - [`observe`]: what one validator answer means — the one place reason texts are read.
 //! - [`github`]: the two GitHub calls made with a PAT, their classification, the preflight.
 //! - [`validators`]: the eligibility rule (pure).
-//! - [`wire`]: the bittensor 10.x dendrite → axon protocol (client, axon-side primitives, probe).
+//! - [`wire`]: the bittensor 10.x dendrite → axon protocol (the client, the probe, Python-shaped
+//!   JSON); the axon's side of it is the lab validator's.
 //! - [`wallet`]: bittensor hotkey files, SS58, sr25519 signing.
 //! - [`serve`]: HTTP/1.1 serving with limits (timeouts, a connection cap, bounded shutdown), for
 //!   the agent's endpoint and the validator axon.
