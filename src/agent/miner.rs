@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::status::MinerView;
 use crate::config::{MinerSettings, PatError, Settings};
-use crate::github::{Preflight, PreflightOutcome};
+use crate::github::{PreflightOutcome, PreflightReport};
 use crate::metrics::Metrics;
 pub use crate::metrics::ProblemKind;
 use crate::observe::Category;
@@ -300,7 +300,7 @@ impl Miner {
         self.logged.alerts = now;
     }
 
-    fn log_preflight(&mut self, pf: &Preflight) {
+    fn log_preflight(&mut self, pf: &PreflightReport) {
         let label = match &pf.outcome {
             PreflightOutcome::Valid { .. } => "valid",
             PreflightOutcome::Transient { .. } => "transient",

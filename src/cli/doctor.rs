@@ -14,10 +14,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::chain::time as chain_time;
-use crate::chain::{ChainClient, Snapshot};
+use crate::chain::{ChainClient, SubnetSnapshot};
 use crate::cli::{Cli, DoctorArgs, Exit};
 use crate::config::{MinerSettings, PatError, Settings};
-use crate::github::{GithubClient, GithubOptions, IdentityResult, Preflight, PreflightOutcome, TestQueryResult};
+use crate::github::{GithubClient, GithubOptions, IdentityResult, PreflightOutcome, PreflightReport, TestQueryResult};
 use crate::validators::{self, Neuron};
 use crate::wallet::Hotkey;
 
@@ -187,7 +187,7 @@ async fn chain_checks(
     hotkeys: &[(&MinerSettings, Option<Hotkey>)],
     label: &dyn Fn(&MinerSettings) -> Option<String>,
     checks: &mut Vec<Check>,
-) -> Option<Result<Snapshot, String>> {
+) -> Option<Result<SubnetSnapshot, String>> {
     let netuid = settings.chain.netuid;
     let mut client = ChainClient::from_settings(&settings.chain);
     let snapshot = if settings.validators.static_list.is_some() {
@@ -294,7 +294,7 @@ const TEST_QUERY: &str = "github test query";
 
 /// The preflight as two lines, `GET /user` then the test query: the preflight's verdict decides
 /// which line fails and how (transient or invalid); each call's answer gives the detail.
-fn github_checks(miner: Option<&str>, report: &Preflight, api_url: &str) -> [Check; 2] {
+fn github_checks(miner: Option<&str>, report: &PreflightReport, api_url: &str) -> [Check; 2] {
     let Some(IdentityResult::Valid { id, login }) = &report.identity else {
         let revoked = "the PAT is revoked, expired or mistyped: create a new one on github.com and update the PAT file";
         let identity = match (&report.outcome, &report.identity) {
@@ -373,7 +373,7 @@ fn shared_accounts(accounts: &[(String, String, String)]) -> Vec<Check> {
         .collect()
 }
 
-async fn clock_check(settings: &Settings, is_static: bool, snapshot: &Option<Result<Snapshot, String>>) -> Check {
+async fn clock_check(settings: &Settings, is_static: bool, snapshot: &Option<Result<SubnetSnapshot, String>>) -> Check {
     if is_static {
         return skipped("clock", None, "no chain");
     }
@@ -413,7 +413,7 @@ async fn clock_check(settings: &Settings, is_static: bool, snapshot: &Option<Res
     }
 }
 
-fn eligible_check(settings: &Settings, snapshot: &Option<Result<Snapshot, String>>) -> Check {
+fn eligible_check(settings: &Settings, snapshot: &Option<Result<SubnetSnapshot, String>>) -> Check {
     let neurons: &[Neuron] = match (&settings.validators.static_list, snapshot) {
         (Some(list), _) => list,
         (None, Some(Ok(s))) => &s.neurons,
@@ -449,7 +449,7 @@ fn eligible_check(settings: &Settings, snapshot: &Option<Result<Snapshot, String
 /// Does the configured interval fit the GitHub budget at today's eligible set (all of it assumed to
 /// hold the PAT, the steady state)? A stretched interval is a warning, not a failure: patrol keeps
 /// to the budget by itself.
-fn budget_check(settings: &Settings, snapshot: &Option<Result<Snapshot, String>>) -> Option<Check> {
+fn budget_check(settings: &Settings, snapshot: &Option<Result<SubnetSnapshot, String>>) -> Option<Check> {
     use crate::reconcile::budget::{self, Budget, ROUTINE_SHARE};
     let neurons: &[Neuron] = match (&settings.validators.static_list, snapshot) {
         (Some(list), _) => list,
@@ -526,13 +526,13 @@ mod tests {
     #[test]
     fn the_github_lines_follow_the_preflight() {
         use crate::github::PreflightOutcome as O;
-        let report = |outcome, identity, test_query| Preflight {
+        let report = |outcome, identity, test_query| PreflightReport {
             identity: Some(identity),
             test_query,
-            ..Preflight::judged(outcome)
+            ..PreflightReport::judged(outcome)
         };
         let valid = || IdentityResult::Valid { id: "7".into(), login: "octo".into() };
-        let lines = |r: &Preflight| {
+        let lines = |r: &PreflightReport| {
             github_checks(None, r, "https://api.github.com").map(|c| (c.ok, c.detail, c.fix.unwrap_or_default()))
         };
         let failed = |transient| Some(TestQueryResult::Failed { detail: "503".into(), transient, retry_after: None });
@@ -563,7 +563,7 @@ mod tests {
             !id.0 && id.1 == "GET /user gave no usable answer: GitHub /user returned 502" && id.2.contains("reaches")
         );
         // a token no header can carry: no call made, refused like a bad PAT
-        let [id, _] = lines(&Preflight::judged(O::Invalid { reason: "PAT rejected: newline".into() }));
+        let [id, _] = lines(&PreflightReport::judged(O::Invalid { reason: "PAT rejected: newline".into() }));
         assert!(!id.0 && id.1.contains("PAT rejected: newline") && id.2.contains("create a new one"), "{id:?}");
     }
 

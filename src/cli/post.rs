@@ -16,7 +16,7 @@ use crate::fanout;
 use crate::github::{GithubClient, GithubOptions, PreflightOutcome};
 use crate::observe::BroadcastReading;
 use crate::reconcile::budget;
-use crate::reconcile::core::{self, BroadcastObs, Desired, Policy, Preflight};
+use crate::reconcile::core::{self, BroadcastObs, Desired, Policy, PreflightStatus};
 use crate::reconcile::state::StateFile;
 use crate::reconcile::transport::{Clock, SystemClock};
 use crate::report::{self, PostReport, PostRow};
@@ -162,8 +162,11 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
     let fp = pat.fingerprint();
     state.first_fingerprint.get_or_insert_with(|| fp.clone());
     state.fingerprint = Some(fp.clone());
-    let d =
-        Desired { fingerprint: fp, adopt_fingerprint: state.first_fingerprint.clone(), preflight: Preflight::Valid };
+    let d = Desired {
+        fingerprint: fp,
+        adopt_fingerprint: state.first_fingerprint.clone(),
+        preflight: PreflightStatus::Valid,
+    };
     for (v, (read, _)) in eligible.iter().zip(results) {
         let h = state.validators.entry(v.uid).or_insert_with(|| core::History::new(&v.hotkey));
         if h.hotkey != v.hotkey {

@@ -27,19 +27,21 @@ impl Settings {
             })?,
             None => RawConfig::default(),
         };
-        let v = Validator { origin: origin.clone(), env: &env, base: file.map(crate::fsutil::parent_dir) };
+        let v = Builder { origin: origin.clone(), env: &env, base: file.map(crate::fsutil::parent_dir) };
         v.settings(raw, ov, file)
     }
 }
 
-pub(super) struct Validator<'a, E: Fn(&str) -> Option<String>> {
+/// What building [`Settings`] from the file needs besides the file: where it came from (for
+/// messages), the environment, and the directory relative paths are relative to.
+pub(super) struct Builder<'a, E: Fn(&str) -> Option<String>> {
     pub(super) origin: String,
     pub(super) env: &'a E,
     /// Directory of the config file: relative paths in the file are relative to it.
     pub(super) base: Option<PathBuf>,
 }
 
-impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
+impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
     pub(super) fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid { origin: self.origin.clone(), key: key.into(), message: message.into() }
     }

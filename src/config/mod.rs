@@ -16,7 +16,7 @@ mod settings;
 
 use std::path::{Path, PathBuf};
 
-use build::Validator;
+use build::Builder;
 pub use build::{default_state_dir, github_budget, resolve_network};
 pub use notify::{NotifySettings, Severity, TargetKind, TargetSettings, UrlSource};
 pub use pat::{LoadedPat, PatError, PatSource};

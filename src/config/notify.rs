@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{RawNotify, RawTarget};
-use super::{ConfigError, Validator};
+use super::{Builder, ConfigError};
 use crate::secret::HookUrl;
 
 /// How loud an event is; a target gets the events at or above its `min_severity`.
@@ -191,7 +191,7 @@ impl NotifySettings {
     }
 }
 
-impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
+impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
     pub(super) fn notify(&self, raw: RawNotify) -> Result<NotifySettings, ConfigError> {
         let d = NotifySettings::default();
         let hold = match &raw.hold {

@@ -10,8 +10,8 @@ use reqwest::{Method, Url};
 
 use super::classify::{self, IdentityStep};
 use super::{
-    DEFAULT_API_URL, GithubError, IdentityReport, IdentityResult, Mode, Preflight, PreflightOutcome, ResponseMeta,
-    TestQueryReport, TestQueryResult,
+    DEFAULT_API_URL, GithubError, IdentityReport, IdentityResult, Mode, PreflightOutcome, PreflightReport,
+    ResponseMeta, TestQueryReport, TestQueryResult,
 };
 use crate::secret::Pat;
 
@@ -140,9 +140,9 @@ impl GithubClient {
 
     /// The miner-side check before a broadcast: identity, then (if it passed) the test query, judged
     /// the way a [`Mode::Fixed`] validator would judge them, whatever the client's mode.
-    pub async fn preflight(&self, pat: &Pat) -> Preflight {
+    pub async fn preflight(&self, pat: &Pat) -> PreflightReport {
         if auth_header("token ", pat.expose()).is_none() {
-            return Preflight::without_calls(PreflightOutcome::Invalid {
+            return PreflightReport::without_calls(PreflightOutcome::Invalid {
                 reason: format!("PAT rejected: {UNSENDABLE_TOKEN}"),
             });
         }
@@ -156,7 +156,7 @@ impl GithubClient {
             failure => (identity_failure(failure.clone()), None),
         };
         let (test_query, graphql) = test.map(|t| (Some(t.result), t.meta)).unwrap_or_default();
-        Preflight {
+        PreflightReport {
             outcome,
             identity: Some(result),
             test_query,
@@ -276,9 +276,9 @@ impl GithubClient {
     }
 }
 
-impl Preflight {
-    fn without_calls(outcome: PreflightOutcome) -> Preflight {
-        Preflight { identity_attempts: 0, ..Preflight::judged(outcome) }
+impl PreflightReport {
+    fn without_calls(outcome: PreflightOutcome) -> PreflightReport {
+        PreflightReport { identity_attempts: 0, ..PreflightReport::judged(outcome) }
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Owns the two credential calls gittensor validators make with a miner's PAT (docs §2.5): the
 //! identity lookup `GET /user` (retried) and the GraphQL test query `POST /graphql` (not retried),
-//! their classification in the two [`Mode`]s of docs §2.6, and the miner-side [`Preflight`] that runs
+//! their classification in the two [`Mode`]s of docs §2.6, and the miner-side preflight ([`PreflightReport`]) that runs
 //! both and says whether a PAT is worth broadcasting. The fake GitHub the tests, the demo and the
 //! simulation talk to lives in the lab ([`crate::lab::fake_github`]).
 //!
@@ -187,7 +187,7 @@ pub enum PreflightOutcome {
 /// Result of [`GithubClient::preflight`]: the verdict, what each call answered, and the
 /// telemetry the agent exports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Preflight {
+pub struct PreflightReport {
     pub outcome: PreflightOutcome,
     /// What `GET /user` answered (None: not asked, the token cannot be sent in a header).
     pub identity: Option<IdentityResult>,
@@ -203,11 +203,11 @@ pub struct Preflight {
     pub graphql_rate_limit: Option<RateLimit>,
 }
 
-impl Preflight {
+impl PreflightReport {
     /// A preflight judged `outcome` after one identity call, no header seen: what a scripted
     /// transport or the simulation's GitHub answers.
-    pub fn judged(outcome: PreflightOutcome) -> Preflight {
-        Preflight {
+    pub fn judged(outcome: PreflightOutcome) -> PreflightReport {
+        PreflightReport {
             outcome,
             identity: None,
             test_query: None,

@@ -97,11 +97,11 @@ fn the_exposition_is_pinned() {
     assert!(text == want, "the exposition differs from {}:\n{text}", pin.display());
 }
 
-fn preflight(expiry: Option<i64>) -> crate::github::Preflight {
+fn preflight(expiry: Option<i64>) -> crate::github::PreflightReport {
     let valid = crate::github::PreflightOutcome::Valid { login: "m".into(), id: "1".into() };
-    crate::github::Preflight {
+    crate::github::PreflightReport {
         token_expiry: expiry.map(|t| crate::github::TokenExpiry { text: String::new(), unix_seconds: Some(t) }),
-        ..crate::github::Preflight::judged(valid)
+        ..crate::github::PreflightReport::judged(valid)
     }
 }
 

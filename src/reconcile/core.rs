@@ -101,7 +101,7 @@ impl Policy {
 /// What the local GitHub preflight said about the current PAT this pass.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", content = "reason", rename_all = "snake_case")]
-pub enum Preflight {
+pub enum PreflightStatus {
     /// Not run (nobody needed a broadcast yet).
     NotRun,
     Valid,
@@ -120,7 +120,7 @@ pub struct Desired {
     /// patrol first meets it is assumed to hold it (adopted) if it equals `fingerprint`, so a first
     /// `reconcile` after `gitt miner post` does not re-send the PAT everywhere.
     pub adopt_fingerprint: Option<String>,
-    pub preflight: Preflight,
+    pub preflight: PreflightStatus,
 }
 
 /// A broadcast that keeps failing permanently: no more broadcasts until the PAT changes.
@@ -429,8 +429,8 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
                 h.next_check_at = at;
                 (Action::Recheck { at, why: "in backoff: too soon after the last broadcast".into() }, h)
             }
-            Preflight::Valid => (Action::Broadcast, h),
-            Preflight::Invalid(reason) => {
+            PreflightStatus::Valid => (Action::Broadcast, h),
+            PreflightStatus::Invalid(reason) => {
                 h.next_check_at = now + p.interval;
                 (
                     Action::GiveUp {
@@ -440,11 +440,11 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
                     h,
                 )
             }
-            Preflight::Transient(reason) => {
+            PreflightStatus::Transient(reason) => {
                 let at = h.record_failure(p, now, u);
                 (Action::Recheck { at, why: format!("local PAT preflight inconclusive: {reason}") }, h)
             }
-            Preflight::NotRun => {
+            PreflightStatus::NotRun => {
                 // The caller must run the preflight when `wants_broadcast` says so; if it didn't,
                 // don't guess: look again soon.
                 h.next_check_at = now + p.recheck_inconclusive;
@@ -744,7 +744,7 @@ pub fn alerts<'a>(
     now: Secs,
 ) -> Vec<Alert> {
     let mut out = Vec::new();
-    if let Preflight::Invalid(r) = &d.preflight {
+    if let PreflightStatus::Invalid(r) = &d.preflight {
         out.push(Alert {
             uid: None,
             kind: AlertKind::PatInvalid,

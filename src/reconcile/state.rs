@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::budget::Ledger;
 use super::core::{Alert, History, Secs};
 use crate::fsutil;
-use crate::github::{Preflight, PreflightOutcome};
+use crate::github::{PreflightOutcome, PreflightReport};
 use crate::observe::{BroadcastOutcome, Category};
 
 /// Current state-file format.
@@ -212,7 +212,7 @@ impl MinerState {
     }
 
     /// Remember what a preflight of the PAT with `fingerprint` said at `now`.
-    pub fn remember_preflight(&mut self, fingerprint: &str, pf: &Preflight, now: Secs) {
+    pub fn remember_preflight(&mut self, fingerprint: &str, pf: &PreflightReport, now: Secs) {
         let verdict = PreflightVerdict::of(&pf.outcome);
         let said = pf.token_expiry.as_ref().and_then(|e| e.unix_seconds);
         // GitHub sends the expiry header with every answer about the token; a transient failure

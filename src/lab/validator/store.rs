@@ -153,7 +153,7 @@ pub enum SaveOutcome {
 /// A round's snapshot: entries by uid (the last entry of a uid wins, as upstream's dict does), and
 /// why it is empty when the file could not be read.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub struct StoreSnapshot {
     pub entries: BTreeMap<u16, PatEntry>,
     /// Set when the read failed and `entries` is empty for that reason.
     pub problem: Option<String>,
@@ -341,16 +341,16 @@ impl PatStore {
 
     /// Upstream's `load_all_pats`: tolerant. Logs loudly and returns nothing when the file cannot
     /// be read, so a bad file costs one round instead of crashing it.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> StoreSnapshot {
         match self.read_all() {
-            Ok(entries) => Snapshot { entries: entries.into_iter().map(|e| (e.uid, e)).collect(), problem: None },
+            Ok(entries) => StoreSnapshot { entries: entries.into_iter().map(|e| (e.uid, e)).collect(), problem: None },
             Err(e) => {
                 tracing::error!(
                     store = %self.path.display(),
                     error = %crate::secret::error_chain(&e),
                     "miner_pats.json unreadable this round; scoring with no stored PATs until it recovers"
                 );
-                Snapshot { entries: BTreeMap::new(), problem: Some(crate::secret::error_chain(&e)) }
+                StoreSnapshot { entries: BTreeMap::new(), problem: Some(crate::secret::error_chain(&e)) }
             }
         }
     }
@@ -507,14 +507,15 @@ impl PatStore {
     }
 
     /// [`snapshot`](Self::snapshot) off the executor.
-    pub async fn snapshot_async(self: &Arc<Self>) -> Snapshot {
+    pub async fn snapshot_async(self: &Arc<Self>) -> StoreSnapshot {
         if self.inline {
             return self.snapshot();
         }
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || me.snapshot())
-            .await
-            .unwrap_or_else(|e| Snapshot { entries: BTreeMap::new(), problem: Some(format!("store task failed: {e}")) })
+        tokio::task::spawn_blocking(move || me.snapshot()).await.unwrap_or_else(|e| StoreSnapshot {
+            entries: BTreeMap::new(),
+            problem: Some(format!("store task failed: {e}")),
+        })
     }
 }
 
