@@ -205,10 +205,11 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
-/// Why [`read_capped`] did not return a file's bytes.
+/// Why [`read_capped`] did not return a file's bytes: the one cause every "cannot read" error of
+/// a file patrol reads carries as its `source` (config, PAT, the notify URL, validator stores).
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// A device, FIFO, socket or directory where a regular file is expected (`/dev/zero` as a
     /// config file would be read forever).

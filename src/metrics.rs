@@ -21,6 +21,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Metric;
 use prometheus_client::registry::Registry;
 
 use crate::coverage::Summary;
@@ -98,8 +99,27 @@ struct BuildL {
     rustc: String,
 }
 
-/// Kinds of `patrol_miner_problem`.
-pub const MINER_PROBLEMS: [&str; 3] = ["not_registered", "pat_unavailable", "no_validator_source"];
+/// Why a miner cannot be reconciled right now (`patrol_miner_problem{kind}`, the agent's STATUS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum ProblemKind {
+    /// Its hotkey is not registered on the netuid: nothing is sent.
+    NotRegistered,
+    /// Its PAT cannot be read.
+    PatUnavailable,
+    /// Neither the chain nor a young enough metagraph cache can be read: nothing is sent.
+    NoValidatorSource,
+}
+
+impl ProblemKind {
+    /// All kinds (metric label values).
+    pub const ALL: &[ProblemKind] = <ProblemKind as strum::VariantArray>::VARIANTS;
+
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// The metric families patrol exports.
 pub struct Metrics {
@@ -144,163 +164,109 @@ impl Default for Metrics {
     }
 }
 
+/// A new metric registered as `patrol_<name>` (counters get `_total` in the exposition).
+fn family<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
-    /// A registry with every family registered (prefix `patrol_`).
+    /// A registry with every family registered (prefix `patrol_`), in exposition order.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("patrol");
+        let r = &mut registry;
         let m = Metrics {
-            coverage: Family::default(),
-            eligible: Family::default(),
-            stake_coverage: Family::default(),
-            validator_state: Family::default(),
-            validator_failures: Family::default(),
-            checks: Family::default(),
-            broadcasts: Family::default(),
-            pass_duration: Family::default(),
-            last_pass: Family::default(),
-            last_full: Family::default(),
-            metagraph_age: Family::default(),
-            preflight: Family::default(),
-            pat_expiry: Family::default(),
-            rate_remaining: Family::default(),
-            alerts: Family::default(),
-            passes: Family::default(),
-            rechecks: Family::default(),
-            metagraph_reads: Family::default(),
-            miner_problem: Family::default(),
-            reloads: Family::default(),
-            github_calls: Family::default(),
-            github_last_hour: Family::default(),
-            github_budget: Family::default(),
-            check_interval: Family::default(),
-            probes: Family::default(),
-            restarts: Family::default(),
-            state_save_failed: Family::default(),
-            ready: Gauge::default(),
-            build_info: Family::default(),
-            notifications: Family::default(),
+            coverage: family(r, "coverage_validators", "Eligible validators by coverage category after the last pass"),
+            eligible: family(r, "eligible_validators", "Validators eligible to hold the PAT (gitt's rule)"),
+            stake_coverage: family(
+                r,
+                "stake_weighted_coverage_ratio",
+                "Share of eligible stake at covered validators (valid or inconclusive)",
+            ),
+            validator_state: family(r, "validator_state", "1 for each eligible validator's current category"),
+            validator_failures: family(r, "validator_failures", "Consecutive failures (backoff level) per validator"),
+            checks: family(r, "checks", "PatCheckSynapse calls by resulting category"),
+            broadcasts: family(r, "broadcasts", "PatBroadcastSynapse calls by outcome"),
+            pass_duration: family(r, "pass_duration_seconds", "Duration of the last reconcile pass"),
+            last_pass: family(r, "last_pass_timestamp_seconds", "Unix time of the last reconcile pass"),
+            last_full: family(
+                r,
+                "last_full_coverage_timestamp_seconds",
+                "Unix time every eligible validator was last covered",
+            ),
+            metagraph_age: family(r, "metagraph_age_seconds", "Age of the metagraph in use (0 when read just now)"),
+            preflight: family(
+                r,
+                "pat_preflight",
+                "1 for the last local PAT preflight result (valid, transient, invalid)",
+            ),
+            pat_expiry: family(r, "pat_expiry_timestamp_seconds", "When GitHub says the PAT expires (unix time)"),
+            rate_remaining: family(
+                r,
+                "github_rate_limit_remaining",
+                "GitHub core rate limit left for the PAT, from the last preflight",
+            ),
+            alerts: family(r, "alerts", "Active alerts by kind"),
+            passes: family(r, "passes", "Reconcile passes run"),
+            rechecks: family(r, "rechecks", "Agent passes limited to validators whose own re-check timer fired"),
+            metagraph_reads: family(
+                r,
+                "metagraph_reads",
+                "Validator-set reads (one per netuid per agent round, shared by every miner)",
+            ),
+            miner_problem: family(
+                r,
+                "miner_problem",
+                "1 while a miner cannot be reconciled (not_registered, pat_unavailable, no_validator_source)",
+            ),
+            reloads: family(r, "reloads", "Configuration reloads by result (applied, rejected)"),
+            github_calls: family(
+                r,
+                "github_calls_estimated",
+                "Estimated GitHub calls patrol caused on the PAT (checks of a held PAT, broadcasts, preflights)",
+            ),
+            github_last_hour: family(
+                r,
+                "github_calls_last_hour",
+                "Estimated GitHub calls patrol caused on the PAT in the last hour",
+            ),
+            github_budget: family(
+                r,
+                "github_budget_per_hour",
+                "[reconcile] github_budget: GitHub calls an hour patrol may cause on the PAT (absent: unlimited)",
+            ),
+            check_interval: family(
+                r,
+                "check_interval_seconds",
+                "Routine check interval in force (the configured one, stretched by the GitHub budget)",
+            ),
+            probes: family(r, "probes", "Liveness probes sent (no PAT, no GitHub call)"),
+            restarts: family(
+                r,
+                "restarts_detected",
+                "Validators found restarted (new axon uuid) or answering again after silence",
+            ),
+            state_save_failed: family(
+                r,
+                "state_save_failed",
+                "1 while the miner's state file cannot be saved (the last save failed: disk full, permissions)",
+            ),
+            ready: family(r, "ready", "1 when /readyz would answer 200"),
+            build_info: family(r, "build_info", "Always 1; the labels say which patrol runs, built from what"),
+            notifications: family(
+                r,
+                "notifications",
+                "Notification messages (and dead-man pings, target=\"ping\") by target and result: sent, retried, failed (refused), gave_up, dropped (queue full)",
+            ),
             validator_series: Default::default(),
-            registry: Registry::default(),
+            registry,
         };
-        registry.register(
-            "coverage_validators",
-            "Eligible validators by coverage category after the last pass",
-            m.coverage.clone(),
-        );
-        registry.register(
-            "eligible_validators",
-            "Validators eligible to hold the PAT (gitt's rule)",
-            m.eligible.clone(),
-        );
-        registry.register(
-            "stake_weighted_coverage_ratio",
-            "Share of eligible stake at covered validators (valid or inconclusive)",
-            m.stake_coverage.clone(),
-        );
-        registry.register(
-            "validator_state",
-            "1 for each eligible validator's current category",
-            m.validator_state.clone(),
-        );
-        registry.register(
-            "validator_failures",
-            "Consecutive failures (backoff level) per validator",
-            m.validator_failures.clone(),
-        );
-        registry.register("checks", "PatCheckSynapse calls by resulting category", m.checks.clone());
-        registry.register("broadcasts", "PatBroadcastSynapse calls by outcome", m.broadcasts.clone());
-        registry.register("pass_duration_seconds", "Duration of the last reconcile pass", m.pass_duration.clone());
-        registry.register("last_pass_timestamp_seconds", "Unix time of the last reconcile pass", m.last_pass.clone());
-        registry.register(
-            "last_full_coverage_timestamp_seconds",
-            "Unix time every eligible validator was last covered",
-            m.last_full.clone(),
-        );
-        registry.register(
-            "metagraph_age_seconds",
-            "Age of the metagraph in use (0 when read just now)",
-            m.metagraph_age.clone(),
-        );
-        registry.register(
-            "pat_preflight",
-            "1 for the last local PAT preflight result (valid, transient, invalid)",
-            m.preflight.clone(),
-        );
-        registry.register(
-            "pat_expiry_timestamp_seconds",
-            "When GitHub says the PAT expires (unix time)",
-            m.pat_expiry.clone(),
-        );
-        registry.register(
-            "github_rate_limit_remaining",
-            "GitHub core rate limit left for the PAT, from the last preflight",
-            m.rate_remaining.clone(),
-        );
-        registry.register("alerts", "Active alerts by kind", m.alerts.clone());
-        registry.register("passes", "Reconcile passes run", m.passes.clone());
-        registry.register(
-            "rechecks",
-            "Agent passes limited to validators whose own re-check timer fired",
-            m.rechecks.clone(),
-        );
-        registry.register(
-            "metagraph_reads",
-            "Validator-set reads (one per netuid per agent round, shared by every miner)",
-            m.metagraph_reads.clone(),
-        );
-        registry.register(
-            "miner_problem",
-            "1 while a miner cannot be reconciled (not_registered, pat_unavailable, no_validator_source)",
-            m.miner_problem.clone(),
-        );
-        registry.register("reloads", "Configuration reloads by result (applied, rejected)", m.reloads.clone());
-        registry.register(
-            "github_calls_estimated",
-            "Estimated GitHub calls patrol caused on the PAT (checks of a held PAT, broadcasts, preflights)",
-            m.github_calls.clone(),
-        );
-        registry.register(
-            "github_calls_last_hour",
-            "Estimated GitHub calls patrol caused on the PAT in the last hour",
-            m.github_last_hour.clone(),
-        );
-        registry.register(
-            "github_budget_per_hour",
-            "[reconcile] github_budget: GitHub calls an hour patrol may cause on the PAT (absent: unlimited)",
-            m.github_budget.clone(),
-        );
-        registry.register(
-            "check_interval_seconds",
-            "Routine check interval in force (the configured one, stretched by the GitHub budget)",
-            m.check_interval.clone(),
-        );
-        registry.register("probes", "Liveness probes sent (no PAT, no GitHub call)", m.probes.clone());
-        registry.register(
-            "restarts_detected",
-            "Validators found restarted (new axon uuid) or answering again after silence",
-            m.restarts.clone(),
-        );
-        registry.register(
-            "state_save_failed",
-            "1 while the miner's state file cannot be saved (the last save failed: disk full, permissions)",
-            m.state_save_failed.clone(),
-        );
-        registry.register("ready", "1 when /readyz would answer 200", m.ready.clone());
-        registry.register(
-            "build_info",
-            "Always 1; the labels say which patrol runs, built from what",
-            m.build_info.clone(),
-        );
         use crate::version::{REVISION, RUSTC, TARGET, VERSION};
         let build =
             BuildL { version: VERSION.into(), revision: REVISION.into(), target: TARGET.into(), rustc: RUSTC.into() };
         m.build_info.get_or_create(&build).set(1);
-        registry.register(
-            "notifications",
-            "Notification messages (and dead-man pings, target=\"ping\") by target and result: sent, retried, failed (refused), gave_up, dropped (queue full)",
-            m.notifications.clone(),
-        );
-        Metrics { registry, ..m }
+        m
     }
 
     /// Update everything a full pass tells us. Counters are the state's lifetime totals
@@ -432,10 +398,10 @@ impl Metrics {
     }
 
     /// Set which problem (if any) keeps a miner from being reconciled; every other kind goes to 0.
-    pub fn set_miner_problem(&self, hotkey: &str, problem: Option<&str>) {
-        for kind in MINER_PROBLEMS {
+    pub fn set_miner_problem(&self, hotkey: &str, problem: Option<ProblemKind>) {
+        for &kind in ProblemKind::ALL {
             self.miner_problem
-                .get_or_create(&KindL { hotkey: hotkey.to_string(), kind: kind.into() })
+                .get_or_create(&KindL { hotkey: hotkey.to_string(), kind: kind.as_str().into() })
                 .set(i64::from(problem == Some(kind)));
         }
     }
@@ -482,13 +448,23 @@ impl Metrics {
             self.coverage.remove(&l);
             self.checks.remove(&l);
         }
-        self.eligible.remove(&MinerL { hotkey: hk() });
-        for fam in [&self.stake_coverage, &self.pass_duration, &self.last_pass, &self.last_full, &self.pat_expiry] {
-            fam.remove(&MinerL { hotkey: hk() });
+        let miner = MinerL { hotkey: hk() };
+        for f in [&self.stake_coverage, &self.pass_duration, &self.last_pass, &self.last_full, &self.pat_expiry] {
+            f.remove(&miner);
         }
-        self.rate_remaining.remove(&MinerL { hotkey: hk() });
-        self.passes.remove(&MinerL { hotkey: hk() });
-        self.rechecks.remove(&MinerL { hotkey: hk() });
+        for f in [&self.passes, &self.rechecks, &self.github_calls, &self.probes, &self.restarts] {
+            f.remove(&miner);
+        }
+        for f in [
+            &self.eligible,
+            &self.rate_remaining,
+            &self.github_last_hour,
+            &self.github_budget,
+            &self.check_interval,
+            &self.state_save_failed,
+        ] {
+            f.remove(&miner);
+        }
         for o in crate::observe::BroadcastOutcome::ALL {
             self.broadcasts.remove(&OutcomeL { hotkey: hk(), outcome: o.as_str().into() });
         }
@@ -498,14 +474,8 @@ impl Metrics {
         for k in AlertKind::ALL {
             self.alerts.remove(&KindL { hotkey: hk(), kind: k.as_str().into() });
         }
-        for f in [&self.github_calls, &self.probes, &self.restarts] {
-            f.remove(&MinerL { hotkey: hk() });
-        }
-        for f in [&self.github_last_hour, &self.github_budget, &self.check_interval, &self.state_save_failed] {
-            f.remove(&MinerL { hotkey: hk() });
-        }
-        for k in MINER_PROBLEMS {
-            self.miner_problem.remove(&KindL { hotkey: hk(), kind: k.into() });
+        for k in ProblemKind::ALL {
+            self.miner_problem.remove(&KindL { hotkey: hk(), kind: k.as_str().into() });
         }
     }
 
@@ -566,72 +536,4 @@ pub fn to_prometheus_text(om: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classic_text_renames_counters() {
-        let m = Metrics::new();
-        m.passes.get_or_create(&MinerL { hotkey: "5X".into() }).inc();
-        m.set_metagraph_age(74, 12.5);
-        let om = m.encode_openmetrics();
-        assert!(om.contains("# TYPE patrol_passes counter") && om.ends_with("# EOF\n"));
-        let p = m.encode_prometheus();
-        assert!(p.contains("# TYPE patrol_passes_total counter"));
-        assert!(p.contains("patrol_passes_total{hotkey=\"5X\"} 1"));
-        assert!(p.contains("patrol_metagraph_age_seconds{netuid=\"74\"} 12.5"));
-        assert!(!p.contains("# EOF"));
-    }
-
-    fn preflight(expiry: Option<i64>) -> crate::github::Preflight {
-        crate::github::Preflight {
-            outcome: crate::github::PreflightOutcome::Valid { login: "m".into(), id: "1".into() },
-            identity_attempts: 1,
-            token_expiry: expiry.map(|t| crate::github::TokenExpiry { text: String::new(), unix_seconds: Some(t) }),
-            rate_limit: None,
-            graphql_rate_limit: None,
-        }
-    }
-
-    /// Issue 19: in agent mode a stale `pat_expiry` survived a rotation to a PAT without expiry.
-    #[test]
-    fn preflight_series_follow_the_pat_in_use() {
-        let m = Metrics::new();
-        let mut state = MinerState::new("5Hk", 74);
-        state.fingerprint = Some("fp-a".into());
-        state.remember_preflight("fp-a", &preflight(Some(1_924_992_000)), 100);
-        m.observe_totals("5Hk", &state);
-        let text = m.encode_prometheus();
-        assert!(text.contains("patrol_pat_expiry_timestamp_seconds{hotkey=\"5Hk\"} 1924992000"), "{text}");
-        assert!(text.contains("patrol_pat_preflight{hotkey=\"5Hk\",outcome=\"valid\"} 1"), "{text}");
-        // rotated: until a preflight of the new PAT, nothing is known about it
-        state.fingerprint = Some("fp-b".into());
-        m.observe_totals("5Hk", &state);
-        let text = m.encode_prometheus();
-        assert!(!text.contains("patrol_pat_expiry_timestamp_seconds{"), "{text}");
-        assert!(!text.contains("patrol_pat_preflight{"), "{text}");
-        // the new PAT has no expiry
-        state.remember_preflight("fp-b", &preflight(None), 200);
-        m.observe_totals("5Hk", &state);
-        let text = m.encode_prometheus();
-        assert!(!text.contains("patrol_pat_expiry_timestamp_seconds{"), "{text}");
-        assert!(text.contains("patrol_pat_preflight{hotkey=\"5Hk\",outcome=\"valid\"} 1"), "{text}");
-    }
-
-    /// Counters are the state's totals: they continue across processes and never go down.
-    #[test]
-    fn counters_follow_the_state_totals() {
-        let mut state = MinerState::new("5Hk", 74);
-        state.totals.passes = 41;
-        state.totals.checks.insert(Category::Valid, 7);
-        let m = Metrics::new();
-        m.observe_totals("5Hk", &state);
-        state.totals.passes = 42;
-        m.observe_totals("5Hk", &state);
-        state.totals.passes = 3; // an older state file: the counter does not go down
-        m.observe_totals("5Hk", &state);
-        let text = m.encode_prometheus();
-        assert!(text.contains("patrol_passes_total{hotkey=\"5Hk\"} 42"), "{text}");
-        assert!(text.contains("patrol_checks_total{hotkey=\"5Hk\",category=\"valid\"} 7"), "{text}");
-    }
-}
+mod tests;

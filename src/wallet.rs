@@ -24,7 +24,7 @@ pub const HOTKEY_FILE_CAP: u64 = 64 << 10;
 /// Why a hotkey could not be loaded or used. Messages name the file and the field to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
-    #[error("cannot read hotkey file {path}: {source}")]
+    #[error("cannot read hotkey file {path}")]
     Read {
         path: PathBuf,
         #[source]

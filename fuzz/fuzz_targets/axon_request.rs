@@ -30,7 +30,7 @@ use patrol::lab::validator::AxonConfig;
 use patrol::lab::validator::axon::fuzz_entry::{Reply, Session, VECTORS_TIME_NS, success_json};
 use patrol::lab::validator::axon::{Answer, BodySynapse, Route};
 use patrol::wire::synapse::TerminalInfo;
-use patrol::wire::verify::RequestHeaders;
+use patrol::lab::validator::axon::verify::RequestHeaders;
 use serde_json::Value;
 
 struct Req<'a> {

@@ -89,7 +89,10 @@ impl Cycle {
         // one that reads again ends that problem.
         for (m, read) in world.miners.iter_mut().zip(&pats) {
             match read {
-                Some(Err(e)) => m.set_problem(Some(Problem::new(ProblemKind::PatUnavailable, e.to_string())), metrics),
+                Some(Err(e)) => m.set_problem(
+                    Some(Problem::new(ProblemKind::PatUnavailable, crate::secret::error_chain(e))),
+                    metrics,
+                ),
                 Some(Ok(_)) if m.problem.as_ref().is_some_and(|p| p.is(ProblemKind::PatUnavailable)) => {
                     m.set_problem(None, metrics)
                 }
@@ -219,7 +222,7 @@ impl Cycle {
 
     /// A round could not read the validator set (`None`: its task failed).
     fn round_failed(&mut self, error: Option<ChainError>, now: Secs, world: &mut World, metrics: &Metrics) {
-        let msg = error.map_or_else(|| "the pass task failed".to_string(), |e| e.to_string());
+        let msg = error.map_or_else(|| "the pass task failed".to_string(), |e| crate::secret::error_chain(&e));
         let retry = Duration::from_secs(self.scheduler.round_failed(now));
         if self.view_error.as_deref() != Some(msg.as_str()) {
             tracing::error!(retry_in = %humantime::format_duration(retry), "cannot read the validator set: {msg}");

@@ -13,8 +13,9 @@ use std::time::Duration;
 use super::schedule::PlanInput;
 use super::status::MinerView;
 use crate::config::{MinerSettings, Settings};
-use crate::github::{Preflight, PreflightOutcome};
+use crate::github::{PreflightOutcome, PreflightReport};
 use crate::metrics::Metrics;
+pub use crate::metrics::ProblemKind;
 use crate::observe::Category;
 use crate::reconcile::core::{AlertKind, ProbeVerdict};
 use crate::reconcile::pass::PassOutcome;
@@ -28,36 +29,10 @@ use crate::wire::dendrite::DendriteOptions;
 pub enum MinerError {
     #[error(transparent)]
     Wallet(#[from] WalletError),
-    #[error("cannot build the HTTP client: {0}")]
+    #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
     #[error(transparent)]
     State(#[from] StateError),
-}
-
-/// What keeps a miner from being reconciled (`patrol_miner_problem{kind}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProblemKind {
-    /// Its hotkey is not registered on the netuid: nothing is sent.
-    NotRegistered,
-    /// Its PAT cannot be read.
-    PatUnavailable,
-    /// Neither the chain nor a young enough metagraph cache can be read: nothing is sent.
-    NoValidatorSource,
-}
-
-impl ProblemKind {
-    /// All kinds (metric label values).
-    pub const ALL: [ProblemKind; 3] =
-        [ProblemKind::NotRegistered, ProblemKind::PatUnavailable, ProblemKind::NoValidatorSource];
-
-    /// snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProblemKind::NotRegistered => "not_registered",
-            ProblemKind::PatUnavailable => "pat_unavailable",
-            ProblemKind::NoValidatorSource => "no_validator_source",
-        }
-    }
 }
 
 /// Why a miner cannot be reconciled right now (shown in STATUS and `patrol_miner_problem`).
@@ -184,7 +159,7 @@ impl Miner {
             }
             (None, None) => {}
         }
-        metrics.set_miner_problem(self.ss58(), problem.as_ref().map(|p| p.kind.as_str()));
+        metrics.set_miner_problem(self.ss58(), problem.as_ref().map(|p| p.kind));
         self.problem = problem;
     }
 
@@ -315,7 +290,7 @@ impl Miner {
         self.logged.alerts = now;
     }
 
-    fn log_preflight(&mut self, pf: &Preflight) {
+    fn log_preflight(&mut self, pf: &PreflightReport) {
         let label = match &pf.outcome {
             PreflightOutcome::Valid { .. } => "valid",
             PreflightOutcome::Transient { .. } => "transient",
@@ -365,7 +340,7 @@ impl Miner {
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let msg = crate::secret::error_chain(&e);
                 if self.save_error.as_deref() != Some(msg.as_str()) {
                     tracing::error!(miner = %self.name(), error = %msg, "cannot save the state; retrying after every pass");
                 }

@@ -107,7 +107,7 @@ pub type Loader<'a> = &'a (dyn Fn() -> Result<Settings, ConfigError> + Sync);
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("miner {name}: {source}")]
+    #[error("miner {name}")]
     Miner {
         name: String,
         #[source]
@@ -116,18 +116,18 @@ pub enum AgentError {
     #[error("hotkey {hotkey} is configured for more than one miner ({names})")]
     DuplicateHotkey { hotkey: String, names: String },
     #[error(
-        "cannot listen on {addr} for /healthz, /readyz, /metrics and /status: {source}; set [agent] listen or --listen (\"off\" disables it)"
+        "cannot listen on {addr} for /healthz, /readyz, /metrics and /status (set [agent] listen or --listen; \"off\" disables it)"
     )]
     Listen {
         addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot build the GitHub client: {0}")]
+    #[error("cannot build the GitHub client")]
     Github(#[from] GithubError),
-    #[error("cannot install signal handlers: {0}")]
+    #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
-    #[error("notifications: {0}")]
+    #[error("notifications")]
     Notify(#[from] crate::notify::NotifyError),
 }
 

@@ -40,10 +40,11 @@ impl World {
         let mut miners: Vec<Result<usize, Miner>> = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         for m in &settings.miners {
-            let hotkey = m.load_hotkey().map_err(|e| format!("miner {}: {e}", m.name))?;
+            let hotkey =
+                m.load_hotkey().map_err(|e| format!("miner {}: {}", m.name, crate::secret::error_chain(&e)))?;
             // The PAT too: a typo in its path must be rejected, not applied to leave the miner
             // unreconciled while /readyz says ready.
-            m.load_pat().map_err(|e| format!("miner {}: {e}", m.name))?;
+            m.load_pat().map_err(|e| format!("miner {}: {}", m.name, crate::secret::error_chain(&e)))?;
             if seen.iter().any(|h| h == hotkey.ss58()) {
                 return Err(format!("hotkey {} is configured for more than one miner", hotkey.ss58()));
             }
@@ -63,7 +64,7 @@ impl World {
         let connector: Arc<dyn Connector> = if fixed_connector {
             self.connector.clone()
         } else {
-            Arc::new(NetConnector::new(&settings).map_err(|e| e.to_string())?)
+            Arc::new(NetConnector::new(&settings).map_err(|e| crate::secret::error_chain(&e))?)
         };
         Ok(Next { settings, miners, connector })
     }
@@ -83,7 +84,7 @@ impl World {
                 Err(m) => m,
             };
             if let Err(e) = m.update(&settings, ms) {
-                tracing::error!(miner = %ms.name, error = %e, "cannot rebuild the miner's HTTP client; keeping the old one");
+                tracing::error!(miner = %ms.name, error = %crate::secret::error_chain(&e), "cannot rebuild the miner's HTTP client; keeping the old one");
             }
             miners.push(m);
         }

@@ -28,7 +28,7 @@ use crate::config::ChainSettings;
 use crate::secret::SecretUrl;
 use crate::validators::Neuron;
 
-/// Where the stakes in a [`Snapshot`] come from.
+/// Where the stakes in a [`SubnetSnapshot`] come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StakeSource {
     /// `SubnetState.total_stake`: gittensor's `metagraph.S`.
@@ -39,7 +39,7 @@ pub enum StakeSource {
 
 /// One consistent read of a subnet: everything at one pinned (finalized) block.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub struct SubnetSnapshot {
     pub netuid: u16,
     pub block: u64,
     /// `0x…` hash of the pinned block.
@@ -92,7 +92,7 @@ impl ChainClient {
     /// Read the subnet at the current finalized block: neurons (`get_neurons_lite`), stake weights
     /// (`get_subnet_state`) and, when `own_hotkey` is given, its UID (`SubtensorModule::Uids`), all
     /// at the same block hash. Reconnects once after a transport failure.
-    pub async fn snapshot(&mut self, netuid: u16, own_hotkey: Option<&[u8; 32]>) -> Result<Snapshot, ChainError> {
+    pub async fn snapshot(&mut self, netuid: u16, own_hotkey: Option<&[u8; 32]>) -> Result<SubnetSnapshot, ChainError> {
         let mut retried = false;
         loop {
             let conn = self.connection().await?;
@@ -192,7 +192,7 @@ async fn read_snapshot(
     url: &str,
     netuid: u16,
     own_hotkey: Option<&[u8; 32]>,
-) -> Result<Snapshot, ChainError> {
+) -> Result<SubnetSnapshot, ChainError> {
     // Pin one block; every read below is at this hash, so the columns agree with each other.
     let at =
         client.at_current_block().await.map_err(|e| call_error(url, netuid, None, "reading the finalized block", e))?;
@@ -238,7 +238,7 @@ async fn read_snapshot(
         Some(hk) => read_uid(&at, url, netuid, block, hk).await?,
         None => None,
     };
-    Ok(Snapshot { netuid, block, block_hash, spec_version: at.spec_version(), neurons, own_uid, stake_source })
+    Ok(SubnetSnapshot { netuid, block, block_hash, spec_version: at.spec_version(), neurons, own_uid, stake_source })
 }
 
 /// `get_subnet_state`, or `None` when the node has none for the netuid (answer `None`, or a runtime

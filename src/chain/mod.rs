@@ -29,7 +29,7 @@ pub mod time;
 
 use std::time::Duration;
 
-pub use client::{ChainClient, Snapshot, StakeSource};
+pub use client::{ChainClient, StakeSource, SubnetSnapshot};
 pub use source::{Origin, SubnetView, subnet_view, subnet_view_using};
 
 /// Why patrol could not get (or use) the subnet from the chain.

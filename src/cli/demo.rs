@@ -184,48 +184,25 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Exit> {
         rand::random::<u32>()
     )));
     std::fs::create_dir_all(&root.0).with_context(|| format!("create {}", root.0.display()))?;
-
-    let token = random_token();
-    let pat = Pat::new(&token).context("demo PAT")?;
-    let (gh_addr, gh) = spawn_fake_github(FakeGithubConfig::default().with_account(FakeAccount::new(
-        &token,
-        DEMO_GITHUB_ID,
-        DEMO_LOGIN,
-    )))
-    .await;
-    let github_url = format!("http://{gh_addr}");
-    let miner = random_hotkey();
-    let metagraph =
-        Metagraph::new([RegisteredMiner { uid: DEMO_MINER_UID, hotkey: miner.ss58().to_string(), stake: 1_000.0 }])?;
-
-    let mut validators = Vec::with_capacity(n);
-    for uid in 1..=u16::try_from(n)? {
-        let store = root.0.join(format!("validator-{uid}")).join("miner_pats.json");
-        let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        validators.push(start_validator(uid, random_hotkey(), store, any_port, &github_url, &metagraph).await?);
-    }
+    let mut subnet = Subnet::start(n, &root.0).await?;
+    let (miner, pat) = (Arc::clone(&subnet.miner), subnet.pat.clone());
     if !args.json {
         println!("patrol demo: a local subnet on 127.0.0.1 (no wallet, no network)");
         println!(
-            "  fake GitHub at {gh_addr} with account {DEMO_LOGIN:?}; {n} reference validators running gittensor's PAT handlers"
+            "  fake GitHub at {} with account {DEMO_LOGIN:?}; {n} reference validators running gittensor's PAT handlers",
+            subnet.github_addr
         );
         println!("  demo miner {} (uid {DEMO_MINER_UID}), PAT {}", miner.ss58(), pat.redacted());
     }
-
-    let (net, clock) = transport(&miner, &github_url)?;
+    let clock = Arc::new(DemoClock::default());
+    let net = transport(&subnet, clock.clone())?;
     let cfg = PassConfig { policy: Policy::default(), budget: Budget::default(), dry_run: false };
     let mut state = MinerState::new(miner.ss58(), 74);
-    let selection = |vs: &[DemoValidator]| Selection {
-        eligible: vs.iter().map(DemoValidator::as_selected).collect(),
-        skipped: Vec::new(),
-    };
-
-    let first = pass::run(&net, &cfg, &selection(&validators), &mut state, &pat, &Work::one_shot(), None).await;
+    let first = pass::run(&net, &cfg, &subnet.selection(), &mut state, &pat, &Work::one_shot(), None).await;
     if !args.json {
         print_pass(1, &first);
     }
-
-    let uid = restart_empty(&mut validators, n / 2, &github_url, &metagraph).await?;
+    let uid = subnet.wipe_one().await?;
     if !args.json {
         println!("wiped the PAT store of validator uid {uid} and restarted it with an empty store");
         println!(
@@ -233,27 +210,121 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Exit> {
             humantime::format_duration(Duration::from_secs(cfg.policy.interval))
         );
     }
-
     clock.shift.store(cfg.policy.interval, std::sync::atomic::Ordering::SeqCst);
-    let second = pass::run(&net, &cfg, &selection(&validators), &mut state, &pat, &Work::one_shot(), None).await;
+    let second = pass::run(&net, &cfg, &subnet.selection(), &mut state, &pat, &Work::one_shot(), None).await;
     if !args.json {
         print_pass(2, &second);
     }
-    let (checked1, sent1, final1) = summarize(&first);
-    let (checked2, sent2, final2) = summarize(&second);
+    subnet.stop().await;
+    drop(root);
+    conclude(args.json, n, uid, miner.ss58(), [&first, &second], started.elapsed())
+}
+
+/// The fake GitHub, the reference validators and the demo miner, on 127.0.0.1.
+struct Subnet {
+    github: crate::lab::fake_github::FakeGithubHandle,
+    github_addr: SocketAddr,
+    miner: Arc<Hotkey>,
+    pat: Pat,
+    metagraph: Metagraph,
+    validators: Vec<DemoValidator>,
+}
+
+impl Subnet {
+    /// `n` validators with their stores under `root`, and a GitHub account for a fresh demo PAT.
+    async fn start(n: usize, root: &Path) -> anyhow::Result<Subnet> {
+        let token = random_token();
+        let pat = Pat::new(&token).context("demo PAT")?;
+        let account = FakeAccount::new(&token, DEMO_GITHUB_ID, DEMO_LOGIN);
+        let (github_addr, github) = spawn_fake_github(FakeGithubConfig::default().with_account(account)).await;
+        let miner = random_hotkey();
+        let registered = RegisteredMiner { uid: DEMO_MINER_UID, hotkey: miner.ss58().to_string(), stake: 1_000.0 };
+        let mut subnet = Subnet {
+            github,
+            github_addr,
+            miner,
+            pat,
+            metagraph: Metagraph::new([registered])?,
+            validators: Vec::new(),
+        };
+        let github_url = subnet.github_url();
+        for i in 0..n {
+            let uid = u16::try_from(i + 1)?;
+            let store = root.join(format!("validator-{uid}")).join("miner_pats.json");
+            let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let v = start_validator(uid, random_hotkey(), store, any_port, &github_url, &subnet.metagraph).await?;
+            subnet.validators.push(v);
+        }
+        Ok(subnet)
+    }
+
+    fn github_url(&self) -> String {
+        format!("http://{}", self.github_addr)
+    }
+
+    fn selection(&self) -> Selection {
+        Selection { eligible: self.validators.iter().map(DemoValidator::as_selected).collect(), skipped: Vec::new() }
+    }
+
+    /// A validator loses its store: stop it, delete the file, restart it empty on the same port.
+    /// Its uid.
+    async fn wipe_one(&mut self) -> anyhow::Result<u16> {
+        let victim = self.validators.len() / 2;
+        let old = self.validators.remove(victim);
+        let (uid, hotkey, store, addr) = (old.uid, Arc::clone(&old.hotkey), old.store.clone(), old.addr);
+        old.stop().await;
+        wipe(&store)?;
+        let restarted = start_validator(uid, hotkey, store, addr, &self.github_url(), &self.metagraph).await?;
+        self.validators.insert(victim, restarted);
+        Ok(uid)
+    }
+
+    async fn stop(self) {
+        for v in self.validators {
+            v.stop().await;
+        }
+        self.github.shutdown();
+    }
+}
+
+/// The miner's side: its dendrite and a GitHub client against the fake, short timeouts.
+fn transport(subnet: &Subnet, clock: Arc<DemoClock>) -> anyhow::Result<NetTransport> {
+    let dendrite = Arc::new(Dendrite::new(
+        Arc::clone(&subnet.miner),
+        DendriteOptions { external_ip: "127.0.0.1".into(), ..Default::default() },
+    )?);
+    let github = GithubClient::new(GithubOptions {
+        api_url: subnet.github_url(),
+        timeout: Duration::from_secs(2),
+        ..GithubOptions::default()
+    })?;
+    let limits = NetLimits {
+        check_timeout: Duration::from_secs(2),
+        broadcast_timeout: Duration::from_secs(3),
+        probe_timeout: Duration::from_secs(2),
+        concurrency: 8,
+    };
+    Ok(NetTransport { dendrite, github: Arc::new(github), limits, clock })
+}
+
+/// The verdict: coverage full after each pass, and the second pass sent to the wiped `uid` only.
+fn conclude(
+    json: bool,
+    n: usize,
+    uid: u16,
+    miner: &str,
+    [first, second]: [&PassOutcome; 2],
+    elapsed: Duration,
+) -> anyhow::Result<Exit> {
+    let (checked1, sent1, final1) = summarize(first);
+    let (checked2, sent2, final2) = summarize(second);
     let all_valid = |m: &BTreeMap<&'static str, usize>| m.get("valid") == Some(&n);
     let restored = all_valid(&final1) && all_valid(&final2) && sent2 == vec![uid];
-    for v in validators {
-        v.stop().await;
-    }
-    gh.shutdown();
-    drop(root);
-    let elapsed = started.elapsed();
-    if args.json {
+    if json {
         let v = json!({
             "success": restored,
             "validators": n,
-            "miner_hotkey": miner.ss58(),
+            "miner_hotkey": miner,
             "github_login": DEMO_LOGIN,
             "passes": [
                 {"pass": 1, "checked": checked1, "broadcast_to": sent1, "final": final1},
@@ -278,43 +349,6 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Exit> {
             format!("the demo did not restore coverage: pass 1 {final1:?}, pass 2 sent to {sent2:?}, {final2:?}"),
         ))
     }
-}
-
-/// The miner's transport to the demo subnet (short timeouts) and its clock.
-fn transport(miner: &Arc<Hotkey>, github_url: &str) -> anyhow::Result<(NetTransport, Arc<DemoClock>)> {
-    let dendrite = Arc::new(Dendrite::new(
-        Arc::clone(miner),
-        DendriteOptions { external_ip: "127.0.0.1".into(), ..Default::default() },
-    )?);
-    let github = GithubClient::new(GithubOptions {
-        api_url: github_url.to_string(),
-        timeout: Duration::from_secs(2),
-        ..GithubOptions::default()
-    })?;
-    let clock = Arc::new(DemoClock::default());
-    let limits = NetLimits {
-        check_timeout: Duration::from_secs(2),
-        broadcast_timeout: Duration::from_secs(3),
-        probe_timeout: Duration::from_secs(2),
-        concurrency: 8,
-    };
-    Ok((NetTransport { dendrite, github: Arc::new(github), limits, clock: clock.clone() }, clock))
-}
-
-/// Validator `index` loses its store: stop it, delete the file, restart it empty on the same
-/// port. Returns its uid.
-async fn restart_empty(
-    validators: &mut Vec<DemoValidator>,
-    index: usize,
-    github_url: &str,
-    metagraph: &Metagraph,
-) -> anyhow::Result<u16> {
-    let old = validators.remove(index);
-    let (uid, hotkey, store, addr) = (old.uid, Arc::clone(&old.hotkey), old.store.clone(), old.addr);
-    old.stop().await;
-    wipe(&store)?;
-    validators.insert(index, start_validator(uid, hotkey, store, addr, github_url, metagraph).await?);
-    Ok(uid)
 }
 
 fn wipe(store: &Path) -> anyhow::Result<()> {

@@ -14,10 +14,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::chain::time as chain_time;
-use crate::chain::{ChainClient, Snapshot};
+use crate::chain::{ChainClient, SubnetSnapshot};
 use crate::cli::{Cli, DoctorArgs, Exit};
 use crate::config::{MinerSettings, PatError, Settings};
-use crate::github::{GithubClient, GithubOptions, IdentityResult, TestQueryResult};
+use crate::github::{GithubClient, GithubOptions, IdentityResult, PreflightOutcome, PreflightReport, TestQueryResult};
 use crate::validators::{self, Neuron};
 use crate::wallet::Hotkey;
 
@@ -142,38 +142,59 @@ pub async fn diagnose(settings: &Settings) -> Vec<Check> {
     )];
     // Name the miner in each line only when there are several.
     let label = |m: &MinerSettings| (settings.miners.len() > 1).then(|| m.name.clone());
-
-    let mut hotkeys: Vec<(&MinerSettings, Option<Hotkey>)> = Vec::new();
-    for m in &settings.miners {
-        match m.load_hotkey() {
-            Ok(h) => {
-                checks.push(ok(
-                    "wallet",
-                    label(m).as_deref(),
-                    format!("hotkey {} ({})", h.ss58(), m.hotkey_file.display()),
-                ));
-                hotkeys.push((m, Some(h)));
-            }
-            Err(e) => {
-                checks.push(fail(
-                    "wallet",
-                    label(m).as_deref(),
-                    e.to_string(),
-                    "point [wallet] hotkey_file (or --hotkey-file, or --wallet/--hotkey/--wallet-path) at the miner's hotkey file",
-                ));
-                hotkeys.push((m, None));
-            }
-        }
-    }
-
-    // The chain: one snapshot (neurons for the eligibility check), then each miner's UID.
+    let hotkeys: Vec<(&MinerSettings, Option<Hotkey>)> = settings
+        .miners
+        .iter()
+        .map(|m| {
+            let (check, hotkey) = wallet_check(m, label(m).as_deref());
+            checks.push(check);
+            (m, hotkey)
+        })
+        .collect();
     let is_static = settings.validators.static_list.is_some();
+    let snapshot = chain_checks(settings, &hotkeys, &label, &mut checks).await;
+    checks.extend(pat_checks(settings, &label).await);
+    checks.push(clock_check(settings, is_static, &snapshot).await);
+    checks.push(eligible_check(settings, &snapshot));
+    if let Some(c) = budget_check(settings, &snapshot) {
+        checks.push(c);
+    }
+    checks.push(state_dir_check(&settings.agent.state_dir));
+    checks.extend(crate::cli::notify::doctor_checks(settings).await);
+    checks
+}
+
+/// The miner's hotkey file loads.
+fn wallet_check(m: &MinerSettings, miner: Option<&str>) -> (Check, Option<Hotkey>) {
+    match m.load_hotkey() {
+        Ok(h) => (ok("wallet", miner, format!("hotkey {} ({})", h.ss58(), m.hotkey_file.display())), Some(h)),
+        Err(e) => (
+            fail(
+                "wallet",
+                miner,
+                crate::cli::exit::render(&e),
+                "point [wallet] hotkey_file (or --hotkey-file, or --wallet/--hotkey/--wallet-path) at the miner's hotkey file",
+            ),
+            None,
+        ),
+    }
+}
+
+/// The chain: one snapshot (neurons for the eligibility check), then each miner's UID. None with a
+/// static validator list.
+async fn chain_checks(
+    settings: &Settings,
+    hotkeys: &[(&MinerSettings, Option<Hotkey>)],
+    label: &dyn Fn(&MinerSettings) -> Option<String>,
+    checks: &mut Vec<Check>,
+) -> Option<Result<SubnetSnapshot, String>> {
+    let netuid = settings.chain.netuid;
     let mut client = ChainClient::from_settings(&settings.chain);
-    let snapshot: Option<Result<Snapshot, String>> = if is_static {
+    let snapshot = if settings.validators.static_list.is_some() {
         checks.push(skipped("chain", None, "no chain: a static validator list is configured"));
         None
     } else {
-        let r = client.snapshot(settings.chain.netuid, None).await.map_err(|e| e.to_string());
+        let r = client.snapshot(netuid, None).await.map_err(|e| e.to_string());
         checks.push(match &r {
             Ok(s) => ok(
                 "chain",
@@ -189,57 +210,31 @@ pub async fn diagnose(settings: &Settings) -> Vec<Check> {
         });
         Some(r)
     };
-    for (m, h) in &hotkeys {
+    for (m, h) in hotkeys {
         let miner = label(m);
-        let Some(h) = h else {
-            checks.push(fail(
-                "registered",
-                miner.as_deref(),
-                "cannot tell: the hotkey did not load",
-                "fix the wallet first",
-            ));
-            continue;
-        };
-        checks.push(match &snapshot {
-            None => skipped("registered", miner.as_deref(), "no chain: a static list cannot tell"),
-            Some(Err(_)) => fail(
-                "registered",
-                miner.as_deref(),
-                "cannot tell: the chain is unreachable",
-                "fix the chain check first",
-            ),
-            Some(Ok(_)) => match client.uid_of(settings.chain.netuid, &h.public_key()).await {
-                Ok(Some(uid)) => {
-                    ok("registered", miner.as_deref(), format!("uid {uid} on netuid {}", settings.chain.netuid))
-                }
-                Ok(None) => fail(
-                    "registered",
-                    miner.as_deref(),
-                    format!("hotkey {} is not registered on netuid {}", h.ss58(), settings.chain.netuid),
-                    format!(
-                        "register it (btcli subnet register --netuid {}) or fix the wallet/hotkey",
-                        settings.chain.netuid
-                    ),
+        let miner = miner.as_deref();
+        let registered = |detail: String, fix: String| fail("registered", miner, detail, fix);
+        checks.push(match (h, &snapshot) {
+            (None, _) => registered("cannot tell: the hotkey did not load".into(), "fix the wallet first".into()),
+            (Some(_), None) => skipped("registered", miner, "no chain: a static list cannot tell"),
+            (Some(_), Some(Err(_))) => {
+                registered("cannot tell: the chain is unreachable".into(), "fix the chain check first".into())
+            }
+            (Some(h), Some(Ok(_))) => match client.uid_of(netuid, &h.public_key()).await {
+                Ok(Some(uid)) => ok("registered", miner, format!("uid {uid} on netuid {netuid}")),
+                Ok(None) => registered(
+                    format!("hotkey {} is not registered on netuid {netuid}", h.ss58()),
+                    format!("register it (btcli subnet register --netuid {netuid}) or fix the wallet/hotkey"),
                 ),
-                Err(e) => {
-                    fail("registered", miner.as_deref(), e.to_string(), "retry; if it persists see the chain check")
-                }
+                Err(e) => registered(e.to_string(), "retry; if it persists see the chain check".into()),
             },
         });
     }
-
-    checks.extend(pat_checks(settings, &label).await);
-    checks.push(clock_check(settings, is_static, &snapshot).await);
-    checks.push(eligible_check(settings, &snapshot));
-    if let Some(c) = budget_check(settings, &snapshot) {
-        checks.push(c);
-    }
-    checks.push(state_dir_check(&settings.agent.state_dir));
-    checks.extend(crate::cli::notify::doctor_checks(settings).await);
-    checks
+    snapshot
 }
 
-/// The PAT of every miner: readable, then both GitHub calls a validator makes with it.
+/// The PAT of every miner: readable, then the pass's preflight (both GitHub calls a validator
+/// makes with it), shown as one line per call.
 async fn pat_checks(settings: &Settings, label: &dyn Fn(&MinerSettings) -> Option<String>) -> Vec<Check> {
     let mut checks = Vec::new();
     // (miner, GitHub id, login) of every PAT GitHub accepted
@@ -255,93 +250,98 @@ async fn pat_checks(settings: &Settings, label: &dyn Fn(&MinerSettings) -> Optio
                 l
             }
             Err(e) => {
-                let fix = match &e {
-                    PatError::NotConfigured | PatError::NotFound(_) => {
-                        "set [pat] file or [pat] credential in the config, or GITTENSOR_MINER_PAT, or pass --pat-file (a file must be chmod 600)"
-                    }
-                    PatError::Missing { .. } => {
-                        "fix the --pat-file path, [pat] file or the LoadCredential= name, or remove it to use the next PAT source"
-                    }
-                    PatError::TooOpen { .. } => "chmod 600 the PAT file",
-                    PatError::Unreadable { .. }
-                    | PatError::NotRegular { .. }
-                    | PatError::TooLarge { .. }
-                    | PatError::Empty(_) => {
-                        "point the PAT source at a regular file (chmod 600) that holds just the token"
-                    }
-                };
-                checks.push(fail("pat", miner, e.to_string(), fix));
+                checks.push(fail("pat", miner, crate::cli::exit::render(&e), pat_fix(&e)));
                 continue;
             }
         };
         let github = match &github {
             Ok(g) => g,
             Err(e) => {
-                checks.push(fail("github identity", miner, e.to_string(), "fix [github] api_url"));
+                checks.push(fail(IDENTITY, miner, e.to_string(), "fix [github] api_url"));
                 continue;
             }
         };
-        let id = github.identity(&loaded.pat).await;
-        let expiry = id.meta.token_expiry.as_ref().map(|e| format!("; expires {}", e.text)).unwrap_or_default();
-        let valid = match &id.result {
-            IdentityResult::Valid { id, login } => {
-                checks.push(ok("github identity", miner, format!("GET /user: {login} (id {id}){expiry}")));
-                accounts.push((m.name.clone(), id.clone(), login.clone()));
-                true
-            }
-            IdentityResult::Transient { detail, .. } => {
-                checks.push(fail(
-                    "github identity",
-                    miner,
-                    format!("GET /user gave no usable answer: {detail}"),
-                    format!(
-                        "check that this host reaches {} (DNS, proxy, firewall) and retry; a rate limit clears by itself",
-                        settings.github.api_url
-                    ),
-                ));
-                false
-            }
-            IdentityResult::InvalidAuth { status, message } => {
-                checks.push(fail(
-                    "github identity",
-                    miner,
-                    format!(
-                        "GET /user refused the PAT ({}: {message})",
-                        status.map(|s| format!("HTTP {s}")).unwrap_or_else(|| "not sent".into())
-                    ),
-                    "the PAT is revoked, expired or mistyped: create a new one on github.com and update the PAT file",
-                ));
-                false
-            }
-        };
-        if !valid {
-            checks.push(fail(
-                "github test query",
-                miner,
-                "not run: the identity check failed",
-                "fix the identity check first",
-            ));
-            continue;
+        let report = github.preflight(&loaded.pat).await;
+        if let Some(IdentityResult::Valid { id, login }) = &report.identity {
+            accounts.push((m.name.clone(), id.clone(), login.clone()));
         }
-        let q = github.test_query(&loaded.pat).await;
-        checks.push(match q.result {
-            TestQueryResult::Ok => ok("github test query", miner, "POST /graphql: the viewer query passed"),
-            TestQueryResult::Failed { detail, transient: true, .. } => fail(
-                "github test query",
-                miner,
-                format!("POST /graphql failed transiently: {detail}"),
-                "GitHub's GraphQL API had a hiccup or a rate limit; retry in a few minutes",
-            ),
-            TestQueryResult::Failed { detail, .. } => fail(
-                "github test query",
-                miner,
-                format!("validators would reject this PAT: PAT test query failed: {detail}"),
-                "use a token that can run GraphQL queries as its owner (a classic PAT does), then update the PAT file",
-            ),
-        });
+        checks.extend(github_checks(miner, &report, &settings.github.api_url));
     }
     checks.extend(shared_accounts(&accounts));
     checks
+}
+
+fn pat_fix(e: &PatError) -> &'static str {
+    match e {
+        PatError::NotConfigured | PatError::NotFound(_) => {
+            "set [pat] file or [pat] credential in the config, or GITTENSOR_MINER_PAT, or pass --pat-file (a file must be chmod 600)"
+        }
+        PatError::Missing { .. } => {
+            "fix the --pat-file path, [pat] file or the LoadCredential= name, or remove it to use the next PAT source"
+        }
+        PatError::TooOpen { .. } => "chmod 600 the PAT file",
+        PatError::Read { .. } | PatError::Empty(_) => {
+            "point the PAT source at a regular file (chmod 600) that holds just the token"
+        }
+    }
+}
+
+const IDENTITY: &str = "github identity";
+const TEST_QUERY: &str = "github test query";
+
+/// The preflight as two lines, `GET /user` then the test query: the preflight's verdict decides
+/// which line fails and how (transient or invalid); each call's answer gives the detail.
+fn github_checks(miner: Option<&str>, report: &PreflightReport, api_url: &str) -> [Check; 2] {
+    let Some(IdentityResult::Valid { id, login }) = &report.identity else {
+        let revoked = "the PAT is revoked, expired or mistyped: create a new one on github.com and update the PAT file";
+        let identity = match (&report.outcome, &report.identity) {
+            (PreflightOutcome::Transient { reason, .. }, _) => fail(
+                IDENTITY,
+                miner,
+                format!("GET /user gave no usable answer: {reason}"),
+                format!(
+                    "check that this host reaches {api_url} (DNS, proxy, firewall) and retry; a rate limit clears by itself"
+                ),
+            ),
+            (_, Some(IdentityResult::InvalidAuth { status: Some(s), message })) => {
+                fail(IDENTITY, miner, format!("GET /user refused the PAT (HTTP {s}: {message})"), revoked)
+            }
+            (outcome, _) => {
+                fail(IDENTITY, miner, format!("GET /user was not asked: {}", outcome_reason(outcome)), revoked)
+            }
+        };
+        let not_run = fail(TEST_QUERY, miner, "not run: the identity check failed", "fix the identity check first");
+        return [identity, not_run];
+    };
+    let expiry = report.token_expiry.as_ref().map(|e| format!("; expires {}", e.text)).unwrap_or_default();
+    let identity = ok(IDENTITY, miner, format!("GET /user: {login} (id {id}){expiry}"));
+    let detail = match &report.test_query {
+        Some(TestQueryResult::Failed { detail, .. }) => detail.as_str(),
+        _ => outcome_reason(&report.outcome),
+    };
+    let query = match &report.outcome {
+        PreflightOutcome::Valid { .. } => ok(TEST_QUERY, miner, "POST /graphql: the viewer query passed"),
+        PreflightOutcome::Transient { .. } => fail(
+            TEST_QUERY,
+            miner,
+            format!("POST /graphql failed transiently: {detail}"),
+            "GitHub's GraphQL API had a hiccup or a rate limit; retry in a few minutes",
+        ),
+        PreflightOutcome::Invalid { .. } => fail(
+            TEST_QUERY,
+            miner,
+            format!("validators would reject this PAT: PAT test query failed: {detail}"),
+            "use a token that can run GraphQL queries as its owner (a classic PAT does), then update the PAT file",
+        ),
+    };
+    [identity, query]
+}
+
+fn outcome_reason(outcome: &PreflightOutcome) -> &str {
+    match outcome {
+        PreflightOutcome::Valid { .. } => "",
+        PreflightOutcome::Transient { reason, .. } | PreflightOutcome::Invalid { reason } => reason,
+    }
 }
 
 /// One failure per GitHub account that several miners' PATs belong to: gittensor penalises a
@@ -370,7 +370,7 @@ fn shared_accounts(accounts: &[(String, String, String)]) -> Vec<Check> {
         .collect()
 }
 
-async fn clock_check(settings: &Settings, is_static: bool, snapshot: &Option<Result<Snapshot, String>>) -> Check {
+async fn clock_check(settings: &Settings, is_static: bool, snapshot: &Option<Result<SubnetSnapshot, String>>) -> Check {
     if is_static {
         return skipped("clock", None, "no chain");
     }
@@ -410,7 +410,7 @@ async fn clock_check(settings: &Settings, is_static: bool, snapshot: &Option<Res
     }
 }
 
-fn eligible_check(settings: &Settings, snapshot: &Option<Result<Snapshot, String>>) -> Check {
+fn eligible_check(settings: &Settings, snapshot: &Option<Result<SubnetSnapshot, String>>) -> Check {
     let neurons: &[Neuron] = match (&settings.validators.static_list, snapshot) {
         (Some(list), _) => list,
         (None, Some(Ok(s))) => &s.neurons,
@@ -446,7 +446,7 @@ fn eligible_check(settings: &Settings, snapshot: &Option<Result<Snapshot, String
 /// Does the configured interval fit the GitHub budget at today's eligible set (all of it assumed to
 /// hold the PAT, the steady state)? A stretched interval is a warning, not a failure: patrol keeps
 /// to the budget by itself.
-fn budget_check(settings: &Settings, snapshot: &Option<Result<Snapshot, String>>) -> Option<Check> {
+fn budget_check(settings: &Settings, snapshot: &Option<Result<SubnetSnapshot, String>>) -> Option<Check> {
     use crate::reconcile::budget::{self, Budget, ROUTINE_SHARE};
     let neurons: &[Neuron] = match (&settings.validators.static_list, snapshot) {
         (Some(list), _) => list,
@@ -517,6 +517,51 @@ mod tests {
         assert!(lines[2].starts_with("fail registered") && lines[2].contains("m1: hotkey X"), "{text}");
         assert_eq!(lines[3].trim(), "fix: register it");
         assert_eq!(lines[4], "1 check(s) failed");
+    }
+
+    /// The preflight's verdict decides the two GitHub lines; each call's answer is the detail.
+    #[test]
+    fn the_github_lines_follow_the_preflight() {
+        use crate::github::PreflightOutcome as O;
+        let report = |outcome, identity, test_query| PreflightReport {
+            identity: Some(identity),
+            test_query,
+            ..PreflightReport::judged(outcome)
+        };
+        let valid = || IdentityResult::Valid { id: "7".into(), login: "octo".into() };
+        let lines = |r: &PreflightReport| {
+            github_checks(None, r, "https://api.github.com").map(|c| (c.ok, c.detail, c.fix.unwrap_or_default()))
+        };
+        let failed = |transient| Some(TestQueryResult::Failed { detail: "503".into(), transient, retry_after: None });
+
+        let [id, q] =
+            lines(&report(O::Valid { login: "octo".into(), id: "7".into() }, valid(), Some(TestQueryResult::Ok)));
+        assert!(id.0 && id.1 == "GET /user: octo (id 7)" && q.0, "{id:?} {q:?}");
+        let [id, q] = lines(&report(
+            O::Transient { reason: "PAT test query: 503".into(), retry_after: None },
+            valid(),
+            failed(true),
+        ));
+        assert!(id.0 && !q.0 && q.1 == "POST /graphql failed transiently: 503" && q.2.contains("retry"), "{q:?}");
+        let [_, q] = lines(&report(O::Invalid { reason: "PAT test query: 503".into() }, valid(), failed(false)));
+        assert_eq!(q.1, "validators would reject this PAT: PAT test query failed: 503");
+        let refused = IdentityResult::InvalidAuth { status: Some(401), message: "Bad credentials".into() };
+        let [id, q] = lines(&report(O::Invalid { reason: "GitHub /user returned 401".into() }, refused, None));
+        assert!(
+            !id.0
+                && id.1 == "GET /user refused the PAT (HTTP 401: Bad credentials)"
+                && id.2.contains("create a new one")
+        );
+        assert!(!q.0 && q.1 == "not run: the identity check failed", "{q:?}");
+        let down = IdentityResult::Transient { detail: "GitHub /user returned 502".into(), retry_after: None };
+        let [id, _] =
+            lines(&report(O::Transient { reason: "GitHub /user returned 502".into(), retry_after: None }, down, None));
+        assert!(
+            !id.0 && id.1 == "GET /user gave no usable answer: GitHub /user returned 502" && id.2.contains("reaches")
+        );
+        // a token no header can carry: no call made, refused like a bad PAT
+        let [id, _] = lines(&PreflightReport::judged(O::Invalid { reason: "PAT rejected: newline".into() }));
+        assert!(!id.0 && id.1.contains("PAT rejected: newline") && id.2.contains("create a new one"), "{id:?}");
     }
 
     #[test]

@@ -75,23 +75,10 @@ impl Coded {
     }
 }
 
-/// One line for an error and its causes, like anyhow's `{:#}`, but a cause whose text the message
-/// already shows is not repeated (our error types print their I/O source inline and also expose it
-/// as `source()`, so `{:#}` would say "No such file or directory" twice). Anything that looks like a
-/// GitHub token is redacted ([`crate::secret::redact_tokens`]): errors quote paths and values the
-/// user typed, and a PAT pasted as `--pat-file`, `--config` or `--network` must not be echoed.
+/// One line for an error and its causes, tokens redacted: [`crate::secret::error_chain`], the one
+/// renderer of an error chain.
 pub fn render(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !text.is_empty() && !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    crate::secret::redact_tokens(&out).into_owned()
+    crate::secret::error_chain(err)
 }
 
 /// Pick the exit code for an error by looking through its chain for known types.
@@ -147,7 +134,7 @@ mod tests {
     #[test]
     fn render_does_not_repeat_a_cause_the_message_shows() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
-        let e = crate::config::ConfigError::Read { path: "/x/patrol.toml".into(), source: io };
+        let e = crate::config::ConfigError::Read { path: "/x/patrol.toml".into(), source: io.into() };
         let err = anyhow::Error::new(e).context("loading settings");
         let text = render(err.as_ref());
         assert_eq!(
@@ -155,6 +142,35 @@ mod tests {
             "loading settings: cannot read config file /x/patrol.toml: No such file or directory (os error 2)"
         );
         assert_eq!(text.matches("os error 2").count(), 1);
+    }
+
+    /// Errors keep their cause in `source()` and out of their own text, so the one renderer shows
+    /// each cause once.
+    #[test]
+    fn errors_name_their_cause_only_as_source() {
+        use std::error::Error;
+        let io = || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "Permission denied (os error 13)");
+        let path = std::path::PathBuf::from("/x/file");
+        let errors: Vec<Box<dyn Error>> = vec![
+            Box::new(crate::config::ConfigError::Read { path: path.clone(), source: io().into() }),
+            Box::new(crate::config::PatError::Read { source_desc: "file /x".into(), source: io().into() }),
+            Box::new(crate::wallet::WalletError::Read { path: path.clone(), source: io() }),
+            Box::new(crate::reconcile::state::StateError::Read { path: path.clone(), source: io() }),
+            Box::new(crate::reconcile::state::StateError::Write { path: path.clone(), source: io() }),
+            Box::new(crate::reconcile::state::StateError::Lock { path: path.clone(), source: io() }),
+            Box::new(crate::lab::validator::StoreError::Read { path: path.clone(), source: io().into() }),
+            Box::new(crate::lab::validator::StoreError::Write { path: path.clone(), source: io() }),
+            Box::new(crate::notify::TargetError::Read {
+                key: "k".into(),
+                source_desc: "f".into(),
+                source: io().into(),
+            }),
+        ];
+        for e in errors {
+            let own = e.to_string();
+            assert!(e.source().is_some() && !own.contains("Permission denied"), "{own}");
+            assert_eq!(render(e.as_ref()).matches("Permission denied").count(), 1, "{own}");
+        }
     }
 
     #[test]

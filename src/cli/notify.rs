@@ -120,13 +120,20 @@ pub async fn doctor_checks(settings: &Settings) -> Vec<crate::cli::doctor::Check
     }
     let resolved = match target::resolve_env(&settings.notify) {
         Ok(r) => r,
-        Err(e) => return vec![fail(CHECK, None, e.to_string(), "fix the key named above (docs/notifications.md)")],
+        Err(e) => {
+            return vec![fail(
+                CHECK,
+                None,
+                crate::cli::exit::render(&e),
+                "fix the key named above (docs/notifications.md)",
+            )];
+        }
     };
     let mut out: Vec<_> =
         resolved.off.iter().map(|(name, why)| skipped(CHECK, None, format!("{name}: off: {why}"))).collect();
     let poster = match HttpPoster::new(settings.notify.timeout) {
         Ok(p) => p,
-        Err(e) => return vec![fail(CHECK, None, e.to_string(), FIX)],
+        Err(e) => return vec![fail(CHECK, None, crate::cli::exit::render(&e), FIX)],
     };
     for t in &resolved.targets {
         out.push(match notify::reach::reachable(poster.client(), t.kind, &t.url).await {

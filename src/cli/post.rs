@@ -16,7 +16,7 @@ use crate::fanout;
 use crate::github::PreflightOutcome;
 use crate::observe::BroadcastReading;
 use crate::reconcile::budget;
-use crate::reconcile::core::{self, BroadcastObs, Desired, Policy, Preflight};
+use crate::reconcile::core::{self, BroadcastObs, Desired, Policy, PreflightStatus};
 use crate::reconcile::state::StateFile;
 use crate::reconcile::transport::{Clock, SystemClock};
 use crate::report::{self, PostReport, PostRow};
@@ -142,7 +142,7 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
         Ok(l) => l,
         Err(e) => {
             // e.g. the agent runs: it takes the spending into its ledger at its next pass
-            tracing::warn!(error = %e, "not recording the result in the state file");
+            tracing::warn!(error = %crate::secret::error_chain(&e), "not recording the result in the state file");
             common::note_spent(&file, calls);
             return;
         }
@@ -153,8 +153,11 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
     let fp = pat.fingerprint();
     state.first_fingerprint.get_or_insert_with(|| fp.clone());
     state.fingerprint = Some(fp.clone());
-    let d =
-        Desired { fingerprint: fp, adopt_fingerprint: state.first_fingerprint.clone(), preflight: Preflight::Valid };
+    let d = Desired {
+        fingerprint: fp,
+        adopt_fingerprint: state.first_fingerprint.clone(),
+        preflight: PreflightStatus::Valid,
+    };
     for (v, (read, _)) in eligible.iter().zip(results) {
         let h = state.validators.entry(v.uid).or_insert_with(|| core::History::new(&v.hotkey));
         if h.hotkey != v.hotkey {
@@ -173,6 +176,6 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
     state.github.record(now, calls);
     state.updated_at = now;
     if let Err(e) = file.save(&state) {
-        tracing::warn!(error = %e, "could not save the state file");
+        tracing::warn!(error = %crate::secret::error_chain(&e), "could not save the state file");
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crate::chain::ChainError;
 use crate::cli::{Exit, ReconcileArgs, common, exit, outputs};
 use crate::config::Settings;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProblemKind};
 use crate::notify::{Input, Notifications, Problem};
 use crate::reconcile::pass::{self, PassConfig, PassOutcome, Work};
 use crate::reconcile::state::{MinerState, StateFile};
@@ -77,7 +77,7 @@ async fn reconcile(
             }
             if let Some(n) = notes.take() {
                 let problem = match problem_kind(&e) {
-                    Some("not_registered") => Some(Problem::NotRegistered),
+                    Some(ProblemKind::NotRegistered) => Some(Problem::NotRegistered),
                     Some(_) => Some(Problem::NoValidatorSource),
                     None => None,
                 };
@@ -204,15 +204,15 @@ async fn tell(n: Notifications, state: &mut MinerState, file: &StateFile, t: Tol
     let left = n.close().await;
     crate::notify::keep(&mut state.notify, t.hotkey, &left);
     if let Err(e) = file.save(state) {
-        tracing::warn!(error = %e, "cannot save what the notifications announced; the next run may repeat it");
+        tracing::warn!(error = %crate::secret::error_chain(&e), "cannot save what the notifications announced; the next run may repeat it");
     }
 }
 
 /// `not_registered` or `no_validator_source` when that is why no pass could run.
-fn problem_kind(e: &anyhow::Error) -> Option<&'static str> {
+fn problem_kind(e: &anyhow::Error) -> Option<ProblemKind> {
     match e.chain().find_map(|c| c.downcast_ref::<ChainError>()) {
-        Some(ChainError::NotRegistered { .. }) => Some("not_registered"),
-        Some(c) if c.is_undetermined() => Some("no_validator_source"),
+        Some(ChainError::NotRegistered { .. }) => Some(ProblemKind::NotRegistered),
+        Some(c) if c.is_undetermined() => Some(ProblemKind::NoValidatorSource),
         _ => None,
     }
 }

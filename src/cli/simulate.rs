@@ -9,7 +9,8 @@ use crate::lab::sim::{report, scenario::Scenario};
 
 /// Run the command.
 pub fn run(args: &SimulateArgs, settings: Option<&Settings>) -> anyhow::Result<Exit> {
-    let s = Scenario::load(&args.scenario).map_err(|e| Coded::new(Exit::Config, "scenario_error", e.to_string()))?;
+    let s = Scenario::load(&args.scenario)
+        .map_err(|e| Coded::new(Exit::Config, "scenario_error", crate::cli::exit::render(&e)))?;
     if let Some(path) = &args.plot {
         outputs::check("plot", "--plot", path, settings, &[(args.scenario.as_path(), "the scenario file")])?;
     }

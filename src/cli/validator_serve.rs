@@ -211,11 +211,11 @@ pub fn build_axon(s: ServeSettings) -> anyhow::Result<(Axon, SocketAddr)> {
         Ok(false) => {
             // a streamed pass: a large store is never built in memory at boot either
             if let Err(e) = store.validate() {
-                tracing::error!(error = %e, "the PAT store is unreadable; it is left untouched and broadcasts are rejected until it is fixed");
+                tracing::error!(error = %crate::secret::error_chain(&e), "the PAT store is unreadable; it is left untouched and broadcasts are rejected until it is fixed");
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, "cannot create the PAT store; broadcasts are rejected until it is writable")
+            tracing::error!(error = %crate::secret::error_chain(&e), "cannot create the PAT store; broadcasts are rejected until it is writable")
         }
     }
     let github = GithubClient::new(s.github.clone()).map_err(|e| config_error(format!("github: {e}")))?;

@@ -8,12 +8,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{RawNotify, RawTarget};
-use super::{ConfigError, Validator};
+use super::{Builder, ConfigError};
 use crate::secret::HookUrl;
 
 /// How loud an event is; a target gets the events at or above its `min_severity`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Severity {
     Info,
     Warning,
@@ -25,17 +28,14 @@ impl Severity {
 
     /// snake_case name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
+        self.into()
     }
 }
 
 /// The service a target URL belongs to: decides the message format, its size limit and how a
 /// rate-limit answer says when to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum TargetKind {
     Discord,
     Slack,
@@ -51,13 +51,7 @@ impl TargetKind {
 
     /// snake_case name (the `kind` key's values).
     pub fn as_str(self) -> &'static str {
-        match self {
-            TargetKind::Discord => "discord",
-            TargetKind::Slack => "slack",
-            TargetKind::Telegram => "telegram",
-            TargetKind::Ntfy => "ntfy",
-            TargetKind::Webhook => "webhook",
-        }
+        self.into()
     }
 
     fn parse(s: &str) -> Option<TargetKind> {
@@ -197,7 +191,7 @@ impl NotifySettings {
     }
 }
 
-impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
+impl<E: Fn(&str) -> Option<String>> Builder<'_, E> {
     pub(super) fn notify(&self, raw: RawNotify) -> Result<NotifySettings, ConfigError> {
         let d = NotifySettings::default();
         let hold = match &raw.hold {
@@ -343,6 +337,16 @@ fn parse_time_of_day(s: &str) -> Option<(u8, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names a config writes (strum, snake_case), as documented.
+    #[test]
+    fn kind_and_severity_names() {
+        let kinds: Vec<&str> = TargetKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(kinds, ["discord", "slack", "telegram", "ntfy", "webhook"]);
+        for s in Severity::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
     use crate::config::{Overrides, Settings};
 
     fn build(text: &str) -> Result<Settings, ConfigError> {

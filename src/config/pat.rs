@@ -68,14 +68,14 @@ pub enum PatError {
         "PAT {source_desc} does not exist; patrol does not fall back to another PAT source when a named one is missing"
     )]
     Missing { source_desc: String },
-    #[error("cannot read PAT {source_desc}: {error}")]
-    Unreadable { source_desc: String, error: std::io::Error },
-    #[error("PAT {source_desc} is not a regular file (it is {kind}); point it at the file holding the token")]
-    NotRegular { source_desc: String, kind: &'static str },
-    #[error(
-        "PAT {source_desc} is larger than {cap} bytes; a GitHub PAT is under 100 characters, so this is the wrong file"
-    )]
-    TooLarge { source_desc: String, cap: u64 },
+    /// Unreadable, not a regular file, larger than [`MAX_PAT_FILE_BYTES`] (a GitHub PAT is under
+    /// 100 characters: a bigger file is the wrong one), or not UTF-8.
+    #[error("cannot read PAT {source_desc}")]
+    Read {
+        source_desc: String,
+        #[source]
+        source: ReadError,
+    },
     #[error("PAT file {path} is readable by group or others (mode {mode:04o}); run: chmod 600 {path}")]
     TooOpen { path: PathBuf, mode: u32 },
     #[error("PAT from {0} is empty")]
@@ -129,10 +129,11 @@ fn read_file(path: &Path, origin: String, credential: bool) -> Result<LoadedPat,
     };
     let meta = std::fs::metadata(path).map_err(|error| match error.kind() {
         std::io::ErrorKind::NotFound => missing(),
-        _ => PatError::Unreadable { source_desc: origin.clone(), error },
+        _ => PatError::Read { source_desc: origin.clone(), source: error.into() },
     })?;
     if !meta.is_file() {
-        return Err(PatError::NotRegular { source_desc: origin.clone(), kind: fsutil::file_kind(&meta) });
+        let source = ReadError::NotRegular(fsutil::file_kind(&meta));
+        return Err(PatError::Read { source_desc: origin, source });
     }
     let mode = meta.permissions().mode() & 0o777;
     if !credential && mode & 0o077 != 0 {
@@ -140,13 +141,11 @@ fn read_file(path: &Path, origin: String, credential: bool) -> Result<LoadedPat,
     }
     let raw = fsutil::read_capped(path, MAX_PAT_FILE_BYTES).map_err(|e| match e {
         ReadError::Io(error) if error.kind() == std::io::ErrorKind::NotFound => missing(),
-        ReadError::Io(error) => PatError::Unreadable { source_desc: origin.clone(), error },
-        ReadError::NotRegular(kind) => PatError::NotRegular { source_desc: origin.clone(), kind },
-        ReadError::TooLarge { cap } => PatError::TooLarge { source_desc: origin.clone(), cap },
+        source => PatError::Read { source_desc: origin.clone(), source },
     })?;
-    let raw = String::from_utf8(raw).map_err(|_| PatError::Unreadable {
+    let raw = String::from_utf8(raw).map_err(|_| PatError::Read {
         source_desc: origin.clone(),
-        error: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text").into(),
     })?;
     let pat = Pat::new(&raw).ok_or_else(|| PatError::Empty(origin.clone()))?;
     Ok(LoadedPat { pat, origin, path: Some(path.to_path_buf()) })
@@ -238,7 +237,8 @@ mod tests {
         assert!(msg.contains(&nope.display().to_string()) && msg.contains("does not fall back"), "{msg}");
         // a directory or a FIFO named as the PAT file: refused, not skipped
         let e = resolve(&[PatSource::File(d.path().to_path_buf()), PatSource::Env], with(None, true)).unwrap_err();
-        assert!(e.to_string().contains("not a regular file (it is a directory)"), "{e}");
+        let text = crate::secret::error_chain(&e);
+        assert!(text.contains("not a regular file (it is a directory)"), "{text}");
         // a credential missing from a $CREDENTIALS_DIRECTORY that is set: a broken unit, an error
         let srcs = [PatSource::Credential("other".into()), PatSource::Env, PatSource::File(good.clone())];
         let e = resolve(&srcs, with(Some(&creds_s), true)).unwrap_err();
@@ -263,13 +263,15 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         // no writer: opening it would block forever
         let e = resolve(&[PatSource::File(fifo)], |_| None).unwrap_err();
-        assert!(e.to_string().contains("not a regular file (it is a FIFO)"), "{e}");
+        let text = crate::secret::error_chain(&e);
+        assert!(text.contains("not a regular file (it is a FIFO)"), "{text}");
         let cap = usize::try_from(MAX_PAT_FILE_BYTES).unwrap();
         let at_cap = write(d.path(), "at-cap", &format!("ghp_fits000000000000{}", " ".repeat(cap - 20)), 0o600);
         assert_eq!(resolve(&[PatSource::File(at_cap)], |_| None).unwrap().pat.expose(), "ghp_fits000000000000");
         let big = write(d.path(), "big", &"x".repeat(cap + 1), 0o600);
         let e = resolve(&[PatSource::File(big)], |_| None).unwrap_err();
-        assert!(matches!(e, PatError::TooLarge { cap: 4096, .. }), "{e}");
-        assert!(e.to_string().contains("larger than 4096 bytes") && e.to_string().contains("big"), "{e}");
+        assert!(matches!(e, PatError::Read { source: ReadError::TooLarge { cap: 4096 }, .. }), "{e}");
+        let text = crate::secret::error_chain(&e);
+        assert!(text.contains("larger than 4096 bytes") && text.contains("big"), "{text}");
     }
 }

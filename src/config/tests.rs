@@ -1,4 +1,8 @@
+use std::time::Duration;
+
 use super::*;
+use crate::fsutil::ReadError;
+use crate::validators::Thresholds;
 
 fn env_none(_: &str) -> Option<String> {
     None
@@ -267,17 +271,19 @@ fn parse_errors_do_not_quote_the_pat() {
 #[test]
 fn config_reads_are_capped_and_regular_files_only() {
     let e = Settings::load(Some(Path::new("/dev/zero")), &Overrides::default()).unwrap_err();
-    assert!(matches!(e, ConfigError::NotRegular { kind: "a character device", .. }), "{e}");
-    assert!(e.to_string().contains("/dev/zero is not a regular file"), "{e}");
+    assert!(matches!(e, ConfigError::Read { source: ReadError::NotRegular("a character device"), .. }), "{e}");
+    let text = crate::secret::error_chain(&e);
+    assert!(text.contains("/dev/zero: is not a regular file (it is a character device)"), "{text}");
     let d = tempfile::tempdir().unwrap();
     let e = Settings::load(Some(d.path()), &Overrides::default()).unwrap_err();
-    assert!(matches!(e, ConfigError::NotRegular { kind: "a directory", .. }), "{e}");
+    assert!(matches!(e, ConfigError::Read { source: ReadError::NotRegular("a directory"), .. }), "{e}");
     let big = d.path().join("big.toml");
     let cap = usize::try_from(MAX_CONFIG_BYTES).unwrap();
     std::fs::write(&big, format!("# {}\n", "x".repeat(cap))).unwrap();
     let e = Settings::load(Some(&big), &Overrides::default()).unwrap_err();
-    assert!(matches!(e, ConfigError::TooLarge { cap: 1_048_576, .. }), "{e}");
-    assert!(e.to_string().contains("big.toml is larger than 1048576 bytes"), "{e}");
+    assert!(matches!(e, ConfigError::Read { source: ReadError::TooLarge { cap: 1_048_576 }, .. }), "{e}");
+    let text = crate::secret::error_chain(&e);
+    assert!(text.contains("big.toml: is larger than 1048576 bytes"), "{text}");
     std::fs::write(&big, [0xff, 0xfe, b'\n']).unwrap();
     let e = Settings::load(Some(&big), &Overrides::default()).unwrap_err();
     assert!(e.to_string().contains("not UTF-8"), "{e}");

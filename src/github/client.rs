@@ -10,8 +10,8 @@ use reqwest::{Method, Url};
 
 use super::classify::{self, IdentityStep};
 use super::{
-    DEFAULT_API_URL, GithubError, IdentityReport, IdentityResult, Mode, Preflight, PreflightOutcome, ResponseMeta,
-    TestQueryReport, TestQueryResult,
+    DEFAULT_API_URL, GithubError, IdentityReport, IdentityResult, Mode, PreflightOutcome, PreflightReport,
+    ResponseMeta, TestQueryReport, TestQueryResult,
 };
 use crate::secret::Pat;
 
@@ -140,24 +140,26 @@ impl GithubClient {
 
     /// The miner-side check before a broadcast: identity, then (if it passed) the test query, judged
     /// the way a [`Mode::Fixed`] validator would judge them, whatever the client's mode.
-    pub async fn preflight(&self, pat: &Pat) -> Preflight {
+    pub async fn preflight(&self, pat: &Pat) -> PreflightReport {
         if auth_header("token ", pat.expose()).is_none() {
-            return Preflight::without_calls(PreflightOutcome::Invalid {
+            return PreflightReport::without_calls(PreflightOutcome::Invalid {
                 reason: format!("PAT rejected: {UNSENDABLE_TOKEN}"),
             });
         }
         let policy = RetryPolicy { attempts: self.opts.preflight_attempts, mode: Mode::Fixed };
         let IdentityReport { result, attempts, meta } = self.identity_with(pat.expose(), policy).await;
-        let (outcome, graphql) = match result {
+        let (outcome, test) = match &result {
             IdentityResult::Valid { id, login } => {
                 let test = self.test_query_with(pat.expose(), Mode::Fixed).await;
-                (test_query_outcome(test.result, id, login), Some(test.meta))
+                (test_query_outcome(test.result.clone(), id.clone(), login.clone()), Some(test))
             }
-            failure => (identity_failure(failure), None),
+            failure => (identity_failure(failure.clone()), None),
         };
-        let graphql = graphql.unwrap_or_default();
-        Preflight {
+        let (test_query, graphql) = test.map(|t| (Some(t.result), t.meta)).unwrap_or_default();
+        PreflightReport {
             outcome,
+            identity: Some(result),
+            test_query,
             identity_attempts: attempts,
             token_expiry: meta.token_expiry.or(graphql.token_expiry),
             rate_limit: meta.rate_limit,
@@ -270,13 +272,13 @@ impl GithubClient {
             let url = e.url().map(Url::as_str).unwrap_or("GitHub");
             return format!("request to {url} timed out after {}", humantime::format_duration(self.opts.timeout));
         }
-        crate::wire::dendrite::error_chain(e)
+        crate::secret::error_chain(e)
     }
 }
 
-impl Preflight {
-    fn without_calls(outcome: PreflightOutcome) -> Preflight {
-        Preflight { outcome, identity_attempts: 0, token_expiry: None, rate_limit: None, graphql_rate_limit: None }
+impl PreflightReport {
+    fn without_calls(outcome: PreflightOutcome) -> PreflightReport {
+        PreflightReport { identity_attempts: 0, ..PreflightReport::judged(outcome) }
     }
 }
 
@@ -364,7 +366,7 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<
                 let url = e.url().map(Url::as_str).unwrap_or("GitHub");
                 return Err(format!("reading the response of {url} timed out"));
             }
-            Err(e) => return Err(crate::wire::dendrite::error_chain(&e)),
+            Err(e) => return Err(crate::secret::error_chain(&e)),
         }
     }
 }

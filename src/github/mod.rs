@@ -2,7 +2,7 @@
 //!
 //! Owns the two credential calls gittensor validators make with a miner's PAT (docs §2.5): the
 //! identity lookup `GET /user` (retried) and the GraphQL test query `POST /graphql` (not retried),
-//! their classification in the two [`Mode`]s of docs §2.6, and the miner-side [`Preflight`] that runs
+//! their classification in the two [`Mode`]s of docs §2.6, and the miner-side preflight ([`PreflightReport`]) that runs
 //! both and says whether a PAT is worth broadcasting. The fake GitHub the tests, the demo and the
 //! simulation talk to lives in the lab ([`crate::lab::fake_github`]).
 //!
@@ -32,8 +32,11 @@ pub use client::{GithubClient, GithubOptions};
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 
 /// How closely to follow gittensor's validator code (docs §2.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Mode {
     /// Byte-for-byte upstream HEAD: every test-query failure is permanent, identity retries sleep a
     /// flat interval and ignore rate-limit headers. For golden tests against upstream.
@@ -47,10 +50,7 @@ pub enum Mode {
 impl Mode {
     /// `"parity"` or `"fixed"`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Parity => "parity",
-            Mode::Fixed => "fixed",
-        }
+        self.into()
     }
 }
 
@@ -184,10 +184,15 @@ pub enum PreflightOutcome {
     Invalid { reason: String },
 }
 
-/// Result of [`GithubClient::preflight`]: the verdict and the telemetry the agent exports.
+/// Result of [`GithubClient::preflight`]: the verdict, what each call answered, and the
+/// telemetry the agent exports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Preflight {
+pub struct PreflightReport {
     pub outcome: PreflightOutcome,
+    /// What `GET /user` answered (None: not asked, the token cannot be sent in a header).
+    pub identity: Option<IdentityResult>,
+    /// What the test query answered (None: not asked, `/user` did not pass).
+    pub test_query: Option<TestQueryResult>,
     /// Identity requests made.
     pub identity_attempts: u32,
     /// PAT expiry from either response.
@@ -196,6 +201,22 @@ pub struct Preflight {
     pub rate_limit: Option<RateLimit>,
     /// Rate limit of the `graphql` bucket; None when the test query did not run.
     pub graphql_rate_limit: Option<RateLimit>,
+}
+
+impl PreflightReport {
+    /// A preflight judged `outcome` after one identity call, no header seen: what a scripted
+    /// transport or the simulation's GitHub answers.
+    pub fn judged(outcome: PreflightOutcome) -> PreflightReport {
+        PreflightReport {
+            outcome,
+            identity: None,
+            test_query: None,
+            identity_attempts: 1,
+            token_expiry: None,
+            rate_limit: None,
+            graphql_rate_limit: None,
+        }
+    }
 }
 
 /// Errors building a [`GithubClient`] or parsing its settings.

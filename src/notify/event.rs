@@ -29,8 +29,9 @@ use crate::reconcile::pass::{ActionTaken, PassOutcome};
 use crate::reconcile::state::{MinerState, PreflightVerdict};
 
 /// What an event is about (a target's `events` names these; `config::notify::EVENT_NAMES`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum EventKind {
     Coverage,
     PatInvalid,
@@ -75,25 +76,7 @@ impl EventKind {
 
     /// snake_case name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Coverage => "coverage",
-            EventKind::PatInvalid => "pat_invalid",
-            EventKind::PatExpiry => "pat_expiry",
-            EventKind::PatRotated => "pat_rotated",
-            EventKind::PatUnavailable => "pat_unavailable",
-            EventKind::Terminal => "terminal",
-            EventKind::StoreUnavailable => "store_unavailable",
-            EventKind::NotRegistered => "not_registered",
-            EventKind::NoValidatorSource => "no_validator_source",
-            EventKind::Budget => "budget",
-            EventKind::Churning => "churning",
-            EventKind::StateNotSaved => "state_not_saved",
-            EventKind::Repaired => "repaired",
-            EventKind::Started => "started",
-            EventKind::Stopping => "stopping",
-            EventKind::Digest => "digest",
-            EventKind::Test => "test",
-        }
+        self.into()
     }
 }
 

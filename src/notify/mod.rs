@@ -48,7 +48,7 @@ pub struct Notifications {
 pub enum NotifyError {
     #[error(transparent)]
     Target(#[from] TargetError),
-    #[error("cannot build the HTTP client for notifications: {0}")]
+    #[error("cannot build the HTTP client for notifications")]
     Http(#[source] reqwest::Error),
 }
 

@@ -50,8 +50,13 @@ impl Target {
 pub enum TargetError {
     #[error("{key}: {source_desc} does not exist")]
     Missing { key: String, source_desc: String },
-    #[error("{key}: cannot read {source_desc}: {error}")]
-    Unreadable { key: String, source_desc: String, error: String },
+    #[error("{key}: cannot read {source_desc}")]
+    Read {
+        key: String,
+        source_desc: String,
+        #[source]
+        source: ReadError,
+    },
     #[error("{key}: {source_desc} is readable by group or others (mode {mode:04o}); run: chmod 600 {path}")]
     TooOpen { key: String, source_desc: String, mode: u32, path: String },
     #[error("{key}: {source_desc} does not hold an http:// or https:// URL")]
@@ -81,10 +86,10 @@ pub fn read_url(source: &UrlSource, key: &str, env: &dyn Fn(&str) -> Option<Stri
         },
     };
     let desc = if credential { format!("{source} ({})", path.display()) } else { source.to_string() };
-    let unreadable = |error: String| TargetError::Unreadable { key: key.into(), source_desc: desc.clone(), error };
+    let unreadable = |source: ReadError| TargetError::Read { key: key.into(), source_desc: desc.clone(), source };
     let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => TargetError::Missing { key: key.into(), source_desc: desc.clone() },
-        _ => unreadable(e.to_string()),
+        _ => unreadable(e.into()),
     })?;
     let mode = meta.permissions().mode() & 0o777;
     // systemd owns a credential's mode (0400, the unit's user)
@@ -100,9 +105,10 @@ pub fn read_url(source: &UrlSource, key: &str, env: &dyn Fn(&str) -> Option<Stri
         ReadError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
             TargetError::Missing { key: key.into(), source_desc: desc.clone() }
         }
-        e => unreadable(e.to_string()),
+        e => unreadable(e),
     })?;
-    let text = String::from_utf8(raw).map_err(|_| unreadable("not UTF-8 text".into()))?;
+    let text = String::from_utf8(raw)
+        .map_err(|_| unreadable(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text").into()))?;
     let text = text.trim();
     if text == PLACEHOLDER {
         return Ok(Url::Off(format!("{desc} says {PLACEHOLDER:?}")));

@@ -101,7 +101,7 @@ impl Policy {
 /// What the local GitHub preflight said about the current PAT this pass.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", content = "reason", rename_all = "snake_case")]
-pub enum Preflight {
+pub enum PreflightStatus {
     /// Not run (nobody needed a broadcast yet).
     NotRun,
     Valid,
@@ -120,7 +120,7 @@ pub struct Desired {
     /// patrol first meets it is assumed to hold it (adopted) if it equals `fingerprint`, so a first
     /// `reconcile` after `gitt miner post` does not re-send the PAT everywhere.
     pub adopt_fingerprint: Option<String>,
-    pub preflight: Preflight,
+    pub preflight: PreflightStatus,
 }
 
 /// A broadcast that keeps failing permanently: no more broadcasts until the PAT changes.
@@ -434,8 +434,8 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
                 h.next_check_at = at;
                 (Action::Recheck { at, why: "in backoff: too soon after the last broadcast".into() }, h)
             }
-            Preflight::Valid => (Action::Broadcast, h),
-            Preflight::Invalid(reason) => {
+            PreflightStatus::Valid => (Action::Broadcast, h),
+            PreflightStatus::Invalid(reason) => {
                 h.next_check_at = now + p.interval;
                 (
                     Action::GiveUp {
@@ -445,11 +445,11 @@ pub fn after_check(p: &Policy, d: &Desired, h: &History, obs: &CheckObs, now: Se
                     h,
                 )
             }
-            Preflight::Transient(reason) => {
+            PreflightStatus::Transient(reason) => {
                 let at = h.record_failure(p, now, u);
                 (Action::Recheck { at, why: format!("local PAT preflight inconclusive: {reason}") }, h)
             }
-            Preflight::NotRun => {
+            PreflightStatus::NotRun => {
                 // The caller must run the preflight when `wants_broadcast` says so; if it didn't,
                 // don't guess: look again soon.
                 h.next_check_at = now + p.recheck_inconclusive;
@@ -732,8 +732,9 @@ pub fn due(h: &History, now: Secs, rule: Due) -> bool {
 }
 
 /// What an alert is about (`patrol_alerts{kind}`, `reconcile --json` `alerts[].kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AlertKind {
     /// A validator refused the PAT for good; no retries until it changes.
     Terminal,
@@ -752,12 +753,7 @@ impl AlertKind {
 
     /// snake_case name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            AlertKind::Terminal => "terminal",
-            AlertKind::StoreUnavailable => "store_unavailable",
-            AlertKind::Uncovered => "uncovered",
-            AlertKind::PatInvalid => "pat_invalid",
-        }
+        self.into()
     }
 }
 
@@ -783,7 +779,7 @@ pub fn alerts<'a>(
     now: Secs,
 ) -> Vec<Alert> {
     let mut out = Vec::new();
-    if let Preflight::Invalid(r) = &d.preflight {
+    if let PreflightStatus::Invalid(r) = &d.preflight {
         out.push(Alert {
             uid: None,
             kind: AlertKind::PatInvalid,

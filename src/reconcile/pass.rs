@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::budget::{self, Budget, Intervals};
 use super::core::{
-    self, Action, BroadcastObs, CheckObs, Desired, Due, Policy, Preflight, ProbeObs, ProbeVerdict, Secs,
+    self, Action, BroadcastObs, CheckObs, Desired, Due, Policy, PreflightStatus, ProbeObs, ProbeVerdict, Secs,
 };
 use super::state::{MinerState, PassKind, Totals};
 use super::transport::Transport;
@@ -204,7 +204,7 @@ pub struct PassOutcome {
     pub validators: Vec<ValidatorOutcome>,
     pub alerts: Vec<core::Alert>,
     /// The preflight, if it ran.
-    pub preflight: Option<github::Preflight>,
+    pub preflight: Option<github::PreflightReport>,
     pub checks: Vec<Category>,
     /// How each broadcast of this pass ended.
     pub broadcasts: Vec<BroadcastOutcome>,
@@ -317,7 +317,7 @@ pub struct Pass<'a> {
     checked: BTreeMap<u16, Reply<CheckFields>>,
     observations: BTreeMap<u16, CheckObs>,
     checks: Vec<Category>,
-    preflight: Option<github::Preflight>,
+    preflight: Option<github::PreflightReport>,
     /// `(action, broadcasts sent)` per validator decided on.
     actions: BTreeMap<u16, (Action, u32)>,
     planned: Vec<u16>,
@@ -357,7 +357,7 @@ impl<'a> Pass<'a> {
         let desired = Desired {
             fingerprint: fp,
             adopt_fingerprint: state.first_fingerprint.clone(),
-            preflight: Preflight::NotRun,
+            preflight: PreflightStatus::NotRun,
         };
         // Who holds a PAT for us, as far as we know (one never seen might: count it). After `sync`
         // the active histories are exactly the eligible validators.
@@ -666,7 +666,7 @@ impl<'a> Pass<'a> {
             return;
         }
         if self.state.preflight_still_valid(&self.desired.fingerprint, self.now) {
-            self.desired.preflight = Preflight::Valid;
+            self.desired.preflight = PreflightStatus::Valid;
             return;
         }
         let (need, limit) = (budget::CALLS_PER_PREFLIGHT, self.repair_limit());
@@ -680,7 +680,7 @@ impl<'a> Pass<'a> {
             .map(|(uid, _)| *uid)
             .collect();
         if !wanting.into_iter().any(|uid| self.admit_priority(uid, need)) {
-            self.desired.preflight = Preflight::Transient(format!(
+            self.desired.preflight = PreflightStatus::Transient(format!(
                 "the GitHub budget ({limit} calls an hour) is spent until {}",
                 core::rfc3339(self.free_at(need, limit))
             ));
@@ -690,9 +690,9 @@ impl<'a> Pass<'a> {
         self.calls += need;
         self.state.remember_preflight(&self.desired.fingerprint, &pf, self.now);
         self.desired.preflight = match &pf.outcome {
-            PreflightOutcome::Valid { .. } => Preflight::Valid,
-            PreflightOutcome::Transient { reason, .. } => Preflight::Transient(reason.clone()),
-            PreflightOutcome::Invalid { reason } => Preflight::Invalid(reason.clone()),
+            PreflightOutcome::Valid { .. } => PreflightStatus::Valid,
+            PreflightOutcome::Transient { reason, .. } => PreflightStatus::Transient(reason.clone()),
+            PreflightOutcome::Invalid { reason } => PreflightStatus::Invalid(reason.clone()),
         };
         // Debug only: the callers report it once — `reconcile` on stderr, the agent on a change.
         match &pf.outcome {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::budget::Ledger;
 use super::core::{Alert, History, Secs};
 use crate::fsutil;
-use crate::github::{Preflight, PreflightOutcome};
+use crate::github::{PreflightOutcome, PreflightReport};
 use crate::observe::{BroadcastOutcome, Category};
 
 /// Current state-file format.
@@ -67,8 +67,9 @@ pub struct MinerState {
 }
 
 /// The verdict of a preflight, without its reason text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum PreflightVerdict {
     Valid,
     Transient,
@@ -91,11 +92,7 @@ impl PreflightVerdict {
 
     /// snake_case name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            PreflightVerdict::Valid => "valid",
-            PreflightVerdict::Transient => "transient",
-            PreflightVerdict::Invalid => "invalid",
-        }
+        self.into()
     }
 }
 
@@ -235,7 +232,7 @@ impl MinerState {
     }
 
     /// Remember what a preflight of the PAT with `fingerprint` said at `now`.
-    pub fn remember_preflight(&mut self, fingerprint: &str, pf: &Preflight, now: Secs) {
+    pub fn remember_preflight(&mut self, fingerprint: &str, pf: &PreflightReport, now: Secs) {
         let verdict = PreflightVerdict::of(&pf.outcome);
         let said = pf.token_expiry.as_ref().and_then(|e| e.unix_seconds);
         // GitHub sends the expiry header with every answer about the token; a transient failure
@@ -298,13 +295,25 @@ pub enum StateError {
     )]
     NotRegular { path: PathBuf, kind: &'static str },
     #[error(
-        "cannot read state file {}: {source}; patrol does not replace a state file it cannot read: fix its permissions or move it away", path.display()
+        "cannot read state file {} (patrol does not replace a state file it cannot read: fix its permissions or move it away)", path.display()
     )]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("cannot write state file {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
-    #[error("cannot lock state file {}: {source}", path.display())]
-    Lock { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write state file {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot lock state file {}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state file {} is locked by another patrol process (is `patrol run` using the same state dir?)", path.display())]
     Busy { path: PathBuf },
     /// Other users could swap the files at `path` (a state dir they can write, a link they planted):
@@ -540,7 +549,7 @@ impl StateFile {
     /// be sent) and saves again at its end, so a failure here is logged, not returned.
     pub fn checkpoint(&self, state: &MinerState) {
         if let Err(e) = self.save(state) {
-            tracing::error!(error = %e, "cannot save the state before broadcasting");
+            tracing::error!(error = %crate::secret::error_chain(&e), "cannot save the state before broadcasting");
         }
     }
 
@@ -622,6 +631,15 @@ fn parse(raw: &[u8], hotkey: &str, netuid: u16) -> Result<MinerState, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The metric label and the state file spell a verdict alike (strum and serde, both snake_case).
+    #[test]
+    fn verdict_names_are_the_serde_names() {
+        for v in PreflightVerdict::ALL {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        assert_eq!(PreflightVerdict::Transient.as_str(), "transient");
+    }
 
     #[test]
     fn round_trip_and_fresh_on_mismatch() {

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::core::Secs;
 use crate::fanout;
-use crate::github::{GithubClient, Preflight};
+use crate::github::{GithubClient, PreflightReport};
 use crate::secret::Pat;
 use crate::validators::Validator;
 use crate::wire::{BroadcastFields, CheckFields, Dendrite, ProbeFields, Reply};
@@ -57,7 +57,7 @@ pub trait Transport: Send + Sync {
     fn broadcast<'a>(&'a self, validators: &'a [Validator], pat: &'a Pat)
     -> BoxFuture<'a, Vec<Reply<BroadcastFields>>>;
     /// The miner-side GitHub preflight of `pat` (the two calls a validator makes with it).
-    fn preflight<'a>(&'a self, pat: &'a Pat) -> BoxFuture<'a, Preflight>;
+    fn preflight<'a>(&'a self, pat: &'a Pat) -> BoxFuture<'a, PreflightReport>;
     /// The clock.
     fn clock(&self) -> &dyn Clock;
     /// A jitter sample in [0, 1).
@@ -122,7 +122,7 @@ impl Transport for NetTransport {
         Box::pin(fanout::broadcast_all(&self.dendrite, validators, pat, l.broadcast_timeout, l.concurrency))
     }
 
-    fn preflight<'a>(&'a self, pat: &'a Pat) -> BoxFuture<'a, Preflight> {
+    fn preflight<'a>(&'a self, pat: &'a Pat) -> BoxFuture<'a, PreflightReport> {
         Box::pin(self.github.preflight(pat))
     }
 

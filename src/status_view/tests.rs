@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::observe::CheckObs;
-use crate::reconcile::core::{AlertKind, Desired, History, Policy, Preflight, after_check};
+use crate::reconcile::core::{AlertKind, Desired, History, Policy, PreflightStatus, after_check};
 
 const NOW: Secs = 1_800_000_000;
 
@@ -113,7 +113,8 @@ fn the_verdict_is_checks_exit_code_and_stale_state_is_undetermined() {
 #[test]
 fn validators_show_since_when_axon_age_and_restarts_and_backoff() {
     let p = Policy::default();
-    let d = Desired { fingerprint: "fp".into(), adopt_fingerprint: Some("fp".into()), preflight: Preflight::NotRun };
+    let d =
+        Desired { fingerprint: "fp".into(), adopt_fingerprint: Some("fp".into()), preflight: PreflightStatus::NotRun };
     let answer = |uuid: &str, c: Category| CheckObs {
         category: c,
         reason: None,

@@ -415,7 +415,7 @@ impl Dendrite {
         let sent = |status: u16, outcome| Sent { status, outcome, axon_uuid: axon_uuid.clone() };
         let body = match read_capped(resp, self.opts.max_response_bytes).await {
             Ok(b) => b,
-            Err(ReadError::TooLarge) if status.as_u16() == 200 => {
+            Err(BodyReadError::TooLarge) if status.as_u16() == 200 => {
                 return sent(
                     200,
                     CallOutcome::NoResponse {
@@ -424,8 +424,8 @@ impl Dendrite {
                     },
                 );
             }
-            Err(ReadError::TooLarge) => Vec::new(),
-            Err(ReadError::Transport(e)) => {
+            Err(BodyReadError::TooLarge) => Vec::new(),
+            Err(BodyReadError::Transport(e)) => {
                 return sent(
                     status.as_u16(),
                     CallOutcome::NoResponse { kind: NoResponseKind::Disconnected, detail: root_cause(&e) },
@@ -516,19 +516,19 @@ fn typed<F>(out: CallOutcome<Value>, parse: impl Fn(&Value) -> Result<F, synapse
     }
 }
 
-enum ReadError {
+enum BodyReadError {
     TooLarge,
     Transport(reqwest::Error),
 }
 
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ReadError> {
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyReadError> {
     if resp.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(ReadError::TooLarge);
+        return Err(BodyReadError::TooLarge);
     }
     let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
+    while let Some(chunk) = resp.chunk().await.map_err(BodyReadError::Transport)? {
         if buf.len() + chunk.len() > cap {
-            return Err(ReadError::TooLarge);
+            return Err(BodyReadError::TooLarge);
         }
         buf.extend_from_slice(&chunk);
     }
@@ -543,21 +543,6 @@ fn transport_kind(e: &reqwest::Error) -> NoResponseKind {
     } else {
         NoResponseKind::Disconnected
     }
-}
-
-/// An error and its causes on one line (reqwest's top-level message alone is vague).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// The innermost cause ("Connection refused (os error 111)"): reqwest's outer layers only repeat

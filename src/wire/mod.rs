@@ -1,14 +1,13 @@
 //! The bittensor 10.x dendrite → axon wire protocol, as gittensor validators speak it.
 //!
 //! Spec: docs/bittensor-wire-protocol.md. This module owns everything byte-level: the Python-shaped
-//! JSON body ([`pyjson`], [`synapse`]), the signed request and its classification on the way back
-//! ([`dendrite`]), and the axon-side verification primitives ([`verify`]) that the embedded validator
-//! reuses. It knows nothing about coverage, GitHub or the chain.
+//! JSON body ([`pyjson`], [`synapse`]), and the signed request and its classification on the way
+//! back ([`dendrite`]); the axon's side of it is the lab validator's
+//! (`lab::validator::axon::verify`). It knows nothing about coverage, GitHub or the chain.
 
 pub mod dendrite;
 pub mod pyjson;
 pub mod synapse;
-pub mod verify;
 
 use std::fmt;
 use std::net::IpAddr;

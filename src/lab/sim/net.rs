@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::world::{SimGithub, SimValidator};
-use crate::github::{Preflight, PreflightOutcome};
+use crate::github::{PreflightOutcome, PreflightReport};
 use crate::lab::validator::PatValidator;
 use crate::reconcile::core::Secs;
 use crate::reconcile::transport::{BoxFuture, Clock, Transport};
@@ -193,11 +193,10 @@ impl Transport for SimNet {
         })
     }
 
-    fn preflight<'a>(&'a self, pat: &'a Pat) -> BoxFuture<'a, Preflight> {
+    fn preflight<'a>(&'a self, pat: &'a Pat) -> BoxFuture<'a, PreflightReport> {
         lock(&self.counts).preflights += 1;
         let outcome: PreflightOutcome = self.github.preflight(pat.expose());
-        let pf =
-            Preflight { outcome, identity_attempts: 1, token_expiry: None, rate_limit: None, graphql_rate_limit: None };
+        let pf = PreflightReport::judged(outcome);
         Box::pin(async move { pf })
     }
 

@@ -1,113 +1,31 @@
-//! Scenario files for `patrol simulate` (TOML, `deny_unknown_fields`; see `examples/*.toml`):
-//! the subnet, the faults over time, and the strategies to compare. Parsing only validates;
-//! [`super::faults`] turns the fault specs into a concrete, seeded timeline.
+//! Scenario files for `patrol simulate` (TOML; see `examples/*.toml`): the subnet, the faults over
+//! time, and the strategies to compare. Each fault and strategy `kind` takes only its own keys
+//! ([`raw`], serde-tagged); parsing only validates ([`check`]); [`super::faults`] turns the fault
+//! specs into a concrete, seeded timeline.
 
 use std::time::Duration;
-
-use serde::Deserialize;
 
 /// Why a scenario file is unusable. Messages name the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("cannot read scenario {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read scenario {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("scenario {path}: {message}")]
     Parse { path: String, message: String },
     #[error("scenario {path}: {key}: {message}")]
     Invalid { path: String, key: String, message: String },
 }
 
+mod check;
+mod raw;
+
 /// The longest time a scenario may name: `"100y"` (humantime's year is 365.25 days). The
 /// simulation adds times and durations in whole seconds (`u64`), which must not overflow.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    name: Option<String>,
-    seed: Option<u64>,
-    duration: String,
-    sample: Option<String>,
-    subnet: RawSubnet,
-    #[serde(default)]
-    fault: Vec<RawFault>,
-    #[serde(default)]
-    strategy: Vec<RawStrategy>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSubnet {
-    validators: u16,
-    stake: Option<RawStake>,
-    /// Other miners registered at every validator (they only matter for normalised weights).
-    background_miners: Option<u16>,
-    scoring_round: Option<String>,
-    ema_alpha: Option<f64>,
-    /// How long a validator restart takes (down, then up).
-    restart_downtime: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
-enum RawStake {
-    Equal {
-        total: Option<f64>,
-    },
-    /// Pareto-like: stake_i ∝ 1/(i+1)^exponent (a few whales, a long tail).
-    Power {
-        total: Option<f64>,
-        exponent: Option<f64>,
-    },
-    List {
-        values: Vec<f64>,
-    },
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFault {
-    kind: String,
-    /// "all", a list of validator indices, or { random = N } / { fraction = F }.
-    validators: Option<toml::Value>,
-    at: Option<Vec<String>>,
-    every: Option<String>,
-    rate_per_day: Option<f64>,
-    start: Option<String>,
-    end: Option<String>,
-    duration: Option<String>,
-    /// crash_loop: time between crashes inside the window.
-    period: Option<String>,
-    /// github faults: who sees GitHub fail: "validators", "miner" or "both".
-    scope: Option<String>,
-    retry_after: Option<String>,
-    /// restarts: each one's downtime drawn uniformly from [downtime_min, downtime_max] instead of
-    /// the subnet's `restart_downtime`.
-    downtime_min: Option<String>,
-    downtime_max: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStrategy {
-    name: Option<String>,
-    kind: String,
-    retries: Option<u32>,
-    interval: Option<String>,
-    jitter: Option<String>,
-    backoff_initial: Option<String>,
-    backoff_max: Option<String>,
-    /// post strategies: the miner re-posts this long after rotating the PAT.
-    repost_delay: Option<String>,
-    /// post_every: the cron period (`gitt miner post` every N minutes).
-    every: Option<String>,
-    /// patrol: the liveness probe cadence, or "off" (the fixed-interval scheduler).
-    probe_interval: Option<String>,
-    /// patrol: GitHub calls an hour (integer), or "off".
-    github_budget: Option<toml::Value>,
-    /// patrol: `patrol run --dry-run`.
-    dry_run: Option<bool>,
-}
 
 /// A validated scenario.
 #[derive(Debug, Clone)]
@@ -254,255 +172,7 @@ impl Scenario {
 
     /// Parse and validate TOML text; `path` is for messages.
     pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| ScenarioError::Parse {
-            path: path.into(),
-            message: e
-                .to_string()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('|'))
-                .collect::<Vec<_>>()
-                .join("; "),
-        })?;
-        let err = |key: &str, message: String| ScenarioError::Invalid { path: path.into(), key: key.into(), message };
-        let dur = |key: &str, v: &str| -> Result<Duration, ScenarioError> {
-            let d =
-                humantime::parse_duration(v.trim()).map_err(|e| err(key, format!("invalid duration {v:?} ({e})")))?;
-            if d > MAX_DURATION {
-                return Err(err(key, format!("duration {v:?} is longer than 100 years")));
-            }
-            Ok(d)
-        };
-        let opt = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ScenarioError> {
-            v.as_deref().map_or(Ok(default), |s| dur(key, s))
-        };
-        let duration = dur("duration", &raw.duration)?;
-        if duration.is_zero() {
-            return Err(err("duration", "must be greater than zero".into()));
-        }
-        let n = raw.subnet.validators;
-        if n == 0 {
-            return Err(err("subnet.validators", "must be at least 1".into()));
-        }
-        let stakes = match raw.subnet.stake.unwrap_or(RawStake::Equal { total: None }) {
-            RawStake::Equal { total } => vec![total.unwrap_or(100_000.0 * f64::from(n)) / f64::from(n); n as usize],
-            RawStake::Power { total, exponent } => {
-                let e = exponent.unwrap_or(1.0);
-                let w: Vec<f64> = (0..n).map(|i| 1.0 / f64::from(i + 1).powf(e)).collect();
-                let sum: f64 = w.iter().sum();
-                let total = total.unwrap_or(100_000.0 * f64::from(n));
-                w.iter().map(|x| x / sum * total).collect()
-            }
-            RawStake::List { values } => {
-                if values.len() != n as usize {
-                    return Err(err("subnet.stake.values", format!("has {} values for {n} validators", values.len())));
-                }
-                values
-            }
-        };
-        if stakes.iter().any(|s| !s.is_finite() || *s <= 0.0) {
-            return Err(err("subnet.stake", "stakes must be positive numbers".into()));
-        }
-        let ema_alpha = raw.subnet.ema_alpha.unwrap_or(0.7);
-        if !(0.0..=1.0).contains(&ema_alpha) || ema_alpha == 0.0 {
-            return Err(err("subnet.ema_alpha", "must be in (0, 1]".into()));
-        }
-        let mut faults = Vec::new();
-        for (i, f) in raw.fault.iter().enumerate() {
-            let k = |s: &str| format!("fault[{i}].{s}");
-            let scope = match f.scope.as_deref().unwrap_or("validators") {
-                "validators" => GithubScope::Validators,
-                "miner" => GithubScope::Miner,
-                "both" => GithubScope::Both,
-                other => return Err(err(&k("scope"), format!("{other:?} is not validators, miner or both"))),
-            };
-            let kind = match f.kind.as_str() {
-                "restart_empty_store" => FaultKind::RestartEmptyStore,
-                "restart" => FaultKind::Restart,
-                "crash_loop" => {
-                    FaultKind::CrashLoop { period: opt(&k("period"), &f.period, Duration::from_secs(600))? }
-                }
-                "unreachable" => FaultKind::Unreachable,
-                "corrupt_store" => FaultKind::CorruptStore,
-                "github_outage" => FaultKind::GithubOutage { scope },
-                "github_rate_limit" => FaultKind::GithubRateLimit {
-                    scope,
-                    retry_after: opt(&k("retry_after"), &f.retry_after, Duration::from_secs(600))?,
-                },
-                "pat_revoked" => FaultKind::PatRevoked,
-                "pat_rotated" => FaultKind::PatRotated,
-                "store_loss" => FaultKind::StoreLoss,
-                other => {
-                    return Err(err(
-                        &k("kind"),
-                        format!(
-                            "{other:?} is not one of restart_empty_store, restart, crash_loop, unreachable, corrupt_store, \
-                             store_loss, github_outage, github_rate_limit, pat_revoked, pat_rotated"
-                        ),
-                    ));
-                }
-            };
-            let downtime = match (&f.downtime_min, &f.downtime_max) {
-                (None, None) => None,
-                (Some(a), Some(b)) => {
-                    let (a, b) = (dur(&k("downtime_min"), a)?, dur(&k("downtime_max"), b)?);
-                    if a > b {
-                        return Err(err(&k("downtime_max"), "must not be smaller than downtime_min".into()));
-                    }
-                    Some((a, b))
-                }
-                _ => return Err(err(&k("downtime_min"), "give both downtime_min and downtime_max".into())),
-            };
-            let targets = match &f.validators {
-                None => Targets::All,
-                Some(toml::Value::String(s)) if s == "all" => Targets::All,
-                Some(toml::Value::Array(a)) => {
-                    let mut v = Vec::new();
-                    for x in a {
-                        match x.as_integer().and_then(|i| u16::try_from(i).ok()).filter(|i| *i < n) {
-                            Some(i) => v.push(i),
-                            None => {
-                                return Err(err(&k("validators"), format!("{x} is not a validator index below {n}")));
-                            }
-                        }
-                    }
-                    Targets::List(v)
-                }
-                Some(toml::Value::Table(t)) => match (
-                    t.get("random").and_then(toml::Value::as_integer),
-                    t.get("fraction").and_then(toml::Value::as_float),
-                ) {
-                    (Some(r), None) if r > 0 && r <= i64::from(n) => Targets::Random(r as u16),
-                    (None, Some(fr)) if (0.0..=1.0).contains(&fr) => Targets::Fraction(fr),
-                    _ => {
-                        return Err(err(
-                            &k("validators"),
-                            "use { random = N } with 1 <= N <= validators, or { fraction = F } with 0 <= F <= 1".into(),
-                        ));
-                    }
-                },
-                Some(other) => return Err(err(&k("validators"), format!("{other} is not \"all\", a list or a table"))),
-            };
-            let when = match (&f.at, &f.every, f.rate_per_day) {
-                (Some(at), None, None) => Targets::at(at, |s| dur(&k("at"), s))?,
-                (None, Some(e), None) => {
-                    let d = dur(&k("every"), e)?;
-                    if d.is_zero() {
-                        return Err(err(&k("every"), "must be greater than zero".into()));
-                    }
-                    When::Every(d)
-                }
-                (None, None, Some(r)) if r.is_finite() && r >= 0.0 => When::Rate(r),
-                (None, None, Some(_)) => return Err(err(&k("rate_per_day"), "must be a non-negative number".into())),
-                _ => {
-                    return Err(err(
-                        &k("at"),
-                        "give exactly one of at = [..], every = \"..\", rate_per_day = x".into(),
-                    ));
-                }
-            };
-            let needs_duration = !matches!(
-                kind,
-                FaultKind::RestartEmptyStore
-                    | FaultKind::Restart
-                    | FaultKind::PatRevoked
-                    | FaultKind::PatRotated
-                    | FaultKind::StoreLoss
-            );
-            let fduration = opt(&k("duration"), &f.duration, Duration::ZERO)?;
-            if needs_duration && fduration.is_zero() {
-                return Err(err(&k("duration"), format!("{} needs a duration", f.kind)));
-            }
-            faults.push(FaultSpec {
-                kind,
-                targets,
-                when,
-                start: opt(&k("start"), &f.start, Duration::ZERO)?,
-                end: opt(&k("end"), &f.end, duration)?.min(duration),
-                duration: fduration,
-                downtime,
-            });
-        }
-        let mut strategies = Vec::new();
-        for (i, s) in raw.strategy.iter().enumerate() {
-            let k = |x: &str| format!("strategy[{i}].{x}");
-            let kind = match s.kind.as_str() {
-                "post_once" => StrategyKind::PostOnce,
-                "post_retries" => StrategyKind::PostRetries { retries: s.retries.unwrap_or(2) },
-                "post_every" => {
-                    let every = opt(&k("every"), &s.every, Duration::from_secs(900))?;
-                    if every.is_zero() {
-                        return Err(err(&k("every"), "must be greater than zero".into()));
-                    }
-                    StrategyKind::PostEvery { every }
-                }
-                "patrol" => {
-                    let d = crate::config::ReconcileSettings::default();
-                    let interval = opt(&k("interval"), &s.interval, d.interval)?;
-                    if interval.is_zero() {
-                        return Err(err(&k("interval"), "must be greater than zero".into()));
-                    }
-                    let probe_interval = match s.probe_interval.as_deref().map(str::trim) {
-                        Some("off") => None,
-                        Some(p) => {
-                            let p = dur(&k("probe_interval"), p)?;
-                            if p.is_zero() {
-                                return Err(err(&k("probe_interval"), "must be greater than zero (or \"off\")".into()));
-                            }
-                            Some(p)
-                        }
-                        None => d.probe_interval,
-                    };
-                    let github_budget = match &s.github_budget {
-                        None => d.github_budget,
-                        Some(v) => crate::config::github_budget(v).map_err(|m| err(&k("github_budget"), m))?,
-                    };
-                    StrategyKind::Patrol(PatrolKnobs {
-                        interval,
-                        jitter: opt(&k("jitter"), &s.jitter, d.jitter)?,
-                        backoff_initial: opt(&k("backoff_initial"), &s.backoff_initial, d.backoff_initial)?,
-                        backoff_max: opt(&k("backoff_max"), &s.backoff_max, d.backoff_max)?,
-                        probe_interval,
-                        github_budget,
-                        dry_run: s.dry_run.unwrap_or(false),
-                    })
-                }
-                other => {
-                    return Err(err(
-                        &k("kind"),
-                        format!("{other:?} is not post_once, post_retries, post_every or patrol"),
-                    ));
-                }
-            };
-            strategies.push(Strategy {
-                name: s.name.clone().unwrap_or_else(|| s.kind.clone()),
-                kind,
-                repost_delay: opt(&k("repost_delay"), &s.repost_delay, Duration::from_secs(3600))?,
-            });
-        }
-        if strategies.is_empty() {
-            return Err(err("strategy", "name at least one [[strategy]]".into()));
-        }
-        Ok(Scenario {
-            name: raw.name.unwrap_or_else(|| path.to_string()),
-            seed: raw.seed.unwrap_or(1),
-            duration,
-            sample: opt("sample", &raw.sample, Duration::from_secs(300))?,
-            validators: n,
-            stakes,
-            background_miners: raw.subnet.background_miners.unwrap_or(0),
-            scoring_round: opt("subnet.scoring_round", &raw.subnet.scoring_round, Duration::from_secs(7200))?,
-            ema_alpha,
-            restart_downtime: opt("subnet.restart_downtime", &raw.subnet.restart_downtime, Duration::from_secs(180))?,
-            faults,
-            strategies,
-        })
-    }
-}
-
-impl Targets {
-    fn at(list: &[String], parse: impl Fn(&str) -> Result<Duration, ScenarioError>) -> Result<When, ScenarioError> {
-        Ok(When::At(list.iter().map(|s| parse(s)).collect::<Result<_, _>>()?))
+        check::scenario(path, raw::deserialize(path, text)?)
     }
 }
 
@@ -551,11 +221,45 @@ interval = "15m"
             (OK.replace("duration = \"1h\"", ""), "fault[1].duration"),
             (OK.replace("interval = \"15m\"", "interval = \"soon\""), "strategy[1].interval"),
             (OK.replace("values = [1.0, 2.0, 3.0, 4.0]", "values = [1.0]"), "subnet.stake.values"),
+            // a key the kind does not take (a restart does not last), a missing kind, serde's own
+            // type errors: the key still named
+            (OK.replace("rate_per_day = 0.2", "rate_per_day = 0.2\nduration = \"1h\""), "fault[0].duration"),
+            (OK.replace("scope = \"both\"", "scope = \"both\"\nvalidators = [1]"), "fault[1].validators"),
+            (OK.replace("kind = \"github_outage\"", ""), "fault[1].kind"),
+            (OK.replace("interval = \"15m\"", "retries = 3"), "strategy[1].retries"),
+            (OK.replace("kind = \"list\"", "kind = \"lumpy\""), "subnet.stake.kind"),
+            (OK.replace("rate_per_day = 0.2", "rate_per_day = \"often\""), "fault[0]"),
         ] {
             let e = Scenario::parse("x.toml", &bad).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
         }
         assert!(Scenario::parse("x.toml", &format!("{OK}\nbogus = 1")).unwrap_err().to_string().contains("bogus"));
+    }
+
+    /// Every scenario in `scenario/golden/` (copies of `examples/*.toml` as of the serde-tagged
+    /// rewrite, and `all-kinds.toml`, which names every kind and optional key) parses to the value
+    /// pinned next to it (`{:#?}`). `PATROL_BLESS=1` rewrites the pins, for a deliberate change.
+    #[test]
+    fn parses_as_pinned() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lab/sim/scenario/golden");
+        let bless = std::env::var_os("PATROL_BLESS").is_some();
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 7, "{files:?}");
+        for toml in files {
+            let name = toml.file_name().unwrap().to_string_lossy().into_owned();
+            let parsed = format!("{:#?}\n", Scenario::parse(&name, &std::fs::read_to_string(&toml).unwrap()).unwrap());
+            let pin = toml.with_extension("debug");
+            if bless {
+                std::fs::write(&pin, &parsed).unwrap();
+            }
+            let want = std::fs::read_to_string(&pin).unwrap_or_default();
+            assert!(parsed == want, "{name} no longer parses as {} pins it:\n{parsed}", pin.display());
+        }
     }
 
     /// Fuzzing found `at + duration` overflowing in the fault timeline (a panic in debug builds,

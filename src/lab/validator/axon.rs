@@ -10,7 +10,7 @@
 //! 413, arrival deadline 408; content type, JSON, class validation and body hash 500) → handler
 //! (500 if it fails) → the full synapse as compact JSON with `axon.status_code` 200 / "Success" and
 //! the `bt_header_*` response headers. Header integers and floats are read as Python's `int()` and
-//! `float()` read them, hotkeys as bittensor's `Keypair` does (see [`crate::wire::verify`]).
+//! `float()` read them, hotkeys as bittensor's `Keypair` does (see [`verify`]).
 //!
 //! Hardenings (documented deviations from the Python axon, see [`super`]): unsigned requests get
 //! 401, and the body's `dendrite.hotkey` must equal the signed header hotkey (401), because the
@@ -29,6 +29,7 @@ pub mod fuzz_entry;
 mod gate;
 mod headers;
 mod server;
+pub mod verify;
 
 pub use crate::serve::{effective_max_connections, listen};
 
@@ -48,8 +49,8 @@ pub use self::gate::{GateTimeout, Permit, PriorityGate};
 use self::headers::Echo;
 use super::handlers::PatValidator;
 use crate::wallet::Hotkey;
-use crate::wire::verify::{NonceTracker, RequestHeaders, verify_request};
 use crate::wire::{EMPTY_BODY_HASH, py_float};
+use verify::{NonceTracker, RequestHeaders, verify_request};
 
 /// Default request-body limit: a real broadcast is about 1 KB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;

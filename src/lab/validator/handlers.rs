@@ -221,7 +221,7 @@ impl PatValidator {
         let entry = match self.store.get_by_uid_async(uid).await {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(uid, error = %e, "PAT check: store unavailable");
+                tracing::warn!(uid, error = %crate::secret::error_chain(&e), "PAT check: store unavailable");
                 return Ok(answer(false, None, Some(REASON_STORE_UNAVAILABLE.into())));
             }
         };

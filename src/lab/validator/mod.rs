@@ -61,7 +61,7 @@ use std::collections::{BTreeMap, HashMap};
 pub use axon::{Axon, AxonConfig};
 pub use handlers::{CredentialChecker, HandlerError, PatValidator};
 pub use scoring::{Evaluation, RoundReport, ScoringGate};
-pub use store::{PatEntry, PatStore, RawPat, Snapshot, StoreError};
+pub use store::{PatEntry, PatStore, RawPat, StoreError, StoreSnapshot};
 
 /// A registered miner as the validator's metagraph knows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

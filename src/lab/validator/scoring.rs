@@ -5,11 +5,11 @@
 //! Pure: GitHub's identity answers and the PR fetch are passed in as closures, so a simulation can
 //! run thousands of rounds without sockets and show what a lost PAT costs (one round at 0 leaves
 //! 30% of the EMA, two leave 9%). Owns the per-round evaluation, the evaluation cache (in memory,
-//! lost on restart) and the EMA scores; it does not read the store (callers pass a [`Snapshot`]).
+//! lost on restart) and the EMA scores; it does not read the store (callers pass a [`StoreSnapshot`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::store::{RawPat, Snapshot};
+use super::store::{RawPat, StoreSnapshot};
 use super::{Metagraph, short_hotkey};
 use crate::github::IdentityResult;
 
@@ -70,7 +70,7 @@ impl Evaluation {
 pub fn evaluate_uid(
     uid: u16,
     hotkey: Option<&str>,
-    snapshot: &Snapshot,
+    snapshot: &StoreSnapshot,
     identity: impl FnOnce(&RawPat) -> IdentityResult,
     prs: impl FnOnce(&str) -> PrFetch,
 ) -> Evaluation {
@@ -178,7 +178,7 @@ impl ScoringGate {
         &mut self,
         metagraph: &Metagraph,
         uids: impl IntoIterator<Item = u16>,
-        snapshot: &Snapshot,
+        snapshot: &StoreSnapshot,
         mut identity: impl FnMut(u16, &RawPat) -> IdentityResult,
         mut prs: impl FnMut(u16, &str) -> PrFetch,
     ) -> RoundReport {

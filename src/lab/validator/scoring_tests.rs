@@ -20,8 +20,8 @@ fn entry(uid: u16, hotkey: &str, pat: &str, github_id: &str) -> PatEntry {
     }
 }
 
-fn snapshot(entries: Vec<PatEntry>) -> Snapshot {
-    Snapshot { entries: entries.into_iter().map(|e| (e.uid, e)).collect(), problem: None }
+fn snapshot(entries: Vec<PatEntry>) -> StoreSnapshot {
+    StoreSnapshot { entries: entries.into_iter().map(|e| (e.uid, e)).collect(), problem: None }
 }
 
 fn valid(id: &str) -> IdentityResult {
@@ -158,7 +158,7 @@ fn a_lost_pat_costs_the_ema() {
     let w = gate.weights();
     assert!((w.values().sum::<f64>() - 1.0).abs() < 1e-9);
     // an unreadable store this round: everyone scores zero, and the report says why
-    let bad = Snapshot { entries: Default::default(), problem: Some("corrupt".into()) };
+    let bad = StoreSnapshot { entries: Default::default(), problem: Some("corrupt".into()) };
     let r = gate.run_round(&g, 1..=2, &bad, |_, p| identity_of(p), pr);
     assert_eq!(r.snapshot_problem.as_deref(), Some("corrupt"));
     assert!(r.rewards.values().all(|&x| x == 0.0));

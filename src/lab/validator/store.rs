@@ -41,12 +41,14 @@ use std::sync::{Arc, Mutex, mpsc};
 use serde_json::{Map, Value};
 
 pub use self::pyformat::python_isoformat_now;
-use self::pyformat::write_indented;
 use crate::fsutil;
 use crate::secret::redact;
 
+mod error;
 #[path = "store_pyformat.rs"]
 mod pyformat;
+
+pub use error::StoreError;
 
 /// File mode of the store, its temp files and its lock file: it holds secrets.
 const STORE_MODE: u32 = 0o600;
@@ -139,71 +141,6 @@ fn uid_value(v: &Value) -> Option<u16> {
     (f.fract() == 0.0 && (0.0..=f64::from(u16::MAX)).contains(&f)).then_some(f as u16)
 }
 
-/// Why the store could not be read or written. `Display` names the file, never its content.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
-    #[error("{} is not valid JSON: {detail}", path.display())]
-    Corrupt { path: PathBuf, detail: String },
-    #[error("{} is not a JSON list of objects: {detail}", path.display())]
-    Format { path: PathBuf, detail: String },
-    #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: io::Error },
-    #[error("cannot lock {}: {source}", path.display())]
-    Lock { path: PathBuf, source: io::Error },
-    #[error("store task failed: {0}")]
-    Task(String),
-}
-
-impl StoreError {
-    /// The error with the file name instead of its full path: what a miner is told (the reason
-    /// travels over plain HTTP to whoever asked).
-    pub fn brief(&self) -> String {
-        let full = self.to_string();
-        match self.path().and_then(|p| Some((p.to_str()?, p.file_name()?.to_str()?))) {
-            Some((path, name)) => full.replacen(path, name, 1),
-            None => full,
-        }
-    }
-
-    fn path(&self) -> Option<&Path> {
-        match self {
-            StoreError::Read { path, .. }
-            | StoreError::Corrupt { path, .. }
-            | StoreError::Format { path, .. }
-            | StoreError::Write { path, .. }
-            | StoreError::Lock { path, .. } => Some(path),
-            StoreError::Task(_) => None,
-        }
-    }
-
-    /// A copy for each caller of a failed batch (`io::Error` is not `Clone`: kind and text are kept).
-    fn duplicate(&self) -> StoreError {
-        let io = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
-        match self {
-            StoreError::Read { path, source } => StoreError::Read { path: path.clone(), source: io(source) },
-            StoreError::Corrupt { path, detail } => StoreError::Corrupt { path: path.clone(), detail: detail.clone() },
-            StoreError::Format { path, detail } => StoreError::Format { path: path.clone(), detail: detail.clone() },
-            StoreError::Write { path, source } => StoreError::Write { path: path.clone(), source: io(source) },
-            StoreError::Lock { path, source } => StoreError::Lock { path: path.clone(), source: io(source) },
-            StoreError::Task(t) => StoreError::Task(t.clone()),
-        }
-    }
-
-    /// Bounded label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StoreError::Read { .. } => "read",
-            StoreError::Corrupt { .. } => "corrupt",
-            StoreError::Format { .. } => "format",
-            StoreError::Write { .. } => "write",
-            StoreError::Lock { .. } => "lock",
-            StoreError::Task(_) => "task",
-        }
-    }
-}
-
 /// What a conditional save decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SaveOutcome {
@@ -216,7 +153,7 @@ pub enum SaveOutcome {
 /// A round's snapshot: entries by uid (the last entry of a uid wins, as upstream's dict does), and
 /// why it is empty when the file could not be read.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub struct StoreSnapshot {
     pub entries: BTreeMap<u16, PatEntry>,
     /// Set when the read failed and `entries` is empty for that reason.
     pub problem: Option<String>,
@@ -304,7 +241,7 @@ impl PatStore {
             match fs::symlink_metadata(&self.path) {
                 Ok(_) => Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => self.write_values(&[]).map(|()| true),
-                Err(source) => Err(StoreError::Read { path: self.path.clone(), source }),
+                Err(source) => Err(StoreError::Read { path: self.path.clone(), source: source.into() }),
             }
         })
     }
@@ -381,9 +318,9 @@ impl PatStore {
         let file = match fsutil::open_capped(&self.path, STORE_READ_CAP) {
             Ok(f) => f,
             Err(fsutil::ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return none(),
-            Err(e) => return Err(StoreError::Read { path: self.path.clone(), source: capped_read_error(e) }),
+            Err(source) => return Err(StoreError::Read { path: self.path.clone(), source }),
         };
-        let read_err = |source| StoreError::Read { path: self.path.clone(), source };
+        let read_err = |e: io::Error| StoreError::Read { path: self.path.clone(), source: e.into() };
         let len = file.metadata().map_err(read_err)?.len();
         let found = if len <= read_whole_up_to {
             let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
@@ -404,16 +341,16 @@ impl PatStore {
 
     /// Upstream's `load_all_pats`: tolerant. Logs loudly and returns nothing when the file cannot
     /// be read, so a bad file costs one round instead of crashing it.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> StoreSnapshot {
         match self.read_all() {
-            Ok(entries) => Snapshot { entries: entries.into_iter().map(|e| (e.uid, e)).collect(), problem: None },
+            Ok(entries) => StoreSnapshot { entries: entries.into_iter().map(|e| (e.uid, e)).collect(), problem: None },
             Err(e) => {
                 tracing::error!(
                     store = %self.path.display(),
-                    error = %e,
+                    error = %crate::secret::error_chain(&e),
                     "miner_pats.json unreadable this round; scoring with no stored PATs until it recovers"
                 );
-                Snapshot { entries: BTreeMap::new(), problem: Some(e.to_string()) }
+                StoreSnapshot { entries: BTreeMap::new(), problem: Some(crate::secret::error_chain(&e)) }
             }
         }
     }
@@ -504,7 +441,7 @@ impl PatStore {
         let bytes = match fsutil::read_capped(&self.path, STORE_READ_CAP) {
             Ok(b) => b,
             Err(fsutil::ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::Read { path: self.path.clone(), source: capped_read_error(e) }),
+            Err(source) => return Err(StoreError::Read { path: self.path.clone(), source }),
         };
         // serde_json's messages give a position, never the offending bytes (which may be a PAT).
         let value: Value = serde_json::from_slice(&bytes)
@@ -528,8 +465,8 @@ impl PatStore {
     }
 
     fn write_values(&self, values: &[Value]) -> Result<(), StoreError> {
-        let mut text = String::new();
-        write_indented(&mut text, &Value::Array(values.to_vec()), 0);
+        // upstream: json.dump(entries, f, indent=2)
+        let text = crate::wire::pyjson::dumps_indented(&Value::Array(values.to_vec()), 2);
         fsutil::atomic_write(&self.path, text.as_bytes(), STORE_MODE)
             .map_err(|source| StoreError::Write { path: self.path.clone(), source })
     }
@@ -570,23 +507,15 @@ impl PatStore {
     }
 
     /// [`snapshot`](Self::snapshot) off the executor.
-    pub async fn snapshot_async(self: &Arc<Self>) -> Snapshot {
+    pub async fn snapshot_async(self: &Arc<Self>) -> StoreSnapshot {
         if self.inline {
             return self.snapshot();
         }
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || me.snapshot())
-            .await
-            .unwrap_or_else(|e| Snapshot { entries: BTreeMap::new(), problem: Some(format!("store task failed: {e}")) })
-    }
-}
-
-/// [`fsutil::ReadError`] as the `io::Error` of a [`StoreError::Read`] (its text says why).
-fn capped_read_error(e: fsutil::ReadError) -> io::Error {
-    match e {
-        fsutil::ReadError::Io(e) => e,
-        e @ fsutil::ReadError::NotRegular(_) => io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
-        e @ fsutil::ReadError::TooLarge { .. } => io::Error::new(io::ErrorKind::FileTooLarge, e.to_string()),
+        tokio::task::spawn_blocking(move || me.snapshot()).await.unwrap_or_else(|e| StoreSnapshot {
+            entries: BTreeMap::new(),
+            problem: Some(format!("store task failed: {e}")),
+        })
     }
 }
 

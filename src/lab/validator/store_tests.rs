@@ -28,13 +28,6 @@ fn writes_python_indent_2_format() {
     );
     assert_eq!(text, want);
     assert_eq!(fs::metadata(s.path()).unwrap().permissions().mode() & 0o777, 0o600);
-    let nested = serde_json::json!({"a": [], "b": {}, "c": [1, {"d": null}], "e": 1.5});
-    let mut out = String::new();
-    write_indented(&mut out, &nested, 0);
-    assert_eq!(
-        out,
-        "{\n  \"a\": [],\n  \"b\": {},\n  \"c\": [\n    1,\n    {\n      \"d\": null\n    }\n  ],\n  \"e\": 1.5\n}"
-    );
 }
 
 #[test]
@@ -281,10 +274,10 @@ fn non_regular_and_oversized_stores_are_read_errors_and_never_overwritten() {
     let check = |s: &PatStore, want: &str| {
         for e in [s.get_by_uid(1).unwrap_err(), s.read_all().unwrap_err(), s.validate().unwrap_err()] {
             assert_eq!(e.kind(), "read", "{e}");
-            assert!(e.to_string().contains(want), "{e}");
+            assert!(e.brief().contains(want), "{e:?}");
         }
         let e = s.save(1, "5Hot", &pat("ghp_new"), "1").unwrap_err();
-        assert!(e.to_string().contains(want), "{e}");
+        assert!(e.brief().contains(want), "{e:?}");
         assert!(s.snapshot().problem.is_some_and(|p| p.contains(want)));
     };
     // a symlink to /dev/zero: followed, and refused as a device before a byte is read

@@ -476,3 +476,12 @@ fn scripted_day() {
     // the restart: nothing; the outage: loss and recovery; expiry 14 days: one; the PAT: one
     assert_eq!(shown.len(), 4, "{shown:#?}");
 }
+
+/// A target's `events`, the webhook payload and the logs spell a kind alike (strum and serde).
+#[test]
+fn event_kind_names_are_the_serde_names() {
+    for k in EventKind::ALL.into_iter().chain([EventKind::Test]) {
+        assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+    }
+    assert_eq!(EventKind::NoValidatorSource.as_str(), "no_validator_source");
+}

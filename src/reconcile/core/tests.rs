@@ -23,7 +23,7 @@ fn policy() -> Policy {
     }
 }
 
-fn desired(pre: Preflight) -> Desired {
+fn desired(pre: PreflightStatus) -> Desired {
     Desired { fingerprint: FP.into(), adopt_fingerprint: Some(FP.into()), preflight: pre }
 }
 
@@ -38,7 +38,7 @@ fn holding() -> History {
 #[test]
 fn decision_table() {
     let p = policy();
-    let valid = desired(Preflight::Valid);
+    let valid = desired(PreflightStatus::Valid);
     let cases: Vec<(&str, Desired, History, CheckObs, &str)> = vec![
         ("valid, current fp", valid.clone(), holding(), obs(Category::Valid, None), "none"),
         ("valid, first sight, adopt", valid.clone(), History::new("hk"), obs(Category::Valid, None), "none"),
@@ -79,7 +79,7 @@ fn decision_table() {
         ),
         (
             "invalid_pat permanent, preflight invalid",
-            desired(Preflight::Invalid("401".into())),
+            desired(PreflightStatus::Invalid("401".into())),
             holding(),
             obs(Category::InvalidPat, Some("No Github id found")),
             "give_up",
@@ -88,7 +88,7 @@ fn decision_table() {
         ("no_pat", valid.clone(), holding(), obs(Category::NoPat, None), "broadcast"),
         (
             "no_pat, preflight transient",
-            desired(Preflight::Transient("github 503".into())),
+            desired(PreflightStatus::Transient("github 503".into())),
             holding(),
             obs(Category::NoPat, None),
             "recheck",
@@ -141,7 +141,7 @@ fn decision_table() {
         let (a, _) = after_check(&p, &d, &h, &o, NOW, 0.5);
         assert_eq!(a.label(), want, "{name}: got {a:?}");
         assert_eq!(
-            wants_broadcast(&d, &h, &o) && d.preflight == Preflight::Valid && h.not_before <= NOW,
+            wants_broadcast(&d, &h, &o) && d.preflight == PreflightStatus::Valid && h.not_before <= NOW,
             want == "broadcast",
             "{name}: wants_broadcast"
         );
@@ -151,7 +151,8 @@ fn decision_table() {
 #[test]
 fn inconclusive_rechecks_sooner_than_the_interval() {
     let p = policy();
-    let (a, h) = after_check(&p, &desired(Preflight::Valid), &holding(), &obs(Category::Inconclusive, None), NOW, 0.0);
+    let (a, h) =
+        after_check(&p, &desired(PreflightStatus::Valid), &holding(), &obs(Category::Inconclusive, None), NOW, 0.0);
     assert_eq!(a, Action::Recheck { at: NOW + 300, why: "inconclusive: GitHub blip at the validator".into() });
     assert_eq!(h.failures, 0);
 }
@@ -159,7 +160,7 @@ fn inconclusive_rechecks_sooner_than_the_interval() {
 #[test]
 fn broadcast_outcomes() {
     let p = policy();
-    let d = desired(Preflight::Valid);
+    let d = desired(PreflightStatus::Valid);
     let h = broadcast_sent(&History::new("hk"), NOW, FP);
     let (a, h2) = after_broadcast(&p, &d, &h, &BroadcastObs::Accepted, NOW, 0.0);
     assert_eq!(a.label(), "recheck");
@@ -199,7 +200,7 @@ fn broadcast_outcomes() {
 #[test]
 fn store_unavailable_alerts_after_a_round() {
     let p = policy();
-    let d = desired(Preflight::Valid);
+    let d = desired(PreflightStatus::Valid);
     let (_, h) = after_check(&p, &d, &holding(), &obs(Category::StoreUnavailable, None), NOW, 0.0);
     assert!(alerts(&p, &d, [(1, &h)], NOW + 3600).is_empty());
     let (_, h) = after_check(&p, &d, &h, &obs(Category::StoreUnavailable, None), NOW + 7300, 0.0);
@@ -331,7 +332,7 @@ proptest! {
             let eligible: Vec<(u16, String)> = set.keys().map(|u| (*u, format!("hk{u}"))).collect();
             let el: Vec<(u16, &str)> = eligible.iter().map(|(u, h)| (*u, h.as_str())).collect();
             sync(&mut hs, &el, now, p.alert_after);
-            let d = Desired { fingerprint: fp.clone(), adopt_fingerprint: Some(FP.into()), preflight: Preflight::Valid };
+            let d = Desired { fingerprint: fp.clone(), adopt_fingerprint: Some(FP.into()), preflight: PreflightStatus::Valid };
             let mut observations = BTreeMap::new();
             for (uid, b) in set {
                 if due(&hs[uid], now, Due::OneShot) {
@@ -381,7 +382,7 @@ proptest! {
         for (uid, f) in &failures {
             if let Some(h) = hs.get_mut(uid) { h.failures = *f; h.not_before = NOW + p.backoff(*f.max(&1), 0.9); }
         }
-        let d = Desired { fingerprint: FP.into(), adopt_fingerprint: None, preflight: Preflight::Valid };
+        let d = Desired { fingerprint: FP.into(), adopt_fingerprint: None, preflight: PreflightStatus::Valid };
         let mut now = NOW;
         for _ in 0..10 {
             let mut observations = BTreeMap::new();
@@ -407,4 +408,13 @@ proptest! {
             prop_assert_eq!(hs[uid].accepted_fingerprint.as_deref(), Some(FP));
         }
     }
+}
+
+/// The metric label and the JSON spell an alert kind alike (strum and serde, both snake_case).
+#[test]
+fn alert_kind_names_are_the_serde_names() {
+    for k in AlertKind::ALL {
+        assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+    }
+    assert_eq!(AlertKind::StoreUnavailable.as_str(), "store_unavailable");
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{BoxFuture, Clock, Transport};
-use crate::github::{Preflight, PreflightOutcome};
+use crate::github::{PreflightOutcome, PreflightReport};
 use crate::reconcile::core::Secs;
 use crate::secret::Pat;
 use crate::validators::Validator;
@@ -311,12 +311,10 @@ impl Transport for Script {
         Box::pin(async move { out })
     }
 
-    fn preflight<'a>(&'a self, _pat: &'a Pat) -> BoxFuture<'a, Preflight> {
+    fn preflight<'a>(&'a self, _pat: &'a Pat) -> BoxFuture<'a, PreflightReport> {
         self.record(Call::Preflight);
         let outcome = lock(&self.preflight).clone();
-        Box::pin(async move {
-            Preflight { outcome, identity_attempts: 1, token_expiry: None, rate_limit: None, graphql_rate_limit: None }
-        })
+        Box::pin(async move { PreflightReport::judged(outcome) })
     }
 
     fn clock(&self) -> &dyn Clock {

@@ -12,9 +12,9 @@ use axum::response::Response;
 use serde_json::json;
 
 use super::body::{Answer, BodySynapse, Route};
+use super::verify::{PyInt, RequestHeaders, py_float_parse};
 use super::{Axon, Reject};
 use crate::wire::synapse::TerminalInfo;
-use crate::wire::verify::{PyInt, RequestHeaders, py_float_parse};
 use crate::wire::{EMPTY_BODY_HASH, EMPTY_STRING_INPUT_OBJ, VERSION_AS_INT, py_float};
 
 /// What an error response echoes of the request.
