@@ -10,15 +10,16 @@
 
 /// `patrol doctor` against a static list, the mock chain and broken setups.
 mod doctor;
-/// Agent process, reference validator, notify socket, HTTP and Prometheus-text helpers.
-pub(crate) mod harness;
 /// `patrol status`: the agent's view over `/status`, the state-file fallback, stale state (issue 21).
 mod status;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use harness::{Agent, NotifySocket, RefValidator, content_type, free_port, parse_prometheus, replace_file, value};
+use crate::support::agent::{
+    Agent, NotifySocket, RefValidator, content_type, free_port, http_get, parse_prometheus, replace_file, value,
+};
+use crate::support::wait_for;
 use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
 use patrol::wallet::Hotkey;
 use serde_json::json;
@@ -194,7 +195,7 @@ async fn sighup_rejects_a_broken_config_keeps_serving_and_applies_a_good_one() {
     let m = agent.metrics();
     assert_eq!(value(&m, "patrol_eligible_validators", &hk), Some(1.0));
     assert_eq!(value(&m, "patrol_reloads_total", &[("result", "applied")]), Some(0.0));
-    harness::wait_for(Duration::from_secs(5), "STATUS saying the reload was rejected", || {
+    wait_for(Duration::from_secs(5), "STATUS saying the reload was rejected", || {
         notify.last_status().is_some_and(|st| st.contains("reload rejected")).then_some(())
     });
     let reloading = notify.position("RELOADING=1").expect("RELOADING=1 sent");
@@ -274,14 +275,14 @@ async fn a_changed_pat_file_triggers_a_pass_that_rebroadcasts_it() {
         0o600,
     );
     let agent = Agent::start(&s, &["--config", "agent.toml"], &[], Some(port), &[PAT, PAT2]);
-    harness::wait_for(START, "the first PAT at the validator", || {
+    wait_for(START, "the first PAT at the validator", || {
         (v.pat_of(DENDRITE_HOTKEY).as_deref() == Some(PAT)).then_some(())
     });
     agent.wait_metric("patrol_passes_total", &[("hotkey", DENDRITE_HOTKEY)], START, |v| v >= 1.0);
     // rotate as a script would: write a new file, rename it over the old one (interval is 60 s, so
     // only the file watcher can make the next pass happen this soon)
     replace_file(&s.path("pat"), &format!("{PAT2}\n"), 0o600);
-    harness::wait_for(Duration::from_secs(15), "the new PAT at the validator", || {
+    wait_for(Duration::from_secs(15), "the new PAT at the validator", || {
         (v.pat_of(DENDRITE_HOTKEY).as_deref() == Some(PAT2)).then_some(())
     });
     let log = agent.log();
@@ -471,11 +472,9 @@ async fn with_the_endpoints_connections_at_their_cap_a_pass_completes_and_saves(
     assert!(flood.len() >= 150, "only {} connections opened", flood.len());
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     // a pass that began after the flood: saved with a later last_pass_at
-    harness::wait_for(Duration::from_secs(40), "a pass saved after the flood", || {
-        last_pass_at(&s).filter(|&t| t > started + 1)
-    });
-    let (status, body) = harness::wait_for(Duration::from_secs(20), "/metrics answered during the flood", || {
-        harness::http_get(port, "/metrics", None).ok().filter(|(status, _)| *status == 200)
+    wait_for(Duration::from_secs(40), "a pass saved after the flood", || last_pass_at(&s).filter(|&t| t > started + 1));
+    let (status, body) = wait_for(Duration::from_secs(20), "/metrics answered during the flood", || {
+        http_get(port, "/metrics", None).ok().filter(|(status, _)| *status == 200)
     });
     assert_eq!(status, 200);
     assert!(body.contains("patrol_passes_total"), "{body}");

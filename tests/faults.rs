@@ -44,8 +44,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-/// The `patrol run` process helpers of the `agent` tests.
-use crate::agent::harness as agent_harness;
 use crate::support::cli::{Run, Scratch};
 use crate::support::python::DENDRITE_HOTKEY;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
 
-use crate::agent::harness::{Agent, free_port};
+use crate::support::agent::{Agent, free_port};
 use crate::support::cli::{Run, Scratch};
 use crate::support::receivers::{Behave, Receiver, Service};
 use crate::support::subnet::Subnet;
@@ -208,16 +208,16 @@ async fn the_agent_holds_a_loss_delivers_through_a_429_storm_and_stops_past_a_hu
     std::thread::sleep(Duration::from_secs(4));
     net.nodes[1].restart_empty();
     let healthy = |a: &Agent| {
-        crate::agent::harness::value(&a.metrics(), "patrol_coverage_validators", &[("category", "valid")]) == Some(2.0)
+        crate::support::agent::value(&a.metrics(), "patrol_coverage_validators", &[("category", "valid")]) == Some(2.0)
     };
-    crate::agent::harness::wait_for(Duration::from_secs(30), "the repair", || healthy(&agent).then_some(()));
+    crate::support::wait_for(Duration::from_secs(30), "the repair", || healthy(&agent).then_some(()));
     std::thread::sleep(Duration::from_secs(14));
     assert!(discord.got().is_empty(), "{:?}", discord.got().iter().map(|g| g.text()).collect::<Vec<_>>());
 
     // down 25 s, while Discord answers every request with 429 for a while: the loss arrives late,
     // the passes keep their cadence
     discord.set(Behave::RateLimit { times: 6, retry_after: 2.0 });
-    let sweeps = |a: &Agent| crate::agent::harness::value(&a.metrics(), "patrol_rechecks_total", &[]).unwrap_or(0.0);
+    let sweeps = |a: &Agent| crate::support::agent::value(&a.metrics(), "patrol_rechecks_total", &[]).unwrap_or(0.0);
     let before = sweeps(&agent);
     let t0 = Instant::now();
     net.nodes[1].stop();

@@ -13,8 +13,8 @@ use std::time::Duration;
 use patrol::lab::fake_github::{Endpoint, FakeAccount, FakeGithubConfig, FakeGithubHandle, spawn_fake_github};
 use serde_json::Value;
 
-use super::harness::{Agent, RefValidator, free_port, value};
 use super::{PAT, START, scratch};
+use crate::support::agent::{Agent, RefValidator, free_port, value};
 use crate::support::cli::{Run, Scratch, dead_port, static_validator};
 use crate::support::python::{BLACKLISTED_HOTKEY, DENDRITE_HOTKEY, VALIDATOR_HOTKEY, VALIDATOR_SEED};
 
@@ -102,7 +102,7 @@ fn status(s: &Scratch, config: &str, json: bool) -> Run {
 
 /// The status rows say what the agent's last pass saw: the categories of its metrics, the
 /// check times and axon uuids of the state it saved, a learned uuid, a broadcast, a backoff.
-fn rows_match_the_last_pass(m: &Value, state: &Value, metrics: &[super::harness::Sample]) {
+fn rows_match_the_last_pass(m: &Value, state: &Value, metrics: &[crate::support::agent::Sample]) {
     for (i, uid, category) in [(0, 1, "valid"), (1, 2, "no_response")] {
         let row = &m["validators"][i];
         let saved = &state["validators"][uid.to_string()];

@@ -21,11 +21,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use super::agent_harness::{Agent, free_port, value, wait_for};
 use super::{PAT, accounts, our_pat_in};
+use crate::support::agent::{Agent, free_port, value};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::python::DENDRITE_HOTKEY;
 use crate::support::subnet::Subnet;
+use crate::support::wait_for;
 
 /// The seed of the kill schedule (printed, so a failure can be replayed).
 const SEED: u64 = 0x7a11_0007;

@@ -17,8 +17,8 @@ use std::time::Duration;
 use patrol::validators::Neuron;
 use serde_json::Value;
 
-use super::agent_harness::{Agent, free_port, value};
 use super::{PAT, accounts, config, our_pat_in, patrol, row};
+use crate::support::agent::{Agent, free_port, value};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::mock_node::{FaultKind, Fixture, MockNode};
 use crate::support::python::DENDRITE_HOTKEY;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use patrol::lab::validator::{PatStore, RawPat};
 use patrol::reconcile::state::{MinerState, StateFile};
 
-use crate::agent::harness::Agent;
+use crate::support::agent::Agent;
 use crate::support::cli::{Run, Scratch, dead_port, static_validator};
 use crate::support::mock_node::{Fixture, MockNode};
 use crate::support::python::{DENDRITE_HOTKEY, DENDRITE_SEED, VALIDATOR_HOTKEY};

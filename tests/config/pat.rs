@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, FakeGithubHandle, spawn_fake_github};
 
-use crate::agent::harness::{self, Agent, NotifySocket, RefValidator, replace_file};
+use crate::support::agent::{Agent, NotifySocket, RefValidator, replace_file};
 use crate::support::cli::{Run, Scratch, dead_port, static_validator};
 use crate::support::python::{DENDRITE_HOTKEY, DENDRITE_SEED, VALIDATOR_HOTKEY, VALIDATOR_SEED};
 
@@ -242,9 +242,16 @@ async fn a_rejected_reload_never_logs_the_pat() {
     let rejected = |needle: &str| {
         let needle = needle.to_string();
         let a = &agent;
-        harness::wait_for(Duration::from_secs(15), &format!("a rejected reload mentioning {needle:?}"), move || {
-            a.log().lines().any(|l| l.contains("configuration reload rejected") && l.contains(&needle)).then_some(())
-        })
+        crate::support::wait_for(
+            Duration::from_secs(15),
+            &format!("a rejected reload mentioning {needle:?}"),
+            move || {
+                a.log()
+                    .lines()
+                    .any(|l| l.contains("configuration reload rejected") && l.contains(&needle))
+                    .then_some(())
+            },
+        )
     };
     // a parse error: the unknown key is named, the value is not
     replace_file(
