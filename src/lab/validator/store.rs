@@ -45,7 +45,6 @@ use self::pyformat::write_indented;
 use crate::fsutil;
 use crate::secret::redact;
 
-#[path = "store_pyformat.rs"]
 mod pyformat;
 
 /// File mode of the store, its temp files and its lock file: it holds secrets.
@@ -630,5 +629,4 @@ fn json_type(v: &Value) -> &'static str {
 mod lookup;
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
 mod tests;
