@@ -12,6 +12,7 @@ use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github}
 use crate::support::agent::{Agent, free_port};
 use crate::support::cli::{Run, Scratch};
 use crate::support::receivers::{Behave, Receiver, Service};
+use crate::support::state;
 use crate::support::subnet::Subnet;
 
 const PAT: &str = "ghp_notifyE2eToken0000000000000000000001";
@@ -116,10 +117,12 @@ async fn reconcile_sends_on_transitions_only_and_pings_every_run() {
     outputs.last().unwrap().expect_code(0);
     assert!(hook.got().is_empty(), "all covered: nothing to say");
 
-    // uid 12 goes down: the first run after says so, four more say nothing
+    // uid 12 goes down: the first run after says so, four more say nothing (each run out of its
+    // backoff of 1-2 s: the state's times moved back 3 s, as if a timer ran it 3 s later)
+    let state_file = state::path(&net.scratch, "state");
     net.nodes[1].stop();
     for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(2100)); // out of its backoff: checked every run
+        state::pass_time(&state_file, 3);
         outputs.push(reconcile(&net));
     }
     let got = hook.got();
@@ -132,7 +135,7 @@ async fn reconcile_sends_on_transitions_only_and_pings_every_run() {
 
     // it comes back: one recovery, then silence
     net.nodes[1].start();
-    std::thread::sleep(Duration::from_millis(2100));
+    state::pass_time(&state_file, 3);
     for _ in 0..3 {
         outputs.push(reconcile(&net));
     }

@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use super::{PAT, accounts, config, our_pat_in, patrol, row, wait_until_due};
+use super::{PAT, accounts, config, make_due, our_pat_in, patrol, row};
 use crate::support::cli::{Scratch, static_validator};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::python::{DENDRITE_SEED, PyAxon};
@@ -85,12 +85,13 @@ fn a_validator_clock_beyond_the_nonce_window_gets_a_clock_hint_and_no_blind_broa
     let line = table.stdout.lines().find(|l| l.starts_with("13 ")).unwrap_or_else(|| panic!("{table}"));
     assert!(line.contains("not_due"), "{line}");
     let pending = row(&patrol(&net.scratch, "c.toml", &["reconcile", "--json"]), 13);
+    assert_eq!(pending["action"], "not_due", "{pending}");
 
     // the validator's clock is fixed (restarted without the offset): covered after its backoff
     net.nodes[2].kill();
     net.nodes[2].extra_args.clear();
     net.nodes[2].start();
-    wait_until_due(&net.scratch, 13, &pending);
+    make_due(&net.scratch, 13);
     let table = patrol(&net.scratch, "c.toml", &["reconcile"]);
     table.expect_code(0);
     assert!(!table.stdout.contains("hint:"), "{table}");

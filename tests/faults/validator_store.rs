@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{PAT, accounts, config, others_in, our_pat_in, patrol, row, wait_until_due, write_store};
+use super::{PAT, accounts, config, make_due, others_in, our_pat_in, patrol, row, write_store};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::subnet::Subnet;
 
@@ -142,7 +142,7 @@ fn corrupt_store_is_store_unavailable_never_overwritten_nor_broadcast_to_and_rep
 
     // the operator repairs the file (the other miners' entries; ours was in the lost part)
     write_store(&store, &super::other_miners());
-    wait_until_due(&net.scratch, 12, &r);
+    make_due(&net.scratch, 12);
     let run = patrol(&net.scratch, "c.toml", &["reconcile", "--json"]);
     run.expect_code(0);
     let r = row(&run, 12);
@@ -298,7 +298,7 @@ fn read_only_store_rejects_transiently_is_not_spammed_and_recovers_when_writable
     ro.undo();
     net.nodes[1].wrapper = Vec::new();
     net.nodes[1].start();
-    wait_until_due(&net.scratch, 12, &r);
+    make_due(&net.scratch, 12);
     let run = patrol(&net.scratch, "c.toml", &["reconcile", "--json"]);
     run.expect_code(0);
     let r = row(&run, 12);

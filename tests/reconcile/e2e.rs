@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::cli::Run;
+use crate::support::state;
 use crate::support::subnet::Subnet;
 use patrol::lab::fake_github::{Endpoint, FakeAccount, FakeGithubConfig, Fault, FaultRule, Scope, spawn_fake_github};
 
@@ -92,7 +93,6 @@ async fn a_down_validator_is_partial_and_retried_only_after_its_backoff() {
     let (gh, _github) = spawn_fake_github(accounts()).await;
     let mut net = Subnet::start(3, gh);
     net.scratch.pat("pat", PAT_A);
-    // backoff of a few seconds so the test can wait it out
     net.config("c.toml", &[0, 1, 2], gh, "backoff_initial = \"10s\"\nbackoff_max = \"20s\"");
     net.scratch.run(&["post", "--json", "--config", "c.toml"]).expect_code(0);
     net.nodes[2].stop();
@@ -112,8 +112,9 @@ async fn a_down_validator_is_partial_and_retried_only_after_its_backoff() {
     assert_eq!((r["action"].as_str(), r["final_category"].as_str()), (Some("not_due"), Some("no_response")), "{run}");
     assert_eq!(net.nodes[2].stored_pat(), None, "contacted inside its backoff window");
 
-    // after the backoff (5–10 s for the first failure) it is checked and repaired
-    std::thread::sleep(Duration::from_millis(10_200));
+    // after the backoff (5–10 s for the first failure; the state's times moved back instead of
+    // waiting) it is checked and repaired
+    state::make_due(&state::path(&net.scratch, "state"), 13, 10, 10);
     let run = reconcile(&net, "c.toml");
     run.expect_code(0);
     assert_eq!(row(&run, 13)["action"], "broadcast", "{run}");

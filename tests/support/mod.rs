@@ -21,6 +21,8 @@ pub mod prometheus;
 pub mod python;
 /// Long-running patrol processes (validator serve, dev fake-github) with ready lines.
 pub mod serve;
+/// Times in the state file moved back instead of waiting: a backoff over, a validator due.
+pub mod state;
 /// Several `validator serve` processes and a config pointing at them.
 pub mod subnet;
 
