@@ -13,6 +13,8 @@ pub mod mock_node;
 /// Local Discord/Slack/Telegram/ntfy/webhook/healthchecks/Uptime Kuma receivers with schema checks.
 pub mod receivers;
 
+/// The agent's loop in tokio's paused time over the scripted transport, a recording target.
+pub mod paused;
 /// Child processes: a wrapper prefix, bounded waits, drained pipes, ready lines, signals.
 pub mod process;
 /// The Prometheus text format, parsed strictly.
