@@ -241,9 +241,11 @@ async fn sigterm_mid_pass_exits_0_within_the_broadcast_timeout_and_leaves_a_vali
         0o600,
     );
     let mut agent = Agent::start(&s, &["--config", "agent.toml"], &[], None, &[PAT]);
-    // the preflight passed: the broadcast is being sent now
+    // the broadcast is in the axon's handler now (it counts a call before running it)
     agent.wait_log("PAT preflight passed", START);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(START, "the broadcast at the axon's handler", || {
+        axon.handler_calls().get("PatBroadcastSynapse").is_some_and(|n| *n >= 1).then_some(())
+    });
     let t0 = Instant::now();
     agent.signal(libc::SIGTERM);
     let st = agent.wait_exit(Duration::from_secs(15));
@@ -367,10 +369,10 @@ async fn dry_run_never_sends_the_pat_nor_writes_state() {
     let ready = notify.wait("READY=1", START);
     let status = notify.messages()[ready].clone();
     assert!(status.contains("STATUS=dry run: 0/1 covered (0.0% stake), 1 no_pat uid 1"), "{status:?}");
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(v.store().is_empty(), "a dry run stored a PAT: {:?}", v.store());
     agent.signal(libc::SIGINT);
     assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    // stopped: whatever the dry run did in its whole life, it stored nothing
+    assert!(v.store().is_empty(), "a dry run stored a PAT: {:?}", v.store());
     assert!(!s.path("state").join(format!("state-{DENDRITE_HOTKEY}-74.json")).exists(), "a dry run wrote state");
     // the plan is in the log: the uncovered validator's line names the broadcast a real run would send
     // (the start-up line's `dry_run=true` is printed whatever happens, so it proves nothing)

@@ -14,7 +14,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use patrol::lab::validator::{PatStore, RawPat};
 use patrol::reconcile::state::{MinerState, StateFile};
@@ -224,23 +224,20 @@ fn agent_logging_at_trace_into_the_config_dir_stays_small_and_still_reloads() {
     agent.wait_log("patrol agent starting", Duration::from_secs(30));
     agent.wait_log("validator set", Duration::from_secs(30));
     let log_path = named(s.dir.path(), "agent-").pop().expect("agent log file");
-    std::thread::sleep(Duration::from_secs(3));
+    // every line the agent writes lands in the directory it watches: fed back, the log would grow
+    // without end; here it grows only with what the agent does (a pass, two reloads)
     let size = std::fs::metadata(&log_path).unwrap().len();
-    assert!(size < 1 << 20, "the log grew to {size} bytes in 3 s: it is feeding on itself");
+    assert!(size < 1 << 20, "the log grew to {size} bytes by its first pass: it is feeding on itself");
     // a real change of the config file is still seen (in place, then an editor-style rename)
     let body = std::fs::read_to_string(s.path("c.toml")).unwrap();
     std::fs::write(s.path("c.toml"), format!("{body}\n# edited\n")).unwrap();
-    agent.wait_log("changed on disk: reloading", Duration::from_secs(15));
-    agent.wait_log("configuration reloaded", Duration::from_secs(15));
-    let before = agent.log().matches("configuration reloaded").count();
+    agent.wait_log("changed on disk: reloading", Duration::from_secs(30));
+    agent.wait_log("configuration reloaded", Duration::from_secs(30));
+    let before = agent.log_count("configuration reloaded");
     let tmp = s.path(".c.toml.swp");
     std::fs::write(&tmp, format!("{body}\n# edited again\n")).unwrap();
     std::fs::rename(&tmp, s.path("c.toml")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while agent.log().matches("configuration reloaded").count() == before {
-        assert!(Instant::now() < deadline, "no reload after a rename over the config\n{}", agent.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_log_count("configuration reloaded", before + 1, Duration::from_secs(30));
     let size = std::fs::metadata(&log_path).unwrap().len();
     assert!(size < 1 << 20, "the log grew to {size} bytes");
     assert!(!agent.log().contains("inotify event"), "per-event logging of the watched directory");

@@ -25,6 +25,7 @@ use super::{PAT, accounts, our_pat_in};
 use crate::support::agent::{Agent, free_port, value};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::python::DENDRITE_HOTKEY;
+use crate::support::state;
 use crate::support::subnet::Subnet;
 use crate::support::wait_for;
 
@@ -336,10 +337,12 @@ fn a_kill_with_a_broadcast_in_flight_keeps_the_spacing_after_restart() {
 
     // the next start sees `no_pat` (the first broadcast is still in the validator's hands) and
     // does not send again within backoff_initial: the validator gets no second broadcast
+    let passes = |p: &Path| -> u64 { state::read(p)["totals"]["passes"].as_u64().unwrap_or(0) };
+    let before = passes(&state_path);
     let mut agent = Agent::start(&net.scratch, &["--config", "agent.toml"], &[], None, &[PAT]);
     agent.wait_log("first pass done", Duration::from_secs(20));
-    // two more rounds (interval 2 s)
-    std::thread::sleep(Duration::from_secs(5));
+    // its first pass and two more rounds (interval 2 s), as the state file counts them
+    wait_for(Duration::from_secs(30), "two more rounds", || (passes(&state_path) >= before + 3).then_some(()));
     let log = agent.log();
     assert!(log.contains("too soon after the last broadcast"), "the restart did not hold back:\n{log}");
     assert_eq!(slow.calls("user"), 1, "the validator was sent the PAT again after the restart\n{log}");

@@ -80,6 +80,13 @@ impl PatrolProcess {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Wait (at most `timeout`) until its stderr has a line containing `needle`; that line.
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> String {
+        let found = super::wait_until(timeout, || self.stderr().contains(needle));
+        assert!(found, "patrol {:?}: no {needle:?} within {timeout:?}\n{}", self.args, self.stderr());
+        self.stderr().lines().find(|l| l.contains(needle)).unwrap_or_default().to_string()
+    }
+
     /// Send `signal` and wait (at most `timeout`) for it to exit.
     pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> ExitStatus {
         process::signal(self.child.id(), signal);

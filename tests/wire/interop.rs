@@ -57,7 +57,7 @@ fn check_reports_every_category_from_a_real_axon() {
         ("inconclusive", "inconclusive", json!(true), Value::Null, 200, 0),
         ("store_unavailable", "store_unavailable", json!(false), Value::Null, 200, 2),
         ("raise", "rejected", Value::Null, Value::Null, 500, 3),
-        ("sleep:5", "no_response", Value::Null, Value::Null, 408, 3),
+        ("sleep:3", "no_response", Value::Null, Value::Null, 408, 3),
     ];
     for (mode, category, has_pat, pat_valid, status, code) in cases {
         axon.set_check_mode(mode);
@@ -90,13 +90,12 @@ fn check_reports_every_category_from_a_real_axon() {
         }
     }
     // the handler saw patrol's checks with our hotkey from the body, and never a token
-    // (the `sleep:5` handler logs only after its sleep, after patrol gave up at 2 s: wait for it)
-    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    // (the `sleep:3` handler logs only after its sleep, after patrol gave up at 2 s: wait for it)
     let mut received = axon.received();
-    while received.len() < cases.len() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+    crate::support::wait_until(Duration::from_secs(8), || {
         received = axon.received();
-    }
+        received.len() >= cases.len()
+    });
     assert_eq!(received.len(), cases.len(), "{received:?}");
     assert!(
         received.iter().all(|r| r["synapse"] == "PatCheckSynapse" && r["hotkey"] == python::DENDRITE_HOTKEY),

@@ -347,7 +347,6 @@ fn validator_text_is_redacted_escaped_and_capped_in_tables_json_logs_and_state()
     std::fs::remove_file(&state_path).unwrap();
     let mut agent = Agent::start(&s, &["--config", "c.toml"], &[], None, &[PAT]);
     agent.wait_log("is not covered", Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(500));
     agent.signal(libc::SIGTERM);
     assert_eq!(agent.wait_exit(Duration::from_secs(30)).code(), Some(0), "{}", agent.log());
     let log = agent.log();

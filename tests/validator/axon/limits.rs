@@ -5,6 +5,7 @@
 //! flight exits within the shutdown grace.
 
 use super::*;
+use crate::support::wait_until;
 
 #[test]
 fn a_slowloris_client_is_cut_off_by_the_header_read_timeout() {
@@ -64,11 +65,8 @@ fn at_the_connection_cap_a_fresh_signed_check_is_still_answered() {
     let key = miner_key(1);
     let wrapper = ["sh", "-c", "ulimit -n 64 && exec \"$0\" \"$@\""];
     let p = serve(&s, "v", &[&key], &nowhere(), &["--header-read-timeout", "1h", "--idle-timeout", "1h"], &wrapper);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !p.stderr().contains("max_connections=32") {
-        assert!(Instant::now() < deadline, "the cap follows the open-file limit\n{}", p.stderr());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // the cap follows the open-file limit
+    p.wait_stderr("max_connections=32", Duration::from_secs(10));
     let mut slow: Vec<TcpStream> = (0..100)
         .map(|_| {
             let mut c = connect(p.listen());
@@ -102,16 +100,8 @@ fn during_a_flood_of_half_sent_connections_every_legitimate_check_is_answered() 
     let s = Scratch::new();
     let key = miner_key(1);
     let p = serve(&s, "v", &[&key], &nowhere(), &["--header-read-timeout", "1h", "--idle-timeout", "1h"], &[]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !p.stderr().contains("max_connections=1024") {
-        assert!(
-            Instant::now() < deadline,
-            "the default cap is in force
-{}",
-            p.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // the default cap is in force
+    p.wait_stderr("max_connections=1024", Duration::from_secs(10));
     let (stop, opened) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let addr = p.listen();
     // two flooders, each keeping its last 800 connections open (more than the cap between them)
@@ -133,11 +123,8 @@ fn during_a_flood_of_half_sent_connections_every_legitimate_check_is_answered() 
             })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while opened.load(Ordering::Relaxed) < 3000 {
-        assert!(Instant::now() < deadline, "the flood did not get going: {opened:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let going = wait_until(Duration::from_secs(60), || opened.load(Ordering::Relaxed) >= 3000);
+    assert!(going, "the flood did not get going: {opened:?}");
     let (t0, n0) = (Instant::now(), opened.load(Ordering::Relaxed));
     let rt = runtime();
     let d = dendrite(key);
@@ -169,11 +156,7 @@ fn the_soft_open_file_limit_is_raised_to_the_hard_one_before_the_cap_is_set() {
     let key = miner_key(1);
     let wrapper = ["sh", "-c", "ulimit -S -n 128 && exec \"$0\" \"$@\""];
     let p = serve(&s, "v", &[&key], &nowhere(), &[], &wrapper);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !p.stderr().contains("connection limits") {
-        assert!(Instant::now() < deadline, "no connection limits line\n{}", p.stderr());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    p.wait_stderr("connection limits", Duration::from_secs(10));
     let log = p.stderr();
     assert!(log.contains("raised the soft open-file limit to the hard limit from=128"), "{log}");
     // half of 128 would be 64: the cap follows the raised limit
@@ -197,8 +180,8 @@ fn with_every_connection_busy_a_new_one_is_refused_at_once() {
         let r = rt.block_on(dendrite(k.clone()).broadcast(&t, Duration::from_secs(20), &pat));
         assert!(matches!(r.outcome, CallOutcome::Answered(ref f) if f.accepted == Some(true)), "{:?}", r.outcome);
     }
-    // the broadcasts' connections are gone (or quiet long enough to be displaced)
-    std::thread::sleep(Duration::from_millis(1500));
+    // the broadcasts' dendrites are dropped, their connections closed (a connection still open
+    // without a request in flight is displaced at the cap)
     // the two checks now wait 8 s on GitHub, each holding one of the two connections
     gh.reset_stats();
     gh.add_fault(json!({"scope": "user", "fault": {"kind": "delay", "ms": 8000}}));
@@ -211,11 +194,11 @@ fn with_every_connection_busy_a_new_one_is_refused_at_once() {
             })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gh.calls("user") < 2 {
-        assert!(Instant::now() < deadline, "the two checks never reached GitHub: {}", gh.stats());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        wait_until(Duration::from_secs(30), || gh.calls("user") >= 2),
+        "the two checks never reached GitHub: {}",
+        gh.stats()
+    );
     let third = rt.block_on(dendrite(keys[2].clone()).check(&t, Duration::from_secs(60)));
     match &third.outcome {
         CallOutcome::Rejected { status: 503, message } => {
@@ -266,11 +249,7 @@ fn sigterm_with_slow_clients_and_a_request_in_flight_exits_within_the_grace() {
         let (d, t) = (dendrite(key), t.clone());
         async move { d.check(&t, Duration::from_secs(120)).await }
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gh.calls("user") <= calls {
-        assert!(Instant::now() < deadline, "the check never reached GitHub");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(wait_until(Duration::from_secs(30), || gh.calls("user") > calls), "the check never reached GitHub");
     let started = Instant::now();
     let status = p.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", p.stderr());

@@ -95,14 +95,7 @@ fn our_axon_answers_the_probe_like_python_with_a_per_process_uuid_and_no_github_
     let first = probe(&p);
     assert_eq!(first.len(), 36, "{first}");
     // our log: one line, the body's parse error under the answer's error id (no verification failure)
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        if let Some(l) = p.stderr().lines().find(|l| l.contains("request answered 500")).map(str::to_string) {
-            break l;
-        }
-        assert!(Instant::now() < deadline, "no log line for the probe\n{}", p.stderr());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let line = p.wait_stderr("request answered 500", Duration::from_secs(10));
     assert!(line.contains("not JSON"), "{line}");
     eprintln!("our axon's log line for the probe: {line}");
     assert_eq!(probe(&p), first, "stable for the process");
