@@ -27,6 +27,7 @@ use serde_json::json;
 use crate::support::cli::{Scratch, dead_port, static_validator};
 use crate::support::mock_node::{Fixture, MockNode};
 use crate::support::python::{DENDRITE_HOTKEY, DENDRITE_SEED, PyAxon, VALIDATOR_HOTKEY, VALIDATOR_SEED};
+use crate::support::root;
 
 const PAT: &str = "ghp_patrolAgentToken0000000000000000001";
 const PAT2: &str = "ghp_patrolAgentToken0000000000000000002";
@@ -526,12 +527,9 @@ async fn a_state_that_cannot_be_saved_is_not_ready_and_logged_once() {
     s.write("agent.toml", &config(Some(port), gh, &one, "probe_interval = \"1s\"\nprobe_jitter = \"0s\""), 0o600);
     let state = s.path("state");
     std::fs::create_dir_all(&state).unwrap();
-    let script = format!(
-        "mount -t tmpfs -o size=16k tmpfs {d} && dd if=/dev/zero of={d}/filler bs=4k count=4 2>/dev/null; exec \"$@\"",
-        d = state.display()
-    );
-    let wrapper = ["unshare", "-m", "--", "sh", "-c", script.as_str(), "sh"];
-    let mut agent = Agent::start_wrapped(&wrapper, &s, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
+    let wrapper = root::full_disk_at(&state);
+    let mut agent =
+        Agent::start_wrapped(&root::strs(&wrapper), &s, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
     let hk = [("hotkey", DENDRITE_HOTKEY)];
     agent.wait_metric("patrol_state_save_failed", &hk, START, |v| v == 1.0);
     let (code, body) = agent.get("/readyz");

@@ -21,6 +21,8 @@ pub mod process;
 pub mod prometheus;
 /// Real Python `bittensor==10.3.1` harness launchers (venv, axon, dendrite).
 pub mod python;
+/// Root, and mounts private to one child: a full disk, a read-only directory.
+pub mod root;
 /// Long-running patrol processes (validator serve, dev fake-github) with ready lines.
 pub mod serve;
 /// Times in the state file moved back instead of waiting: a backoff over, a validator due.
