@@ -1,5 +1,7 @@
 //! Shared helpers for the integration tests.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// `patrol run` as a process, `patrol validator serve` for it, a notify socket, HTTP GET.
@@ -68,4 +70,43 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The repository (the crate's root).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A tool on `PATH`; missing, the test fails naming the script that installs it.
+pub fn tool(name: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| panic!("{name} is missing: run scripts/ci-deps.sh (CI does, via scripts/test.sh)"))
+}
+
+/// `man -l FILE` as plain text, failing on any warning groff or man print.
+pub fn render_man(page: &Path) -> String {
+    let man = tool("man");
+    let out = Command::new(man)
+        .args(["--warnings", "-l"])
+        .arg(page)
+        .env("MANWIDTH", "100")
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .expect("run man");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "man -l {}: {}\n{err}", page.display(), out.status);
+    // grotty's overstrikes for bold and underline ("N\x08N"): keep the character
+    let mut text = String::new();
+    for c in String::from_utf8_lossy(&out.stdout).chars() {
+        if c == '\x08' {
+            text.pop();
+        } else {
+            text.push(c);
+        }
+    }
+    text
 }

@@ -50,14 +50,9 @@ const AXON_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default bound for one `bt_dendrite.py` run.
 pub const DENDRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The crate root (where `Cargo.toml`, `scripts/` and `tests/` are).
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// `tests/python/`.
 pub fn harness_dir() -> PathBuf {
-    repo_root().join("tests").join("python")
+    super::repo().join("tests").join("python")
 }
 
 /// The venv's python with `bittensor==10.3.1`, set up at most once per test process.
@@ -72,11 +67,11 @@ pub fn python() -> PathBuf {
 }
 
 fn setup_python() -> Result<PathBuf, String> {
-    let script = repo_root().join("scripts").join("setup-python.sh");
+    let script = super::repo().join("scripts").join("setup-python.sh");
     let started = Instant::now();
     let child = Command::new("bash")
         .arg(&script)
-        .current_dir(repo_root())
+        .current_dir(super::repo())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
