@@ -65,6 +65,16 @@ fn config(port: Option<u16>, gh: SocketAddr, validators: &str, extra: &str) -> S
     )
 }
 
+/// A fake GitHub, a reference validator for our miner and a scratch dir with the miner's files and
+/// `agent.toml`: the validator as uid 1 (stake 20 000), the endpoint on `port`, `extra` appended.
+async fn one_validator(port: Option<u16>, extra: &str) -> (SocketAddr, RefValidator, Scratch) {
+    let gh = github().await;
+    let v = RefValidator::for_miner(gh);
+    let s = scratch();
+    s.write("agent.toml", &config(port, gh, &v.entry(1, 20000.0), extra), 0o600);
+    (gh, v, s)
+}
+
 fn scratch() -> Scratch {
     let mut s = Scratch::new();
     s.hotkey("hotkey", DENDRITE_SEED);
@@ -74,15 +84,8 @@ fn scratch() -> Scratch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_socket_gets_ready_status_watchdog_stopping_in_order() {
-    let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
-    let s = scratch();
     let port = free_port();
-    s.write(
-        "agent.toml",
-        &config(Some(port), gh, &static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0), ""),
-        0o600,
-    );
+    let (_, v, s) = one_validator(Some(port), "").await;
     let notify = NotifySocket::bind(s.dir.path());
     let sock = notify.path.to_string_lossy().into_owned();
     let mut agent = Agent::start(
@@ -118,14 +121,11 @@ async fn notify_socket_gets_ready_status_watchdog_stopping_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_prometheus_text_and_health_endpoints_answer() {
     let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let v = RefValidator::for_miner(gh);
     let s = scratch();
     let port = free_port();
-    let validators = [
-        static_validator(1, &v.hotkey, "127.0.0.1", v.port, 30000.0),
-        static_validator(2, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0),
-    ]
-    .concat();
+    let validators =
+        [v.entry(1, 30000.0), static_validator(2, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0)].concat();
     s.write("agent.toml", &config(Some(port), gh, &validators, ""), 0o600);
     let agent = Agent::start(&s, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
     let hk = [("hotkey", DENDRITE_HOTKEY)];
@@ -174,10 +174,10 @@ async fn metrics_parse_as_prometheus_text_and_health_endpoints_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rejects_a_broken_config_keeps_serving_and_applies_a_good_one() {
     let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let v = RefValidator::for_miner(gh);
     let s = scratch();
     let port = free_port();
-    let one = static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0);
+    let one = v.entry(1, 20000.0);
     s.write("agent.toml", &config(Some(port), gh, &one, ""), 0o600);
     let notify = NotifySocket::bind(s.dir.path());
     let sock = notify.path.to_string_lossy().into_owned();
@@ -268,15 +268,8 @@ async fn sigterm_mid_pass_exits_0_within_the_broadcast_timeout_and_leaves_a_vali
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_pat_file_triggers_a_pass_that_rebroadcasts_it() {
-    let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
-    let s = scratch();
     let port = free_port();
-    s.write(
-        "agent.toml",
-        &config(Some(port), gh, &static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0), ""),
-        0o600,
-    );
+    let (_, v, s) = one_validator(Some(port), "").await;
     let agent = Agent::start(&s, &["--config", "agent.toml"], &[], Some(port), &[PAT, PAT2]);
     wait_for(START, "the first PAT at the validator", || {
         (v.pat_of(DENDRITE_HOTKEY).as_deref() == Some(PAT)).then_some(())
@@ -302,7 +295,7 @@ async fn two_miners_share_one_validator_set_read_and_metrics_are_labelled_by_hot
     s.hotkey("hotkey2", MINER2_SEED);
     s.pat("pat2", PAT2);
     let port = free_port();
-    let base = config(Some(port), gh, &static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0), "");
+    let base = config(Some(port), gh, &v.entry(1, 20000.0), "");
     // [[miner]] entries instead of the top-level [wallet]/[pat]
     let miners = "[[miner]]\nname = \"alpha\"\nwallet = { hotkey_file = \"hotkey\" }\npat = { file = \"pat\" }\n\
                   [[miner]]\nname = \"beta\"\nwallet = { hotkey_file = \"hotkey2\" }\npat = { file = \"pat2\" }\n";
@@ -359,10 +352,7 @@ async fn two_miners_on_the_chain_cost_one_neurons_read_per_round() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_never_sends_the_pat_nor_writes_state() {
-    let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
-    let s = scratch();
-    s.write("agent.toml", &config(None, gh, &static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0), ""), 0o600);
+    let (_, v, s) = one_validator(None, "").await;
     let notify = NotifySocket::bind(s.dir.path());
     let sock = notify.path.to_string_lossy().into_owned();
     let mut agent =
@@ -451,7 +441,7 @@ fn last_pass_at(s: &Scratch) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_endpoints_connections_at_their_cap_a_pass_completes_and_saves() {
     let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let v = RefValidator::for_miner(gh);
     let s = scratch();
     let port = free_port();
     s.write(
@@ -462,7 +452,7 @@ async fn with_the_endpoints_connections_at_their_cap_a_pass_completes_and_saves(
              [github]\napi_url = \"http://{gh}\"\ntimeout = \"3s\"\n\
              [reconcile]\ninterval = \"2s\"\njitter = \"0s\"\ncheck_timeout = \"3s\"\nbroadcast_timeout = \"3s\"\n\
              github_budget = \"off\"\n{}",
-            static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0)
+            v.entry(1, 20000.0)
         ),
         0o600,
     );
@@ -519,12 +509,8 @@ fn the_agent_raises_its_soft_open_file_limit_to_the_hard_one() {
 /// `patrol_state_save_failed` is 1 — and logged once, not after every sweep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_that_cannot_be_saved_is_not_ready_and_logged_once() {
-    let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
-    let s = scratch();
     let port = free_port();
-    let one = static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0);
-    s.write("agent.toml", &config(Some(port), gh, &one, "probe_interval = \"1s\"\nprobe_jitter = \"0s\""), 0o600);
+    let (_, _v, s) = one_validator(Some(port), "probe_interval = \"1s\"\nprobe_jitter = \"0s\"").await;
     let state = s.path("state");
     std::fs::create_dir_all(&state).unwrap();
     let wrapper = root::full_disk_at(&state);

@@ -79,16 +79,7 @@ pub fn patrol(s: &Scratch, cfg: &str, args: &[&str]) -> Run {
     s.run_env(&all, &[], Duration::from_secs(60))
 }
 
-/// The `results[]` row of `uid` in a `--json` run.
-pub fn row(run: &Run, uid: u64) -> Value {
-    run.json()["results"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no results[]\n{run}"))
-        .iter()
-        .find(|r| r["uid"] == uid)
-        .cloned()
-        .unwrap_or_else(|| panic!("no row for uid {uid}\n{run}"))
-}
+pub use crate::support::cli::row;
 
 /// The backoff of [`config`].
 const BACKOFF_INITIAL_S: u64 = 6;

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::{PAT, START, scratch};
 use crate::support::agent::{Agent, RefValidator, free_port, value};
 use crate::support::cli::{Run, Scratch, dead_port, static_validator};
-use crate::support::python::{BLACKLISTED_HOTKEY, DENDRITE_HOTKEY, VALIDATOR_HOTKEY, VALIDATOR_SEED};
+use crate::support::python::{BLACKLISTED_HOTKEY, DENDRITE_HOTKEY, VALIDATOR_HOTKEY};
 
 /// A TCP forwarder on 127.0.0.1 that counts the connections made to it: the validator's view of
 /// how often it was contacted, whatever the request.
@@ -126,7 +126,7 @@ fn rows_match_the_last_pass(m: &Value, state: &Value, metrics: &[crate::support:
 async fn status_shows_the_agents_last_pass_without_contacting_anyone_then_reads_the_state_file() {
     let (gh_addr, gh) =
         spawn_fake_github(FakeGithubConfig::default().with_account(FakeAccount::new(PAT, 4242, "agent-miner"))).await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh_addr);
+    let v = RefValidator::for_miner(gh_addr);
     let proxy = CountingProxy::start(v.port);
     let s = scratch();
     let port = free_port();

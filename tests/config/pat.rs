@@ -15,7 +15,7 @@ use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, FakeGithubHandle, 
 
 use crate::support::agent::{Agent, NotifySocket, RefValidator, replace_file};
 use crate::support::cli::{Run, Scratch, dead_port, static_validator};
-use crate::support::python::{DENDRITE_HOTKEY, DENDRITE_SEED, VALIDATOR_HOTKEY, VALIDATOR_SEED};
+use crate::support::python::{DENDRITE_HOTKEY, DENDRITE_SEED, VALIDATOR_HOTKEY};
 
 /// The PAT in the config's `[pat] file`.
 const FILE_PAT: &str = "ghp_hardeningFileToken00000000000000001";
@@ -95,9 +95,9 @@ fn mkfifo(p: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_pat_file_flag_is_exit_78_and_nothing_is_sent() {
     let (gh, _g) = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let v = RefValidator::for_miner(gh);
     let s = scratch();
-    let one = static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0);
+    let one = v.entry(1, 20000.0);
     s.write("c.toml", &config(&gh.to_string(), "[pat]\nfile = \"pat\"", &one), 0o600);
     let env = [("GITTENSOR_MINER_PAT", ENV_PAT)];
     for cmd in ["post", "reconcile"] {
@@ -141,9 +141,9 @@ async fn a_missing_pat_file_flag_is_exit_78_and_nothing_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credential_is_missing_under_systemd_and_not_applicable_outside_it() {
     let (gh, _g) = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let v = RefValidator::for_miner(gh);
     let s = scratch();
-    let one = static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0);
+    let one = v.entry(1, 20000.0);
     s.write("cred.toml", &config(&gh.to_string(), "[pat]\ncredential = \"github-pat\"\nfile = \"pat\"", &one), 0o600);
     std::fs::create_dir_all(s.path("creds")).unwrap();
     let creds = s.path("creds").to_string_lossy().into_owned();

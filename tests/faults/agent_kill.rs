@@ -144,22 +144,19 @@ fn inspect(dir: &Path, state_name: &str) -> Seen {
     seen
 }
 
-/// Two fake GitHubs (the agent's, and a slow one for some validators, every call delayed by
-/// `delay_ms`) in a temp dir that must outlive them.
-fn fake_githubs(delay_ms: u64) -> (tempfile::TempDir, FakeGithubProcess, FakeGithubProcess) {
-    let dir = tempfile::Builder::new().prefix("patrol-faults-gh-").tempdir().unwrap();
-    let gh = FakeGithubProcess::start(dir.path(), &accounts());
-    let slow_dir = dir.path().join("slow");
-    std::fs::create_dir_all(&slow_dir).unwrap();
-    let slow = FakeGithubProcess::start(&slow_dir, &accounts());
+/// Two fake GitHubs: the agent's, and a slow one for some validators, every call delayed by
+/// `delay_ms`.
+fn fake_githubs(delay_ms: u64) -> (FakeGithubProcess, FakeGithubProcess) {
+    let gh = FakeGithubProcess::start(&accounts());
+    let slow = FakeGithubProcess::start(&accounts());
     slow.add_fault(json!({"scope": "both", "fault": {"kind": "delay", "ms": delay_ms}}));
-    (dir, gh, slow)
+    (gh, slow)
 }
 
 #[test]
 fn sigkill_of_patrol_run_at_random_points_keeps_the_state_valid_and_the_next_start_resumes() {
     // every GitHub call of uids 12 and 14 takes 400 ms: their checks and broadcasts last ~1 s
-    let (_dir, gh, slow) = fake_githubs(400);
+    let (gh, slow) = fake_githubs(400);
     let mut net = Subnet::start(4, gh.addr);
     for i in [1, 3] {
         net.nodes[i].kill();
@@ -307,7 +304,7 @@ fn sigkill_of_patrol_run_at_random_points_keeps_the_state_valid_and_the_next_sta
 fn a_kill_with_a_broadcast_in_flight_keeps_the_spacing_after_restart() {
     // the validator's credential check hangs for 30 s: the broadcast is still being processed there
     // when the agent dies and when the next one starts (its check then says `no_pat`)
-    let (_dir, gh, slow) = fake_githubs(30_000);
+    let (gh, slow) = fake_githubs(30_000);
     let mut net = Subnet::start_with(1, gh.addr, &["--github-timeout", "60s"]);
     net.nodes[0].kill();
     net.nodes[0].github = slow.url();

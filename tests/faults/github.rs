@@ -18,8 +18,7 @@ use crate::support::subnet::Subnet;
 /// would contain.
 fn github_fault_is_transient_everywhere(fault: Value, expect_in_reason: &str) {
     assert!(!expect_in_reason.is_empty(), "say what the reason must contain");
-    let dir = tempfile::Builder::new().prefix("patrol-faults-gh-").tempdir().unwrap();
-    let gh = FakeGithubProcess::start(dir.path(), &accounts());
+    let gh = FakeGithubProcess::start(&accounts());
     let mut net = Subnet::start_with(3, gh.addr, &["--github-timeout", "1s"]);
     net.scratch.pat("pat", PAT);
     let validators = net.validators_toml(&[0, 1, 2]);

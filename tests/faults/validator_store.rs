@@ -12,9 +12,8 @@ use crate::support::subnet::Subnet;
 
 /// Three validators (uids 11–13) sharing one fake GitHub process, our PAT posted to all of them,
 /// and two other miners' entries added to uid 12's store (written while it was down).
-fn covered_subnet() -> (tempfile::TempDir, FakeGithubProcess, Subnet) {
-    let dir = tempfile::Builder::new().prefix("patrol-faults-gh-").tempdir().unwrap();
-    let gh = FakeGithubProcess::start(dir.path(), &accounts());
+fn covered_subnet() -> (FakeGithubProcess, Subnet) {
+    let gh = FakeGithubProcess::start(&accounts());
     let mut net = Subnet::start(3, gh.addr);
     net.scratch.pat("pat", PAT);
     let validators = net.validators_toml(&[0, 1, 2]);
@@ -35,7 +34,7 @@ fn covered_subnet() -> (tempfile::TempDir, FakeGithubProcess, Subnet) {
     assert_eq!(run.json()["broadcasts_sent"], 0, "{run}");
     assert!(net.nodes.iter().all(|n| our_pat_in(&n.store).as_deref() == Some(PAT)));
     assert_eq!(others_in(&net.nodes[1].store), super::other_miners());
-    (dir, gh, net)
+    (gh, net)
 }
 
 /// The file names in `dir`, sorted.
@@ -48,7 +47,7 @@ fn listing(dir: &Path) -> Vec<String> {
 
 #[test]
 fn validator_killed_and_restarted_without_its_store_gets_the_pat_again_and_others_keep_theirs() {
-    let (_d, _gh, mut net) = covered_subnet();
+    let (_gh, mut net) = covered_subnet();
 
     // 1. the container is recreated without its volume: no store at all
     net.nodes[1].kill();
@@ -93,7 +92,7 @@ fn validator_killed_and_restarted_without_its_store_gets_the_pat_again_and_other
 
 #[test]
 fn corrupt_store_is_store_unavailable_never_overwritten_nor_broadcast_to_and_repaired_once_fixed() {
-    let (_d, _gh, mut net) = covered_subnet();
+    let (_gh, mut net) = covered_subnet();
     let store = net.nodes[1].store.clone();
     // a writer died mid-file (not gittensor's atomic writer): the JSON stops in the middle of an entry
     net.nodes[1].kill();
@@ -202,7 +201,7 @@ impl Drop for ReadOnlyStore {
 
 #[test]
 fn read_only_store_rejects_transiently_is_not_spammed_and_recovers_when_writable() {
-    let (_d, _gh, mut net) = covered_subnet();
+    let (_gh, mut net) = covered_subnet();
     let store = net.nodes[1].store.clone();
     let dir = store.parent().unwrap().to_path_buf();
     // restored from a backup without our entry, onto a volume the validator cannot write

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::support::cli::Run;
+use crate::support::cli::{Run, row};
 use crate::support::state;
 use crate::support::subnet::Subnet;
 use patrol::lab::fake_github::{Endpoint, FakeAccount, FakeGithubConfig, Fault, FaultRule, Scope, spawn_fake_github};
@@ -21,17 +19,6 @@ fn accounts() -> FakeGithubConfig {
         .with_account(FakeAccount::new(PAT_A, 4242, "miner"))
         .with_account(FakeAccount::new(PAT_B, 4242, "miner"))
         .with_account(FakeAccount::new(PAT_OTHER, 777, "someone-else"))
-}
-
-fn row(run: &Run, uid: u64) -> Value {
-    let j = run.json();
-    j["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["uid"] == uid)
-        .cloned()
-        .unwrap_or_else(|| panic!("no uid {uid}\n{run}"))
 }
 
 fn reconcile(net: &Subnet, cfg: &str) -> Run {

@@ -17,7 +17,8 @@ use serde_json::Value;
 
 use crate::support::cli::Scratch;
 pub use crate::support::prometheus::{Sample, parse_prometheus, value};
-use crate::support::serve::PatrolProcess;
+use crate::support::python::{DENDRITE_HOTKEY, VALIDATOR_SEED};
+use crate::support::serve::{self, PatrolProcess};
 use crate::support::{dechunk, process, wait_for, wait_until};
 
 /// A `patrol run` process. Its stderr goes to a file in the scratch dir; it is killed on drop.
@@ -235,18 +236,25 @@ impl RefValidator {
     pub fn start(seed: &str, miners: &[(u16, &str)], github: SocketAddr) -> RefValidator {
         let dir = tempfile::Builder::new().prefix("patrol-refval-").tempdir().unwrap();
         let store = dir.path().join("miner_pats.json");
-        let (store_arg, github_arg) = (store.to_string_lossy().into_owned(), format!("http://{github}"));
         let specs: Vec<String> = miners.iter().map(|(uid, hk)| format!("{uid}:{hk}:100")).collect();
-        let mut args = vec!["validator", "serve", "--hotkey-seed", seed, "--listen", "127.0.0.1:0", "--store"];
-        args.extend([store_arg.as_str(), "--github-api-url", &github_arg, "--identity-attempts", "1"]);
-        for spec in &specs {
-            args.extend(["--miner", spec.as_str()]);
-        }
-        let process =
-            PatrolProcess::spawn(&args, &[("HOME", &dir.path().to_string_lossy())], &dir.path().join("stderr.log"));
+        let github = format!("http://{github}");
+        let args = serve::validator_args(seed, "127.0.0.1:0", &store, &github, &specs, &["--identity-attempts", "1"]);
+        let home = dir.path().to_string_lossy().into_owned();
+        let process = PatrolProcess::spawn(&serve::strs(&args), &[("HOME", &home)], &dir.path().join("stderr.log"));
         let (port, hotkey) =
             (process.listen().port(), process.ready["hotkey"].as_str().unwrap_or_default().to_string());
         RefValidator { process, port, hotkey, store, dir }
+    }
+
+    /// The test miner ([`DENDRITE_HOTKEY`], uid 0) registered at a validator with key
+    /// [`VALIDATOR_SEED`], checking PATs against the GitHub at `github`.
+    pub fn for_miner(github: SocketAddr) -> RefValidator {
+        RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], github)
+    }
+
+    /// Its `[[validators.static]]` entry as `uid` with `stake`.
+    pub fn entry(&self, uid: u16, stake: f64) -> String {
+        crate::support::cli::static_validator(uid, &self.hotkey, "127.0.0.1", self.port, stake)
     }
 
     /// The PAT store: `[{uid, hotkey, pat, github_id, …}]`.

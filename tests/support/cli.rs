@@ -172,6 +172,19 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration, args: &[&str]) -> Run {
     }
 }
 
+/// The `results[]` row of `uid` in a `--json` document.
+pub fn row_of(doc: &Value, uid: u64) -> Value {
+    let rows = doc["results"].as_array().unwrap_or_else(|| panic!("no results[] in {doc}"));
+    rows.iter().find(|r| r["uid"] == uid).cloned().unwrap_or_else(|| panic!("no row for uid {uid} in {doc}"))
+}
+
+/// The `results[]` row of `uid` in a `--json` run.
+pub fn row(run: &Run, uid: u64) -> Value {
+    let doc = run.json();
+    assert!(doc["results"].is_array(), "no results[]\n{run}");
+    row_of(&doc, uid)
+}
+
 /// One `[[validators.static]]` entry.
 pub fn static_validator(uid: u16, hotkey: &str, ip: &str, port: u16, stake: f64) -> String {
     format!(

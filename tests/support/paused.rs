@@ -34,24 +34,29 @@ impl Connector for Fixed {
     }
 }
 
-/// Settings for one miner (hotkey seed `0x42` × 32, a PAT) and validators `uids` (hotkeys from
-/// seeds `uid + 100`), state in `dir`, no endpoint, `extra` TOML before the validators.
+/// Settings for one miner (hotkey seed `0x42` × 32, a PAT file) and validators `uids` (hotkeys
+/// from seeds `uid + 100`), state in `dir`, no endpoint, `extra` TOML before the validators.
 pub fn settings(dir: &std::path::Path, uids: &[u16], extra: &str) -> Settings {
-    let hotkey = dir.join("hotkey");
+    let (hotkey, pat) = (dir.join("hotkey"), dir.join("pat"));
     std::fs::write(&hotkey, format!("{{\"secretSeed\":\"0x{}\"}}", "42".repeat(32))).unwrap();
-    let mut text = format!("{extra}\n");
-    for &uid in uids {
-        let hk = Hotkey::from_seed(&[u8::try_from(uid + 100).unwrap(); 32]).ss58().to_string();
-        text.push_str(&crate::support::cli::static_validator(uid, &hk, "127.0.0.1", 9000 + uid, 20_000.0));
-    }
-    let ov = Overrides {
-        pat: Some("ghp_agentInPausedTime00000001".into()),
-        hotkey_file: Some(hotkey.display().to_string()),
-        state_dir: Some(dir.join("state").display().to_string()),
-        listen: Some("off".into()),
-        ..Overrides::default()
-    };
-    Settings::build(None, Some(&text), &ov, |_| None).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    std::fs::write(&pat, "ghp_agentInPausedTime00000001\n").unwrap();
+    std::fs::set_permissions(&pat, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let files = format!(
+        "[wallet]\nhotkey_file = \"{}\"\n[pat]\nfile = \"{}\"\n[agent]\nstate_dir = \"{}\"\nlisten = \"off\"\n",
+        hotkey.display(),
+        pat.display(),
+        dir.join("state").display()
+    );
+    let validators: String = uids
+        .iter()
+        .map(|&uid| {
+            let hk = Hotkey::from_seed(&[u8::try_from(uid + 100).unwrap(); 32]).ss58().to_string();
+            crate::support::cli::static_validator(uid, &hk, "127.0.0.1", 9000 + uid, 20_000.0)
+        })
+        .collect();
+    // the agent's sections first: `extra` may open [reconcile] or [notify]
+    let text = format!("{files}{extra}\n{validators}");
+    Settings::build(None, Some(&text), &Overrides::default(), |_| None).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 /// One message a target was asked to take: when, and its JSON body.

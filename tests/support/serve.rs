@@ -17,6 +17,34 @@ use super::process;
 /// How long a patrol process may take to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The arguments of `patrol validator serve` with key `seed` on `listen`, its PAT store at `store`,
+/// asking the GitHub at `github`, each of `miners` (`uid:hotkey:stake`) registered, then `extra`.
+pub fn validator_args(
+    seed: &str,
+    listen: &str,
+    store: &Path,
+    github: &str,
+    miners: &[String],
+    extra: &[&str],
+) -> Vec<String> {
+    let store = store.to_string_lossy();
+    let mut args: Vec<String> = ["validator", "serve", "--hotkey-seed", seed, "--listen", listen, "--store", &store]
+        .into_iter()
+        .chain(["--github-api-url", github])
+        .map(str::to_string)
+        .collect();
+    for m in miners {
+        args.extend(["--miner".to_string(), m.clone()]);
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// `&str`s of owned arguments.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// A running patrol process.
 pub struct PatrolProcess {
     child: Child,

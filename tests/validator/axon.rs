@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use crate::support::cli::{Scratch, dead_port};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::python::{DENDRITE_HOTKEY, DENDRITE_SEED, PyAxon, VALIDATOR_HOTKEY};
-use crate::support::serve::PatrolProcess;
+use crate::support::serve::{self, PatrolProcess};
 use crate::validator::{VALIDATOR_SEED_HEX, dendrite, github_options, miner_key, start_in_process};
 
 /// Slowloris, idle and silent connections, the connection cap, busy connections, SIGTERM.
@@ -55,30 +55,23 @@ fn nowhere() -> String {
 /// `s`, asking the GitHub at `github`, with `extra` flags, started through `wrapper` (a command
 /// prefix that execs patrol, or nothing).
 fn serve(s: &Scratch, name: &str, miners: &[&Hotkey], github: &str, extra: &[&str], wrapper: &[&str]) -> PatrolProcess {
-    let store = s.path(&format!("{name}-store.json"));
-    let store = store.to_str().expect("utf-8 temp path").to_string();
     let specs: Vec<String> = miners.iter().enumerate().map(|(i, k)| format!("{}:{}:1.0", i + 1, k.ss58())).collect();
-    let mut args: Vec<&str> = vec![
-        "validator",
-        "serve",
-        "--hotkey-seed",
+    let common = ["--github-timeout", "30s", "--identity-attempts", "1"];
+    let store = s.path(&format!("{name}-store.json"));
+    let args = serve::validator_args(
         VALIDATOR_SEED_HEX,
-        "--listen",
         "127.0.0.1:0",
-        "--store",
         &store,
-        "--github-api-url",
         github,
-        "--github-timeout",
-        "30s",
-        "--identity-attempts",
-        "1",
-    ];
-    for spec in &specs {
-        args.extend(["--miner", spec.as_str()]);
-    }
-    args.extend_from_slice(extra);
-    PatrolProcess::spawn_wrapped(wrapper, &args, &[("RUST_LOG", "patrol=debug")], &s.path(&format!("{name}.log")))
+        &specs,
+        &[&common[..], extra].concat(),
+    );
+    PatrolProcess::spawn_wrapped(
+        wrapper,
+        &serve::strs(&args),
+        &[("RUST_LOG", "patrol=debug")],
+        &s.path(&format!("{name}.log")),
+    )
 }
 
 fn target_of(p: &PatrolProcess) -> Target {

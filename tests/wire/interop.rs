@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::cli::{Scratch, dead_port, static_validator};
+use crate::support::cli::{Scratch, dead_port, row_of as row, static_validator};
 use crate::support::python::{self, BLACKLISTED_SEED, DENDRITE_SEED, PyAxon, VALIDATOR_HOTKEY};
 use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
 use patrol::wallet::Hotkey;
@@ -24,16 +24,6 @@ fn seed(hex: &str) -> [u8; 32] {
 
 fn config(validators: &str, extra: &str) -> String {
     format!("[wallet]\nhotkey_file = \"hotkey\"\n[agent]\nstate_dir = \"state\"\n{extra}\n{validators}")
-}
-
-fn row(j: &Value, uid: u64) -> Value {
-    j["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["uid"] == uid)
-        .cloned()
-        .unwrap_or_else(|| panic!("no uid {uid} in {j}"))
 }
 
 #[test]
