@@ -44,8 +44,7 @@ fn read(net: &Subnet, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timer_runs_are_ready_count_on_and_carry_the_pat_preflight() {
     let (gh, _github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(2, gh);
-    net.scratch.pat("pat", PAT_A);
+    let mut net = Subnet::with_pat(2, gh, PAT_A);
     net.config("c.toml", &[0, 1], gh, "");
 
     reconcile(&net, &[]).expect_code(0);
@@ -107,8 +106,7 @@ fn a_run_that_cannot_pass_still_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_file_never_replaces_what_patrol_reads_or_owns() {
     let (gh, _github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(1, gh);
-    net.scratch.pat("pat", PAT_A);
+    let net = Subnet::with_pat(1, gh, PAT_A);
     net.config("c.toml", &[0], gh, "");
     net.scratch.run(&["reconcile", "--config", "c.toml"]).expect_code(0);
     let state = std::fs::read_dir(net.scratch.path("state"))
@@ -162,8 +160,7 @@ async fn the_metrics_file_never_replaces_what_patrol_reads_or_owns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_that_cannot_save_keeps_its_result() {
     let (gh, _github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(2, gh);
-    net.scratch.pat("pat", PAT_A);
+    let net = Subnet::with_pat(2, gh, PAT_A);
     let full = net.scratch.path("full");
     std::fs::create_dir_all(&full).unwrap();
     net.config("c.toml", &[0, 1], gh, "");

@@ -107,6 +107,13 @@ impl Subnet {
         Subnet::start_with(n, github, &[])
     }
 
+    /// [`start`](Self::start), and the miner's PAT file (`pat` in the scratch dir) holding `pat`.
+    pub fn with_pat(n: u16, github: SocketAddr, pat: &str) -> Subnet {
+        let mut net = Subnet::start(n, github);
+        net.scratch.pat("pat", pat);
+        net
+    }
+
     /// [`start`](Self::start) with more `validator serve` flags for every node.
     pub fn start_with(n: u16, github: SocketAddr, extra_args: &[&str]) -> Subnet {
         let scratch = Scratch::new();
