@@ -46,8 +46,8 @@ fn agent_config(github: &str, validators: &str, listen: &str) -> String {
     )
 }
 
-/// Where in the agent's life a kill is aimed: a log line to wait for (none: from the spawn), then a
-/// seeded random delay in `0..max_ms`.
+/// Where in the agent's life a kill is aimed: what to wait for after the spawn, then a seeded random
+/// delay in `0..max_ms`.
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     /// Reading the config, the hotkey, the state.
@@ -65,29 +65,56 @@ enum Phase {
 impl Phase {
     const ALL: [Phase; 5] = [Phase::StartUp, Phase::FirstPass, Phase::Broadcast, Phase::StateWrite, Phase::LaterRound];
 
-    /// (log line to wait for, random delay bound in ms after it).
-    fn aim(self) -> (Option<&'static str>, u64) {
+    /// (what to wait for, random delay bound in ms after it).
+    fn aim(self) -> (Trigger, u64) {
         match self {
-            Phase::StartUp => (None, 400),
-            Phase::FirstPass => (Some("patrol agent starting"), 800),
-            Phase::Broadcast => (Some("PAT preflight passed"), 40),
+            Phase::StartUp => (Trigger::Spawn, 400),
+            Phase::FirstPass => (Trigger::Line("patrol agent starting"), 800),
+            Phase::Broadcast => (Trigger::Checkpoint, 40),
             // `coverage N/M` is logged as a pass's results are absorbed, right before the save
-            Phase::StateWrite => (Some("coverage "), 3),
-            Phase::LaterRound => (Some("first pass done"), 2_500),
+            Phase::StateWrite => (Trigger::Line("coverage "), 3),
+            Phase::LaterRound => (Trigger::Line("first pass done"), 2_500),
         }
     }
 }
 
-/// Wait (polling every 2 ms, at most 15 s) until `log` contains `needle`; whether it did.
-fn wait_for_line(log: &Path, needle: &str) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while std::time::Instant::now() < deadline {
-        if std::fs::read_to_string(log).is_ok_and(|t| t.contains(needle)) {
-            return true;
+/// What a kill waits for after the spawn.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    Spawn,
+    /// A line in the agent's log.
+    Line(&'static str),
+    /// The agent's first write of the state file: with a broadcast to make in its first pass, the
+    /// checkpoint written right before the PAT leaves (with or without a preflight of its own).
+    Checkpoint,
+}
+
+impl Trigger {
+    /// Wait (polling every 2 ms, at most 15 s) for it: the log at `log`, the state file at `state`
+    /// (`before`: its bytes before the spawn); whether it came.
+    fn wait(self, log: &Path, state: &Path, before: &Option<Vec<u8>>) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            let came = match self {
+                Trigger::Spawn => true,
+                Trigger::Line(needle) => std::fs::read_to_string(log).is_ok_and(|t| t.contains(needle)),
+                Trigger::Checkpoint => std::fs::read(state).ok() != *before,
+            };
+            if came {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
-        std::thread::sleep(Duration::from_millis(2));
+        false
     }
-    false
+
+    fn describe(self) -> &'static str {
+        match self {
+            Trigger::Spawn => "the spawn",
+            Trigger::Line(needle) => needle,
+            Trigger::Checkpoint => "the first state write (the checkpoint)",
+        }
+    }
 }
 
 /// The newest `agent-<n>.log` in `dir` (the harness numbers them from a process-wide counter).
@@ -184,12 +211,14 @@ fn sigkill_of_patrol_run_at_random_points_keeps_the_state_valid_and_the_next_sta
             net.nodes[i].start();
             wipes += 1;
         }
-        let (line, max_ms) = phase.aim();
+        let (trigger, max_ms) = phase.aim();
         let delay = rng.gen_range(0..max_ms);
+        let state_file = state_dir.join(&state_name);
+        let before = std::fs::read(&state_file).ok();
         let mut agent = Agent::start(&net.scratch, &["--config", "agent.toml"], &[], None, &[PAT]);
         let log = newest_agent_log(net.scratch.dir.path());
-        // a line that never comes (e.g. no broadcast was needed after all) just means "kill now"
-        let seen_line = line.is_none_or(|l| wait_for_line(&log, l));
+        // what never comes (e.g. no broadcast was needed after all) just means "kill now"
+        let seen_line = trigger.wait(&log, &state_file, &before);
         std::thread::sleep(Duration::from_millis(delay));
         let pid = agent.pid();
         agent.signal(libc::SIGKILL);
@@ -244,8 +273,8 @@ fn sigkill_of_patrol_run_at_random_points_keeps_the_state_valid_and_the_next_sta
         }
         eprintln!(
             "kill {k}: {phase:?}, {delay} ms after {}{}; state file {}, {} temp file(s)",
-            line.unwrap_or("the spawn"),
-            if seen_line { "" } else { " (line never seen)" },
+            trigger.describe(),
+            if seen_line { "" } else { " (never seen)" },
             if last.is_some() { "present" } else { "not yet written" },
             seen.temps.len()
         );

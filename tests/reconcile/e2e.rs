@@ -104,7 +104,7 @@ async fn a_down_validator_is_partial_and_retried_only_after_its_backoff() {
 
     // after the backoff (5–10 s for the first failure; the state's times moved back instead of
     // waiting) it is checked and repaired
-    state::make_due(&state::path(&net.scratch, "state"), 13, 10, 10);
+    state::make_due(&state::path(&net.scratch, "state"), 13, 10, 12);
     let run = reconcile(&net, "c.toml");
     run.expect_code(0);
     assert_eq!(row(&run, 13)["action"], "broadcast", "{run}");
