@@ -285,7 +285,7 @@ impl Miner {
             let reason = self.state.validators.get(&uid).and_then(|h| h.reason.clone()).unwrap_or_default();
             let addr = v.validator.addr();
             // e.g. a clock behind the validators' (401 "Nonce is too old"): say what to fix
-            let hint = v.checked.as_ref().and_then(|c| crate::observe::hint(&c.outcome)).unwrap_or_default();
+            let hint = v.checked.as_ref().and_then(|c| c.hint.clone()).unwrap_or_default();
             let before = self.logged.categories.insert(uid, now);
             match before {
                 None if now.is_covered() => {

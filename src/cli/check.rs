@@ -3,8 +3,8 @@
 use crate::cli::common;
 use crate::cli::{CheckArgs, Exit};
 use crate::config::Settings;
-use crate::coverage::Verdict;
 use crate::fanout;
+use crate::observe::CheckReading;
 use crate::reconcile::budget;
 use crate::reconcile::state::StateFile;
 use crate::report::{self, CheckReport, CheckRow};
@@ -25,40 +25,14 @@ pub async fn run(settings: &Settings, args: &CheckArgs) -> anyhow::Result<Exit> 
         settings.reconcile.concurrency,
     )
     .await;
-    let rows: Vec<CheckRow> = validators.iter().zip(&replies).map(|(v, r)| CheckRow::new(v, r)).collect();
+    let rows: Vec<CheckRow> =
+        validators.iter().zip(&replies).map(|(v, r)| CheckRow::new(v, &CheckReading::of(r))).collect();
     // What these checks cost on the PAT goes into the GitHub budget the agent and `reconcile` keep.
     let calls = rows.iter().map(|r| budget::check_cost(r.category)).fold(0u32, u32::saturating_add);
     let file = StateFile::new(&settings.agent.state_dir, caller.hotkey.ss58(), settings.chain.netuid);
     common::note_spent(&file, calls);
     let rep = CheckReport::new(caller.hotkey.ss58(), rows, el.selection.skipped.clone(), el.source.clone());
-    let summary = rep.summary();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
-    } else {
-        print!("{}", report::check_table(&rep));
-    }
-    eprintln!(
-        "{}/{} covered ({:.1}% of stake); valid {}, no_pat {}, invalid_pat {}, inconclusive {}, store_unavailable {}, no_response {}, rejected {}",
-        summary.covered,
-        summary.total,
-        summary.stake_weighted_coverage * 100.0,
-        rep.valid,
-        rep.no_pat,
-        rep.invalid_pat,
-        rep.inconclusive,
-        rep.store_unavailable,
-        rep.no_response,
-        rep.rejected
-    );
-    Ok(verdict_exit(summary.verdict()))
-}
-
-/// Coverage verdict → exit code.
-pub fn verdict_exit(v: Verdict) -> Exit {
-    match v {
-        Verdict::Covered => Exit::Covered,
-        Verdict::Partial => Exit::Partial,
-        Verdict::NoneCovered => Exit::NoneCovered,
-        Verdict::Undetermined => Exit::Undetermined,
-    }
+    print!("{}", report::stdout(&rep, args.json, report::check_table)?);
+    eprintln!("{}", rep.summary_line());
+    Ok(Exit::from(rep.summary().verdict()))
 }

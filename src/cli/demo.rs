@@ -145,12 +145,8 @@ fn counts<'a>(cats: impl Iterator<Item = &'a Category>) -> BTreeMap<&'static str
 }
 
 fn summarize(out: &PassOutcome) -> (BTreeMap<&'static str, usize>, Vec<u16>, BTreeMap<&'static str, usize>) {
-    let seen: Vec<Category> = out
-        .validators
-        .iter()
-        .filter_map(|v| v.checked.as_ref())
-        .map(|r| crate::observe::classify(&r.outcome))
-        .collect();
+    let seen: Vec<Category> =
+        out.validators.iter().filter_map(|v| v.checked.as_ref()).map(|r| r.obs.category).collect();
     let checked = counts(seen.iter());
     let sent = out.validators.iter().filter(|v| v.attempts > 0).map(|v| v.validator.uid).collect();
     let finals: Vec<Category> =
@@ -166,7 +162,7 @@ fn print_pass(n: usize, out: &PassOutcome) {
     let (checked, sent, finals) = summarize(out);
     println!("pass {n}: checked {} validators ({})", out.validators.len(), fmt_counts(&checked));
     for v in &out.validators {
-        let before = v.checked.as_ref().map_or("-", |r| crate::observe::classify(&r.outcome).as_str());
+        let before = v.checked.as_ref().map_or("-", |r| r.obs.category.as_str());
         let after = v.final_category.map_or("-", Category::as_str);
         let action = if v.attempts > 0 { "broadcast → accepted" } else { "nothing to do" };
         println!("  uid {:>2}  {:<21} {:<10} {:<22} now {after}", v.validator.uid, v.validator.addr(), before, action);

@@ -8,6 +8,8 @@
 
 use std::process::ExitCode;
 
+use crate::coverage::Verdict;
+
 /// The process exit status patrol uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Exit {
@@ -33,6 +35,18 @@ impl Exit {
             Exit::Config => "config_error",
             Exit::Undetermined => "undetermined",
             _ => "cli_error",
+        }
+    }
+}
+
+/// The coverage verdict as `check`, `post` and `reconcile` exit with it.
+impl From<Verdict> for Exit {
+    fn from(v: Verdict) -> Exit {
+        match v {
+            Verdict::Covered => Exit::Covered,
+            Verdict::Partial => Exit::Partial,
+            Verdict::NoneCovered => Exit::NoneCovered,
+            Verdict::Undetermined => Exit::Undetermined,
         }
     }
 }

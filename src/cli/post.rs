@@ -14,11 +14,12 @@ use crate::cli::{Coded, Exit, PostArgs};
 use crate::config::Settings;
 use crate::fanout;
 use crate::github::{GithubClient, GithubOptions, PreflightOutcome};
+use crate::observe::BroadcastReading;
 use crate::reconcile::budget;
 use crate::reconcile::core::{self, BroadcastObs, Desired, Policy, Preflight};
 use crate::reconcile::state::StateFile;
 use crate::reconcile::transport::{Clock, SystemClock};
-use crate::report::{self, PostOutcome, PostReport, PostRow};
+use crate::report::{self, PostReport, PostRow};
 use crate::secret::Pat;
 use crate::validators::Validator;
 use crate::wire::{BroadcastFields, CallOutcome, Dendrite, NoResponseKind, Reply};
@@ -63,20 +64,17 @@ async fn broadcast_with_retries(
         if retryable(&r) { Err(r) } else { Ok(r) }
     })
     .retry(backoff)
-    .notify(|r, wait| tracing::info!(uid = v.uid, addr = %v.addr(), ?wait, outcome = ?outcome_label(r), "no answer; retrying broadcast"))
+    .notify(|r, wait| {
+        // a retryable reply is always a failure (silence, a 408/429/5xx, no `accepted`)
+        if let BroadcastObs::Failed { status, detail } = BroadcastObs::of(r) {
+            tracing::info!(uid = v.uid, addr = %v.addr(), ?wait, ?status, %detail, "no answer; retrying broadcast")
+        }
+    })
     .await;
     let reply = match result {
         Ok(r) | Err(r) => r,
     };
     (reply, attempts.load(std::sync::atomic::Ordering::SeqCst))
-}
-
-fn outcome_label(r: &Reply<BroadcastFields>) -> String {
-    match &r.outcome {
-        CallOutcome::NoResponse { kind, .. } => kind.as_str().to_string(),
-        CallOutcome::Rejected { status, .. } => format!("http {status}"),
-        CallOutcome::Answered(_) => "answer without `accepted`".into(),
-    }
 }
 
 /// Run the command.
@@ -118,17 +116,16 @@ pub async fn run(settings: &Settings, args: &PostArgs) -> anyhow::Result<Exit> {
         broadcast_with_retries(d.clone(), v, pat.clone(), timeout, retries)
     })
     .await;
-    let rows: Vec<PostRow> = el
-        .selection
-        .eligible
-        .iter()
-        .zip(results)
-        .map(|(v, r)| match r {
-            Some((reply, attempts)) => PostRow::new(v, &reply, attempts),
-            None => PostRow::new(v, &Reply::no_response(NoResponseKind::Disconnected, "internal error"), 0),
+    let read: Vec<(BroadcastReading, u32)> = results
+        .into_iter()
+        .map(|r| match r {
+            Some((reply, attempts)) => (BroadcastReading::of(&reply), attempts),
+            None => (BroadcastReading::of(&Reply::no_response(NoResponseKind::Disconnected, "internal error")), 0),
         })
         .collect();
-    record(settings, caller.hotkey.ss58(), &loaded.pat, &el.selection.eligible, &rows);
+    record(settings, caller.hotkey.ss58(), &loaded.pat, &el.selection.eligible, &read);
+    let rows: Vec<PostRow> =
+        el.selection.eligible.iter().zip(&read).map(|(v, (r, attempts))| PostRow::new(v, r, *attempts)).collect();
     let rep = PostReport::new(
         caller.hotkey.ss58(),
         Some(login),
@@ -137,38 +134,18 @@ pub async fn run(settings: &Settings, args: &PostArgs) -> anyhow::Result<Exit> {
         el.selection.skipped.clone(),
         el.source.clone(),
     );
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
-    } else {
-        print!("{}", report::post_table(&rep));
-    }
-    eprintln!(
-        "{}/{} accepted ({:.1}% of stake); rejected {}, no_response {}",
-        rep.accepted,
-        rep.total_validators,
-        rep.stake_weighted_coverage * 100.0,
-        rep.rejected,
-        rep.no_response
-    );
-    let answered = rep.results.iter().any(|r| r.outcome != PostOutcome::NoResponse);
-    Ok(if rep.coverage_complete {
-        Exit::Covered
-    } else if rep.accepted > 0 {
-        Exit::Partial
-    } else if answered {
-        Exit::NoneCovered
-    } else {
-        Exit::Undetermined
-    })
+    print!("{}", report::stdout(&rep, args.json, report::post_table)?);
+    eprintln!("{}", rep.summary_line());
+    Ok(Exit::from(rep.summary().verdict()))
 }
 
 /// Remember which validators accepted this PAT (and which refused it for good), so `reconcile`
 /// neither re-sends it needlessly nor retries a locked identity. Best effort: a busy or unwritable
 /// state dir only costs a warning.
-fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], rows: &[PostRow]) {
+fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], results: &[(BroadcastReading, u32)]) {
     let file = StateFile::new(&settings.agent.state_dir, hotkey, settings.chain.netuid);
     // the preflight and every broadcast sent count against the GitHub budget the agent keeps
-    let attempts: u32 = rows.iter().map(|r| r.attempts).sum();
+    let attempts: u32 = results.iter().map(|(_, n)| n).sum();
     let calls = budget::CALLS_PER_PREFLIGHT.saturating_add(attempts.saturating_mul(budget::CALLS_PER_BROADCAST));
     let _lock = match file.try_lock() {
         Ok(l) => l,
@@ -187,21 +164,14 @@ fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], 
     state.fingerprint = Some(fp.clone());
     let d =
         Desired { fingerprint: fp, adopt_fingerprint: state.first_fingerprint.clone(), preflight: Preflight::Valid };
-    for (v, row) in eligible.iter().zip(rows) {
+    for (v, (read, _)) in eligible.iter().zip(results) {
         let h = state.validators.entry(v.uid).or_insert_with(|| core::History::new(&v.hotkey));
         if h.hotkey != v.hotkey {
             *h = core::History::new(&v.hotkey);
         }
         let sent = core::broadcast_sent(h, now, &d.fingerprint);
-        let obs = match row.outcome {
-            PostOutcome::Accepted => BroadcastObs::Accepted,
-            PostOutcome::Rejected => BroadcastObs::refused(row.rejection_reason.clone()),
-            PostOutcome::NoResponse => {
-                BroadcastObs::Failed { status: row.status_code, detail: row.detail.clone().unwrap_or_default() }
-            }
-        };
-        let (_, mut h2) = core::after_broadcast(&p, &d, &sent, &obs, now, rand::random::<f64>());
-        if obs == BroadcastObs::Accepted {
+        let (_, mut h2) = core::after_broadcast(&p, &d, &sent, &read.obs, now, rand::random::<f64>());
+        if read.obs == BroadcastObs::Accepted {
             // accepted just now: covered until the next check says otherwise
             h2.category = Some(crate::observe::Category::Valid);
             h2.next_check_at = now + p.interval;

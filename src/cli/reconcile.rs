@@ -22,7 +22,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::chain::ChainError;
-use crate::cli::check::verdict_exit;
 use crate::cli::post::github_client;
 use crate::cli::{Exit, ReconcileArgs, common, exit, outputs};
 use crate::config::Settings;
@@ -148,7 +147,7 @@ async fn reconcile(
     let failure = saved.err().or(written.err());
     print_report(settings, args, &rep, failure.as_ref())?;
     match failure {
-        None => Ok(verdict_exit(rep.check.summary().verdict())),
+        None => Ok(Exit::from(rep.check.summary().verdict())),
         Some(e) => {
             let (code, _) = exit::classify(&e);
             eprintln!("patrol: {}", exit::render(e.as_ref()));

@@ -22,6 +22,8 @@
 
 pub mod reason;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 pub use self::reason::Persistence;
@@ -100,9 +102,9 @@ pub enum GittCategory {
 }
 
 impl GittCategory {
-    /// gitt's top-down rule (`helpers.py`); anything that is not an answer is `no_response`.
-    pub fn of(outcome: &CallOutcome<CheckFields>) -> GittCategory {
-        let CallOutcome::Answered(f) = outcome else { return GittCategory::NoResponse };
+    /// gitt's top-down rule (`helpers.py`) on an answer's fields; no answer is `no_response`.
+    pub fn of(answer: Option<&CheckFields>) -> GittCategory {
+        let Some(f) = answer else { return GittCategory::NoResponse };
         match (f.has_pat, f.pat_valid) {
             (_, Some(true)) => GittCategory::Valid,
             (Some(false), _) => GittCategory::NoPat,
@@ -166,14 +168,18 @@ pub struct CheckObs {
 impl CheckObs {
     /// The observation of a check reply.
     pub fn of(reply: &Reply<CheckFields>) -> CheckObs {
-        let category = classify(&reply.outcome);
-        let (reason, status) = match &reply.outcome {
-            CallOutcome::Answered(f) => (f.rejection_reason.clone(), Some(200)),
-            CallOutcome::Rejected { status, message } => (Some(message.clone()), Some(*status)),
-            CallOutcome::NoResponse { kind, detail } => (Some(format!("{}: {detail}", kind.as_str())), None),
+        let o = &reply.outcome;
+        let reason = match o.answer() {
+            Some(f) => f.rejection_reason.clone(),
+            None => o.detail(),
         };
-        let silence = ProbeObs::silence_of(&reply.outcome);
-        CheckObs { category, reason, status, axon_uuid: reply.axon_uuid.clone(), silence }
+        CheckObs {
+            category: classify(o),
+            reason,
+            status: o.http_status(),
+            axon_uuid: reply.axon_uuid.clone(),
+            silence: ProbeObs::silence_of(o),
+        }
     }
 
     /// The observation of an answered check (HTTP 200 with these fields).
@@ -259,15 +265,10 @@ impl BroadcastObs {
         match &reply.outcome {
             CallOutcome::Answered(f) if f.accepted == Some(true) => BroadcastObs::Accepted,
             CallOutcome::Answered(f) if f.accepted == Some(false) => BroadcastObs::refused(f.rejection_reason.clone()),
-            CallOutcome::Answered(_) => {
-                BroadcastObs::Failed { status: Some(200), detail: "answer without `accepted`".into() }
-            }
-            CallOutcome::Rejected { status, message } => {
-                BroadcastObs::Failed { status: Some(*status), detail: message.clone() }
-            }
-            CallOutcome::NoResponse { kind, detail } => {
-                BroadcastObs::Failed { status: None, detail: format!("{}: {detail}", kind.as_str()) }
-            }
+            o => BroadcastObs::Failed {
+                status: o.http_status(),
+                detail: o.detail().unwrap_or_else(|| "answer without `accepted`".into()),
+            },
         }
     }
 
@@ -346,6 +347,63 @@ impl ProbeObs {
     }
 }
 
+/// One check or broadcast answer, read once: the observation patrol acts on (`obs`: [`CheckObs`],
+/// [`BroadcastObs`]) and what a report row or a log line shows of it. The reconcile pass hands this
+/// on, never the wire reply, so nothing after this module reads an answer again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading<O, F> {
+    pub obs: O,
+    /// The answer's fields as the validator sent them (gitt prints them as they are); `None`
+    /// without an answer.
+    pub answer: Option<F>,
+    /// [`CallOutcome::status_code`]: as the Python dendrite reports it.
+    pub status_code: u16,
+    /// [`CallOutcome::detail`]: the rejection message or why nothing came back.
+    pub detail: Option<String>,
+    /// What to do about a rejection caused on this side ([`hint`]).
+    pub hint: Option<String>,
+    pub latency: Duration,
+}
+
+/// A check answer, read.
+pub type CheckReading = Reading<CheckObs, CheckFields>;
+
+/// A broadcast answer, read.
+pub type BroadcastReading = Reading<BroadcastObs, BroadcastFields>;
+
+impl<O, F: Clone> Reading<O, F> {
+    fn new(obs: O, reply: &Reply<F>) -> Reading<O, F> {
+        let o = &reply.outcome;
+        Reading {
+            obs,
+            answer: o.answer().cloned(),
+            status_code: o.status_code(),
+            detail: o.detail(),
+            hint: hint(o),
+            latency: reply.latency,
+        }
+    }
+}
+
+impl CheckReading {
+    /// Read a check reply.
+    pub fn of(reply: &Reply<CheckFields>) -> CheckReading {
+        Reading::new(CheckObs::of(reply), reply)
+    }
+
+    /// What `gitt miner check` would call it.
+    pub fn gitt_category(&self) -> GittCategory {
+        GittCategory::of(self.answer.as_ref())
+    }
+}
+
+impl BroadcastReading {
+    /// Read a broadcast reply.
+    pub fn of(reply: &Reply<BroadcastFields>) -> BroadcastReading {
+        Reading::new(BroadcastObs::of(reply), reply)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -374,12 +432,12 @@ mod tests {
             rejection_reason: Some("PAT test query failed: GitHub GraphQL API returned 502".into()),
         };
         assert_eq!(classify_fields(&bug), Category::Inconclusive, "upstream's transient test-query failure");
-        assert_eq!(GittCategory::of(&CallOutcome::Answered(bug)), GittCategory::InvalidPat);
+        assert_eq!(GittCategory::of(Some(&bug)), GittCategory::InvalidPat);
         let unavailable = CheckFields { has_pat: Some(false), pat_valid: None, rejection_reason: None };
-        assert_eq!(GittCategory::of(&CallOutcome::Answered(unavailable)), GittCategory::NoPat);
+        assert_eq!(GittCategory::of(Some(&unavailable)), GittCategory::NoPat);
         let r: CallOutcome<CheckFields> = CallOutcome::Rejected { status: 403, message: "x".into() };
         assert_eq!(classify(&r), Category::Rejected);
-        assert_eq!(GittCategory::of(&r), GittCategory::NoResponse);
+        assert_eq!(GittCategory::of(r.answer()), GittCategory::NoResponse);
         let n: CallOutcome<CheckFields> =
             CallOutcome::NoResponse { kind: NoResponseKind::Timeout, detail: String::new() };
         assert_eq!(classify(&n), Category::NoResponse);
@@ -417,6 +475,32 @@ mod tests {
         assert_eq!(BroadcastObs::of(&http).outcome(), BroadcastOutcome::RejectedHttp);
         let silent = reply(CallOutcome::Answered(BroadcastFields { accepted: None, rejection_reason: None }));
         assert_eq!(BroadcastObs::of(&silent).outcome(), BroadcastOutcome::NoResponse);
+    }
+
+    #[test]
+    fn a_reading_keeps_what_a_row_shows() {
+        let nonce = "Not Verified with error: Nonce is too old: acceptable delta is 19.00 seconds but request was 60.00 seconds old";
+        let r = CheckReading::of(&reply(CallOutcome::<CheckFields>::Rejected { status: 401, message: nonce.into() }));
+        assert_eq!(
+            (r.obs.category, r.gitt_category(), r.status_code),
+            (Category::Rejected, GittCategory::NoResponse, 401)
+        );
+        assert_eq!((r.answer.as_ref(), r.detail.as_deref()), (None, Some(nonce)));
+        assert!(r.hint.as_deref().is_some_and(|h| h.contains("NTP")), "{:?}", r.hint);
+        let store = CheckFields { has_pat: Some(false), pat_valid: None, rejection_reason: None };
+        let r = CheckReading::of(&reply(CallOutcome::Answered(store.clone())));
+        assert_eq!((r.obs.category, r.gitt_category()), (Category::StoreUnavailable, GittCategory::NoPat));
+        assert_eq!((r.answer, r.status_code, r.detail, r.hint), (Some(store), 200, None, None));
+        let silent = Reply {
+            latency: Duration::from_millis(12),
+            ..reply(CallOutcome::<BroadcastFields>::NoResponse { kind: NoResponseKind::Timeout, detail: "slow".into() })
+        };
+        let r = BroadcastReading::of(&silent);
+        assert_eq!(r.obs, BroadcastObs::Failed { status: None, detail: "timeout: slow".into() });
+        assert_eq!(
+            (r.status_code, r.detail.as_deref(), r.latency),
+            (408, Some("timeout: slow"), Duration::from_millis(12))
+        );
     }
 
     #[test]

@@ -142,8 +142,8 @@ impl std::fmt::Display for ActionTaken {
 #[derive(Debug, Clone)]
 pub struct ValidatorOutcome {
     pub validator: Validator,
-    /// The first check's reply this pass (`None`: not contacted for a check).
-    pub checked: Option<Reply<CheckFields>>,
+    /// What the first check this pass said, read (`None`: not contacted for a check).
+    pub checked: Option<crate::observe::CheckReading>,
     pub action: ActionTaken,
     /// Why (for recheck / give-up / backoff / budget).
     pub why: Option<String>,
@@ -852,7 +852,7 @@ impl<'a> Pass<'a> {
         };
         ValidatorOutcome {
             validator: v.clone(),
-            checked: self.checked.get(&v.uid).cloned(),
+            checked: self.checked.get(&v.uid).map(crate::observe::CheckReading::of),
             action,
             why,
             attempts,

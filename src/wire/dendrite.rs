@@ -74,6 +74,45 @@ pub enum CallOutcome<F> {
     NoResponse { kind: NoResponseKind, detail: String },
 }
 
+impl<F> CallOutcome<F> {
+    /// The HTTP status of the answer: 200, or the error status of a rejection; `None` when no
+    /// HTTP answer came.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            CallOutcome::Answered(_) => Some(200),
+            CallOutcome::Rejected { status, .. } => Some(*status),
+            CallOutcome::NoResponse { .. } => None,
+        }
+    }
+
+    /// The status as the Python dendrite reports it (`dendrite.status_code`, in gitt's JSON): the
+    /// HTTP status, or [`NoResponseKind::python_status`] without an answer.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            CallOutcome::NoResponse { kind, .. } => kind.python_status(),
+            _ => self.http_status().unwrap_or_default(),
+        }
+    }
+
+    /// What kept it from being an answer, on one line: the rejection's message, or how it failed
+    /// (`timeout: no answer within 12s`); `None` for an answer.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            CallOutcome::Answered(_) => None,
+            CallOutcome::Rejected { message, .. } => Some(message.clone()),
+            CallOutcome::NoResponse { kind, detail } => Some(format!("{}: {detail}", kind.as_str())),
+        }
+    }
+
+    /// The answer's fields, if it was one.
+    pub fn answer(&self) -> Option<&F> {
+        match self {
+            CallOutcome::Answered(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
 /// An outcome plus how long it took.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply<F> {

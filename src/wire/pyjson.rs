@@ -45,7 +45,9 @@ fn write_value(out: &mut String, v: &Value) {
     }
 }
 
-fn write_str(out: &mut String, s: &str) {
+/// A JSON string as Python's `json.dumps` writes it (`ensure_ascii`: everything outside space..tilde
+/// escaped, non-BMP characters as surrogate pairs); the lab's store file writes its strings so too.
+pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

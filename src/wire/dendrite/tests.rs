@@ -50,3 +50,28 @@ fn pat_only_in_broadcast_body() {
     assert!(b.headers.iter().all(|(_, v)| !v.contains("supersecret")));
     assert!(!format!("{b:?}").contains("supersecret"));
 }
+
+#[test]
+fn an_outcome_knows_its_status_and_detail() {
+    let answered: CallOutcome<()> = CallOutcome::Answered(());
+    assert_eq!((answered.http_status(), answered.status_code(), answered.detail()), (Some(200), 200, None));
+    assert_eq!(answered.answer(), Some(&()));
+    let rejected: CallOutcome<()> = CallOutcome::Rejected { status: 401, message: "Missing Nonce".into() };
+    assert_eq!(
+        (rejected.http_status(), rejected.status_code(), rejected.detail().as_deref()),
+        (Some(401), 401, Some("Missing Nonce"))
+    );
+    assert_eq!(rejected.answer(), None);
+    for (kind, code) in [
+        (NoResponseKind::Timeout, 408),
+        (NoResponseKind::Connect, 503),
+        (NoResponseKind::Disconnected, 503),
+        (NoResponseKind::Malformed, 422),
+        (NoResponseKind::TooLarge, 422),
+    ] {
+        let silent: CallOutcome<()> = CallOutcome::NoResponse { kind, detail: "why".into() };
+        assert_eq!(silent.http_status(), None);
+        assert_eq!(silent.status_code(), code, "{kind:?}");
+        assert_eq!(silent.detail(), Some(format!("{}: why", kind.as_str())));
+    }
+}

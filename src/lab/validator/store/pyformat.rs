@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::wire::pyjson::write_str;
+
 /// `datetime.now(timezone.utc).isoformat()`: microseconds unless zero, `+00:00`.
 pub fn python_isoformat_now() -> String {
     python_isoformat(time::OffsetDateTime::now_utc())
@@ -55,7 +57,7 @@ pub(super) fn write_indented(out: &mut String, v: &Value, depth: usize) {
                     out.push(',');
                 }
                 pad(out, depth + 1);
-                write_ascii_str(out, k);
+                write_str(out, k);
                 out.push_str(": ");
                 write_indented(out, x, depth + 1);
             }
@@ -64,32 +66,9 @@ pub(super) fn write_indented(out: &mut String, v: &Value, depth: usize) {
         }
         Value::Array(_) => out.push_str("[]"),
         Value::Object(_) => out.push_str("{}"),
-        Value::String(s) => write_ascii_str(out, s),
+        Value::String(s) => write_str(out, s),
         other => {
             let _ = write!(out, "{other}");
         }
     }
-}
-
-fn write_ascii_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            c => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
-        }
-    }
-    out.push('"');
 }
