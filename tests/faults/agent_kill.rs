@@ -174,8 +174,8 @@ fn inspect(dir: &Path, state_name: &str) -> Seen {
 /// Two fake GitHubs: the agent's, and a slow one for some validators, every call delayed by
 /// `delay_ms`.
 fn fake_githubs(delay_ms: u64) -> (FakeGithubProcess, FakeGithubProcess) {
-    let gh = FakeGithubProcess::start(&accounts());
-    let slow = FakeGithubProcess::start(&accounts());
+    let gh = FakeGithubProcess::new(&accounts());
+    let slow = FakeGithubProcess::new(&accounts());
     slow.add_fault(json!({"scope": "both", "fault": {"kind": "delay", "ms": delay_ms}}));
     (gh, slow)
 }

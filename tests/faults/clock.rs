@@ -23,7 +23,7 @@ fn assert_clock_hint(r: &Value, what: &str) {
 
 #[test]
 fn a_validator_clock_beyond_the_nonce_window_gets_a_clock_hint_and_no_blind_broadcast() {
-    let gh = FakeGithubProcess::start(&accounts());
+    let gh = FakeGithubProcess::new(&accounts());
     let mut net = Subnet::start(3, gh.addr);
     net.scratch.pat("pat", PAT);
     // uid 11's clock is 60 s *behind* ours: accepted (the window has no upper bound);
@@ -101,7 +101,7 @@ fn a_validator_clock_beyond_the_nonce_window_gets_a_clock_hint_and_no_blind_broa
 #[test]
 fn the_real_python_axon_with_its_clock_ahead_gets_the_same_hint() {
     let axon = PyAxon::with_clock_offset(json!({}), 60.0);
-    let gh = FakeGithubProcess::start(&accounts());
+    let gh = FakeGithubProcess::new(&accounts());
     let mut s = Scratch::new();
     s.hotkey("hotkey", DENDRITE_SEED);
     s.pat("pat", PAT);

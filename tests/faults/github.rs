@@ -18,7 +18,7 @@ use crate::support::subnet::Subnet;
 /// would contain.
 fn github_fault_is_transient_everywhere(fault: Value, expect_in_reason: &str) {
     assert!(!expect_in_reason.is_empty(), "say what the reason must contain");
-    let gh = FakeGithubProcess::start(&accounts());
+    let gh = FakeGithubProcess::new(&accounts());
     let mut net = Subnet::start_with(3, gh.addr, &["--github-timeout", "1s"]);
     net.scratch.pat("pat", PAT);
     let validators = net.validators_toml(&[0, 1, 2]);

@@ -13,7 +13,7 @@ use crate::support::subnet::Subnet;
 /// Three validators (uids 11–13) sharing one fake GitHub process, our PAT posted to all of them,
 /// and two other miners' entries added to uid 12's store (written while it was down).
 fn covered_subnet() -> (FakeGithubProcess, Subnet) {
-    let gh = FakeGithubProcess::start(&accounts());
+    let gh = FakeGithubProcess::new(&accounts());
     let mut net = Subnet::start(3, gh.addr);
     net.scratch.pat("pat", PAT);
     let validators = net.validators_toml(&[0, 1, 2]);

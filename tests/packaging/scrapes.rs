@@ -82,7 +82,7 @@ pub fn scrapes() -> &'static Scrapes {
 
 fn take() -> Scrapes {
     let gh_dir = tempfile::Builder::new().prefix("patrol-alerts-gh-").tempdir().expect("temp dir");
-    let gh = FakeGithubProcess::start_in(gh_dir.path(), &[(PAT, 4242, "miner"), (PAT_REVOKED, 4242, "miner")]);
+    let gh = FakeGithubProcess::start(gh_dir.path(), &[(PAT, 4242, "miner"), (PAT_REVOKED, 4242, "miner")]);
     let (status, body) = request(
         gh.addr,
         "POST",

@@ -25,15 +25,15 @@ pub struct FakeGithubProcess {
 
 impl FakeGithubProcess {
     /// Start it knowing `accounts` (token, GitHub id, login), its files in a temp dir of its own.
-    pub fn start(accounts: &[(&str, u64, &str)]) -> FakeGithubProcess {
+    pub fn new(accounts: &[(&str, u64, &str)]) -> FakeGithubProcess {
         let dir = tempfile::Builder::new().prefix("patrol-fake-github-").tempdir().expect("temp dir");
-        let started = FakeGithubProcess::start_in(dir.path(), accounts);
+        let started = FakeGithubProcess::start(dir.path(), accounts);
         FakeGithubProcess { _dir: Some(dir), ..started }
     }
 
     /// Start it knowing `accounts` (token, GitHub id, login). Its config file (it holds the tokens,
     /// mode 0600) and stderr log go into `dir`.
-    pub fn start_in(dir: &Path, accounts: &[(&str, u64, &str)]) -> FakeGithubProcess {
+    pub fn start(dir: &Path, accounts: &[(&str, u64, &str)]) -> FakeGithubProcess {
         use std::os::unix::fs::PermissionsExt;
         let accounts: Vec<Value> =
             accounts.iter().map(|(token, id, login)| json!({"token": token, "id": id, "login": login})).collect();

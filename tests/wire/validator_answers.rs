@@ -216,7 +216,7 @@ fn a_redirecting_validator_is_rejected_and_the_other_host_receives_nothing() {
 
     // the commands: a `rejected` row naming the redirect, nothing sent elsewhere
     let gh_dir = tempfile::tempdir().unwrap();
-    let gh = FakeGithubProcess::start_in(gh_dir.path(), &[(PAT, 4242, "hostile-miner")]);
+    let gh = FakeGithubProcess::start(gh_dir.path(), &[(PAT, 4242, "hostile-miner")]);
     let v = redirector(308, other.addr);
     let s = setup(v.addr, &gh.url());
     let r = run(&s, &["check", "--json"]);
@@ -301,7 +301,7 @@ const CLEAN_START: &str = "1 validation error for PatBroadcastSynapse\\ngithub_a
 fn validator_text_is_redacted_escaped_and_capped_in_tables_json_logs_and_state() {
     let v = hostile();
     let gh_dir = tempfile::tempdir().unwrap();
-    let gh = FakeGithubProcess::start_in(gh_dir.path(), &[(PAT, 4242, "hostile-miner")]);
+    let gh = FakeGithubProcess::start(gh_dir.path(), &[(PAT, 4242, "hostile-miner")]);
     let s = setup(v.addr, &gh.url());
 
     // check: the table and the JSON

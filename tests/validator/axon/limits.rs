@@ -168,7 +168,7 @@ fn the_soft_open_file_limit_is_raised_to_the_hard_one_before_the_cap_is_set() {
 #[test]
 fn with_every_connection_busy_a_new_one_is_refused_at_once() {
     let tokens = ["ghp_hardeningBusyToken00000000000000001", "ghp_hardeningBusyToken00000000000000002"];
-    let gh = FakeGithubProcess::start(&[(tokens[0], 1, "one"), (tokens[1], 2, "two")]);
+    let gh = FakeGithubProcess::new(&[(tokens[0], 1, "one"), (tokens[1], 2, "two")]);
     let s = Scratch::new();
     let keys = [miner_key(1), miner_key(2), miner_key(3)];
     let p = serve(&s, "v", &[&keys[0], &keys[1], &keys[2]], &gh.url(), &["--max-connections", "2"], &[]);
@@ -216,7 +216,7 @@ fn with_every_connection_busy_a_new_one_is_refused_at_once() {
 #[test]
 fn sigterm_with_slow_clients_and_a_request_in_flight_exits_within_the_grace() {
     let token = "ghp_hardeningSigtermToken0000000000001";
-    let gh = FakeGithubProcess::start(&[(token, 1, "one")]);
+    let gh = FakeGithubProcess::new(&[(token, 1, "one")]);
     let s = Scratch::new();
     let key = miner_key(1);
     let mut p = serve(

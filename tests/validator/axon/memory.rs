@@ -107,7 +107,7 @@ fn a_hundred_concurrent_checks_on_a_100_mb_store_are_answered_with_bounded_memor
     let tokens: Vec<String> = (1..=10).map(|i| format!("ghp_hardeningBigStoreToken0000000000{i:03}")).collect();
     let accounts: Vec<(&str, u64, &str)> =
         tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i as u64 + 1, "m")).collect();
-    let gh = FakeGithubProcess::start(&accounts);
+    let gh = FakeGithubProcess::new(&accounts);
     let s = Scratch::new();
     let keys: Vec<Hotkey> = (1..=100).map(miner_key).collect();
     // miners 1..=10 hold a valid PAT, at the very end of the file; the other 90 hold none

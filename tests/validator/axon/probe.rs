@@ -72,7 +72,7 @@ fn strip_ansi(s: &str) -> String {
 #[test]
 fn our_axon_answers_the_probe_like_python_with_a_per_process_uuid_and_no_github_call() {
     let token = "ghp_hardeningProbeToken000000000000001";
-    let gh = FakeGithubProcess::start(&[(token, 1, "one")]);
+    let gh = FakeGithubProcess::new(&[(token, 1, "one")]);
     let s = Scratch::new();
     let key = miner_key(1);
     let mut p = serve(&s, "v", &[&key], &gh.url(), &[], &[]);
