@@ -1,7 +1,7 @@
-//! Issue 6: `patrol run` as a systemd service, on the real binary: the notify protocol, reload
-//! (SIGHUP and file changes), graceful stop mid-pass, PAT rotation, `/metrics` as strict
-//! Prometheus text, several miners sharing one validator-set read, `--dry-run`; and `patrol
-//! doctor` (in `agent/doctor.rs`).
+//! `patrol run` as a systemd service, on the real binary (issue 6): the notify protocol, reload
+//! (SIGHUP and file changes), graceful stop mid-pass, PAT rotation, `/metrics` as strict Prometheus
+//! text, several miners sharing one validator-set read, `--dry-run`; and `patrol doctor` (in
+//! `agent/doctor.rs`).
 //!
 //! Validators are `patrol validator serve` (the embedded reference validator: starts in
 //! milliseconds) or, where a scripted fault is needed (a broadcast that hangs), the real Python

@@ -1,4 +1,4 @@
-//! Issue 15: the files patrol reads and writes, on the real binary. Writes never replace a device
+//! The files patrol reads and writes, on the real binary (issue 15). Writes never replace a device
 //! node, FIFO or directory (exit 78, the thing left as it was) and follow symbolic links (the link
 //! stays, its target gets the bytes, a loop is a clear error); reads are capped and refuse what is
 //! not a regular file; two files moved aside keep both; an unusable state dir is exit 78 naming the

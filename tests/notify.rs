@@ -1,9 +1,10 @@
-//! Issue 22 on the real binary: `patrol notify test` against every kind of receiver, `reconcile`
-//! from a timer sending on transitions only (and the dead-man ping every run), a PAT revoked at the
-//! fake GitHub said once, and the agent against `patrol validator serve` processes: a validator
-//! down past the hold said once and its recovery once, through a 429 storm that delays the message
-//! but not the passes, and a hung target that does not hold up SIGTERM. Every receiver checks every
-//! body against its service's schema; no output, log or message contains the PAT or a URL's secret.
+//! Notifications on the real binary (issue 22): `patrol notify test` against every kind of
+//! receiver, `reconcile` from a timer sending on transitions only (and the dead-man ping every
+//! run), a PAT revoked at the fake GitHub said once, and the agent against `patrol validator serve`
+//! processes: a validator down past the hold said once and its recovery once, through a 429 storm
+//! that delays the message but not the passes, and a hung target that does not hold up SIGTERM.
+//! Every receiver checks every body against its service's schema; no output, log or message
+//! contains the PAT or a URL's secret.
 
 use std::time::{Duration, Instant};
 

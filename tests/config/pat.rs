@@ -1,8 +1,9 @@
-//! Issue 15 items 2, 3, 6 and 10, on the real binary: a named PAT source that is missing is an
-//! error (78), never a fall-through to another PAT; a PAT typed in the wrong place (an unknown
-//! config key, `--pat-file`, `--config`, `--network`, a stray argument, a reloaded config) is never
-//! echoed in an error or the agent's log; config and PAT files are read only if they are regular
-//! files under a cap (`/dev/zero`, a FIFO, 10 MB); a bad flag value names the flag, not a config key.
+//! PAT sources on the real binary (issue 15 items 2, 3, 6, 10): a named PAT source that is missing
+//! is an error (78), never a fall-through to another PAT; a PAT typed in the wrong place (an
+//! unknown config key, `--pat-file`, `--config`, `--network`, a stray argument, a reloaded config)
+//! is never echoed in an error or the agent's log; config and PAT files are read only if they are
+//! regular files under a cap (`/dev/zero`, a FIFO, 10 MB); a bad flag value names the flag, not a
+//! config key.
 //!
 //! Every run goes through `Scratch::run_env`, which also fails the test when any PAT it knows of
 //! appears in stdout or stderr.

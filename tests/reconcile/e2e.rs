@@ -1,6 +1,7 @@
-//! Issue 5 end to end: the real `patrol` binary reconciling against several `patrol validator
-//! serve` processes and a fake GitHub on 127.0.0.1. What a user would see: exit codes, the JSON
-//! rows, what each validator stored (and when it last wrote its store), what GitHub was asked.
+//! `patrol reconcile` end to end (issue 5): the real `patrol` binary reconciling against several
+//! `patrol validator serve` processes and a fake GitHub on 127.0.0.1. What a user would see: exit
+//! codes, the JSON rows, what each validator stored (and when it last wrote its store), what GitHub
+//! was asked.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
-//! Issue 2's proof of wire compatibility: the real `patrol` binary (and the library's dendrite)
-//! against a real Python `bittensor==10.3.1` `bt.Axon` with gittensor-shaped handlers, and patrol's
-//! request compared with the captured `bt.Dendrite` vectors.
+//! Wire compatibility (issue 2): the real `patrol` binary (and the library's dendrite) against a
+//! real Python `bittensor==10.3.1` `bt.Axon` with gittensor-shaped handlers, and patrol's request
+//! compared with the captured `bt.Dendrite` vectors.
 
 use std::sync::Arc;
 use std::time::Duration;
