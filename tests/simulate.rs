@@ -26,17 +26,8 @@ fn issue_1481_one_shot_erodes_patrol_keeps_coverage() {
     let s = Scratch::new();
     let plot = s.path("1481.svg");
     let bound = std::time::Duration::from_secs(300);
-    // the run asserted on, and a second one with the same seed (determinism, checked at the end),
-    // at once: each is one core's work for a while
-    let (run, again) = std::thread::scope(|scope| {
-        let again = scope.spawn(|| s.run_env(&["simulate", &example("issue-1481.toml"), "--json"], &[], bound));
-        let run = s.run_env(
-            &["simulate", &example("issue-1481.toml"), "--json", "--plot", plot.to_str().unwrap()],
-            &[],
-            bound,
-        );
-        (run, again.join().expect("the second simulation"))
-    });
+    let run =
+        s.run_env(&["simulate", &example("issue-1481.toml"), "--json", "--plot", plot.to_str().unwrap()], &[], bound);
     run.expect_code(0);
     let r = run.json();
     let n = r["validators"].as_u64().unwrap();
@@ -86,7 +77,7 @@ fn issue_1481_one_shot_erodes_patrol_keeps_coverage() {
     assert_eq!(svg.matches("<polyline").count(), 6);
 
     // deterministic: the same seed gives the same numbers
-    let again = again.json();
+    let again = s.run_env(&["simulate", &example("issue-1481.toml"), "--json"], &[], bound).json();
     let strip = |v: &Value| {
         let mut v = v.clone();
         v["wall_ms"] = Value::Null;
@@ -101,16 +92,15 @@ fn issue_1481_one_shot_erodes_patrol_keeps_coverage() {
 #[test]
 fn every_example_scenario_parses() {
     let s = Scratch::new();
-    // a shortened copy of each example: the table renders, exit 0 (the six simulations at once)
-    let names = [
+    // a shortened copy of each example: the table renders, exit 0
+    for name in [
         "issue-1481.toml",
         "subnet-64-2w.toml",
         "heavy-256-30d.toml",
         "pat-rotation.toml",
         "restart-downtime.toml",
         "store-loss.toml",
-    ];
-    for name in names {
+    ] {
         let text = std::fs::read_to_string(example(name)).unwrap();
         let short = text
             .lines()
@@ -120,16 +110,7 @@ fn every_example_scenario_parses() {
             .replace("validators = 256", "validators = 16")
             .replace("validators = 64", "validators = 16");
         s.write(name, &short, 0o644);
-    }
-    let runs: Vec<_> = std::thread::scope(|scope| {
-        let s = &s;
-        let handles: Vec<_> = names
-            .iter()
-            .map(|name| scope.spawn(move || s.run_env(&["simulate", name], &[], std::time::Duration::from_secs(300))))
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("a simulation")).collect()
-    });
-    for run in runs {
+        let run = s.run_env(&["simulate", name], &[], std::time::Duration::from_secs(300));
         run.expect_code(0);
         assert!(run.stdout.contains("STRATEGY") && run.stdout.contains("patrol"), "{run}");
     }
