@@ -21,7 +21,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from typing import Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
@@ -128,13 +127,8 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    axon.start()
-    deadline = time.monotonic() + 30
-    while not axon.fast_server.started:
-        if time.monotonic() > deadline:
-            print("bt_bench_axon: uvicorn did not start", file=sys.stderr)
-            return 1
-        time.sleep(0.01)
+    if not bt_common.start_axon(axon, "bt_bench_axon"):
+        return 1
     emit({"ready": True, "port": port, "hotkey": keypair.ss58_address})
     while not stop.wait(0.2):
         pass

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! Top to bottom; each module imports only modules listed below it (no import cycle, no module
-//! importing one above it).
+//! importing one above it), modules on one line none of each other. `tests/layers.rs` reads this
+//! list (`- [`module`], …: what it is`, one line per layer) and fails on an import against it.
 //!
 //! The command line:
 //! - [`cli`]: argument parsing, settings, logging, exit codes; one module per command.

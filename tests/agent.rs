@@ -1,7 +1,7 @@
-//! Issue 6: `patrol run` as a systemd service, on the real binary: the notify protocol, reload
-//! (SIGHUP and file changes), graceful stop mid-pass, PAT rotation, `/metrics` as strict
-//! Prometheus text, several miners sharing one validator-set read, `--dry-run`; and `patrol
-//! doctor` (in `agent/doctor.rs`).
+//! `patrol run` as a systemd service, on the real binary (issue 6): the notify protocol, reload
+//! (SIGHUP and file changes), graceful stop mid-pass, PAT rotation, `/metrics` as strict Prometheus
+//! text, several miners sharing one validator-set read, `--dry-run`; and `patrol doctor` (in
+//! `agent/doctor.rs`).
 //!
 //! Validators are `patrol validator serve` (the embedded reference validator: starts in
 //! milliseconds) or, where a scripted fault is needed (a broadcast that hangs), the real Python
@@ -10,15 +10,16 @@
 
 /// `patrol doctor` against a static list, the mock chain and broken setups.
 mod doctor;
-/// Agent process, reference validator, notify socket, HTTP and Prometheus-text helpers.
-pub(crate) mod harness;
 /// `patrol status`: the agent's view over `/status`, the state-file fallback, stale state (issue 21).
 mod status;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use harness::{Agent, NotifySocket, RefValidator, content_type, free_port, parse_prometheus, replace_file, value};
+use crate::support::agent::{
+    Agent, NotifySocket, RefValidator, content_type, free_port, http_get, parse_prometheus, replace_file, value,
+};
+use crate::support::wait_for;
 use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
 use patrol::wallet::Hotkey;
 use serde_json::json;
@@ -26,6 +27,7 @@ use serde_json::json;
 use crate::support::cli::{Scratch, dead_port, static_validator};
 use crate::support::mock_node::{Fixture, MockNode};
 use crate::support::python::{DENDRITE_HOTKEY, DENDRITE_SEED, PyAxon, VALIDATOR_HOTKEY, VALIDATOR_SEED};
+use crate::support::root;
 
 const PAT: &str = "ghp_patrolAgentToken0000000000000000001";
 const PAT2: &str = "ghp_patrolAgentToken0000000000000000002";
@@ -63,6 +65,16 @@ fn config(port: Option<u16>, gh: SocketAddr, validators: &str, extra: &str) -> S
     )
 }
 
+/// A fake GitHub, a reference validator for our miner and a scratch dir with the miner's files and
+/// `agent.toml`: the validator as uid 1 (stake 20 000), the endpoint on `port`, `extra` appended.
+async fn one_validator(port: Option<u16>, extra: &str) -> (SocketAddr, RefValidator, Scratch) {
+    let gh = github().await;
+    let v = RefValidator::for_miner(gh);
+    let s = scratch();
+    s.write("agent.toml", &config(port, gh, &v.entry(1, 20000.0), extra), 0o600);
+    (gh, v, s)
+}
+
 fn scratch() -> Scratch {
     let mut s = Scratch::new();
     s.hotkey("hotkey", DENDRITE_SEED);
@@ -72,15 +84,8 @@ fn scratch() -> Scratch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_socket_gets_ready_status_watchdog_stopping_in_order() {
-    let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
-    let s = scratch();
     let port = free_port();
-    s.write(
-        "agent.toml",
-        &config(Some(port), gh, &static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0), ""),
-        0o600,
-    );
+    let (_, v, s) = one_validator(Some(port), "").await;
     let notify = NotifySocket::bind(s.dir.path());
     let sock = notify.path.to_string_lossy().into_owned();
     let mut agent = Agent::start(
@@ -116,14 +121,11 @@ async fn notify_socket_gets_ready_status_watchdog_stopping_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_prometheus_text_and_health_endpoints_answer() {
     let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let v = RefValidator::for_miner(gh);
     let s = scratch();
     let port = free_port();
-    let validators = [
-        static_validator(1, &v.hotkey, "127.0.0.1", v.port, 30000.0),
-        static_validator(2, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0),
-    ]
-    .concat();
+    let validators =
+        [v.entry(1, 30000.0), static_validator(2, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0)].concat();
     s.write("agent.toml", &config(Some(port), gh, &validators, ""), 0o600);
     let agent = Agent::start(&s, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
     let hk = [("hotkey", DENDRITE_HOTKEY)];
@@ -172,10 +174,10 @@ async fn metrics_parse_as_prometheus_text_and_health_endpoints_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rejects_a_broken_config_keeps_serving_and_applies_a_good_one() {
     let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let v = RefValidator::for_miner(gh);
     let s = scratch();
     let port = free_port();
-    let one = static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0);
+    let one = v.entry(1, 20000.0);
     s.write("agent.toml", &config(Some(port), gh, &one, ""), 0o600);
     let notify = NotifySocket::bind(s.dir.path());
     let sock = notify.path.to_string_lossy().into_owned();
@@ -194,7 +196,7 @@ async fn sighup_rejects_a_broken_config_keeps_serving_and_applies_a_good_one() {
     let m = agent.metrics();
     assert_eq!(value(&m, "patrol_eligible_validators", &hk), Some(1.0));
     assert_eq!(value(&m, "patrol_reloads_total", &[("result", "applied")]), Some(0.0));
-    harness::wait_for(Duration::from_secs(5), "STATUS saying the reload was rejected", || {
+    wait_for(Duration::from_secs(5), "STATUS saying the reload was rejected", || {
         notify.last_status().is_some_and(|st| st.contains("reload rejected")).then_some(())
     });
     let reloading = notify.position("RELOADING=1").expect("RELOADING=1 sent");
@@ -240,9 +242,11 @@ async fn sigterm_mid_pass_exits_0_within_the_broadcast_timeout_and_leaves_a_vali
         0o600,
     );
     let mut agent = Agent::start(&s, &["--config", "agent.toml"], &[], None, &[PAT]);
-    // the preflight passed: the broadcast is being sent now
+    // the broadcast is in the axon's handler now (it counts a call before running it)
     agent.wait_log("PAT preflight passed", START);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(START, "the broadcast at the axon's handler", || {
+        axon.handler_calls().get("PatBroadcastSynapse").is_some_and(|n| *n >= 1).then_some(())
+    });
     let t0 = Instant::now();
     agent.signal(libc::SIGTERM);
     let st = agent.wait_exit(Duration::from_secs(15));
@@ -264,24 +268,17 @@ async fn sigterm_mid_pass_exits_0_within_the_broadcast_timeout_and_leaves_a_vali
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_pat_file_triggers_a_pass_that_rebroadcasts_it() {
-    let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
-    let s = scratch();
     let port = free_port();
-    s.write(
-        "agent.toml",
-        &config(Some(port), gh, &static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0), ""),
-        0o600,
-    );
+    let (_, v, s) = one_validator(Some(port), "").await;
     let agent = Agent::start(&s, &["--config", "agent.toml"], &[], Some(port), &[PAT, PAT2]);
-    harness::wait_for(START, "the first PAT at the validator", || {
+    wait_for(START, "the first PAT at the validator", || {
         (v.pat_of(DENDRITE_HOTKEY).as_deref() == Some(PAT)).then_some(())
     });
     agent.wait_metric("patrol_passes_total", &[("hotkey", DENDRITE_HOTKEY)], START, |v| v >= 1.0);
     // rotate as a script would: write a new file, rename it over the old one (interval is 60 s, so
     // only the file watcher can make the next pass happen this soon)
     replace_file(&s.path("pat"), &format!("{PAT2}\n"), 0o600);
-    harness::wait_for(Duration::from_secs(15), "the new PAT at the validator", || {
+    wait_for(Duration::from_secs(15), "the new PAT at the validator", || {
         (v.pat_of(DENDRITE_HOTKEY).as_deref() == Some(PAT2)).then_some(())
     });
     let log = agent.log();
@@ -298,7 +295,7 @@ async fn two_miners_share_one_validator_set_read_and_metrics_are_labelled_by_hot
     s.hotkey("hotkey2", MINER2_SEED);
     s.pat("pat2", PAT2);
     let port = free_port();
-    let base = config(Some(port), gh, &static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0), "");
+    let base = config(Some(port), gh, &v.entry(1, 20000.0), "");
     // [[miner]] entries instead of the top-level [wallet]/[pat]
     let miners = "[[miner]]\nname = \"alpha\"\nwallet = { hotkey_file = \"hotkey\" }\npat = { file = \"pat\" }\n\
                   [[miner]]\nname = \"beta\"\nwallet = { hotkey_file = \"hotkey2\" }\npat = { file = \"pat2\" }\n";
@@ -355,10 +352,7 @@ async fn two_miners_on_the_chain_cost_one_neurons_read_per_round() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_never_sends_the_pat_nor_writes_state() {
-    let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
-    let s = scratch();
-    s.write("agent.toml", &config(None, gh, &static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0), ""), 0o600);
+    let (_, v, s) = one_validator(None, "").await;
     let notify = NotifySocket::bind(s.dir.path());
     let sock = notify.path.to_string_lossy().into_owned();
     let mut agent =
@@ -366,10 +360,10 @@ async fn dry_run_never_sends_the_pat_nor_writes_state() {
     let ready = notify.wait("READY=1", START);
     let status = notify.messages()[ready].clone();
     assert!(status.contains("STATUS=dry run: 0/1 covered (0.0% stake), 1 no_pat uid 1"), "{status:?}");
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(v.store().is_empty(), "a dry run stored a PAT: {:?}", v.store());
     agent.signal(libc::SIGINT);
     assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    // stopped: whatever the dry run did in its whole life, it stored nothing
+    assert!(v.store().is_empty(), "a dry run stored a PAT: {:?}", v.store());
     assert!(!s.path("state").join(format!("state-{DENDRITE_HOTKEY}-74.json")).exists(), "a dry run wrote state");
     // the plan is in the log: the uncovered validator's line names the broadcast a real run would send
     // (the start-up line's `dry_run=true` is printed whatever happens, so it proves nothing)
@@ -447,7 +441,7 @@ fn last_pass_at(s: &Scratch) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_endpoints_connections_at_their_cap_a_pass_completes_and_saves() {
     let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let v = RefValidator::for_miner(gh);
     let s = scratch();
     let port = free_port();
     s.write(
@@ -458,7 +452,7 @@ async fn with_the_endpoints_connections_at_their_cap_a_pass_completes_and_saves(
              [github]\napi_url = \"http://{gh}\"\ntimeout = \"3s\"\n\
              [reconcile]\ninterval = \"2s\"\njitter = \"0s\"\ncheck_timeout = \"3s\"\nbroadcast_timeout = \"3s\"\n\
              github_budget = \"off\"\n{}",
-            static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0)
+            v.entry(1, 20000.0)
         ),
         0o600,
     );
@@ -471,11 +465,9 @@ async fn with_the_endpoints_connections_at_their_cap_a_pass_completes_and_saves(
     assert!(flood.len() >= 150, "only {} connections opened", flood.len());
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     // a pass that began after the flood: saved with a later last_pass_at
-    harness::wait_for(Duration::from_secs(40), "a pass saved after the flood", || {
-        last_pass_at(&s).filter(|&t| t > started + 1)
-    });
-    let (status, body) = harness::wait_for(Duration::from_secs(20), "/metrics answered during the flood", || {
-        harness::http_get(port, "/metrics", None).ok().filter(|(status, _)| *status == 200)
+    wait_for(Duration::from_secs(40), "a pass saved after the flood", || last_pass_at(&s).filter(|&t| t > started + 1));
+    let (status, body) = wait_for(Duration::from_secs(20), "/metrics answered during the flood", || {
+        http_get(port, "/metrics", None).ok().filter(|(status, _)| *status == 200)
     });
     assert_eq!(status, 200);
     assert!(body.contains("patrol_passes_total"), "{body}");
@@ -517,20 +509,13 @@ fn the_agent_raises_its_soft_open_file_limit_to_the_hard_one() {
 /// `patrol_state_save_failed` is 1 — and logged once, not after every sweep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_that_cannot_be_saved_is_not_ready_and_logged_once() {
-    let gh = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
-    let s = scratch();
     let port = free_port();
-    let one = static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0);
-    s.write("agent.toml", &config(Some(port), gh, &one, "probe_interval = \"1s\"\nprobe_jitter = \"0s\""), 0o600);
+    let (_, _v, s) = one_validator(Some(port), "probe_interval = \"1s\"\nprobe_jitter = \"0s\"").await;
     let state = s.path("state");
     std::fs::create_dir_all(&state).unwrap();
-    let script = format!(
-        "mount -t tmpfs -o size=16k tmpfs {d} && dd if=/dev/zero of={d}/filler bs=4k count=4 2>/dev/null; exec \"$@\"",
-        d = state.display()
-    );
-    let wrapper = ["unshare", "-m", "--", "sh", "-c", script.as_str(), "sh"];
-    let mut agent = Agent::start_wrapped(&wrapper, &s, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
+    let wrapper = root::full_disk_at(&state);
+    let mut agent =
+        Agent::start_wrapped(&root::strs(&wrapper), &s, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
     let hk = [("hotkey", DENDRITE_HOTKEY)];
     agent.wait_metric("patrol_state_save_failed", &hk, START, |v| v == 1.0);
     let (code, body) = agent.get("/readyz");

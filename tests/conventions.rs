@@ -1,9 +1,9 @@
-//! Issue 21: what a Rust user expects of a well-kept tool, and a repository that tests itself.
+//! What a Rust user expects of a well-kept tool, and a repository that tests itself.
 //!
 //! * `patrol --version`'s long form (version, git revision or "unknown", target, rustc) and the
 //!   same facts in `patrol_build_info`;
-//! * `patrol completions bash|zsh|fish` and the man page (`patrol man`), and the `.deb` shipping
-//!   them where Debian's shells and man look, with lintian finding no manual-page problem;
+//! * `patrol completions bash|zsh|fish` and the man page (`patrol man`) (the `.deb` shipping them:
+//!   `packaging::deb`);
 //! * the repository is self-contained: no source, test or script references the `shared` directory
 //!   CI lays beside the clone (`scripts/without-shared.sh` hides it while the suite runs, so a
 //!   test that still read it would fail), and `tests/data/README.md` accounts for every data file.
@@ -15,19 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::cli::patrol_bin;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tool(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| panic!("{name} is missing: run scripts/ci-deps.sh (CI does, via scripts/test.sh)"))
-}
+use crate::support::{render_man, repo, tool};
 
 /// `patrol ARGS` → (exit code, stdout, stderr).
 fn patrol(args: &[&str]) -> (i32, String, String) {
@@ -112,30 +100,6 @@ fn completions_are_valid_scripts_naming_every_command() {
     assert_eq!(code, 64, "an unknown shell is a usage error: {err}");
 }
 
-/// `man -l FILE` as plain text, failing on any warning groff or man print.
-fn render_man(page: &Path) -> String {
-    let man = tool("man");
-    let out = Command::new(man)
-        .args(["--warnings", "-l"])
-        .arg(page)
-        .env("MANWIDTH", "100")
-        .env("LC_ALL", "C.UTF-8")
-        .output()
-        .expect("run man");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && err.trim().is_empty(), "man -l {}: {}\n{err}", page.display(), out.status);
-    // grotty's overstrikes for bold and underline ("N\x08N"): keep the character
-    let mut text = String::new();
-    for c in String::from_utf8_lossy(&out.stdout).chars() {
-        if c == '\x08' {
-            text.pop();
-        } else {
-            text.push(c);
-        }
-    }
-    text
-}
-
 #[test]
 fn the_man_page_renders_and_documents_every_command_and_the_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,68 +120,6 @@ fn the_man_page_renders_and_documents_every_command_and_the_exit_codes() {
     }
     // a command's global options are listed once, under OPTIONS
     assert_eq!(text.matches("--log-format <FORMAT>").count(), 1, "{text}");
-}
-
-#[test]
-fn the_deb_ships_completions_and_the_man_page_and_lintian_finds_no_manual_page_problem() {
-    let dpkg_deb = tool("dpkg-deb");
-    let lintian = tool("lintian");
-    let out_dir = tempfile::Builder::new().prefix("patrol-deb-conv-").tempdir().unwrap();
-    // the debug binary `cargo test` has just built (no second build under cargo's lock)
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/package-deb.sh"))
-        .current_dir(repo())
-        .env("PATROL_DEB_OUT", out_dir.path())
-        .env("PATROL_DEB_PROFILE", "dev")
-        .env("PATROL_DEB_NO_BUILD", "1")
-        .output()
-        .expect("run scripts/package-deb.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "scripts/package-deb.sh failed ({}):\n{stdout}\n{stderr}", out.status);
-    let deb = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-    assert!(deb.is_file(), "no .deb at {}\n{stderr}", deb.display());
-
-    let list = Command::new(&dpkg_deb).arg("-c").arg(&deb).output().unwrap();
-    let list = String::from_utf8_lossy(&list.stdout);
-    let shipped = [
-        "./usr/share/bash-completion/completions/patrol",
-        "./usr/share/zsh/vendor-completions/_patrol",
-        "./usr/share/fish/vendor_completions.d/patrol.fish",
-        "./usr/share/man/man1/patrol.1.gz",
-    ];
-    for path in shipped {
-        assert!(
-            list.lines().any(|l| l.starts_with("-rw-r--r--") && l.ends_with(&format!(" {path}"))),
-            "{path} is not in the .deb (mode 644):\n{list}"
-        );
-    }
-
-    // what is installed works: the bash completion parses, the page renders
-    let root = tempfile::tempdir().unwrap();
-    let x = Command::new(&dpkg_deb).arg("-x").arg(&deb).arg(root.path()).output().unwrap();
-    assert!(x.status.success(), "dpkg-deb -x: {}", String::from_utf8_lossy(&x.stderr));
-    let bash_completion = root.path().join("usr/share/bash-completion/completions/patrol");
-    let n = Command::new(tool("bash")).arg("-n").arg(&bash_completion).output().unwrap();
-    assert!(n.status.success(), "bash -n: {}", String::from_utf8_lossy(&n.stderr));
-    let page = render_man(&root.path().join("usr/share/man/man1/patrol.1.gz"));
-    assert!(page.contains("EXIT STATUS") && page.contains("patrol status"), "{page}");
-
-    // lintian (which warned no-manual-page before): no tag about manual pages or completions
-    let l = Command::new(lintian)
-        .args(["--no-cfg", "--display-info", "--fail-on", "none"])
-        .arg(&deb)
-        .output()
-        .expect("run lintian");
-    let report = String::from_utf8_lossy(&l.stdout);
-    assert!(l.status.success(), "lintian could not check the .deb: {report}\n{}", String::from_utf8_lossy(&l.stderr));
-    let tags: Vec<&str> = report
-        .lines()
-        .filter(|l| {
-            l.contains("manual-page") || l.contains("manpage") || l.contains("groff") || l.contains("completion")
-        })
-        .collect();
-    assert!(tags.is_empty(), "lintian: {tags:?}\n{report}");
 }
 
 /// Text that must not appear in the repository's code, tests or scripts: the data CI lays beside

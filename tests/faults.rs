@@ -20,13 +20,14 @@
 //!   (`corrupt_store_is_left_byte_identical_and_reported_unavailable`);
 //! - SIGTERM of `patrol run` mid-broadcast (`agent::sigterm_mid_pass_exits_0_within_the_broadcast_timeout_and_leaves_a_valid_state_file`);
 //! - GitHub fault classification per request, per mode (`github::*`), and a GraphQL 503 at one
-//!   validator in parity and fixed mode (`reconcile_e2e::github_503_at_one_validator_is_inconclusive_not_rebroadcast`);
+//!   validator in parity and fixed mode (`reconcile::e2e::github_503_at_one_validator_is_inconclusive_not_rebroadcast`);
 //! - the chain client against dropped sockets, RPC errors, slow nodes and the cache at the library
 //!   level and for `patrol validators` (`chain::mock_*`, `chain::e2e_*`);
-//! - a down validator and its backoff (`reconcile_e2e::a_down_validator_is_partial_and_retried_only_after_its_backoff`).
+//! - a down validator and its backoff (`reconcile::e2e::a_down_validator_is_partial_and_retried_only_after_its_backoff`).
 //!
 //! Bounds: every process is killed on drop, every wait and loop is bounded, everything listens on
-//! 127.0.0.1, and no assertion depends on wall-clock speed.
+//! 127.0.0.1, and no assertion depends on wall-clock speed. Where a story needs a backoff to be
+//! over, the times in the state file are moved back ([`make_due`]) instead of waiting it out.
 
 /// SIGKILL of `patrol run` at random points during passes.
 mod agent_kill;
@@ -44,10 +45,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-/// The `patrol run` process helpers of the `agent` tests.
-use crate::agent::harness as agent_harness;
 use crate::support::cli::{Run, Scratch};
 use crate::support::python::DENDRITE_HOTKEY;
+use crate::support::state;
 
 /// The miner's PAT (GitHub account [`GITHUB_ID`]).
 pub const PAT: &str = "ghp_faultsTestAccount4242token00000001";
@@ -79,46 +79,22 @@ pub fn patrol(s: &Scratch, cfg: &str, args: &[&str]) -> Run {
     s.run_env(&all, &[], Duration::from_secs(60))
 }
 
-/// The `results[]` row of `uid` in a `--json` run.
-pub fn row(run: &Run, uid: u64) -> Value {
-    run.json()["results"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no results[]\n{run}"))
-        .iter()
-        .find(|r| r["uid"] == uid)
-        .cloned()
-        .unwrap_or_else(|| panic!("no row for uid {uid}\n{run}"))
-}
+pub use crate::support::cli::row;
 
 /// The backoff of [`config`].
 const BACKOFF_INITIAL_S: u64 = 6;
 
-/// Sleep until a one-shot `reconcile` may contact *and* broadcast to `uid` again: past the row's
-/// `next_check_at` (its backoff; RFC 3339) and past the spacing rule (`backoff_initial` after the
-/// last broadcast of the same PAT, from the state file), at most 20 s.
-pub fn wait_until_due(s: &Scratch, uid: u64, row: &Value) {
-    let text = row["next_check_at"].as_str().unwrap_or_else(|| panic!("no next_check_at: {row}"));
-    let next = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|e| panic!("next_check_at {text:?}: {e}"))
-        .unix_timestamp();
-    let state = s.path(&format!("state/state-{DENDRITE_HOTKEY}-74.json"));
-    let st: patrol::reconcile::state::MinerState =
-        serde_json::from_slice(&std::fs::read(&state).unwrap()).expect("the state file parses");
-    let uid = u16::try_from(uid).unwrap();
-    let spacing = st.validators[&uid].last_broadcast_at.map_or(0, |t| t + BACKOFF_INITIAL_S);
-    let due = i64::try_from(spacing).unwrap().max(next);
-    // one more second: passes compare whole seconds
-    let left = due + 1 - time::OffsetDateTime::now_utc().unix_timestamp();
-    assert!(left <= 20, "uid {uid} is due in {left} s: more than this test waits");
-    if left > 0 {
-        std::thread::sleep(Duration::from_secs(left.unsigned_abs()));
-    }
+/// Move the state file on (instead of sleeping) until a one-shot `reconcile` may contact *and*
+/// broadcast to `uid` again: past its backoff and past the spacing rule (`backoff_initial` after
+/// the last broadcast of the same PAT), at most 20 s.
+pub fn make_due(s: &Scratch, uid: u16) {
+    state::make_due(&state::path(s, "state"), uid, BACKOFF_INITIAL_S as i64, 20);
 }
 
 /// Make the last preflight in the state older than the ten minutes a valid one is reused for (but
 /// not an hour, when the telemetry preflight is due): the next pass that needs the PAT asks GitHub.
 pub fn age_preflight(s: &Scratch) {
-    let path = s.path(&format!("state/state-{DENDRITE_HOTKEY}-74.json"));
+    let path = state::path(s, "state");
     let mut st: patrol::reconcile::state::MinerState =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).expect("the state file parses");
     let record = st.preflight.as_mut().expect("a preflight in the state");

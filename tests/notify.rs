@@ -1,17 +1,19 @@
-//! Issue 22 on the real binary: `patrol notify test` against every kind of receiver, `reconcile`
-//! from a timer sending on transitions only (and the dead-man ping every run), a PAT revoked at the
-//! fake GitHub said once, and the agent against `patrol validator serve` processes: a validator
-//! down past the hold said once and its recovery once, through a 429 storm that delays the message
-//! but not the passes, and a hung target that does not hold up SIGTERM. Every receiver checks every
-//! body against its service's schema; no output, log or message contains the PAT or a URL's secret.
+//! Notifications on the real binary (issue 22): `patrol notify test` against every kind of
+//! receiver, `reconcile` from a timer sending on transitions only (and the dead-man ping every
+//! run), a PAT revoked at the fake GitHub said once, and the agent against `patrol validator serve`
+//! processes: a validator down past the hold said once and its recovery once, through a 429 storm
+//! that delays the message but not the passes, and a hung target that does not hold up SIGTERM.
+//! Every receiver checks every body against its service's schema; no output, log or message
+//! contains the PAT or a URL's secret.
 
 use std::time::{Duration, Instant};
 
 use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
 
-use crate::agent::harness::{Agent, free_port};
+use crate::support::agent::{Agent, free_port};
 use crate::support::cli::{Run, Scratch};
 use crate::support::receivers::{Behave, Receiver, Service};
+use crate::support::state;
 use crate::support::subnet::Subnet;
 
 const PAT: &str = "ghp_notifyE2eToken0000000000000000000001";
@@ -116,10 +118,12 @@ async fn reconcile_sends_on_transitions_only_and_pings_every_run() {
     outputs.last().unwrap().expect_code(0);
     assert!(hook.got().is_empty(), "all covered: nothing to say");
 
-    // uid 12 goes down: the first run after says so, four more say nothing
+    // uid 12 goes down: the first run after says so, four more say nothing (each run out of its
+    // backoff of 1-2 s: the state's times moved back 3 s, as if a timer ran it 3 s later)
+    let state_file = state::path(&net.scratch, "state");
     net.nodes[1].stop();
     for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(2100)); // out of its backoff: checked every run
+        state::pass_time(&state_file, 3);
         outputs.push(reconcile(&net));
     }
     let got = hook.got();
@@ -132,7 +136,7 @@ async fn reconcile_sends_on_transitions_only_and_pings_every_run() {
 
     // it comes back: one recovery, then silence
     net.nodes[1].start();
-    std::thread::sleep(Duration::from_millis(2100));
+    state::pass_time(&state_file, 3);
     for _ in 0..3 {
         outputs.push(reconcile(&net));
     }
@@ -178,6 +182,10 @@ async fn reconcile_sends_on_transitions_only_and_pings_every_run() {
     assert_clean(&texts.iter().map(String::as_str).collect::<Vec<_>>(), &[PAT, hook.secret(), kuma.secret()]);
 }
 
+/// The process-level smoke test of the agent's notifications (the hold, the storm's cadence and a
+/// restart repaired within the hold are timed in paused time below): an outage past a short hold
+/// is said once in Discord's format through real 429 answers, its recovery once, nothing more; a
+/// webhook that never answers does not hold up SIGTERM past the flush grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_holds_a_loss_delivers_through_a_429_storm_and_stops_past_a_hung_target() {
     let (gh, _github) = spawn_fake_github(accounts()).await;
@@ -188,7 +196,7 @@ async fn the_agent_holds_a_loss_delivers_through_a_429_storm_and_stops_past_a_hu
     net.scratch.pat("pat", PAT);
     let port = free_port();
     let notify = format!(
-        "[notify]\nhold = \"12s\"\nflush = \"2s\"\n{}{}",
+        "[notify]\nhold = \"{HOLD_S}s\"\nflush = \"2s\"\n{}{}",
         target("discord", &discord.url(), ""),
         target("webhook", &hung.url(), "min_severity = \"info\"")
     );
@@ -197,35 +205,21 @@ async fn the_agent_holds_a_loss_delivers_through_a_429_storm_and_stops_past_a_hu
         "[wallet]\nhotkey_file = \"hotkey\"\n[pat]\nfile = \"pat\"\n[github]\napi_url = \"http://{gh}\"\n\
          [agent]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:{port}\"\n\
          [reconcile]\ninterval = \"60s\"\njitter = \"0s\"\ncheck_timeout = \"2s\"\nbroadcast_timeout = \"3s\"\nbackoff_initial = \"1s\"\nbackoff_max = \"4s\"\n\
-         probe_interval = \"3s\"\nprobe_jitter = \"0s\"\nprobe_timeout = \"1s\"\ngithub_budget = \"off\"\n{notify}\n{validators}"
+         probe_interval = \"1s\"\nprobe_jitter = \"0s\"\nprobe_timeout = \"1s\"\ngithub_budget = \"off\"\n{notify}\n{validators}"
     );
     net.scratch.write("agent.toml", &cfg, 0o600);
     let mut agent = Agent::start(&net.scratch, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
     agent.wait_metric("patrol_passes_total", &[], Duration::from_secs(30), |v| v >= 1.0);
 
-    // a restart with the store wiped, down 4 s: repaired within the hold, nobody is told
-    net.nodes[1].stop();
-    std::thread::sleep(Duration::from_secs(4));
-    net.nodes[1].restart_empty();
-    let healthy = |a: &Agent| {
-        crate::agent::harness::value(&a.metrics(), "patrol_coverage_validators", &[("category", "valid")]) == Some(2.0)
-    };
-    crate::agent::harness::wait_for(Duration::from_secs(30), "the repair", || healthy(&agent).then_some(()));
-    std::thread::sleep(Duration::from_secs(14));
-    assert!(discord.got().is_empty(), "{:?}", discord.got().iter().map(|g| g.text()).collect::<Vec<_>>());
-
-    // down 25 s, while Discord answers every request with 429 for a while: the loss arrives late,
-    // the passes keep their cadence
-    discord.set(Behave::RateLimit { times: 6, retry_after: 2.0 });
-    let sweeps = |a: &Agent| crate::agent::harness::value(&a.metrics(), "patrol_rechecks_total", &[]).unwrap_or(0.0);
-    let before = sweeps(&agent);
+    // down past the hold while Discord answers the first requests with 429: the loss arrives late
+    // (after the hold and the storm's Retry-After), then its recovery
+    discord.set(Behave::RateLimit { times: 2, retry_after: 0.5 });
     let t0 = Instant::now();
     net.nodes[1].stop();
-    std::thread::sleep(Duration::from_secs(25));
-    let during = sweeps(&agent) - before;
+    let got = discord.wait(1, Duration::from_secs(40)).await;
+    assert_eq!(got.len(), 1, "the loss: {}", agent.log());
     net.nodes[1].start();
     let got = discord.wait(2, Duration::from_secs(40)).await;
-    assert!(during >= 6.0, "{during} probe sweeps in 25 s at a 3 s cadence during the storm");
     assert_eq!(got.len(), 2, "one loss, one recovery: {:?}", got.iter().map(|g| g.text()).collect::<Vec<_>>());
     let (loss, back) = (
         got[0].json()["content"].as_str().unwrap().to_string(),
@@ -236,10 +230,15 @@ async fn the_agent_holds_a_loss_delivers_through_a_429_storm_and_stops_past_a_hu
             && back.contains("RESOLVED: validator 12 is covered again"),
         "{loss}\n{back}"
     );
-    assert!(discord.seen().len() >= 8, "the storm's 429s were retried, not dropped");
-    assert!(got[0].at - t0 >= Duration::from_secs(12), "not before the hold");
+    assert!(discord.seen().len() >= 4, "the storm's 429s were retried, not dropped");
+    assert!(got[0].at - t0 >= Duration::from_secs(HOLD_S), "not before the hold");
     assert!(discord.violations().is_empty(), "{:?}", discord.violations());
-    std::thread::sleep(Duration::from_secs(2));
+    // nothing more: two probe sweeps after the recovery was delivered, still two messages
+    let sweeps = |a: &Agent| crate::support::agent::value(&a.metrics(), "patrol_rechecks_total", &[]).unwrap_or(0.0);
+    let after = sweeps(&agent);
+    crate::support::wait_for(Duration::from_secs(20), "two more probe sweeps", || {
+        (sweeps(&agent) >= after + 2.0).then_some(())
+    });
     assert_eq!(discord.got().len(), 2, "nothing more");
 
     // SIGTERM with a target that never answers: gone within the flush grace
@@ -255,4 +254,68 @@ async fn the_agent_holds_a_loss_delivers_through_a_429_storm_and_stops_past_a_hu
         &discord.got().iter().map(|g| g.text()).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>(),
         &[PAT],
     );
+}
+
+/// The hold of the smoke test above.
+const HOLD_S: u64 = 3;
+
+/// What the smoke test above cannot afford to wait for, with its original timings, in paused time
+/// over the scripted transport and a recording target: a restart (down 4 s, store wiped) repaired
+/// within the hold (12 s) says nothing once the hold is over; an outage of 25 s while the target
+/// answers six 429s (Retry-After 2 s) keeps the probe sweeps at their 3 s cadence, and is said once
+/// after the hold, its recovery once, and nothing more.
+#[tokio::test(start_paused = true)]
+async fn the_agent_keeps_its_sweeps_through_a_429_storm_and_says_a_loss_past_the_hold_once() {
+    use patrol::notify::Answer;
+    use patrol::reconcile::transport::Clock as _;
+    use patrol::reconcile::transport::script::{Call, Script};
+
+    use crate::support::paused::{self, T0, back_empty, down, healthy, pass};
+
+    let dir = tempfile::tempdir().unwrap();
+    let script = Script::on_tokio_time(T0);
+    let discord = paused::Recorder::new(&script);
+    healthy(&script, 1, "uuid-1");
+    healthy(&script, 2, "uuid-2");
+    let extra = "[notify]\nhold = \"12s\"\nflush = \"2s\"\n[[notify.target]]\nkind = \"discord\"\n\
+                 url = \"http://127.0.0.1:9/api/webhooks/1/secret\"\n\
+                 [reconcile]\ninterval = \"60s\"\njitter = \"0s\"\nbackoff_initial = \"1s\"\nbackoff_max = \"4s\"\n\
+                 probe_interval = \"3s\"\nprobe_jitter = \"0s\"\nprobe_timeout = \"1s\"\ngithub_budget = \"off\"\n";
+    let agent = paused::start(paused::settings(dir.path(), &[1, 2], extra), &script, Some(discord.clone()));
+    pass(30).await;
+
+    // a restart with the store wiped, down 4 s: repaired within the hold, nobody is told
+    down(&script, 2);
+    pass(4).await;
+    back_empty(&script, 2, "uuid-2b");
+    let back = script.now();
+    pass(5).await;
+    let repaired = paused::times(&script, &Call::Broadcast(2));
+    assert!(repaired.len() == 1 && repaired[0] <= back + 3, "repaired at the next sweep: {repaired:?}");
+    pass(14).await;
+    assert!(discord.posted().is_empty(), "{:?}", discord.posted());
+
+    // down 25 s, while the target answers six requests with 429 (Retry-After 2 s): the passes
+    // keep their cadence, the loss arrives late
+    discord.answer((0..6).map(|_| Answer::Retry { after: Some(Duration::from_secs(2)), why: "HTTP 429".into() }));
+    let went = script.now();
+    down(&script, 2);
+    pass(25).await;
+    let sweeps = paused::times(&script, &Call::Probe(1)).into_iter().filter(|t| *t > went).count();
+    assert!(sweeps >= 6, "{sweeps} probe sweeps in 25 s at a 3 s cadence during the storm");
+    healthy(&script, 2, "uuid-2b");
+    pass(60).await;
+    let got = discord.delivered();
+    let content: Vec<String> = got.iter().map(|p| p.body["content"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(got.len(), 2, "one loss, one recovery: {content:#?}");
+    assert!(
+        content[0].contains("WARNING: validator 2 lost coverage")
+            && content[1].contains("RESOLVED: validator 2 is covered again"),
+        "{content:#?}"
+    );
+    assert_eq!(discord.posted().len(), 8, "the storm's six 429s were retried, not dropped");
+    assert!(got[0].at >= went + 12, "said {} s after it went down: not before the hold", got[0].at - went);
+    pass(120).await;
+    assert_eq!(discord.posted().len(), 8, "nothing more");
+    agent.stop().await;
 }

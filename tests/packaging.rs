@@ -13,7 +13,7 @@
 mod alerts;
 /// The Grafana dashboard and the Alertmanager example.
 mod dashboard;
-/// The .deb: contents, control fields, maintainer scripts, lintian.
+/// The .deb: contents, control fields, maintainer scripts, completions and man page, lintian.
 mod deb;
 /// Real `/metrics` and `--metrics-file` texts, taken once.
 mod scrapes;
@@ -22,26 +22,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::cli::patrol_bin;
+use crate::support::{repo, tool};
 
 const UNITS: [&str; 4] = ["patrol.service", "patrol@.service", "patrol-reconcile.service", "patrol-reconcile.timer"];
 const SERVICES: [&str; 3] = ["patrol.service", "patrol@.service", "patrol-reconcile.service"];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn packaging(name: &str) -> String {
     let p = repo().join("packaging").join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn tool(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| panic!("{name} is missing: run scripts/ci-deps.sh (CI does, via scripts/test.sh)"))
 }
 
 /// The values of `key=` in a unit file, in order (comments skipped).

@@ -9,6 +9,14 @@ fn example(name: &str) -> String {
     format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `patrol simulate FILE --json` on `scenario` (written to `name` in `s`): exit 0, its JSON.
+fn simulate_json(s: &Scratch, name: &str, scenario: &str) -> Value {
+    s.write(name, scenario, 0o644);
+    let run = s.run_env(&["simulate", name, "--json"], &[], std::time::Duration::from_secs(300));
+    run.expect_code(0);
+    run.json()
+}
+
 fn strategy<'a>(r: &'a Value, name: &str) -> &'a Value {
     r["strategies"].as_array().unwrap().iter().find(|s| s["name"].as_str().unwrap().contains(name)).unwrap()
 }
@@ -149,10 +157,7 @@ name = "patrol dry run"
 kind = "patrol"
 dry_run = true
 "#;
-    s.write("pass.toml", scenario, 0o644);
-    let run = s.run_env(&["simulate", "pass.toml", "--json"], &[], std::time::Duration::from_secs(300));
-    run.expect_code(0);
-    let r = run.json();
+    let r = simulate_json(&s, "pass.toml", scenario);
     let (live, dry) = (strategy(&r, "patrol"), strategy(&r, "dry run"));
     assert!(live["pats_sent"].as_u64().unwrap() > 6, "the initial posts and the repairs: {live}");
     assert_eq!(live["planned_broadcasts"], 0);
@@ -196,10 +201,7 @@ name = "budget 150"
 kind = "patrol"
 github_budget = 150
 "#;
-    s.write("budget.toml", scenario, 0o644);
-    let run = s.run_env(&["simulate", "budget.toml", "--json"], &[], std::time::Duration::from_secs(300));
-    run.expect_code(0);
-    let r = run.json();
+    let r = simulate_json(&s, "budget.toml", scenario);
     let (free, budget) = (strategy(&r, "no budget"), strategy(&r, "budget 150"));
     // 24 validators every 15 m would be 192 calls an hour
     assert!(free["github_calls_max_hour"].as_u64().unwrap() > 150, "{free}");

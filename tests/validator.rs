@@ -15,6 +15,9 @@ use patrol::wallet::Hotkey;
 use patrol::wire::Target;
 use tokio_util::sync::CancellationToken;
 
+/// The axon's limits (slowloris, idle, connection cap, busy, SIGTERM), parity with `bt.Axon`,
+/// memory under bursts and a 100 MB store, the liveness probe.
+mod axon;
 /// `validator serve`, `dev fake-github` and `demo` as processes.
 mod commands;
 /// `patrol validator serve` as a process talking to real Python dendrites (and Rust ones).

@@ -135,5 +135,7 @@ impl Transport for NetTransport {
     }
 }
 
-#[cfg(test)]
+/// The scripted transport of the pass and agent tests; public for the integration tests that run
+/// the agent in paused time (`tests/agent/virtual_time.rs`), never used by patrol itself.
+#[doc(hidden)]
 pub mod script;

@@ -13,10 +13,10 @@ use std::time::Duration;
 use patrol::lab::fake_github::{Endpoint, FakeAccount, FakeGithubConfig, FakeGithubHandle, spawn_fake_github};
 use serde_json::Value;
 
-use super::harness::{Agent, RefValidator, free_port, value};
 use super::{PAT, START, scratch};
+use crate::support::agent::{Agent, RefValidator, free_port, value};
 use crate::support::cli::{Run, Scratch, dead_port, static_validator};
-use crate::support::python::{BLACKLISTED_HOTKEY, DENDRITE_HOTKEY, VALIDATOR_HOTKEY, VALIDATOR_SEED};
+use crate::support::python::{BLACKLISTED_HOTKEY, DENDRITE_HOTKEY, VALIDATOR_HOTKEY};
 
 /// A TCP forwarder on 127.0.0.1 that counts the connections made to it: the validator's view of
 /// how often it was contacted, whatever the request.
@@ -102,7 +102,7 @@ fn status(s: &Scratch, config: &str, json: bool) -> Run {
 
 /// The status rows say what the agent's last pass saw: the categories of its metrics, the
 /// check times and axon uuids of the state it saved, a learned uuid, a broadcast, a backoff.
-fn rows_match_the_last_pass(m: &Value, state: &Value, metrics: &[super::harness::Sample]) {
+fn rows_match_the_last_pass(m: &Value, state: &Value, metrics: &[crate::support::agent::Sample]) {
     for (i, uid, category) in [(0, 1, "valid"), (1, 2, "no_response")] {
         let row = &m["validators"][i];
         let saved = &state["validators"][uid.to_string()];
@@ -126,7 +126,7 @@ fn rows_match_the_last_pass(m: &Value, state: &Value, metrics: &[super::harness:
 async fn status_shows_the_agents_last_pass_without_contacting_anyone_then_reads_the_state_file() {
     let (gh_addr, gh) =
         spawn_fake_github(FakeGithubConfig::default().with_account(FakeAccount::new(PAT, 4242, "agent-miner"))).await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh_addr);
+    let v = RefValidator::for_miner(gh_addr);
     let proxy = CountingProxy::start(v.port);
     let s = scratch();
     let port = free_port();
@@ -217,11 +217,8 @@ async fn status_shows_the_agents_last_pass_without_contacting_anyone_then_reads_
 
     // --- stale: the same state under a 1 s interval is older than 2 × (1 s + 0 s): undetermined
     s.write("fast.toml", &quiet_config(port, gh_addr, "1s", &validators), 0o600);
-    let last_pass = state["last_pass_at"].as_u64().unwrap();
-    let unix_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    while unix_now() <= last_pass + 2 {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // (its times moved back 3 s, as if 3 s had passed since the last pass)
+    crate::support::state::pass_time(&crate::support::state::path(&s, "state"), 3);
     let stale = status(&s, "fast.toml", true);
     stale.expect_code(3);
     let sv = stale.json();

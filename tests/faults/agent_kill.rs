@@ -21,11 +21,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use super::agent_harness::{Agent, free_port, value, wait_for};
 use super::{PAT, accounts, our_pat_in};
+use crate::support::agent::{Agent, free_port, value};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::python::DENDRITE_HOTKEY;
+use crate::support::state;
 use crate::support::subnet::Subnet;
+use crate::support::wait_for;
 
 /// The seed of the kill schedule (printed, so a failure can be replayed).
 const SEED: u64 = 0x7a11_0007;
@@ -44,8 +46,8 @@ fn agent_config(github: &str, validators: &str, listen: &str) -> String {
     )
 }
 
-/// Where in the agent's life a kill is aimed: a log line to wait for (none: from the spawn), then a
-/// seeded random delay in `0..max_ms`.
+/// Where in the agent's life a kill is aimed: what to wait for after the spawn, then a seeded random
+/// delay in `0..max_ms`.
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     /// Reading the config, the hotkey, the state.
@@ -63,29 +65,56 @@ enum Phase {
 impl Phase {
     const ALL: [Phase; 5] = [Phase::StartUp, Phase::FirstPass, Phase::Broadcast, Phase::StateWrite, Phase::LaterRound];
 
-    /// (log line to wait for, random delay bound in ms after it).
-    fn aim(self) -> (Option<&'static str>, u64) {
+    /// (what to wait for, random delay bound in ms after it).
+    fn aim(self) -> (Trigger, u64) {
         match self {
-            Phase::StartUp => (None, 400),
-            Phase::FirstPass => (Some("patrol agent starting"), 800),
-            Phase::Broadcast => (Some("PAT preflight passed"), 40),
+            Phase::StartUp => (Trigger::Spawn, 400),
+            Phase::FirstPass => (Trigger::Line("patrol agent starting"), 800),
+            Phase::Broadcast => (Trigger::Checkpoint, 40),
             // `coverage N/M` is logged as a pass's results are absorbed, right before the save
-            Phase::StateWrite => (Some("coverage "), 3),
-            Phase::LaterRound => (Some("first pass done"), 2_500),
+            Phase::StateWrite => (Trigger::Line("coverage "), 3),
+            Phase::LaterRound => (Trigger::Line("first pass done"), 2_500),
         }
     }
 }
 
-/// Wait (polling every 2 ms, at most 15 s) until `log` contains `needle`; whether it did.
-fn wait_for_line(log: &Path, needle: &str) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while std::time::Instant::now() < deadline {
-        if std::fs::read_to_string(log).is_ok_and(|t| t.contains(needle)) {
-            return true;
+/// What a kill waits for after the spawn.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    Spawn,
+    /// A line in the agent's log.
+    Line(&'static str),
+    /// The agent's first write of the state file: with a broadcast to make in its first pass, the
+    /// checkpoint written right before the PAT leaves (with or without a preflight of its own).
+    Checkpoint,
+}
+
+impl Trigger {
+    /// Wait (polling every 2 ms, at most 15 s) for it: the log at `log`, the state file at `state`
+    /// (`before`: its bytes before the spawn); whether it came.
+    fn wait(self, log: &Path, state: &Path, before: &Option<Vec<u8>>) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            let came = match self {
+                Trigger::Spawn => true,
+                Trigger::Line(needle) => std::fs::read_to_string(log).is_ok_and(|t| t.contains(needle)),
+                Trigger::Checkpoint => std::fs::read(state).ok() != *before,
+            };
+            if came {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
-        std::thread::sleep(Duration::from_millis(2));
+        false
     }
-    false
+
+    fn describe(self) -> &'static str {
+        match self {
+            Trigger::Spawn => "the spawn",
+            Trigger::Line(needle) => needle,
+            Trigger::Checkpoint => "the first state write (the checkpoint)",
+        }
+    }
 }
 
 /// The newest `agent-<n>.log` in `dir` (the harness numbers them from a process-wide counter).
@@ -142,22 +171,19 @@ fn inspect(dir: &Path, state_name: &str) -> Seen {
     seen
 }
 
-/// Two fake GitHubs (the agent's, and a slow one for some validators, every call delayed by
-/// `delay_ms`) in a temp dir that must outlive them.
-fn fake_githubs(delay_ms: u64) -> (tempfile::TempDir, FakeGithubProcess, FakeGithubProcess) {
-    let dir = tempfile::Builder::new().prefix("patrol-faults-gh-").tempdir().unwrap();
-    let gh = FakeGithubProcess::start(dir.path(), &accounts());
-    let slow_dir = dir.path().join("slow");
-    std::fs::create_dir_all(&slow_dir).unwrap();
-    let slow = FakeGithubProcess::start(&slow_dir, &accounts());
+/// Two fake GitHubs: the agent's, and a slow one for some validators, every call delayed by
+/// `delay_ms`.
+fn fake_githubs(delay_ms: u64) -> (FakeGithubProcess, FakeGithubProcess) {
+    let gh = FakeGithubProcess::new(&accounts());
+    let slow = FakeGithubProcess::new(&accounts());
     slow.add_fault(json!({"scope": "both", "fault": {"kind": "delay", "ms": delay_ms}}));
-    (dir, gh, slow)
+    (gh, slow)
 }
 
 #[test]
 fn sigkill_of_patrol_run_at_random_points_keeps_the_state_valid_and_the_next_start_resumes() {
     // every GitHub call of uids 12 and 14 takes 400 ms: their checks and broadcasts last ~1 s
-    let (_dir, gh, slow) = fake_githubs(400);
+    let (gh, slow) = fake_githubs(400);
     let mut net = Subnet::start(4, gh.addr);
     for i in [1, 3] {
         net.nodes[i].kill();
@@ -185,12 +211,14 @@ fn sigkill_of_patrol_run_at_random_points_keeps_the_state_valid_and_the_next_sta
             net.nodes[i].start();
             wipes += 1;
         }
-        let (line, max_ms) = phase.aim();
+        let (trigger, max_ms) = phase.aim();
         let delay = rng.gen_range(0..max_ms);
+        let state_file = state_dir.join(&state_name);
+        let before = std::fs::read(&state_file).ok();
         let mut agent = Agent::start(&net.scratch, &["--config", "agent.toml"], &[], None, &[PAT]);
         let log = newest_agent_log(net.scratch.dir.path());
-        // a line that never comes (e.g. no broadcast was needed after all) just means "kill now"
-        let seen_line = line.is_none_or(|l| wait_for_line(&log, l));
+        // what never comes (e.g. no broadcast was needed after all) just means "kill now"
+        let seen_line = trigger.wait(&log, &state_file, &before);
         std::thread::sleep(Duration::from_millis(delay));
         let pid = agent.pid();
         agent.signal(libc::SIGKILL);
@@ -245,8 +273,8 @@ fn sigkill_of_patrol_run_at_random_points_keeps_the_state_valid_and_the_next_sta
         }
         eprintln!(
             "kill {k}: {phase:?}, {delay} ms after {}{}; state file {}, {} temp file(s)",
-            line.unwrap_or("the spawn"),
-            if seen_line { "" } else { " (line never seen)" },
+            trigger.describe(),
+            if seen_line { "" } else { " (never seen)" },
             if last.is_some() { "present" } else { "not yet written" },
             seen.temps.len()
         );
@@ -305,7 +333,7 @@ fn sigkill_of_patrol_run_at_random_points_keeps_the_state_valid_and_the_next_sta
 fn a_kill_with_a_broadcast_in_flight_keeps_the_spacing_after_restart() {
     // the validator's credential check hangs for 30 s: the broadcast is still being processed there
     // when the agent dies and when the next one starts (its check then says `no_pat`)
-    let (_dir, gh, slow) = fake_githubs(30_000);
+    let (gh, slow) = fake_githubs(30_000);
     let mut net = Subnet::start_with(1, gh.addr, &["--github-timeout", "60s"]);
     net.nodes[0].kill();
     net.nodes[0].github = slow.url();
@@ -335,10 +363,12 @@ fn a_kill_with_a_broadcast_in_flight_keeps_the_spacing_after_restart() {
 
     // the next start sees `no_pat` (the first broadcast is still in the validator's hands) and
     // does not send again within backoff_initial: the validator gets no second broadcast
+    let passes = |p: &Path| -> u64 { state::read(p)["totals"]["passes"].as_u64().unwrap_or(0) };
+    let before = passes(&state_path);
     let mut agent = Agent::start(&net.scratch, &["--config", "agent.toml"], &[], None, &[PAT]);
     agent.wait_log("first pass done", Duration::from_secs(20));
-    // two more rounds (interval 2 s)
-    std::thread::sleep(Duration::from_secs(5));
+    // its first pass and two more rounds (interval 2 s), as the state file counts them
+    wait_for(Duration::from_secs(30), "two more rounds", || (passes(&state_path) >= before + 3).then_some(()));
     let log = agent.log();
     assert!(log.contains("too soon after the last broadcast"), "the restart did not hold back:\n{log}");
     assert_eq!(slow.calls("user"), 1, "the validator was sent the PAT again after the restart\n{log}");

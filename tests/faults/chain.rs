@@ -17,8 +17,8 @@ use std::time::Duration;
 use patrol::validators::Neuron;
 use serde_json::Value;
 
-use super::agent_harness::{Agent, free_port, value};
 use super::{PAT, accounts, config, our_pat_in, patrol, row};
+use crate::support::agent::{Agent, free_port, value};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::mock_node::{FaultKind, Fixture, MockNode};
 use crate::support::python::DENDRITE_HOTKEY;
@@ -78,8 +78,7 @@ fn chain_toml(url: &str) -> String {
 #[test]
 fn chain_dropping_connections_is_undetermined_without_a_cache_and_a_warm_cache_keeps_coverage() {
     let (_rt, node, url) = dropping_node();
-    let dir = tempfile::Builder::new().prefix("patrol-faults-gh-").tempdir().unwrap();
-    let gh = FakeGithubProcess::start(dir.path(), &accounts());
+    let gh = FakeGithubProcess::new(&accounts());
     let mut net = Subnet::start(2, gh.addr);
     net.scratch.pat("pat", PAT);
     net.scratch.write("c.toml", &config(&gh.url(), &chain_toml(&url), ""), 0o600);
@@ -139,8 +138,7 @@ fn chain_dropping_connections_is_undetermined_without_a_cache_and_a_warm_cache_k
 #[test]
 fn patrol_run_on_a_dropping_chain_uses_the_cache_then_keeps_its_validator_set_when_the_cache_expires() {
     let (_rt, _node, url) = dropping_node();
-    let dir = tempfile::Builder::new().prefix("patrol-faults-gh-").tempdir().unwrap();
-    let gh = FakeGithubProcess::start(dir.path(), &accounts());
+    let gh = FakeGithubProcess::new(&accounts());
     let mut net = Subnet::start(2, gh.addr);
     net.scratch.pat("pat", PAT);
     let state = net.scratch.path("state");

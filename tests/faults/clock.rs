@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use super::{PAT, accounts, config, our_pat_in, patrol, row, wait_until_due};
+use super::{PAT, accounts, config, make_due, our_pat_in, patrol, row};
 use crate::support::cli::{Scratch, static_validator};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::python::{DENDRITE_SEED, PyAxon};
@@ -23,8 +23,7 @@ fn assert_clock_hint(r: &Value, what: &str) {
 
 #[test]
 fn a_validator_clock_beyond_the_nonce_window_gets_a_clock_hint_and_no_blind_broadcast() {
-    let dir = tempfile::Builder::new().prefix("patrol-faults-gh-").tempdir().unwrap();
-    let gh = FakeGithubProcess::start(dir.path(), &accounts());
+    let gh = FakeGithubProcess::new(&accounts());
     let mut net = Subnet::start(3, gh.addr);
     net.scratch.pat("pat", PAT);
     // uid 11's clock is 60 s *behind* ours: accepted (the window has no upper bound);
@@ -85,12 +84,13 @@ fn a_validator_clock_beyond_the_nonce_window_gets_a_clock_hint_and_no_blind_broa
     let line = table.stdout.lines().find(|l| l.starts_with("13 ")).unwrap_or_else(|| panic!("{table}"));
     assert!(line.contains("not_due"), "{line}");
     let pending = row(&patrol(&net.scratch, "c.toml", &["reconcile", "--json"]), 13);
+    assert_eq!(pending["action"], "not_due", "{pending}");
 
     // the validator's clock is fixed (restarted without the offset): covered after its backoff
     net.nodes[2].kill();
     net.nodes[2].extra_args.clear();
     net.nodes[2].start();
-    wait_until_due(&net.scratch, 13, &pending);
+    make_due(&net.scratch, 13);
     let table = patrol(&net.scratch, "c.toml", &["reconcile"]);
     table.expect_code(0);
     assert!(!table.stdout.contains("hint:"), "{table}");
@@ -101,8 +101,7 @@ fn a_validator_clock_beyond_the_nonce_window_gets_a_clock_hint_and_no_blind_broa
 #[test]
 fn the_real_python_axon_with_its_clock_ahead_gets_the_same_hint() {
     let axon = PyAxon::with_clock_offset(json!({}), 60.0);
-    let dir = tempfile::Builder::new().prefix("patrol-faults-gh-").tempdir().unwrap();
-    let gh = FakeGithubProcess::start(dir.path(), &accounts());
+    let gh = FakeGithubProcess::new(&accounts());
     let mut s = Scratch::new();
     s.hotkey("hotkey", DENDRITE_SEED);
     s.pat("pat", PAT);

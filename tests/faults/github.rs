@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 
-use super::{PAT, accounts, age_preflight, config, our_pat_in, patrol, row, wait_until_due};
+use super::{PAT, accounts, age_preflight, config, make_due, our_pat_in, patrol, row};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::subnet::Subnet;
 
@@ -18,8 +18,7 @@ use crate::support::subnet::Subnet;
 /// would contain.
 fn github_fault_is_transient_everywhere(fault: Value, expect_in_reason: &str) {
     assert!(!expect_in_reason.is_empty(), "say what the reason must contain");
-    let dir = tempfile::Builder::new().prefix("patrol-faults-gh-").tempdir().unwrap();
-    let gh = FakeGithubProcess::start(dir.path(), &accounts());
+    let gh = FakeGithubProcess::new(&accounts());
     let mut net = Subnet::start_with(3, gh.addr, &["--github-timeout", "1s"]);
     net.scratch.pat("pat", PAT);
     let validators = net.validators_toml(&[0, 1, 2]);
@@ -86,7 +85,7 @@ fn github_fault_is_transient_everywhere(fault: Value, expect_in_reason: &str) {
 
     // GitHub recovers: after uid 13's backoff one reconcile restores full coverage
     gh.clear_faults();
-    wait_until_due(&net.scratch, 13, &r);
+    make_due(&net.scratch, 13);
     let run = patrol(&net.scratch, "c.toml", &["reconcile", "--json"]);
     run.expect_code(0);
     let j = run.json();

@@ -5,17 +5,15 @@
 //! miner's entry may change.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use super::{PAT, accounts, config, others_in, our_pat_in, patrol, row, wait_until_due, write_store};
+use super::{PAT, accounts, config, make_due, others_in, our_pat_in, patrol, row, write_store};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::subnet::Subnet;
 
 /// Three validators (uids 11–13) sharing one fake GitHub process, our PAT posted to all of them,
 /// and two other miners' entries added to uid 12's store (written while it was down).
-fn covered_subnet() -> (tempfile::TempDir, FakeGithubProcess, Subnet) {
-    let dir = tempfile::Builder::new().prefix("patrol-faults-gh-").tempdir().unwrap();
-    let gh = FakeGithubProcess::start(dir.path(), &accounts());
+fn covered_subnet() -> (FakeGithubProcess, Subnet) {
+    let gh = FakeGithubProcess::new(&accounts());
     let mut net = Subnet::start(3, gh.addr);
     net.scratch.pat("pat", PAT);
     let validators = net.validators_toml(&[0, 1, 2]);
@@ -36,7 +34,7 @@ fn covered_subnet() -> (tempfile::TempDir, FakeGithubProcess, Subnet) {
     assert_eq!(run.json()["broadcasts_sent"], 0, "{run}");
     assert!(net.nodes.iter().all(|n| our_pat_in(&n.store).as_deref() == Some(PAT)));
     assert_eq!(others_in(&net.nodes[1].store), super::other_miners());
-    (dir, gh, net)
+    (gh, net)
 }
 
 /// The file names in `dir`, sorted.
@@ -49,7 +47,7 @@ fn listing(dir: &Path) -> Vec<String> {
 
 #[test]
 fn validator_killed_and_restarted_without_its_store_gets_the_pat_again_and_others_keep_theirs() {
-    let (_d, _gh, mut net) = covered_subnet();
+    let (_gh, mut net) = covered_subnet();
 
     // 1. the container is recreated without its volume: no store at all
     net.nodes[1].kill();
@@ -94,7 +92,7 @@ fn validator_killed_and_restarted_without_its_store_gets_the_pat_again_and_other
 
 #[test]
 fn corrupt_store_is_store_unavailable_never_overwritten_nor_broadcast_to_and_repaired_once_fixed() {
-    let (_d, _gh, mut net) = covered_subnet();
+    let (_gh, mut net) = covered_subnet();
     let store = net.nodes[1].store.clone();
     // a writer died mid-file (not gittensor's atomic writer): the JSON stops in the middle of an entry
     net.nodes[1].kill();
@@ -142,7 +140,7 @@ fn corrupt_store_is_store_unavailable_never_overwritten_nor_broadcast_to_and_rep
 
     // the operator repairs the file (the other miners' entries; ours was in the lost part)
     write_store(&store, &super::other_miners());
-    wait_until_due(&net.scratch, 12, &r);
+    make_due(&net.scratch, 12);
     let run = patrol(&net.scratch, "c.toml", &["reconcile", "--json"]);
     run.expect_code(0);
     let r = row(&run, 12);
@@ -156,89 +154,43 @@ fn corrupt_store_is_store_unavailable_never_overwritten_nor_broadcast_to_and_rep
     net.assert_no_leak(PAT);
 }
 
-/// How this test makes a store read-only for the validator process.
-enum ReadOnly {
-    /// Not root: the directory's write bit.
-    Chmod,
-    /// Root (who ignores permission bits): run the validator as `nobody` with `setpriv`; the
-    /// directory and the lock file stay root's.
-    AsNobody,
-    /// Root without `setpriv`: the directory immutable (`chattr +i`); undone on drop.
-    Immutable,
-}
-
-fn works(program: &str, args: &[&str]) -> bool {
-    Command::new(program).args(args).output().is_ok_and(|o| o.status.success())
-}
-
-/// The first method that works here, or why none does.
-fn read_only_method(probe_dir: &Path) -> Result<ReadOnly, String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(ReadOnly::Chmod);
-    }
-    if works("setpriv", &["--reuid=65534", "--regid=65534", "--clear-groups", "true"]) {
-        return Ok(ReadOnly::AsNobody);
-    }
-    let probe = probe_dir.join("chattr-probe");
-    std::fs::create_dir_all(&probe).map_err(|e| e.to_string())?;
-    let p = probe.to_string_lossy().into_owned();
-    if works("chattr", &["+i", &p]) {
-        let _ = works("chattr", &["-i", &p]);
-        return Ok(ReadOnly::Immutable);
-    }
-    Err("running as root, and neither `setpriv` (run the validator as nobody) nor `chattr +i` works here".into())
-}
-
-/// Makes a store directory read-only for the validator; undone by [`ReadOnlyStore::undo`] or drop.
+/// The store's directory made read-only for the validator process: for root (whom permission
+/// bits do not stop; CI) a read-only bind mount in the validator's own mount namespace, for
+/// another user the directory's write bit. Undone by [`ReadOnlyStore::undo`] or drop.
 struct ReadOnlyStore {
     dir: PathBuf,
-    method: ReadOnly,
+    /// The command prefix the validator runs under (the mount namespace), if any.
+    wrapper: Vec<String>,
     active: bool,
 }
 
 impl ReadOnlyStore {
-    fn apply(dir: &Path, scratch_root: &Path, store: &Path, method: ReadOnly) -> ReadOnlyStore {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
-        match method {
-            ReadOnly::Chmod => mode(dir, 0o555),
-            ReadOnly::AsNobody => {
-                // nobody must reach and read the store, and nothing more
-                mode(scratch_root, 0o755);
-                mode(dir, 0o755);
-                mode(store, 0o644);
-            }
-            ReadOnly::Immutable => assert!(works("chattr", &["+i", &dir.to_string_lossy()]), "chattr +i failed"),
-        }
-        ReadOnlyStore { dir: dir.to_path_buf(), method, active: true }
+    fn apply(dir: &Path) -> ReadOnlyStore {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let wrapper = if unsafe { libc::geteuid() } == 0 {
+            crate::support::root::read_only_at(dir)
+        } else {
+            set_mode(dir, 0o555);
+            Vec::new()
+        };
+        ReadOnlyStore { dir: dir.to_path_buf(), wrapper, active: true }
     }
 
     /// The command prefix the validator runs under.
     fn wrapper(&self) -> Vec<String> {
-        match self.method {
-            ReadOnly::AsNobody => {
-                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"].map(String::from).to_vec()
-            }
-            _ => Vec::new(),
-        }
+        self.wrapper.clone()
     }
 
     fn undo(&mut self) {
-        use std::os::unix::fs::PermissionsExt;
-        if !std::mem::replace(&mut self.active, false) {
-            return;
-        }
-        match self.method {
-            ReadOnly::Chmod => {
-                let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755));
-            }
-            ReadOnly::AsNobody => {}
-            ReadOnly::Immutable => {
-                let _ = works("chattr", &["-i", &self.dir.to_string_lossy()]);
-            }
+        if std::mem::replace(&mut self.active, false) && self.wrapper.is_empty() {
+            set_mode(&self.dir, 0o755);
         }
     }
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 impl Drop for ReadOnlyStore {
@@ -249,20 +201,13 @@ impl Drop for ReadOnlyStore {
 
 #[test]
 fn read_only_store_rejects_transiently_is_not_spammed_and_recovers_when_writable() {
-    let (_d, _gh, mut net) = covered_subnet();
+    let (_gh, mut net) = covered_subnet();
     let store = net.nodes[1].store.clone();
     let dir = store.parent().unwrap().to_path_buf();
-    let method = match read_only_method(net.scratch.dir.path()) {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED read_only_store_…: {why}");
-            return;
-        }
-    };
     // restored from a backup without our entry, onto a volume the validator cannot write
     net.nodes[1].kill();
     write_store(&store, &super::other_miners());
-    let mut ro = ReadOnlyStore::apply(&dir, net.scratch.dir.path(), &store, method);
+    let mut ro = ReadOnlyStore::apply(&dir);
     net.nodes[1].wrapper = ro.wrapper();
     net.nodes[1].start();
     let before = std::fs::read(&store).unwrap();
@@ -298,7 +243,7 @@ fn read_only_store_rejects_transiently_is_not_spammed_and_recovers_when_writable
     ro.undo();
     net.nodes[1].wrapper = Vec::new();
     net.nodes[1].start();
-    wait_until_due(&net.scratch, 12, &r);
+    make_due(&net.scratch, 12);
     let run = patrol(&net.scratch, "c.toml", &["reconcile", "--json"]);
     run.expect_code(0);
     let r = row(&run, 12);

@@ -22,7 +22,7 @@ use std::process::Command;
 
 use super::scrapes::{Scrape, scrapes};
 use super::{packaging, tool};
-use crate::agent::harness::{Sample, parse_prometheus};
+use crate::support::agent::{Sample, parse_prometheus};
 
 const AGENT_JOB: (&str, &str) = ("patrol", "127.0.0.1:9184");
 const NODE_JOB: (&str, &str) = ("node", "miner-host:9100");

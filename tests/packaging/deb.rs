@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use super::{repo, tool};
+use crate::support::{render_man, repo, tool};
 
 /// The package of the debug binary `cargo test` has just built (no second build under cargo's
 /// lock), built once per test process into `target/packaging-test/` (replaced by the next run).
@@ -131,14 +131,73 @@ fn the_maintainer_scripts_manage_user_units_and_state() {
 }
 
 /// lintian: no error; the warnings left are the ones packaging/README.md explains.
+/// lintian's report on the .deb (every tag, `I:` too), run once per test process.
+fn lintian() -> &'static str {
+    static REPORT: OnceLock<String> = OnceLock::new();
+    REPORT.get_or_init(|| {
+        let out = Command::new(tool("lintian"))
+            .args(["--no-cfg", "--display-info", "--fail-on", "none"])
+            .arg(deb())
+            .output()
+            .expect("run lintian");
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "lintian could not check the .deb: {report}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        report
+    })
+}
+
 #[test]
 fn lintian_finds_no_error() {
-    let out = Command::new(tool("lintian")).arg(deb()).output().expect("run lintian");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = lintian();
     let tags: Vec<&str> = text.lines().filter(|l| l.starts_with("E: ") || l.starts_with("W: ")).collect();
     let errors: Vec<&&str> = tags.iter().filter(|l| l.starts_with("E: ")).collect();
-    assert!(errors.is_empty(), "lintian errors:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(errors.is_empty(), "lintian errors:\n{text}");
     // no-manual-page: `patrol completions` and its man page are another issue's; the README says so
     let unexplained: Vec<&&str> = tags.iter().filter(|l| !l.contains("no-manual-page")).collect();
     assert!(unexplained.is_empty(), "lintian warnings packaging/README.md does not explain:\n{text}");
+}
+
+#[test]
+fn the_deb_ships_completions_and_the_man_page_and_lintian_finds_no_manual_page_problem() {
+    let dpkg_deb = tool("dpkg-deb");
+    let deb = deb();
+
+    let list = Command::new(&dpkg_deb).arg("-c").arg(deb).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    let shipped = [
+        "./usr/share/bash-completion/completions/patrol",
+        "./usr/share/zsh/vendor-completions/_patrol",
+        "./usr/share/fish/vendor_completions.d/patrol.fish",
+        "./usr/share/man/man1/patrol.1.gz",
+    ];
+    for path in shipped {
+        assert!(
+            list.lines().any(|l| l.starts_with("-rw-r--r--") && l.ends_with(&format!(" {path}"))),
+            "{path} is not in the .deb (mode 644):\n{list}"
+        );
+    }
+
+    // what is installed works: the bash completion parses, the page renders
+    let root = tempfile::tempdir().unwrap();
+    let x = Command::new(&dpkg_deb).arg("-x").arg(deb).arg(root.path()).output().unwrap();
+    assert!(x.status.success(), "dpkg-deb -x: {}", String::from_utf8_lossy(&x.stderr));
+    let bash_completion = root.path().join("usr/share/bash-completion/completions/patrol");
+    let n = Command::new(tool("bash")).arg("-n").arg(&bash_completion).output().unwrap();
+    assert!(n.status.success(), "bash -n: {}", String::from_utf8_lossy(&n.stderr));
+    let page = render_man(&root.path().join("usr/share/man/man1/patrol.1.gz"));
+    assert!(page.contains("EXIT STATUS") && page.contains("patrol status"), "{page}");
+
+    // lintian (which warned no-manual-page before): no tag about manual pages or completions
+    let report = lintian();
+    let tags: Vec<&str> = report
+        .lines()
+        .filter(|l| {
+            l.contains("manual-page") || l.contains("manpage") || l.contains("groff") || l.contains("completion")
+        })
+        .collect();
+    assert!(tags.is_empty(), "lintian: {tags:?}\n{report}");
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::agent::harness::{Agent, free_port, replace_file};
+use crate::support::agent::{Agent, free_port, replace_file};
 use crate::support::cli::dead_port;
 use crate::support::fake_github::{FakeGithubProcess, request};
 use crate::support::subnet::Subnet;

@@ -213,15 +213,22 @@ def _base_record(synapse, kind: str, mode) -> dict:
 # --- gittensor-like handlers --------------------------------------------------------------------
 
 
-async def forward_check(synapse: PatCheckSynapse) -> PatCheckSynapse:
+async def _scripted_mode(kind: str, hotkey: str, after_sleep: str):
+    """The next scripted mode of ``kind`` for ``hotkey``, a ``sleep:<s>[:mode]`` slept first:
+    (mode, name, arg)."""
     with STATE.lock:
         STATE.reload()
-        hotkey = synapse.dendrite.hotkey
-        mode = STATE.next_mode("check", hotkey)
+        mode = STATE.next_mode(kind, hotkey)
     name, arg = _split_mode(mode)
     if name == "sleep":
-        mode = await _apply_sleep(arg, "store")
+        mode = await _apply_sleep(arg, after_sleep)
         name, arg = _split_mode(mode)
+    return mode, name, arg
+
+
+async def forward_check(synapse: PatCheckSynapse) -> PatCheckSynapse:
+    hotkey = synapse.dendrite.hotkey
+    mode, name, arg = await _scripted_mode("check", hotkey, "store")
     with STATE.lock:
         uid = STATE.uid_of(hotkey)
         rec = _base_record(synapse, "check", mode)
@@ -258,14 +265,8 @@ async def forward_check(synapse: PatCheckSynapse) -> PatCheckSynapse:
 
 async def forward_broadcast(synapse: PatBroadcastSynapse) -> PatBroadcastSynapse:
     token = synapse.github_access_token or ""
-    with STATE.lock:
-        STATE.reload()
-        hotkey = synapse.dendrite.hotkey
-        mode = STATE.next_mode("broadcast", hotkey)
-    name, arg = _split_mode(mode)
-    if name == "sleep":
-        mode = await _apply_sleep(arg, "accept")
-        name, arg = _split_mode(mode)
+    hotkey = synapse.dendrite.hotkey
+    mode, name, arg = await _scripted_mode("broadcast", hotkey, "accept")
     with STATE.lock:
         uid = STATE.uid_of(hotkey)
         rec = {
@@ -406,13 +407,8 @@ def main(argv) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
 
-    axon.start()
-    deadline = time.monotonic() + 30
-    while not axon.fast_server.started:
-        if time.monotonic() > deadline:
-            print("bt_axon: uvicorn did not start within 30 s", file=sys.stderr)
-            return 1
-        time.sleep(0.01)
+    if not bt_common.start_axon(axon, "bt_axon"):
+        return 1
 
     if "--exit-on-stdin-eof" in flags:
 

@@ -24,6 +24,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from typing import Optional
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +246,19 @@ def atomic_write_json(path: str, value, mode: int = 0o600, indent: Optional[int]
         except OSError:
             pass
         raise
+
+
+def start_axon(axon, who: str, within: float = 30.0) -> bool:
+    """``axon.start()``, then wait until its uvicorn server serves, at most ``within`` seconds;
+    False (and a line on stderr naming ``who``) when it does not."""
+    axon.start()
+    deadline = time.monotonic() + within
+    while not axon.fast_server.started:
+        if time.monotonic() > deadline:
+            print(f"{who}: uvicorn did not start within {within:.0f} s", file=sys.stderr)
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def emit(value) -> None:

@@ -3,14 +3,15 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
+
+use super::process;
 
 /// The binary under test.
 pub fn patrol_bin() -> PathBuf {
@@ -104,34 +105,49 @@ impl Scratch {
         self.secrets.push(s.to_string());
     }
 
-    /// Run `patrol args...` with `env`, at most `timeout`; checks no remembered PAT appears in the
-    /// output.
-    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Run {
-        let mut cmd = Command::new(patrol_bin());
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env_remove("PATROL_CONFIG")
-            .env_remove("GITTENSOR_MINER_PAT")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("NOTIFY_SOCKET")
-            .env("HOME", self.dir.path())
+    /// `patrol args...` (through `wrapper`, see [`process::wrapped`]) in this directory, with `env`
+    /// over a clean environment: no config, PAT, credentials or systemd variables of the caller's,
+    /// `HOME` and the XDG dirs in here, patrol's debug log.
+    pub fn command(&self, wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = process::wrapped(wrapper, patrol_bin());
+        cmd.args(args).current_dir(self.dir.path());
+        for var in [
+            "PATROL_CONFIG",
+            "GITTENSOR_MINER_PAT",
+            "CREDENTIALS_DIRECTORY",
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "JOURNAL_STREAM",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("HOME", self.dir.path())
             .env("XDG_CONFIG_HOME", self.path("xdg-config"))
             .env("XDG_STATE_HOME", self.path("xdg-state"))
             .env("RUST_LOG", "patrol=debug,info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdin(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    /// Run `patrol args...` with `env`, at most `timeout`; checks no remembered PAT appears in the
+    /// output.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Run {
+        let mut cmd = self.command(&[], args, env);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let run = run_bounded(cmd, timeout, args);
-        for s in &self.secrets {
-            assert!(
-                !run.stdout.contains(s.as_str()) && !run.stderr.contains(s.as_str()),
-                "the PAT leaked into the output\n{run}"
-            );
-        }
+        self.assert_no_leak(&format!("{}{}", run.stdout, run.stderr), &run);
         run
+    }
+
+    /// No remembered secret in `text` (`context` is shown when one is).
+    pub fn assert_no_leak(&self, text: &str, context: &dyn std::fmt::Display) {
+        for s in &self.secrets {
+            assert!(!text.contains(s.as_str()), "the PAT leaked into the output\n{context}");
+        }
     }
 
     /// `run_env` with no extra environment and a 60 s bound.
@@ -140,39 +156,33 @@ impl Scratch {
     }
 }
 
-/// Run a command, killing it after `timeout`.
+/// Run a command (stdout and stderr piped), killing it after `timeout`.
 pub fn run_bounded(mut cmd: Command, timeout: Duration, args: &[&str]) -> Run {
     let mut child = cmd.spawn().expect("spawn patrol");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("patrol {} did not finish within {timeout:?}", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let (out, err) = (process::drain(child.stdout.take()), process::drain(child.stderr.take()));
+    let Some(status) = process::wait_exit(&mut child, timeout) else {
+        process::kill(&mut child);
+        panic!("patrol {} did not finish within {timeout:?}", args.join(" "));
     };
     Run {
         code: status.code().unwrap_or(-1),
-        stdout: t_out.join().unwrap_or_default(),
-        stderr: t_err.join().unwrap_or_default(),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
         args: args.iter().map(|s| s.to_string()).collect(),
     }
+}
+
+/// The `results[]` row of `uid` in a `--json` document.
+pub fn row_of(doc: &Value, uid: u64) -> Value {
+    let rows = doc["results"].as_array().unwrap_or_else(|| panic!("no results[] in {doc}"));
+    rows.iter().find(|r| r["uid"] == uid).cloned().unwrap_or_else(|| panic!("no row for uid {uid} in {doc}"))
+}
+
+/// The `results[]` row of `uid` in a `--json` run.
+pub fn row(run: &Run, uid: u64) -> Value {
+    let doc = run.json();
+    assert!(doc["results"].is_array(), "no results[]\n{run}");
+    row_of(&doc, uid)
 }
 
 /// One `[[validators.static]]` entry.

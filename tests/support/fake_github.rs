@@ -19,9 +19,18 @@ use super::serve::PatrolProcess;
 pub struct FakeGithubProcess {
     pub proc: PatrolProcess,
     pub addr: SocketAddr,
+    /// Its config and log, when it made the directory itself.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl FakeGithubProcess {
+    /// Start it knowing `accounts` (token, GitHub id, login), its files in a temp dir of its own.
+    pub fn new(accounts: &[(&str, u64, &str)]) -> FakeGithubProcess {
+        let dir = tempfile::Builder::new().prefix("patrol-fake-github-").tempdir().expect("temp dir");
+        let started = FakeGithubProcess::start(dir.path(), accounts);
+        FakeGithubProcess { _dir: Some(dir), ..started }
+    }
+
     /// Start it knowing `accounts` (token, GitHub id, login). Its config file (it holds the tokens,
     /// mode 0600) and stderr log go into `dir`.
     pub fn start(dir: &Path, accounts: &[(&str, u64, &str)]) -> FakeGithubProcess {
@@ -38,7 +47,7 @@ impl FakeGithubProcess {
             &dir.join("fake-github.log"),
         );
         let addr = proc.listen();
-        FakeGithubProcess { proc, addr }
+        FakeGithubProcess { proc, addr, _dir: None }
     }
 
     /// `http://127.0.0.1:PORT`: the API root for `[github] api_url` and `--github-api-url`.

@@ -16,17 +16,17 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
+
+use super::process;
 
 /// Validator (axon) hotkey seed, `0x11` × 32 (`tests/data/vectors/keys.json` → `axon_hotkey`).
 pub const VALIDATOR_SEED: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
@@ -50,14 +50,9 @@ const AXON_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default bound for one `bt_dendrite.py` run.
 pub const DENDRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The crate root (where `Cargo.toml`, `scripts/` and `tests/` are).
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// `tests/python/`.
 pub fn harness_dir() -> PathBuf {
-    repo_root().join("tests").join("python")
+    super::repo().join("tests").join("python")
 }
 
 /// The venv's python with `bittensor==10.3.1`, set up at most once per test process.
@@ -72,11 +67,11 @@ pub fn python() -> PathBuf {
 }
 
 fn setup_python() -> Result<PathBuf, String> {
-    let script = repo_root().join("scripts").join("setup-python.sh");
+    let script = super::repo().join("scripts").join("setup-python.sh");
     let started = Instant::now();
     let child = Command::new("bash")
         .arg(&script)
-        .current_dir(repo_root())
+        .current_dir(super::repo())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -119,39 +114,17 @@ struct Finished {
 
 /// Waits for `child` (stdout/stderr piped) at most `timeout`; kills and reaps it on timeout.
 fn wait_bounded(mut child: Child, timeout: Duration) -> Result<Finished, String> {
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let err = stderr.join().unwrap_or_default();
-                return Err(format!("timed out after {timeout:?}; killed\n--- stderr ---\n{err}"));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("wait failed: {e}")),
-        }
+    let (stdout, stderr) = (process::drain(child.stdout.take()), process::drain(child.stderr.take()));
+    let Some(status) = process::wait_exit(&mut child, timeout) else {
+        process::kill(&mut child);
+        let err = stderr.join().unwrap_or_default();
+        return Err(format!("timed out after {timeout:?}; killed\n--- stderr ---\n{err}"));
     };
     Ok(Finished {
         status: status.to_string(),
         status_ok: status.success(),
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
-    })
-}
-
-fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        text
     })
 }
 
@@ -237,42 +210,13 @@ impl PyAxon {
     /// Reads the ready line of the current child (its stdout), filling in port, hotkey and uuid.
     fn wait_ready(&mut self) {
         let stdout = self.child.stdout.take().expect("bt_axon.py stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Forward lines until EOF; the axon prints only its ready line, but keep draining.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
+        let log = self.dir.path().join("stderr.log");
+        let (ready, before) = process::ready_line(&mut self.child, stdout, AXON_READY_TIMEOUT, "bt_axon.py", || {
+            format!("--- bt_axon.py stderr ---\n{}", fs::read_to_string(&log).unwrap_or_default())
         });
-        let deadline = Instant::now() + AXON_READY_TIMEOUT;
-        let ready = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
-                Ok(line) => {
-                    if let Ok(v) = serde_json::from_str::<Value>(&line)
-                        && v.get("ready") == Some(&Value::Bool(true))
-                    {
-                        break v;
-                    }
-                    eprintln!("bt_axon.py stdout: {line}");
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Ok(Some(status)) = self.child.try_wait() {
-                        panic!("bt_axon.py exited with {status} before it was ready\n{}", self.stderr());
-                    }
-                    if Instant::now() >= deadline {
-                        panic!("bt_axon.py printed no ready line within {AXON_READY_TIMEOUT:?}\n{}", self.stderr());
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    panic!("bt_axon.py closed stdout before it was ready ({status})\n{}", self.stderr());
-                }
-            }
-        };
+        for line in before {
+            eprintln!("bt_axon.py stdout: {line}");
+        }
         self.port = ready["port"].as_u64().and_then(|p| u16::try_from(p).ok()).expect("ready.port");
         self.hotkey = ready["hotkey"].as_str().expect("ready.hotkey").to_owned();
         self.uuid = ready["uuid"].as_str().expect("ready.uuid").to_owned();
@@ -282,8 +226,7 @@ impl PyAxon {
     /// (request log, store) and port: a validator restart. The new process has a new `axon.uuid`.
     pub fn restart(&mut self) {
         self.stdin.take();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::kill(&mut self.child);
         let port = self.port;
         self.set_behaviour(json!({ "port": port }));
         let (child, stdin) = spawn_axon(self.dir.path(), self.clock_offset_s);
@@ -412,8 +355,7 @@ impl PyAxon {
 impl Drop for PyAxon {
     fn drop(&mut self) {
         self.stdin.take();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::kill(&mut self.child);
     }
 }
 

@@ -4,19 +4,46 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use super::cli::patrol_bin;
+use super::process;
 
 /// How long a patrol process may take to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The arguments of `patrol validator serve` with key `seed` on `listen`, its PAT store at `store`,
+/// asking the GitHub at `github`, each of `miners` (`uid:hotkey:stake`) registered, then `extra`.
+pub fn validator_args(
+    seed: &str,
+    listen: &str,
+    store: &Path,
+    github: &str,
+    miners: &[String],
+    extra: &[&str],
+) -> Vec<String> {
+    let store = store.to_string_lossy();
+    let mut args: Vec<String> = ["validator", "serve", "--hotkey-seed", seed, "--listen", listen, "--store", &store]
+        .into_iter()
+        .chain(["--github-api-url", github])
+        .map(str::to_string)
+        .collect();
+    for m in miners {
+        args.extend(["--miner".to_string(), m.clone()]);
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// `&str`s of owned arguments.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
 
 /// A running patrol process.
 pub struct PatrolProcess {
@@ -37,14 +64,7 @@ impl PatrolProcess {
     /// prefix must `exec` patrol (so the pid and the signals are patrol's). Empty: patrol itself.
     pub fn spawn_wrapped(wrapper: &[&str], args: &[&str], envs: &[(&str, &str)], stderr_path: &Path) -> PatrolProcess {
         let stderr = std::fs::File::create(stderr_path).expect("stderr log file");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(patrol_bin());
-                c
-            }
-            None => Command::new(patrol_bin()),
-        };
+        let mut cmd = process::wrapped(wrapper, patrol_bin());
         cmd.args(args)
             .env_remove("PATROL_CONFIG")
             .env_remove("GITTENSOR_MINER_PATS_FILE")
@@ -56,48 +76,21 @@ impl PatrolProcess {
         }
         let mut child = cmd.spawn().expect("spawn patrol");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let mut p = PatrolProcess {
             child,
             stderr_path: stderr_path.to_path_buf(),
             ready: Value::Null,
             args: args.iter().map(|s| s.to_string()).collect(),
         };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => match serde_json::from_str::<Value>(&line) {
-                    Ok(v) if v["ready"] == Value::Bool(true) => {
-                        p.ready = v;
-                        return p;
-                    }
-                    _ => panic!("patrol {:?}: unexpected stdout line {line:?}\n{}", p.args, p.stderr()),
-                },
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Ok(Some(st)) = p.child.try_wait() {
-                        panic!("patrol {:?} exited with {st} before it was ready\n{}", p.args, p.stderr());
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "patrol {:?}: no ready line within {READY_TIMEOUT:?}\n{}",
-                        p.args,
-                        p.stderr()
-                    );
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let st = p.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    panic!("patrol {:?} closed stdout before it was ready ({st})\n{}", p.args, p.stderr());
-                }
-            }
-        }
+        let what = format!("patrol {:?}", p.args);
+        let log = stderr_path.to_path_buf();
+        let (ready, before) = process::ready_line(&mut p.child, stdout, READY_TIMEOUT, &what, || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        });
+        // the ready line is the first thing a patrol server prints
+        assert!(before.is_empty(), "{what}: unexpected stdout lines {before:?}\n{}", p.stderr());
+        p.ready = ready;
+        p
     }
 
     /// The `listen` address of the ready line.
@@ -115,31 +108,24 @@ impl PatrolProcess {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Wait (at most `timeout`) until its stderr has a line containing `needle`; that line.
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> String {
+        let found = super::wait_until(timeout, || self.stderr().contains(needle));
+        assert!(found, "patrol {:?}: no {needle:?} within {timeout:?}\n{}", self.args, self.stderr());
+        self.stderr().lines().find(|l| l.contains(needle)).unwrap_or_default().to_string()
+    }
+
     /// Send `signal` and wait (at most `timeout`) for it to exit.
     pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> ExitStatus {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "patrol {:?} did not exit within {timeout:?} after signal {signal}\n{}",
-                self.args,
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        process::signal(self.child.id(), signal);
+        process::wait_exit(&mut self.child, timeout).unwrap_or_else(|| {
+            panic!("patrol {:?} did not exit within {timeout:?} after signal {signal}\n{}", self.args, self.stderr())
+        })
     }
 }
 
 impl Drop for PatrolProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::kill(&mut self.child);
     }
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::cli::{Scratch, static_validator};
 use super::python::{DENDRITE_HOTKEY, DENDRITE_SEED};
-use super::serve::PatrolProcess;
+use super::serve::{self, PatrolProcess};
 
 /// One reference validator process.
 pub struct Node {
@@ -35,29 +35,12 @@ impl Node {
     /// Start (or restart on the same port).
     pub fn start(&mut self) {
         let listen = format!("127.0.0.1:{}", self.port);
-        let miner = format!("1:{DENDRITE_HOTKEY}:100");
-        let store = self.store.to_string_lossy().into_owned();
-        let mut args: Vec<&str> = vec![
-            "validator",
-            "serve",
-            "--hotkey-seed",
-            &self.seed,
-            "--listen",
-            &listen,
-            "--store",
-            &store,
-            "--miner",
-            &miner,
-            "--github-api-url",
-            &self.github,
-            "--mode",
-            self.mode,
-            "--identity-attempts",
-            "1",
-        ];
-        args.extend(self.extra_args.iter().map(String::as_str));
+        let miner = [format!("1:{DENDRITE_HOTKEY}:100")];
+        let mut extra = vec!["--mode", self.mode, "--identity-attempts", "1"];
+        extra.extend(self.extra_args.iter().map(String::as_str));
+        let args = serve::validator_args(&self.seed, &listen, &self.store, &self.github, &miner, &extra);
         let wrapper: Vec<&str> = self.wrapper.iter().map(String::as_str).collect();
-        let p = PatrolProcess::spawn_wrapped(&wrapper, &args, &[("RUST_LOG", "patrol=debug")], &self.log);
+        let p = PatrolProcess::spawn_wrapped(&wrapper, &serve::strs(&args), &[("RUST_LOG", "patrol=debug")], &self.log);
         self.port = p.listen().port();
         self.hotkey = p.ready["hotkey"].as_str().unwrap_or_default().to_string();
         self.proc = Some(p);
@@ -122,6 +105,13 @@ impl Subnet {
     /// `n` validators (uids 11, 12, …) using GitHub at `github` (fixed mode).
     pub fn start(n: u16, github: SocketAddr) -> Subnet {
         Subnet::start_with(n, github, &[])
+    }
+
+    /// [`start`](Self::start), and the miner's PAT file (`pat` in the scratch dir) holding `pat`.
+    pub fn with_pat(n: u16, github: SocketAddr, pat: &str) -> Subnet {
+        let mut net = Subnet::start(n, github);
+        net.scratch.pat("pat", pat);
+        net
     }
 
     /// [`start`](Self::start) with more `validator serve` flags for every node.

@@ -18,7 +18,7 @@ use crate::support::python::{
     BLACKLISTED_HOTKEY, BLACKLISTED_SEED, DENDRITE_HOTKEY, DENDRITE_SEED, PyAxon, VALIDATOR_HOTKEY,
     py_dendrite_async_with,
 };
-use crate::support::serve::PatrolProcess;
+use crate::support::serve::{self, PatrolProcess};
 
 const TOKEN: &str = "ghp_interopSECRETtoken0000000000000042";
 const TOKEN_ENV: &str = "PATROL_TEST_PAT";
@@ -26,32 +26,11 @@ const PY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `patrol validator serve` for the dev-phrase miner (uid 1), asking the fake GitHub at `github`.
 fn serve(dir: &std::path::Path, github: &str) -> PatrolProcess {
-    let store = dir.join("miner_pats.json");
-    let miner = format!("1:{DENDRITE_HOTKEY}:100");
-    PatrolProcess::spawn(
-        &[
-            "validator",
-            "serve",
-            "--hotkey-seed",
-            VALIDATOR_SEED_HEX,
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            store.to_str().unwrap(),
-            "--miner",
-            &miner,
-            "--github-api-url",
-            github,
-            "--github-timeout",
-            "5s",
-            "--identity-attempts",
-            "2",
-            "--identity-retry-sleep",
-            "10ms",
-        ],
-        &[("RUST_LOG", "trace")],
-        &dir.join("serve.stderr"),
-    )
+    let miner = [format!("1:{DENDRITE_HOTKEY}:100")];
+    let extra = ["--github-timeout", "5s", "--identity-attempts", "2", "--identity-retry-sleep", "10ms"];
+    let args =
+        serve::validator_args(VALIDATOR_SEED_HEX, "127.0.0.1:0", &dir.join("miner_pats.json"), github, &miner, &extra);
+    PatrolProcess::spawn(&serve::strs(&args), &[("RUST_LOG", "trace")], &dir.join("serve.stderr"))
 }
 
 /// One `bt_dendrite.py` run; returns its results.

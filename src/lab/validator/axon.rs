@@ -356,5 +356,4 @@ async fn read_capped(mut body: axum::body::Body, limit: usize) -> Result<Vec<u8>
 }
 
 #[cfg(test)]
-#[path = "axon_tests.rs"]
 mod tests;

@@ -269,5 +269,4 @@ fn pin_conflicts(existing: Option<&PatEntry>, hotkey: &str, github_id: &str) -> 
 }
 
 #[cfg(test)]
-#[path = "handlers_tests.rs"]
 mod tests;

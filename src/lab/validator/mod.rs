@@ -44,7 +44,7 @@
 //!     bounded.
 //!
 //! Switching off 1 and 2 ([`AxonConfig`]) makes the axon answer every recorded request of the real
-//! Python axon exactly as it did (`axon_tests.rs` replays `tests/data/vectors/axon_responses.json`).
+//! Python axon exactly as it did (`axon/tests.rs` replays `tests/data/vectors/axon_responses.json`).
 //!
 //! # Must not
 //! - log, echo or `Debug`-print a PAT (at most `***` + last 4);

@@ -296,5 +296,4 @@ pub fn normalize(evaluations: &BTreeMap<u16, Evaluation>) -> BTreeMap<u16, f64> 
 }
 
 #[cfg(test)]
-#[path = "scoring_tests.rs"]
 mod tests;

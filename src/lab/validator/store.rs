@@ -45,7 +45,6 @@ use crate::fsutil;
 use crate::secret::redact;
 
 mod error;
-#[path = "store_pyformat.rs"]
 mod pyformat;
 
 pub use error::StoreError;
@@ -559,5 +558,4 @@ fn json_type(v: &Value) -> &'static str {
 mod lookup;
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
 mod tests;

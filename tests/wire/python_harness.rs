@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::python::{
     BLACKLISTED_HOTKEY, BLACKLISTED_SEED, DENDRITE_HOTKEY, DENDRITE_MNEMONIC, DENDRITE_SEED, DENDRITE_TIMEOUT, PyAxon,
-    VALIDATOR_HOTKEY, py_dendrite, py_dendrite_async, py_dendrite_with, python, repo_root,
+    VALIDATOR_HOTKEY, py_dendrite, py_dendrite_async, py_dendrite_with, python,
 };
 
 const TOKEN_ENV: &str = "PATROL_TEST_PAT";
@@ -50,7 +50,7 @@ fn setup_script_is_idempotent_and_fast_when_done() {
     let venv_python = python();
     let started = Instant::now();
     let out = Command::new("bash")
-        .arg(repo_root().join("scripts/setup-python.sh"))
+        .arg(crate::support::repo().join("scripts/setup-python.sh"))
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run setup-python.sh");

@@ -1,13 +1,13 @@
-//! Issue 2's proof of wire compatibility: the real `patrol` binary (and the library's dendrite)
-//! against a real Python `bittensor==10.3.1` `bt.Axon` with gittensor-shaped handlers, and patrol's
-//! request compared with the captured `bt.Dendrite` vectors.
+//! Wire compatibility (issue 2): the real `patrol` binary (and the library's dendrite) against a
+//! real Python `bittensor==10.3.1` `bt.Axon` with gittensor-shaped handlers, and patrol's request
+//! compared with the captured `bt.Dendrite` vectors.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::cli::{Scratch, dead_port, static_validator};
+use crate::support::cli::{Scratch, dead_port, row_of as row, static_validator};
 use crate::support::python::{self, BLACKLISTED_SEED, DENDRITE_SEED, PyAxon, VALIDATOR_HOTKEY};
 use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
 use patrol::wallet::Hotkey;
@@ -24,16 +24,6 @@ fn seed(hex: &str) -> [u8; 32] {
 
 fn config(validators: &str, extra: &str) -> String {
     format!("[wallet]\nhotkey_file = \"hotkey\"\n[agent]\nstate_dir = \"state\"\n{extra}\n{validators}")
-}
-
-fn row(j: &Value, uid: u64) -> Value {
-    j["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["uid"] == uid)
-        .cloned()
-        .unwrap_or_else(|| panic!("no uid {uid} in {j}"))
 }
 
 #[test]
@@ -57,7 +47,7 @@ fn check_reports_every_category_from_a_real_axon() {
         ("inconclusive", "inconclusive", json!(true), Value::Null, 200, 0),
         ("store_unavailable", "store_unavailable", json!(false), Value::Null, 200, 2),
         ("raise", "rejected", Value::Null, Value::Null, 500, 3),
-        ("sleep:5", "no_response", Value::Null, Value::Null, 408, 3),
+        ("sleep:3", "no_response", Value::Null, Value::Null, 408, 3),
     ];
     for (mode, category, has_pat, pat_valid, status, code) in cases {
         axon.set_check_mode(mode);
@@ -90,13 +80,12 @@ fn check_reports_every_category_from_a_real_axon() {
         }
     }
     // the handler saw patrol's checks with our hotkey from the body, and never a token
-    // (the `sleep:5` handler logs only after its sleep, after patrol gave up at 2 s: wait for it)
-    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    // (the `sleep:3` handler logs only after its sleep, after patrol gave up at 2 s: wait for it)
     let mut received = axon.received();
-    while received.len() < cases.len() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+    crate::support::wait_until(Duration::from_secs(8), || {
         received = axon.received();
-    }
+        received.len() >= cases.len()
+    });
     assert_eq!(received.len(), cases.len(), "{received:?}");
     assert!(
         received.iter().all(|r| r["synapse"] == "PatCheckSynapse" && r["hotkey"] == python::DENDRITE_HOTKEY),

@@ -1,12 +1,12 @@
-//! Issue 5 end to end: the real `patrol` binary reconciling against several `patrol validator
-//! serve` processes and a fake GitHub on 127.0.0.1. What a user would see: exit codes, the JSON
-//! rows, what each validator stored (and when it last wrote its store), what GitHub was asked.
+//! `patrol reconcile` end to end (issue 5): the real `patrol` binary reconciling against several
+//! `patrol validator serve` processes and a fake GitHub on 127.0.0.1. What a user would see: exit
+//! codes, the JSON rows, what each validator stored (and when it last wrote its store), what GitHub
+//! was asked.
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::support::cli::Run;
+use crate::support::cli::{Run, row};
+use crate::support::state;
 use crate::support::subnet::Subnet;
 use patrol::lab::fake_github::{Endpoint, FakeAccount, FakeGithubConfig, Fault, FaultRule, Scope, spawn_fake_github};
 
@@ -22,15 +22,11 @@ fn accounts() -> FakeGithubConfig {
         .with_account(FakeAccount::new(PAT_OTHER, 777, "someone-else"))
 }
 
-fn row(run: &Run, uid: u64) -> Value {
-    let j = run.json();
-    j["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["uid"] == uid)
-        .cloned()
-        .unwrap_or_else(|| panic!("no uid {uid}\n{run}"))
+/// A reconcile of `cfg` that finds everything covered: exit 0, nothing sent.
+fn quiet(net: &Subnet, cfg: &str) {
+    let run = reconcile(net, cfg);
+    run.expect_code(0);
+    assert_eq!(run.json()["broadcasts_sent"], 0, "{run}");
 }
 
 fn reconcile(net: &Subnet, cfg: &str) -> Run {
@@ -40,8 +36,7 @@ fn reconcile(net: &Subnet, cfg: &str) -> Run {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_store_is_repaired_at_exactly_that_validator_then_quiet() {
     let (gh, github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(4, gh);
-    net.scratch.pat("pat", PAT_A);
+    let mut net = Subnet::with_pat(4, gh, PAT_A);
     net.config("c.toml", &[0, 1, 2, 3], gh, "");
     net.scratch.run(&["post", "--json", "--config", "c.toml"]).expect_code(0);
     assert!(net.nodes.iter().all(|n| n.stored_pat().as_deref() == Some(PAT_A)));
@@ -81,18 +76,14 @@ async fn wiped_store_is_repaired_at_exactly_that_validator_then_quiet() {
     assert_eq!(github.calls_with(Endpoint::User, PAT_A), 3 + 1 + 1, "{:?}", github.stats());
 
     // and quiet again
-    let run = reconcile(&net, "c.toml");
-    run.expect_code(0);
-    assert_eq!(run.json()["broadcasts_sent"], 0, "{run}");
+    quiet(&net, "c.toml");
     net.assert_no_leak(PAT_A);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_validator_is_partial_and_retried_only_after_its_backoff() {
     let (gh, _github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(3, gh);
-    net.scratch.pat("pat", PAT_A);
-    // backoff of a few seconds so the test can wait it out
+    let mut net = Subnet::with_pat(3, gh, PAT_A);
     net.config("c.toml", &[0, 1, 2], gh, "backoff_initial = \"10s\"\nbackoff_max = \"20s\"");
     net.scratch.run(&["post", "--json", "--config", "c.toml"]).expect_code(0);
     net.nodes[2].stop();
@@ -112,8 +103,9 @@ async fn a_down_validator_is_partial_and_retried_only_after_its_backoff() {
     assert_eq!((r["action"].as_str(), r["final_category"].as_str()), (Some("not_due"), Some("no_response")), "{run}");
     assert_eq!(net.nodes[2].stored_pat(), None, "contacted inside its backoff window");
 
-    // after the backoff (5–10 s for the first failure) it is checked and repaired
-    std::thread::sleep(Duration::from_millis(10_200));
+    // after the backoff (5–10 s for the first failure; the state's times moved back instead of
+    // waiting) it is checked and repaired
+    state::make_due(&state::path(&net.scratch, "state"), 13, 10, 12);
     let run = reconcile(&net, "c.toml");
     run.expect_code(0);
     assert_eq!(row(&run, 13)["action"], "broadcast", "{run}");
@@ -126,8 +118,7 @@ async fn github_503_at_one_validator_is_inconclusive_not_rebroadcast() {
     // validator uid 13 (parity mode, i.e. today's upstream) and uid 14 (fixed mode) use a GitHub
     // whose GraphQL endpoint answers 503
     let (gh_bad, bad) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(4, gh);
-    net.scratch.pat("pat", PAT_A);
+    let mut net = Subnet::with_pat(4, gh, PAT_A);
     net.config("c.toml", &[0, 1, 2, 3], gh, "");
     net.scratch.run(&["post", "--json", "--config", "c.toml"]).expect_code(0);
     for (i, mode) in [(2, "parity"), (3, "fixed")] {
@@ -161,8 +152,7 @@ async fn github_503_at_one_validator_is_inconclusive_not_rebroadcast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_locked_is_terminal_until_the_pat_changes() {
     let (gh, github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(3, gh);
-    net.scratch.pat("pat", PAT_A);
+    let mut net = Subnet::with_pat(3, gh, PAT_A);
     net.scratch.secret(PAT_OTHER);
     net.scratch.secret(PAT_B);
     // uid 11 stores our PAT for GitHub account 4242; the others have nothing yet
@@ -200,8 +190,7 @@ async fn identity_locked_is_terminal_until_the_pat_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_pat_reaches_every_validator_once_then_quiet() {
     let (gh, _github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(4, gh);
-    net.scratch.pat("pat", PAT_A);
+    let mut net = Subnet::with_pat(4, gh, PAT_A);
     net.scratch.secret(PAT_B);
     net.config("c.toml", &[0, 1, 2, 3], gh, "");
     net.scratch.run(&["post", "--json", "--config", "c.toml"]).expect_code(0);
@@ -220,17 +209,14 @@ async fn rotated_pat_reaches_every_validator_once_then_quiet() {
             "valid, but not our current PAT"
         );
     }
-    let run = reconcile(&net, "c.toml");
-    run.expect_code(0);
-    assert_eq!(run.json()["broadcasts_sent"], 0, "{run}");
+    quiet(&net, "c.toml");
     net.assert_no_leak(PAT_B);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_sends_nothing_and_metrics_file_is_written() {
     let (gh, github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(2, gh);
-    net.scratch.pat("pat", PAT_A);
+    let net = Subnet::with_pat(2, gh, PAT_A);
     net.config("c.toml", &[0, 1], gh, "");
     let run = net.scratch.run(&["reconcile", "--json", "--dry-run", "--config", "c.toml"]);
     run.expect_code(2);
@@ -258,8 +244,7 @@ async fn dry_run_sends_nothing_and_metrics_file_is_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_and_dry_runs_count_in_the_github_budget() {
     let (gh, _github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(2, gh);
-    net.scratch.pat("pat", PAT_A);
+    let net = Subnet::with_pat(2, gh, PAT_A);
     net.config("c.toml", &[0, 1], gh, "");
     net.scratch.run(&["post", "--json", "--config", "c.toml"]).expect_code(0);
     let first = reconcile(&net, "c.toml");

@@ -1,8 +1,9 @@
-//! Issue 15 items 2, 3, 6 and 10, on the real binary: a named PAT source that is missing is an
-//! error (78), never a fall-through to another PAT; a PAT typed in the wrong place (an unknown
-//! config key, `--pat-file`, `--config`, `--network`, a stray argument, a reloaded config) is never
-//! echoed in an error or the agent's log; config and PAT files are read only if they are regular
-//! files under a cap (`/dev/zero`, a FIFO, 10 MB); a bad flag value names the flag, not a config key.
+//! PAT sources on the real binary (issue 15 items 2, 3, 6, 10): a named PAT source that is missing
+//! is an error (78), never a fall-through to another PAT; a PAT typed in the wrong place (an
+//! unknown config key, `--pat-file`, `--config`, `--network`, a stray argument, a reloaded config)
+//! is never echoed in an error or the agent's log; config and PAT files are read only if they are
+//! regular files under a cap (`/dev/zero`, a FIFO, 10 MB); a bad flag value names the flag, not a
+//! config key.
 //!
 //! Every run goes through `Scratch::run_env`, which also fails the test when any PAT it knows of
 //! appears in stdout or stderr.
@@ -13,9 +14,9 @@ use std::time::Duration;
 
 use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, FakeGithubHandle, spawn_fake_github};
 
-use crate::agent::harness::{self, Agent, NotifySocket, RefValidator, replace_file};
+use crate::support::agent::{Agent, NotifySocket, RefValidator, replace_file};
 use crate::support::cli::{Run, Scratch, dead_port, static_validator};
-use crate::support::python::{DENDRITE_HOTKEY, DENDRITE_SEED, VALIDATOR_HOTKEY, VALIDATOR_SEED};
+use crate::support::python::{DENDRITE_HOTKEY, DENDRITE_SEED, VALIDATOR_HOTKEY};
 
 /// The PAT in the config's `[pat] file`.
 const FILE_PAT: &str = "ghp_hardeningFileToken00000000000000001";
@@ -95,9 +96,9 @@ fn mkfifo(p: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_pat_file_flag_is_exit_78_and_nothing_is_sent() {
     let (gh, _g) = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let v = RefValidator::for_miner(gh);
     let s = scratch();
-    let one = static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0);
+    let one = v.entry(1, 20000.0);
     s.write("c.toml", &config(&gh.to_string(), "[pat]\nfile = \"pat\"", &one), 0o600);
     let env = [("GITTENSOR_MINER_PAT", ENV_PAT)];
     for cmd in ["post", "reconcile"] {
@@ -141,9 +142,9 @@ async fn a_missing_pat_file_flag_is_exit_78_and_nothing_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credential_is_missing_under_systemd_and_not_applicable_outside_it() {
     let (gh, _g) = github().await;
-    let v = RefValidator::start(VALIDATOR_SEED, &[(0, DENDRITE_HOTKEY)], gh);
+    let v = RefValidator::for_miner(gh);
     let s = scratch();
-    let one = static_validator(1, &v.hotkey, "127.0.0.1", v.port, 20000.0);
+    let one = v.entry(1, 20000.0);
     s.write("cred.toml", &config(&gh.to_string(), "[pat]\ncredential = \"github-pat\"\nfile = \"pat\"", &one), 0o600);
     std::fs::create_dir_all(s.path("creds")).unwrap();
     let creds = s.path("creds").to_string_lossy().into_owned();
@@ -242,9 +243,16 @@ async fn a_rejected_reload_never_logs_the_pat() {
     let rejected = |needle: &str| {
         let needle = needle.to_string();
         let a = &agent;
-        harness::wait_for(Duration::from_secs(15), &format!("a rejected reload mentioning {needle:?}"), move || {
-            a.log().lines().any(|l| l.contains("configuration reload rejected") && l.contains(&needle)).then_some(())
-        })
+        crate::support::wait_for(
+            Duration::from_secs(15),
+            &format!("a rejected reload mentioning {needle:?}"),
+            move || {
+                a.log()
+                    .lines()
+                    .any(|l| l.contains("configuration reload rejected") && l.contains(&needle))
+                    .then_some(())
+            },
+        )
     };
     // a parse error: the unknown key is named, the value is not
     replace_file(

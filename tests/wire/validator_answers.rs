@@ -1,6 +1,8 @@
-//! Issue 20 items 2, 6 and 9: patrol facing a validator that is hostile (or broken), on the real
-//! binary and the library's dendrite.
+//! What a validator answers, when it is hostile or broken, on the real binary and the library's
+//! dendrite:
 //!
+//! - garbage (not HTTP, not JSON, wrong types, bodies beyond the cap, an HTML 502): a coverage
+//!   category with the reason, never a panic, nothing huge echoed;
 //! - a validator answering `307`/`308 Location: <another host>` is never followed: the other host
 //!   receives nothing (check, broadcast, probe), and the row is `rejected`, naming the redirect
 //!   without the Location's userinfo or query;
@@ -22,7 +24,7 @@ use patrol::wallet::Hotkey;
 use patrol::wire::{CallOutcome, Dendrite, Target};
 use serde_json::{Value, json};
 
-use crate::agent::harness::Agent;
+use crate::support::agent::Agent;
 use crate::support::cli::{Run, Scratch, static_validator};
 use crate::support::fake_github::FakeGithubProcess;
 use crate::support::python::{DENDRITE_HOTKEY, DENDRITE_SEED, VALIDATOR_HOTKEY};
@@ -345,7 +347,6 @@ fn validator_text_is_redacted_escaped_and_capped_in_tables_json_logs_and_state()
     std::fs::remove_file(&state_path).unwrap();
     let mut agent = Agent::start(&s, &["--config", "c.toml"], &[], None, &[PAT]);
     agent.wait_log("is not covered", Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(500));
     agent.signal(libc::SIGTERM);
     assert_eq!(agent.wait_exit(Duration::from_secs(30)).code(), Some(0), "{}", agent.log());
     let log = agent.log();
@@ -377,4 +378,74 @@ fn reasons_in_a_state_file_written_before_are_cleaned_when_it_is_loaded() {
         assert!(text.chars().count() <= FOREIGN_TEXT_MAX);
         assert_clean("a loaded reason", text);
     }
+}
+
+// --------------------------------------------------------------------------------------------
+// garbage answers
+
+/// A fake "validator" that answers every request with `response` (or closes at once when empty).
+fn garbage_server(response: Vec<u8>) -> Server {
+    Server::start(move |_| response.clone())
+}
+
+#[test]
+fn misbehaving_validators_get_a_category_not_a_panic() {
+    let s = Scratch::new();
+    s.hotkey("hotkey", DENDRITE_SEED);
+    let big = {
+        let mut r = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n".to_vec();
+        r.extend(std::iter::repeat_n(b' ', 10 * 1024 * 1024));
+        r
+    };
+    let chunked_big = {
+        let mut r = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..160 {
+            r.extend(b"10000\r\n");
+            r.extend(std::iter::repeat_n(b'{', 0x10000));
+            r.extend(b"\r\n");
+        }
+        r.extend(b"0\r\n\r\n");
+        r
+    };
+    let servers = [
+        (garbage_server(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec()), "no_response", "malformed"),
+        (
+            garbage_server(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n{\"has_pat\": \"x\"}".to_vec()),
+            "no_response",
+            "wrong type",
+        ),
+        (garbage_server(big), "no_response", "exceeds"),
+        (garbage_server(chunked_big), "no_response", "exceeds"),
+        (garbage_server(Vec::new()), "no_response", ""),
+        (garbage_server(b"not http at all\r\n\r\n".to_vec()), "no_response", ""),
+        (
+            garbage_server(
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html>x</html>"
+                    .to_vec(),
+            ),
+            "rejected",
+            "Bad Gateway",
+        ),
+    ];
+    let validators: String = servers
+        .iter()
+        .enumerate()
+        .map(|(i, (server, _, _))| {
+            static_validator(i as u16 + 1, VALIDATOR_HOTKEY, "127.0.0.1", server.addr.port(), 1e5)
+        })
+        .collect();
+    s.write(
+        "c.toml",
+        &format!("[wallet]\nhotkey_file = \"hotkey\"\n[reconcile]\ncheck_timeout = \"3s\"\n{validators}"),
+        0o600,
+    );
+    let run = s.run(&["check", "--json", "--config", "c.toml"]);
+    run.expect_code(3);
+    let j = run.json();
+    for (i, (_, category, detail)) in servers.iter().enumerate() {
+        let r = &j["results"][i];
+        assert_eq!(r["category"], *category, "server {i}: {r}");
+        assert!(r["detail"].as_str().unwrap_or("").contains(detail), "server {i}: {r}");
+    }
+    assert!(run.stdout.len() < 64 * 1024, "a huge body must not be echoed");
 }

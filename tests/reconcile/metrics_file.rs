@@ -44,8 +44,7 @@ fn read(net: &Subnet, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timer_runs_are_ready_count_on_and_carry_the_pat_preflight() {
     let (gh, _github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(2, gh);
-    net.scratch.pat("pat", PAT_A);
+    let mut net = Subnet::with_pat(2, gh, PAT_A);
     net.config("c.toml", &[0, 1], gh, "");
 
     reconcile(&net, &[]).expect_code(0);
@@ -107,8 +106,7 @@ fn a_run_that_cannot_pass_still_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_file_never_replaces_what_patrol_reads_or_owns() {
     let (gh, _github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(1, gh);
-    net.scratch.pat("pat", PAT_A);
+    let net = Subnet::with_pat(1, gh, PAT_A);
     net.config("c.toml", &[0], gh, "");
     net.scratch.run(&["reconcile", "--config", "c.toml"]).expect_code(0);
     let state = std::fs::read_dir(net.scratch.path("state"))
@@ -162,24 +160,16 @@ async fn the_metrics_file_never_replaces_what_patrol_reads_or_owns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_that_cannot_save_keeps_its_result() {
     let (gh, _github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(2, gh);
-    net.scratch.pat("pat", PAT_A);
+    let net = Subnet::with_pat(2, gh, PAT_A);
     let full = net.scratch.path("full");
     std::fs::create_dir_all(&full).unwrap();
     net.config("c.toml", &[0, 1], gh, "");
-    let script = format!(
-        "mount -t tmpfs -o size=16k tmpfs {d} && dd if=/dev/zero of={d}/filler bs=4k count=4 2>/dev/null; \
-         exec \"$@\"",
-        d = full.display()
-    );
-    let bin = crate::support::cli::patrol_bin();
-    let bin = bin.to_string_lossy();
-    let args =
-        ["-m", "--", "sh", "-c", &script, "sh", &bin, "reconcile", "--json", "--config", "c.toml", "--state-dir"];
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args(args).arg(&full).current_dir(net.scratch.dir.path()).env("HOME", net.scratch.dir.path());
-    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let run = crate::support::cli::run_bounded(cmd, Duration::from_secs(60), &["reconcile", "--json"]);
+    let wrapper = crate::support::root::full_disk_at(&full);
+    let full_arg = full.to_string_lossy();
+    let args = ["reconcile", "--json", "--config", "c.toml", "--state-dir", &full_arg];
+    let mut cmd = net.scratch.command(&crate::support::root::strs(&wrapper), &args, &[]);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let run = crate::support::cli::run_bounded(cmd, Duration::from_secs(60), &args);
     assert_eq!(run.code, 70, "a failed save is exit 70\n{run}");
     let j = run.json();
     assert_eq!(j["broadcasts_sent"], 2, "{run}");
