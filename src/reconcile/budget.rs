@@ -230,6 +230,150 @@ pub fn hourly_cost(held: usize, interval: Secs) -> f64 {
         + f64::from(PREFLIGHTS_PER_HOUR * CALLS_PER_PREFLIGHT)
 }
 
+/// What one pass has spent and reserved of the hour's GitHub budget (pure: the ledger and the time
+/// are passed in). Holds every eligible validator's share of the repair allowance: priority work
+/// at a validator — its restart and first checks, a re-assertion, its repair and the preflight it
+/// needs — comes from what is left of its own [`SHARE`] first, and from the allowance only beyond
+/// what is held back for every other validator's unspent share, so one validator's churn can never
+/// spend another's repair. Routine checks stay under [`Budget::routine_limit`].
+#[derive(Debug, Clone)]
+pub struct Reservations {
+    budget: Budget,
+    /// The eligible validators (each has a share).
+    eligible: Vec<u16>,
+    /// Spent in the hour before the pass, plus what the pass has admitted (estimated).
+    reserved: u32,
+    /// Priority calls per validator this hour (the ledger's, plus this pass's).
+    share_used: std::collections::BTreeMap<u16, u32>,
+    /// This pass's priority calls per validator (recorded in the ledger at the end).
+    share_pass: std::collections::BTreeMap<u16, u32>,
+    /// What each admitted check was estimated to cost, and whether it was priority work.
+    estimates: std::collections::BTreeMap<u16, (u32, bool)>,
+}
+
+impl Reservations {
+    /// A pass starting at `now` over `eligible`, with the hour's spending in `ledger`.
+    pub fn new(ledger: &Ledger, budget: Budget, eligible: Vec<u16>, now: Secs) -> Reservations {
+        let share_used =
+            eligible.iter().map(|uid| (*uid, ledger.share_spent(*uid, now))).filter(|(_, n)| *n > 0).collect();
+        Reservations {
+            budget,
+            eligible,
+            reserved: ledger.spent(now),
+            share_used,
+            share_pass: Default::default(),
+            estimates: Default::default(),
+        }
+    }
+
+    /// Spent in the hour plus admitted by this pass.
+    pub fn reserved(&self) -> u32 {
+        self.reserved
+    }
+
+    /// What priority work may fill the hour up to ([`Budget::repair_limit`]).
+    pub fn repair_limit(&self) -> u32 {
+        self.budget.repair_limit(self.eligible.len())
+    }
+
+    /// What is left of validator `uid`'s share this hour.
+    fn unspent(&self, uid: u16) -> u32 {
+        SHARE.saturating_sub(self.share_used.get(&uid).copied().unwrap_or(0))
+    }
+
+    /// What is held back for every validator's unspent share.
+    fn held(&self) -> u32 {
+        self.eligible.iter().fold(0u32, |a, u| a.saturating_add(self.unspent(*u)))
+    }
+
+    /// Admit `cost` calls of priority work at validator `uid`. What is left of its own share is
+    /// always there (the share is one re-assertion an hour, so spending the allowance did not plan
+    /// — a check that cost more than estimated, `patrol check` runs — can delay a repair by an hour
+    /// at most, never starve it); the rest comes from the allowance beyond what is held back for
+    /// the others.
+    pub fn admit_priority(&mut self, uid: u16, cost: u32) -> bool {
+        if cost == 0 {
+            return true;
+        }
+        let beyond = cost.saturating_sub(self.unspent(uid));
+        if beyond > 0 && self.reserved.saturating_add(self.held()).saturating_add(beyond) > self.repair_limit() {
+            return false;
+        }
+        self.add(uid, cost, true);
+        true
+    }
+
+    /// Admit a routine check costing `cost`: free ones always, the others while the hour stays
+    /// under [`Budget::routine_limit`].
+    pub fn admit_routine(&mut self, cost: u32) -> bool {
+        if cost > 0 && self.reserved.saturating_add(cost) > self.budget.routine_limit() {
+            return false;
+        }
+        self.reserved = self.reserved.saturating_add(cost);
+        true
+    }
+
+    /// Admit our own hourly telemetry preflight: planned for in the intervals, so only when the
+    /// allowance has room beyond what is held back for the validators' repairs.
+    pub fn admit_telemetry(&mut self, need: u32) -> bool {
+        if self.reserved.saturating_add(self.held()).saturating_add(need) > self.repair_limit() {
+            return false;
+        }
+        self.reserved = self.reserved.saturating_add(need);
+        true
+    }
+
+    /// A check of `uid` was admitted at an estimated `cost`.
+    pub fn estimate(&mut self, uid: u16, cost: u32, priority: bool) {
+        self.estimates.insert(uid, (cost, priority));
+    }
+
+    /// The check of `uid` cost `actual`: settle it against its estimate.
+    pub fn checked(&mut self, uid: u16, actual: u32) {
+        if let Some((estimate, priority)) = self.estimates.get(&uid).copied() {
+            self.settle(uid, estimate, actual, priority);
+        }
+    }
+
+    /// Give back calls reserved for `uid` that were not spent (an answer that cost less, a
+    /// confirming check that did not happen).
+    pub fn refund(&mut self, uid: u16, calls: u32, priority: bool) {
+        self.reserved = self.reserved.saturating_sub(calls);
+        if priority {
+            for m in [&mut self.share_used, &mut self.share_pass] {
+                if let Some(n) = m.get_mut(&uid) {
+                    *n = n.saturating_sub(calls);
+                }
+            }
+        }
+    }
+
+    /// A call to `uid` estimated at `estimate` cost `actual`: give back the difference, or count
+    /// what it cost beyond (a validator believed to have lost our PAT that holds one again).
+    pub fn settle(&mut self, uid: u16, estimate: u32, actual: u32, priority: bool) {
+        if actual <= estimate {
+            self.refund(uid, estimate - actual, priority);
+        } else {
+            self.add(uid, actual - estimate, priority);
+        }
+    }
+
+    fn add(&mut self, uid: u16, calls: u32, priority: bool) {
+        self.reserved = self.reserved.saturating_add(calls);
+        if priority {
+            *self.share_used.entry(uid).or_default() += calls;
+            *self.share_pass.entry(uid).or_default() += calls;
+        }
+    }
+
+    /// Record this pass's priority calls per validator in `ledger` (its total is recorded apart).
+    pub fn record_shares(&self, ledger: &mut Ledger, now: Secs) {
+        for (uid, calls) in &self.share_pass {
+            ledger.record_share(*uid, now, *calls);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

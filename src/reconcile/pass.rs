@@ -20,228 +20,25 @@
 //!
 //! The pass mutates a [`MinerState`] in memory; saving it after the pass is the caller's decision
 //! (a dry run never saves).
+//!
+//! Over 600 lines for a reason: the phases are one sequence over one struct, and splitting them
+//! would spread `impl Pass` over files; what a pass is asked to do (`work.rs`), what it produced
+//! (`outcome.rs`) and its budget accounting ([`budget::Reservations`]) live apart.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::budget::{self, Budget, Intervals};
+use super::budget::{self, Intervals, Reservations};
 use super::core::{
-    self, Action, BroadcastObs, CheckObs, Desired, Due, Policy, PreflightStatus, ProbeObs, ProbeVerdict, Secs,
+    self, Action, BroadcastObs, CheckObs, Desired, Policy, PreflightStatus, ProbeObs, ProbeVerdict, Secs,
 };
-use super::state::{MinerState, PassKind, Totals};
+use super::state::MinerState;
 use super::transport::Transport;
-use crate::config::Settings;
 use crate::github::{self, PreflightOutcome};
 use crate::observe::{BroadcastOutcome, Category};
 use crate::secret::Pat;
 use crate::validators::{Selection, Validator};
 use crate::wire::{CheckFields, Reply};
-
-/// Knobs of a pass.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PassConfig {
-    pub policy: Policy,
-    /// GitHub calls per hour patrol may cause on the PAT.
-    pub budget: Budget,
-    /// Plan only; never send the PAT.
-    pub dry_run: bool,
-}
-
-impl PassConfig {
-    /// From `[reconcile]`.
-    pub fn from_settings(settings: &Settings, dry_run: bool) -> PassConfig {
-        PassConfig {
-            policy: Policy::from(&settings.reconcile),
-            budget: Budget(settings.reconcile.github_budget),
-            dry_run,
-        }
-    }
-}
-
-/// What to do in a pass.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Work {
-    /// Check these validators (a wake-up's: the agent's scheduler found their timers fired); `None`:
-    /// every one that is due by [`Work::due_rule`].
-    pub only: Option<BTreeSet<u16>>,
-    /// `reconcile` (and the agent's start, a rotation): every validator not in a backoff window is
-    /// due; otherwise a validator is due when its own `next_check_at` has come.
-    pub one_shot: bool,
-    /// Probe these first; the revived and the restarted are checked too, due or not.
-    pub probe: BTreeSet<u16>,
-    /// Re-establishing coverage (the agent's start, a rotated PAT): the checks have a repair's
-    /// priority in the GitHub budget.
-    pub reassert: bool,
-    /// Probe the validators that answered a check in this pass but whose axon uuid patrol has not
-    /// seen yet: a success answer carries none, so without it a restart before the first sweep
-    /// (the agent's start, a newcomer) would look like a first meeting, not a restart.
-    pub learn_uuids: bool,
-    /// When no answer needed a preflight, run one of our own anyway if the last one of this PAT
-    /// is [`PREFLIGHT_REFRESH`](super::state::PREFLIGHT_REFRESH) old, so the PAT's validity and
-    /// expiry stay known while every validator is covered (the agent's rounds, a `reconcile`).
-    pub telemetry_preflight: bool,
-}
-
-impl Work {
-    /// `patrol reconcile`: everything not in backoff.
-    pub fn one_shot() -> Work {
-        Work { one_shot: true, ..Work::default() }
-    }
-
-    /// Which timer a round or one-shot pass checks a validator by (a wake-up's `only` is decided
-    /// already).
-    pub fn due_rule(&self) -> Due {
-        if self.one_shot { Due::OneShot } else { Due::Timer }
-    }
-
-    /// What kind of pass this is (the `pass` span's `kind`): `one_shot` (every validator out of
-    /// backoff), `round`, `recheck` (validators whose timers fired) or `sweep` (probes only).
-    pub fn label(&self) -> &'static str {
-        match &self.only {
-            None if self.one_shot => "one_shot",
-            None => "round",
-            Some(only) if only.is_empty() => "sweep",
-            Some(_) => "recheck",
-        }
-    }
-
-    /// A full pass (every due validator) or one limited to the validators whose timers fired.
-    pub fn kind(&self) -> PassKind {
-        if self.only.is_some() { PassKind::Recheck } else { PassKind::Full }
-    }
-}
-
-/// What a pass did about one validator (`reconcile --json` `action`, logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionTaken {
-    /// Covered: nothing until the next check.
-    None,
-    /// The PAT was sent and accepted (then confirmed with a check).
-    Broadcast,
-    /// Checked again later (backoff, inconclusive, a refused broadcast, spacing, budget).
-    Recheck,
-    /// Terminal until the PAT changes.
-    GiveUp,
-    /// Dry run: the PAT would have been sent.
-    WouldBroadcast,
-    /// Not contacted this pass (its timer has not fired, in backoff, or deferred by the budget).
-    NotDue,
-}
-
-impl ActionTaken {
-    /// snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionTaken::None => "none",
-            ActionTaken::Broadcast => "broadcast",
-            ActionTaken::Recheck => "recheck",
-            ActionTaken::GiveUp => "give_up",
-            ActionTaken::WouldBroadcast => "would_broadcast",
-            ActionTaken::NotDue => "not_due",
-        }
-    }
-
-    fn of(a: &Action) -> ActionTaken {
-        match a {
-            Action::None { .. } => ActionTaken::None,
-            Action::Broadcast => ActionTaken::Broadcast,
-            Action::Recheck { .. } => ActionTaken::Recheck,
-            Action::GiveUp { .. } => ActionTaken::GiveUp,
-        }
-    }
-}
-
-impl std::fmt::Display for ActionTaken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What a pass did about one eligible validator.
-#[derive(Debug, Clone)]
-pub struct ValidatorOutcome {
-    pub validator: Validator,
-    /// What the first check this pass said, read (`None`: not contacted for a check).
-    pub checked: Option<crate::observe::CheckReading>,
-    pub action: ActionTaken,
-    /// Why (for recheck / give-up / backoff / budget).
-    pub why: Option<String>,
-    /// Broadcasts sent to it this pass.
-    pub attempts: u32,
-    /// Category after the pass (confirm check, or the last known one).
-    pub final_category: Option<Category>,
-    pub next_check_at: Secs,
-    pub failures: u32,
-    /// What a probe this pass said, if it was probed.
-    pub probe: Option<ProbeVerdict>,
-}
-
-/// GitHub calls on the PAT: this pass, the last hour, the budget and the intervals it implies.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Spend {
-    /// Estimated calls this pass caused.
-    pub pass_calls: u32,
-    /// Estimated calls in the hour up to the end of the pass (this pass included).
-    pub last_hour: u32,
-    /// Calls per hour allowed (`null`: unlimited).
-    pub budget_per_hour: Option<u32>,
-    /// `[reconcile] interval`, seconds.
-    pub configured_interval_s: Secs,
-    /// The routine interval the budget allows (≥ the configured one), seconds.
-    pub interval_s: Secs,
-    /// The same for validators that lost the PAT lately.
-    pub interval_lossy_s: Secs,
-    /// Checks deferred this pass to stay within the budget.
-    pub deferred: usize,
-}
-
-/// Everything a pass produced.
-#[derive(Debug, Clone)]
-pub struct PassOutcome {
-    pub started_at: Secs,
-    pub duration: Duration,
-    pub validators: Vec<ValidatorOutcome>,
-    pub alerts: Vec<core::Alert>,
-    /// The preflight, if it ran.
-    pub preflight: Option<github::PreflightReport>,
-    pub checks: Vec<Category>,
-    /// How each broadcast of this pass ended.
-    pub broadcasts: Vec<BroadcastOutcome>,
-    /// Validators a dry run would have sent the PAT to.
-    pub planned_broadcasts: Vec<u16>,
-    /// Probes sent this pass.
-    pub probes: usize,
-    pub github: Spend,
-}
-
-impl PassOutcome {
-    /// Final coverage categories with stakes (validators never observed count as no_response).
-    pub fn final_rows(&self) -> impl Iterator<Item = (Category, f64)> + '_ {
-        self.validators.iter().map(|v| (v.final_category.unwrap_or(Category::NoResponse), v.validator.stake))
-    }
-
-    /// Restarts and revivals the probes found this pass.
-    pub fn restarts(&self) -> usize {
-        self.validators.iter().filter(|v| v.probe.is_some_and(ProbeVerdict::is_restart)).count()
-    }
-
-    /// Add what this pass did to the lifetime counts.
-    fn tally(&self, totals: &mut Totals, kind: PassKind) {
-        match kind {
-            PassKind::Full => totals.passes += 1,
-            PassKind::Recheck => totals.rechecks += 1,
-        }
-        for c in &self.checks {
-            *totals.checks.entry(*c).or_default() += 1;
-        }
-        for b in &self.broadcasts {
-            *totals.broadcasts.entry(*b).or_default() += 1;
-        }
-        totals.probes += self.probes as u64;
-        totals.restarts += self.restarts() as u64;
-    }
-}
 
 /// The span of a validator the pass acts on (its fields are formatted only when a subscriber
 /// wants the span).
@@ -324,17 +121,10 @@ pub struct Pass<'a> {
     sent: Vec<Validator>,
     broadcasts: Vec<BroadcastOutcome>,
     accepted: BTreeSet<u16>,
-    /// Estimated GitHub calls: spent this pass, and reserved (spent + admitted but not yet made).
+    /// Estimated GitHub calls spent this pass.
     calls: u32,
-    reserved: u32,
-    /// Priority calls per validator this hour (the ledger's, plus this pass's reservations): what
-    /// its [`budget::SHARE`] has used.
-    share_used: BTreeMap<u16, u32>,
-    /// This pass's priority reservations per validator (recorded in the ledger at the end).
-    share_pass: BTreeMap<u16, u32>,
-    /// What each admitted check was estimated to cost, and whether it was priority work (refunded
-    /// when the answer costs less).
-    estimates: BTreeMap<u16, (u32, bool)>,
+    /// The hour's GitHub budget: spent, reserved, every validator's share.
+    res: Reservations,
 }
 
 impl<'a> Pass<'a> {
@@ -371,12 +161,7 @@ impl<'a> Pass<'a> {
         }
         let intervals = budget::intervals(cfg.policy.interval, cfg.budget, steady, lossy);
         let policy = Policy { interval: intervals.steady, interval_lossy: intervals.lossy, ..cfg.policy };
-        let reserved = state.github.spent(now);
-        let share_used = eligible
-            .iter()
-            .map(|(uid, _)| (*uid, state.github.share_spent(*uid, now)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        let res = Reservations::new(&state.github, cfg.budget, eligible.iter().map(|(uid, _)| *uid).collect(), now);
         Pass {
             cfg,
             selection,
@@ -400,69 +185,7 @@ impl<'a> Pass<'a> {
             broadcasts: Vec::new(),
             accepted: BTreeSet::new(),
             calls: 0,
-            reserved,
-            share_used,
-            share_pass: BTreeMap::new(),
-            estimates: BTreeMap::new(),
-        }
-    }
-
-    /// What is left of validator `uid`'s share this hour.
-    fn unspent(&self, uid: u16) -> u32 {
-        budget::SHARE.saturating_sub(self.share_used.get(&uid).copied().unwrap_or(0))
-    }
-
-    /// What is held back for every validator's unspent share.
-    fn held(&self) -> u32 {
-        self.eligible.iter().fold(0u32, |a, (u, _)| a.saturating_add(self.unspent(*u)))
-    }
-
-    /// Admit `cost` calls of priority work (a triggered or first check, a re-assertion, a repair,
-    /// the preflight a repair needs) at validator `uid`, within the repair allowance: from what is
-    /// left of its own share first, the rest from the allowance beyond every validator's unspent
-    /// share — which is held back, so one validator's churn can never spend another's repair.
-    fn admit_priority(&mut self, uid: u16, cost: u32) -> bool {
-        if cost == 0 {
-            return true;
-        }
-        // What is left of its own share is always there (the share is one re-assertion an hour,
-        // so spending the allowance did not plan — a check that cost more than estimated, `patrol
-        // check` runs — can delay a repair by an hour at most, never starve it); the rest comes
-        // from the allowance beyond what is held back for the others.
-        let beyond = cost.saturating_sub(self.unspent(uid));
-        if beyond > 0 && self.reserved.saturating_add(self.held()).saturating_add(beyond) > self.repair_limit() {
-            return false;
-        }
-        self.reserved = self.reserved.saturating_add(cost);
-        *self.share_used.entry(uid).or_default() += cost;
-        *self.share_pass.entry(uid).or_default() += cost;
-        true
-    }
-
-    /// Give back calls reserved for `uid` that were not spent (an answer that cost less).
-    fn refund(&mut self, uid: u16, calls: u32, priority: bool) {
-        self.reserved = self.reserved.saturating_sub(calls);
-        if priority {
-            for m in [&mut self.share_used, &mut self.share_pass] {
-                if let Some(n) = m.get_mut(&uid) {
-                    *n = n.saturating_sub(calls);
-                }
-            }
-        }
-    }
-
-    /// A call to `uid` estimated at `estimate` cost `actual`: give back the difference, or count
-    /// what it cost beyond (a validator believed to have lost our PAT that holds one again).
-    fn settle(&mut self, uid: u16, estimate: u32, actual: u32, priority: bool) {
-        if actual <= estimate {
-            self.refund(uid, estimate - actual, priority);
-            return;
-        }
-        let more = actual - estimate;
-        self.reserved = self.reserved.saturating_add(more);
-        if priority {
-            *self.share_used.entry(uid).or_default() += more;
-            *self.share_pass.entry(uid).or_default() += more;
+            res,
         }
     }
 
@@ -567,25 +290,20 @@ impl<'a> Pass<'a> {
         for c in candidates {
             let uid = c.v.uid;
             let priority = c.triggered || work.reassert;
-            let limit = if priority { self.repair_limit() } else { self.cfg.budget.routine_limit() };
-            let admitted = if priority {
-                self.admit_priority(uid, c.cost)
-            } else if c.cost == 0 || self.reserved.saturating_add(c.cost) <= limit {
-                self.reserved = self.reserved.saturating_add(c.cost);
-                true
-            } else {
-                false
-            };
+            let limit = if priority { self.res.repair_limit() } else { self.cfg.budget.routine_limit() };
+            let admitted = if priority { self.res.admit_priority(uid, c.cost) } else { self.res.admit_routine(c.cost) };
             if admitted {
-                self.estimates.insert(uid, (c.cost, priority));
+                self.res.estimate(uid, c.cost, priority);
                 due.push(c.v.clone());
                 continue;
             }
             let at = self.free_at(c.cost, limit);
             let mut h = self.history(c.v);
             h.defer(at);
-            let mut why =
-                format!("deferred to stay within the GitHub budget ({} of {limit} calls this hour)", self.reserved);
+            let mut why = format!(
+                "deferred to stay within the GitHub budget ({} of {limit} calls this hour)",
+                self.res.reserved()
+            );
             if self.triggered.contains(&uid) {
                 // A restart may have emptied its store: what it held before says nothing now.
                 h.category = None;
@@ -598,14 +316,9 @@ impl<'a> Pass<'a> {
         due
     }
 
-    /// What repairs may fill the hour up to on this subnet ([`Budget::repair_limit`]).
-    fn repair_limit(&self) -> u32 {
-        self.cfg.budget.repair_limit(self.eligible.len())
-    }
-
     /// When `need` more calls fit under `limit`, given what this pass has reserved so far.
     fn free_at(&self, need: u32, limit: u32) -> Secs {
-        let pending = self.reserved.saturating_sub(self.state.github.spent(self.now));
+        let pending = self.res.reserved().saturating_sub(self.state.github.spent(self.now));
         self.state.github.free_at(self.now, need.saturating_add(pending), limit).max(self.now + 1)
     }
 
@@ -619,9 +332,7 @@ impl<'a> Pass<'a> {
             let _span = validator_span(v).entered();
             let obs = CheckObs::of(&r);
             let cost = budget::check_cost(obs.category);
-            if let Some((estimate, priority)) = self.estimates.get(&v.uid).copied() {
-                self.settle(v.uid, estimate, cost, priority);
-            }
+            self.res.checked(v.uid, cost);
             self.calls += cost;
             self.checks.push(obs.category);
             self.observations.insert(v.uid, obs);
@@ -669,7 +380,7 @@ impl<'a> Pass<'a> {
             self.desired.preflight = PreflightStatus::Valid;
             return;
         }
-        let (need, limit) = (budget::CALLS_PER_PREFLIGHT, self.repair_limit());
+        let (need, limit) = (budget::CALLS_PER_PREFLIGHT, self.res.repair_limit());
         // Charged to the share of a validator that needs the PAT (or the allowance beyond).
         let wanting: Vec<u16> = self
             .observations
@@ -679,7 +390,7 @@ impl<'a> Pass<'a> {
             })
             .map(|(uid, _)| *uid)
             .collect();
-        if !wanting.into_iter().any(|uid| self.admit_priority(uid, need)) {
+        if !wanting.into_iter().any(|uid| self.res.admit_priority(uid, need)) {
             self.desired.preflight = PreflightStatus::Transient(format!(
                 "the GitHub budget ({limit} calls an hour) is spent until {}",
                 core::rfc3339(self.free_at(need, limit))
@@ -722,13 +433,13 @@ impl<'a> Pass<'a> {
             let mut h = d.history;
             let mut action = d.action;
             if action == Action::Broadcast {
-                let limit = self.repair_limit();
+                let limit = self.res.repair_limit();
                 if self.cfg.dry_run {
                     self.planned.push(d.uid);
                     // Nothing was sent, so nothing moved the validator's next check: without this
                     // it stays in the past and `patrol run --dry-run` would re-check it every tick.
                     h.next_check_at = self.now + self.policy.interval;
-                } else if !self.admit_priority(d.uid, budget::CALLS_PER_REPAIR) {
+                } else if !self.res.admit_priority(d.uid, budget::CALLS_PER_REPAIR) {
                     let at = self.free_at(budget::CALLS_PER_REPAIR, limit);
                     h.next_check_at = at;
                     action = Action::Recheck {
@@ -771,7 +482,7 @@ impl<'a> Pass<'a> {
     pub async fn confirm(&mut self, t: &dyn Transport) {
         let refused: Vec<u16> = self.sent.iter().map(|v| v.uid).filter(|u| !self.accepted.contains(u)).collect();
         for uid in refused {
-            self.refund(uid, budget::CALLS_PER_HELD_CHECK, true);
+            self.res.refund(uid, budget::CALLS_PER_HELD_CHECK, true);
         }
         let confirm: Vec<Validator> = self.sent.iter().filter(|v| self.accepted.contains(&v.uid)).cloned().collect();
         if confirm.is_empty() {
@@ -782,7 +493,7 @@ impl<'a> Pass<'a> {
             let _span = validator_span(v).entered();
             let obs = CheckObs::of(r);
             let cost = budget::check_cost(obs.category);
-            self.settle(v.uid, budget::CALLS_PER_HELD_CHECK, cost, true);
+            self.res.settle(v.uid, budget::CALLS_PER_HELD_CHECK, cost, true);
             self.calls += cost;
             self.checks.push(obs.category);
             let (action, h) =
@@ -802,10 +513,9 @@ impl<'a> Pass<'a> {
             return;
         }
         let need = budget::CALLS_PER_PREFLIGHT;
-        if self.reserved.saturating_add(self.held()).saturating_add(need) > self.repair_limit() {
+        if !self.res.admit_telemetry(need) {
             return;
         }
-        self.reserved = self.reserved.saturating_add(need);
         let pf = t.preflight(pat).await;
         self.calls += budget::CALLS_PER_PREFLIGHT;
         self.state.remember_preflight(&self.desired.fingerprint, &pf, self.now);
@@ -816,9 +526,7 @@ impl<'a> Pass<'a> {
     pub fn finish(self, started: Instant) -> PassOutcome {
         let now = self.now;
         self.state.github.record(now, self.calls);
-        for (uid, calls) in &self.share_pass {
-            self.state.github.record_share(*uid, now, *calls);
-        }
+        self.res.record_shares(&mut self.state.github, now);
         let validators: Vec<ValidatorOutcome> = self.selection.eligible.iter().map(|v| self.outcome_of(v)).collect();
         if !validators.is_empty() && validators.iter().all(|v| v.final_category.is_some_and(Category::is_covered)) {
             self.state.last_full_coverage_at = Some(now);
@@ -899,6 +607,11 @@ impl<'a> Pass<'a> {
         }
     }
 }
+
+mod outcome;
+mod work;
+pub use outcome::{ActionTaken, PassOutcome, Spend, ValidatorOutcome};
+pub use work::{PassConfig, Work};
 
 #[cfg(test)]
 mod tests;

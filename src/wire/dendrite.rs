@@ -7,6 +7,8 @@
 //! it), and every text the validator wrote is kept as [`foreign_text`]: this is where such text
 //! enters patrol, so tables, JSON, logs and the state file only ever see that form.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,136 +23,11 @@ use super::{
 use crate::secret::{Pat, foreign_text};
 use crate::wallet::Hotkey;
 
+mod outcome;
+pub use outcome::*;
+
 /// Default cap on a response body. Real answers are ~1 KB; anything this large is not a validator.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
-
-/// Why a call produced no usable answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NoResponseKind {
-    /// Nothing complete within the timeout.
-    Timeout,
-    /// TCP connect failed (refused, unreachable).
-    Connect,
-    /// The connection was closed or reset before a full response.
-    Disconnected,
-    /// HTTP 200 whose body is not the synapse (not JSON, wrong field types).
-    Malformed,
-    /// The response body exceeded the size cap.
-    TooLarge,
-}
-
-impl NoResponseKind {
-    /// The status the Python dendrite would have put in `dendrite.status_code` (gitt's post JSON).
-    pub fn python_status(self) -> u16 {
-        match self {
-            NoResponseKind::Timeout => 408,
-            NoResponseKind::Connect | NoResponseKind::Disconnected => 503,
-            NoResponseKind::Malformed | NoResponseKind::TooLarge => 422,
-        }
-    }
-
-    /// Short lowercase label for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NoResponseKind::Timeout => "timeout",
-            NoResponseKind::Connect => "connect",
-            NoResponseKind::Disconnected => "disconnected",
-            NoResponseKind::Malformed => "malformed",
-            NoResponseKind::TooLarge => "too_large",
-        }
-    }
-}
-
-/// The three things a call can end in.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CallOutcome<F> {
-    /// HTTP 200 with a well-formed synapse (its `rejection_reason` as [`foreign_text`]).
-    Answered(F),
-    /// Any other HTTP status; `message` from the JSON body, the status header or the reason phrase,
-    /// as [`foreign_text`]. A redirect (3xx) is never followed: it is a rejection naming it.
-    Rejected { status: u16, message: String },
-    /// No usable HTTP answer.
-    NoResponse { kind: NoResponseKind, detail: String },
-}
-
-impl<F> CallOutcome<F> {
-    /// The HTTP status of the answer: 200, or the error status of a rejection; `None` when no
-    /// HTTP answer came.
-    pub fn http_status(&self) -> Option<u16> {
-        match self {
-            CallOutcome::Answered(_) => Some(200),
-            CallOutcome::Rejected { status, .. } => Some(*status),
-            CallOutcome::NoResponse { .. } => None,
-        }
-    }
-
-    /// The status as the Python dendrite reports it (`dendrite.status_code`, in gitt's JSON): the
-    /// HTTP status, or [`NoResponseKind::python_status`] without an answer.
-    pub fn status_code(&self) -> u16 {
-        match self {
-            CallOutcome::NoResponse { kind, .. } => kind.python_status(),
-            _ => self.http_status().unwrap_or_default(),
-        }
-    }
-
-    /// What kept it from being an answer, on one line: the rejection's message, or how it failed
-    /// (`timeout: no answer within 12s`); `None` for an answer.
-    pub fn detail(&self) -> Option<String> {
-        match self {
-            CallOutcome::Answered(_) => None,
-            CallOutcome::Rejected { message, .. } => Some(message.clone()),
-            CallOutcome::NoResponse { kind, detail } => Some(format!("{}: {detail}", kind.as_str())),
-        }
-    }
-
-    /// The answer's fields, if it was one.
-    pub fn answer(&self) -> Option<&F> {
-        match self {
-            CallOutcome::Answered(f) => Some(f),
-            _ => None,
-        }
-    }
-}
-
-/// An outcome plus how long it took.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply<F> {
-    pub outcome: CallOutcome<F>,
-    pub latency: Duration,
-    /// The answering axon's `bt_header_axon_uuid`: made once per process start (bittensor 10.x
-    /// `Axon.__init__`), stamped into every *error* response after preprocessing (success responses
-    /// echo the caller's body instead, wire doc §6). A different one than last time means the
-    /// validator restarted.
-    pub axon_uuid: Option<String>,
-}
-
-impl<F> Reply<F> {
-    /// A reply that never reached the wire (a panicked task, a skipped call).
-    pub fn no_response(kind: NoResponseKind, detail: impl Into<String>) -> Reply<F> {
-        Reply {
-            outcome: CallOutcome::NoResponse { kind, detail: detail.into() },
-            latency: Duration::ZERO,
-            axon_uuid: None,
-        }
-    }
-}
-
-/// What came back from one request, before typing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sent {
-    /// The HTTP status, 0 when there was none.
-    pub status: u16,
-    pub outcome: CallOutcome<Value>,
-    pub axon_uuid: Option<String>,
-}
-
-/// The liveness probe's answer: any HTTP response at all means the axon is up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeFields {
-    /// The HTTP status (a bittensor axon answers the probe with 500, see [`Dendrite::probe`]).
-    pub status: u16,
-}
 
 /// A fully built request, before sending: what goes on the wire.
 #[derive(Clone)]
@@ -200,9 +77,17 @@ pub struct Dendrite {
     hotkey: Arc<Hotkey>,
     uuid: String,
     last_nonce: AtomicU64,
+    /// One turn per axon endpoint: see [`Dendrite::exchange`].
+    turns: std::sync::Mutex<HashMap<(IpAddr, u16), Turn>>,
     http: reqwest::Client,
     opts: DendriteOptions,
 }
+
+/// Held while a request to one endpoint is in flight.
+type Turn = Arc<tokio::sync::Mutex<()>>;
+
+/// Above this many remembered endpoints, the idle ones are forgotten (a metagraph's axons move).
+const TURNS_KEPT: usize = 1024;
 
 /// How long an idle connection stays pooled.
 const POOL_IDLE: Duration = Duration::from_secs(4);
@@ -232,7 +117,14 @@ impl Dendrite {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("patrol/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Dendrite { hotkey, uuid: uuid::Uuid::new_v4().to_string(), last_nonce: AtomicU64::new(0), http, opts })
+        Ok(Dendrite {
+            hotkey,
+            uuid: uuid::Uuid::new_v4().to_string(),
+            last_nonce: AtomicU64::new(0),
+            turns: std::sync::Mutex::default(),
+            http,
+            opts,
+        })
     }
 
     /// The caller hotkey (SS58).
@@ -368,17 +260,32 @@ impl Dendrite {
 
     /// Send a prepared request and classify the answer. Never takes longer than `timeout`.
     pub async fn send(&self, req: PreparedRequest, timeout: Duration) -> Sent {
-        match tokio::time::timeout(timeout, self.send_inner(req)).await {
-            Ok(r) => r,
-            Err(_) => Sent {
-                status: 0,
-                outcome: CallOutcome::NoResponse {
-                    kind: NoResponseKind::Timeout,
-                    detail: format!("no answer within {}", humantime::format_duration(timeout)),
-                },
-                axon_uuid: None,
-            },
+        tokio::time::timeout(timeout, self.send_inner(req)).await.unwrap_or_else(|_| timed_out(timeout))
+    }
+
+    /// Take this endpoint's turn, then prepare (drawing the nonce) and send; all within `timeout`.
+    ///
+    /// Why one request at a time per `ip:port`: the axon keeps one "last nonce" per dendrite
+    /// hotkey and uuid, and refuses any request whose nonce is not above it (401 "Nonce is too
+    /// old, a newer one was last processed"). Two concurrent requests to one axon (two uids
+    /// sharing an endpoint, a probe beside a check) can arrive in the other order, and the one
+    /// with the older nonce is refused for no fault of the validator. Waiting counts against
+    /// `timeout`, so many uids behind one silent endpoint still end within one timeout.
+    async fn exchange(&self, target: &Target, timeout: Duration, prepare: impl FnOnce() -> PreparedRequest) -> Sent {
+        let turn = self.turn(target);
+        let work = async {
+            let _held = turn.lock().await;
+            self.send_inner(prepare()).await
+        };
+        tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| timed_out(timeout))
+    }
+
+    fn turn(&self, target: &Target) -> Turn {
+        let mut turns = self.turns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if turns.len() >= TURNS_KEPT {
+            turns.retain(|_, t| Arc::strong_count(t) > 1);
         }
+        Arc::clone(turns.entry((target.ip, target.port)).or_default())
     }
 
     async fn send_inner(&self, req: PreparedRequest) -> Sent {
@@ -460,8 +367,7 @@ impl Dendrite {
     /// `PatCheckSynapse` to one validator.
     pub async fn check(&self, target: &Target, timeout: Duration) -> Reply<CheckFields> {
         let started = Instant::now();
-        let req = self.prepare(SynapseKind::Check, target, timeout, None);
-        let sent = self.send(req, timeout).await;
+        let sent = self.exchange(target, timeout, || self.prepare(SynapseKind::Check, target, timeout, None)).await;
         Reply {
             outcome: typed(sent.outcome, |v| {
                 synapse::parse_check(v).map(|f| CheckFields { rejection_reason: clean(f.rejection_reason), ..f })
@@ -474,8 +380,8 @@ impl Dendrite {
     /// `PatBroadcastSynapse` carrying `pat` to one validator.
     pub async fn broadcast(&self, target: &Target, timeout: Duration, pat: &Pat) -> Reply<BroadcastFields> {
         let started = Instant::now();
-        let req = self.prepare(SynapseKind::Broadcast, target, timeout, Some(pat));
-        let sent = self.send(req, timeout).await;
+        let sent =
+            self.exchange(target, timeout, || self.prepare(SynapseKind::Broadcast, target, timeout, Some(pat))).await;
         Reply {
             outcome: typed(sent.outcome, |v| {
                 synapse::parse_broadcast(v)
@@ -490,14 +396,24 @@ impl Dendrite {
     /// answer (`Answered` with the status), with the axon's uuid when it sent one.
     pub async fn probe(&self, target: &Target, timeout: Duration) -> Reply<ProbeFields> {
         let started = Instant::now();
-        let req = self.prepare_probe(target, timeout);
-        let sent = self.send(req, timeout).await;
+        let sent = self.exchange(target, timeout, || self.prepare_probe(target, timeout)).await;
         let outcome = match sent.outcome {
             CallOutcome::NoResponse { kind, detail } => CallOutcome::NoResponse { kind, detail },
             // A malformed or oversized body still came from a live server.
             _ => CallOutcome::Answered(ProbeFields { status: sent.status }),
         };
         Reply { outcome, latency: started.elapsed(), axon_uuid: sent.axon_uuid }
+    }
+}
+
+fn timed_out(timeout: Duration) -> Sent {
+    Sent {
+        status: 0,
+        outcome: CallOutcome::NoResponse {
+            kind: NoResponseKind::Timeout,
+            detail: format!("no answer within {}", humantime::format_duration(timeout)),
+        },
+        axon_uuid: None,
     }
 }
 

@@ -9,7 +9,7 @@ use crate::config::notify::EVENT_NAMES;
 use crate::observe::Silence;
 use crate::reconcile::core::{Silent, Terminal};
 use crate::reconcile::pass::{Spend, ValidatorOutcome};
-use crate::reconcile::state::PreflightRecord;
+use crate::reconcile::state::{MinerState, PreflightRecord};
 use crate::validators::Validator;
 
 const T0: Secs = 1_800_000_000;
