@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::secret::Pat;
 use crate::validators::Validator;
-use crate::wire::{BroadcastFields, CheckFields, Dendrite, NoResponseKind, ProbeFields, Reply};
+use crate::wire::{BroadcastFields, CheckFields, Dendrite, NoResponseKind, ProbeFields, Reply, Target};
 
 /// `PatCheckSynapse` to every validator, at most `concurrency` at once.
 pub async fn check_all(
@@ -22,12 +22,7 @@ pub async fn check_all(
     timeout: Duration,
     concurrency: usize,
 ) -> Vec<Reply<CheckFields>> {
-    let d = dendrite.clone();
-    replies(each(validators, concurrency, move |v| {
-        let d = d.clone();
-        async move { d.check(&v.target(), timeout).await }
-    }))
-    .await
+    on_each(dendrite, validators, concurrency, move |d, t| async move { d.check(&t, timeout).await }).await
 }
 
 /// `PatBroadcastSynapse` with `pat` to every validator given, at most `concurrency` at once.
@@ -39,11 +34,11 @@ pub async fn broadcast_all(
     timeout: Duration,
     concurrency: usize,
 ) -> Vec<Reply<BroadcastFields>> {
-    let (d, pat) = (dendrite.clone(), pat.clone());
-    replies(each(validators, concurrency, move |v| {
-        let (d, pat) = (d.clone(), pat.clone());
-        async move { d.broadcast(&v.target(), timeout, &pat).await }
-    }))
+    let pat = pat.clone();
+    on_each(dendrite, validators, concurrency, move |d, t| {
+        let pat = pat.clone();
+        async move { d.broadcast(&t, timeout, &pat).await }
+    })
     .await
 }
 
@@ -54,12 +49,22 @@ pub async fn probe_all(
     timeout: Duration,
     concurrency: usize,
 ) -> Vec<Reply<ProbeFields>> {
+    on_each(dendrite, validators, concurrency, move |d, t| async move { d.probe(&t, timeout).await }).await
+}
+
+/// `call` with the dendrite and each validator's axon, at most `concurrency` at once.
+async fn on_each<R, Fut>(
+    dendrite: &Arc<Dendrite>,
+    validators: &[Validator],
+    concurrency: usize,
+    call: impl Fn(Arc<Dendrite>, Target) -> Fut,
+) -> Vec<Reply<R>>
+where
+    R: Send + 'static,
+    Fut: Future<Output = Reply<R>> + Send + 'static,
+{
     let d = dendrite.clone();
-    replies(each(validators, concurrency, move |v| {
-        let d = d.clone();
-        async move { d.probe(&v.target(), timeout).await }
-    }))
-    .await
+    replies(each(validators, concurrency, move |v| call(d.clone(), v.target()))).await
 }
 
 /// Replies in order; a panicked call becomes a no-response reply, keeping rows aligned.

@@ -12,6 +12,8 @@ use super::miner::Miner;
 use super::reload::{Signal, Signals};
 use crate::config::Settings;
 use crate::github::{GithubClient, GithubError, GithubOptions};
+use crate::notify::Poster;
+use crate::reconcile::transport::script::Script;
 use crate::reconcile::transport::{Clock, NetLimits, NetTransport, SystemClock, Transport};
 
 /// Hands each miner the transport its passes run on.
@@ -41,6 +43,15 @@ impl Connector for NetConnector {
             self.github.clone(),
             NetLimits::from_settings(&settings.reconcile),
         ))
+    }
+}
+
+/// Every miner on one scripted transport ([`Deps::scripted`]).
+struct ScriptConnector(Arc<Script>);
+
+impl Connector for ScriptConnector {
+    fn connect(&self, _: &Settings, _: &Miner) -> Arc<dyn Transport> {
+        self.0.clone()
     }
 }
 
@@ -74,7 +85,7 @@ pub struct Deps {
     /// Watch the config and PAT files for changes.
     pub watch_files: bool,
     /// Where notifications go (`None`: the network; tests hand in a recorder).
-    pub notify_poster: Option<Arc<dyn crate::notify::Poster>>,
+    pub notify_poster: Option<Arc<dyn Poster>>,
 }
 
 impl Deps {
@@ -87,5 +98,19 @@ impl Deps {
             watch_files: true,
             notify_poster: None,
         })
+    }
+
+    /// Every miner on `script` (its clock too), signals from the returned sender, no file
+    /// watching, notifications to `poster`: the agent in virtual time, for tests.
+    pub fn scripted(script: &Arc<Script>, poster: Option<Arc<dyn Poster>>) -> (Deps, mpsc::Sender<Signal>) {
+        let (tx, rx) = mpsc::channel(4);
+        let deps = Deps {
+            connector: Some(Arc::new(ScriptConnector(script.clone()))),
+            clock: script.clone(),
+            signals: SignalSource::Channel(rx),
+            watch_files: false,
+            notify_poster: poster,
+        };
+        (deps, tx)
     }
 }

@@ -18,15 +18,6 @@ mod tell;
 const T0: Secs = 1_800_000_000;
 const VALIDATOR: &str = "5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi";
 
-/// Hands every miner the same scripted transport.
-struct Fixed(Arc<Script>);
-
-impl Connector for Fixed {
-    fn connect(&self, _: &Settings, _: &Miner) -> Arc<dyn Transport> {
-        self.0.clone()
-    }
-}
-
 fn no_reload() -> Result<Settings, ConfigError> {
     Err(ConfigError::Parse { path: "test".into(), message: "no reloads in this test".into() })
 }
@@ -59,14 +50,7 @@ type Running = (mpsc::Sender<Signal>, tokio::task::JoinHandle<Result<(), AgentEr
 
 /// Start the agent on `script` (its transport and clock), notifications to `poster`.
 fn start_with(s: Settings, script: &Arc<Script>, poster: Option<Arc<dyn crate::notify::Poster>>) -> Running {
-    let (tx, rx) = mpsc::channel(4);
-    let deps = Deps {
-        connector: Some(Arc::new(Fixed(script.clone()))),
-        clock: script.clone(),
-        signals: SignalSource::Channel(rx),
-        watch_files: false,
-        notify_poster: poster,
-    };
+    let (deps, tx) = Deps::scripted(script, poster);
     (tx, tokio::spawn(async move { run_with(s, &no_reload, Options::default(), deps).await }))
 }
 

@@ -174,6 +174,23 @@ pub struct PatArgs {
     pub pat_file: Option<String>,
 }
 
+/// Which miner, on which chain, with which PAT: the options of every command that may send it.
+#[derive(Debug, Args)]
+pub struct MinerArgs {
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    #[command(flatten)]
+    pub pat: PatArgs,
+}
+
+impl MinerArgs {
+    fn parts(&self) -> (Option<&WalletArgs>, Option<&ChainArgs>, Option<&PatArgs>) {
+        (Some(&self.wallet), Some(&self.chain), Some(&self.pat))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Machine-readable output on stdout (gitt's JSON, plus more fields).
@@ -190,11 +207,7 @@ pub struct PostArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub wallet: WalletArgs,
-    #[command(flatten)]
-    pub chain: ChainArgs,
-    #[command(flatten)]
-    pub pat: PatArgs,
+    pub miner: MinerArgs,
     /// Extra attempts for validators that gave no response (default [reconcile] post_retries = 2).
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
@@ -214,11 +227,7 @@ pub struct ReconcileArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<String>,
     #[command(flatten)]
-    pub wallet: WalletArgs,
-    #[command(flatten)]
-    pub chain: ChainArgs,
-    #[command(flatten)]
-    pub pat: PatArgs,
+    pub miner: MinerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -232,11 +241,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<String>,
     #[command(flatten)]
-    pub wallet: WalletArgs,
-    #[command(flatten)]
-    pub chain: ChainArgs,
-    #[command(flatten)]
-    pub pat: PatArgs,
+    pub miner: MinerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -281,11 +286,7 @@ pub struct DoctorArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub wallet: WalletArgs,
-    #[command(flatten)]
-    pub chain: ChainArgs,
-    #[command(flatten)]
-    pub pat: PatArgs,
+    pub miner: MinerArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,15 +347,15 @@ impl Cli {
         let mut ov = Overrides { log_format: self.log_format.clone(), ..Overrides::default() };
         let (w, c, p): (Option<&WalletArgs>, Option<&ChainArgs>, Option<&PatArgs>) = match &self.command {
             Command::Check(a) => (Some(&a.wallet), Some(&a.chain), None),
-            Command::Post(a) => (Some(&a.wallet), Some(&a.chain), Some(&a.pat)),
+            Command::Post(a) => a.miner.parts(),
             Command::Reconcile(a) => {
                 ov.state_dir = a.state_dir.clone();
-                (Some(&a.wallet), Some(&a.chain), Some(&a.pat))
+                a.miner.parts()
             }
             Command::Run(a) => {
                 ov.state_dir = a.state_dir.clone();
                 ov.listen = a.listen.clone();
-                (Some(&a.wallet), Some(&a.chain), Some(&a.pat))
+                a.miner.parts()
             }
             Command::Validators(a) => {
                 ov.state_dir = a.state_dir.clone();
@@ -365,7 +366,7 @@ impl Cli {
                 ov.listen = a.listen.clone();
                 (None, None, None)
             }
-            Command::Doctor(a) => (Some(&a.wallet), Some(&a.chain), Some(&a.pat)),
+            Command::Doctor(a) => a.miner.parts(),
             _ => (None, None, None),
         };
         if let Some(w) = w {
@@ -391,10 +392,10 @@ impl Cli {
     fn miner(&self) -> Option<&str> {
         match &self.command {
             Command::Check(a) => a.wallet.miner.as_deref(),
-            Command::Post(a) => a.wallet.miner.as_deref(),
-            Command::Reconcile(a) => a.wallet.miner.as_deref(),
-            Command::Run(a) => a.wallet.miner.as_deref(),
-            Command::Doctor(a) => a.wallet.miner.as_deref(),
+            Command::Post(a) => a.miner.wallet.miner.as_deref(),
+            Command::Reconcile(a) => a.miner.wallet.miner.as_deref(),
+            Command::Run(a) => a.miner.wallet.miner.as_deref(),
+            Command::Doctor(a) => a.miner.wallet.miner.as_deref(),
             _ => None,
         }
     }

@@ -173,22 +173,20 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
         },
     };
     let defaults = AxonConfig::default();
+    let duration = |key, arg: &Option<String>, file: &Option<String>, default| {
+        positive(key, arg.as_deref(), file.as_deref(), default)
+    };
     let axon = AxonConfig {
         body_limit: args.body_limit.or(file.body_limit).unwrap_or(defaults.body_limit),
         clock_offset_ns,
         max_handlers: args.max_handlers.or(file.max_handlers).unwrap_or(defaults.max_handlers),
-        header_read_timeout: positive(
+        header_read_timeout: duration(
             "header_read_timeout",
-            args.header_read_timeout.as_deref(),
-            file.header_read_timeout.as_deref(),
+            &args.header_read_timeout,
+            &file.header_read_timeout,
             defaults.header_read_timeout,
         )?,
-        idle_timeout: positive(
-            "idle_timeout",
-            args.idle_timeout.as_deref(),
-            file.idle_timeout.as_deref(),
-            defaults.idle_timeout,
-        )?,
+        idle_timeout: duration("idle_timeout", &args.idle_timeout, &file.idle_timeout, defaults.idle_timeout)?,
         max_connections: match args.max_connections.or(file.max_connections) {
             Some(0) => return Err(config_error("max_connections: must be at least 1".into())),
             Some(n) => n,

@@ -15,7 +15,7 @@ use serde::Serialize;
 pub use self::table::{check_table, post_table, reconcile_table, short_hotkey, stdout, table};
 use crate::coverage::Summary;
 use crate::github::PreflightOutcome;
-use crate::observe::{BroadcastObs, BroadcastReading, Category, CheckReading, GittCategory};
+use crate::observe::{BroadcastObs, BroadcastReading, Category, CheckReading, GittCategory, Reading};
 use crate::reconcile::core::rfc3339;
 use crate::reconcile::pass::{ActionTaken, PassOutcome, Spend, ValidatorOutcome};
 use crate::validators::{Skipped, Validator};
@@ -60,6 +60,14 @@ pub struct CheckRow {
     /// 200 for an answer, the HTTP status for `rejected`, the Python dendrite's code (408/503/422)
     /// for `no_response`.
     pub status_code: Option<u16>,
+    #[serde(flatten)]
+    pub contact: Contact,
+    pub vtrust: f64,
+}
+
+/// How the call to one validator went and where it is: what check and post rows share.
+#[derive(Debug, Clone, Serialize)]
+pub struct Contact {
     pub latency_ms: u64,
     /// Why there was no answer (timeout, connect, …) or the rejection message.
     pub detail: Option<String>,
@@ -69,7 +77,23 @@ pub struct CheckRow {
     pub ip: String,
     pub port: u16,
     pub stake: f64,
-    pub vtrust: f64,
+}
+
+impl Contact {
+    /// `v`, reached as `r` says.
+    fn of<O, F>(v: &Validator, r: &Reading<O, F>) -> Contact {
+        Contact {
+            latency_ms: r.latency.as_millis() as u64,
+            detail: r.detail.clone(),
+            hint: r.hint.clone(),
+            ..Contact::none(v)
+        }
+    }
+
+    /// `v`, not reached.
+    fn none(v: &Validator) -> Contact {
+        Contact { latency_ms: 0, detail: None, hint: None, ip: v.ip.to_string(), port: v.port, stake: v.stake }
+    }
 }
 
 impl CheckRow {
@@ -82,19 +106,16 @@ impl CheckRow {
             pat_valid: answer.and_then(|f| f.pat_valid),
             rejection_reason: answer.and_then(|f| f.rejection_reason.clone()),
             status_code: Some(r.status_code),
-            latency_ms: r.latency.as_millis() as u64,
-            detail: r.detail.clone(),
-            hint: r.hint.clone(),
+            contact: Contact::of(v, r),
             ..CheckRow::unanswered(v, r.obs.category)
         }
     }
 
     /// A validator the pass did not contact: its last known category, and why nothing else.
     fn not_contacted(v: &Validator, last_known: Category) -> CheckRow {
-        CheckRow {
-            detail: Some("not contacted this pass (in backoff); category is the last known one".into()),
-            ..CheckRow::unanswered(v, last_known)
-        }
+        let mut row = CheckRow::unanswered(v, last_known);
+        row.contact.detail = Some("not contacted this pass (in backoff); category is the last known one".into());
+        row
     }
 
     fn unanswered(v: &Validator, category: Category) -> CheckRow {
@@ -107,12 +128,7 @@ impl CheckRow {
             pat_valid: None,
             rejection_reason: None,
             status_code: None,
-            latency_ms: 0,
-            detail: None,
-            hint: None,
-            ip: v.ip.to_string(),
-            port: v.port,
-            stake: v.stake,
+            contact: Contact::none(v),
             vtrust: v.vtrust,
         }
     }
@@ -123,7 +139,7 @@ impl CoverageRow for CheckRow {
         self.category
     }
     fn stake(&self) -> f64 {
-        self.stake
+        self.contact.stake
     }
 }
 
@@ -230,13 +246,8 @@ pub struct PostRow {
     pub status_code: Option<u16>,
     pub outcome: PostOutcome,
     pub attempts: u32,
-    pub latency_ms: u64,
-    pub detail: Option<String>,
-    /// As [`CheckRow::hint`].
-    pub hint: Option<String>,
-    pub ip: String,
-    pub port: u16,
-    pub stake: f64,
+    #[serde(flatten)]
+    pub contact: Contact,
 }
 
 impl PostRow {
@@ -251,12 +262,7 @@ impl PostRow {
             status_code: Some(r.status_code),
             outcome: PostOutcome::of(&r.obs),
             attempts,
-            latency_ms: r.latency.as_millis() as u64,
-            detail: r.detail.clone(),
-            hint: r.hint.clone(),
-            ip: v.ip.to_string(),
-            port: v.port,
-            stake: v.stake,
+            contact: Contact::of(v, r),
         }
     }
 }
@@ -273,7 +279,7 @@ impl CoverageRow for PostRow {
         }
     }
     fn stake(&self) -> f64 {
-        self.stake
+        self.contact.stake
     }
 }
 
@@ -391,7 +397,7 @@ impl CoverageRow for ReconcileRow {
         self.final_category
     }
     fn stake(&self) -> f64 {
-        self.check.stake
+        self.check.contact.stake
     }
 }
 

@@ -88,10 +88,10 @@ pub fn check_table(r: &CheckReport<CheckRow>) -> String {
         let cells = [
             x.category.to_string(),
             status_cell(x.status_code),
-            format!("{} ms", x.latency_ms),
-            reason_cell(&[x.rejection_reason.as_deref(), x.detail.as_deref()], x.hint.as_deref()),
+            format!("{} ms", x.contact.latency_ms),
+            reason_cell(&[x.rejection_reason.as_deref(), x.contact.detail.as_deref()], x.contact.hint.as_deref()),
         ];
-        (validator_cells(x.uid, &x.hotkey, &x.ip, x.port), cells)
+        (validator_cells(x.uid, &x.hotkey, &x.contact.ip, x.contact.port), cells)
     });
     validator_table(["CATEGORY", "STATUS", "LATENCY", "REASON"], rows)
 }
@@ -103,9 +103,9 @@ pub fn post_table(r: &PostReport) -> String {
             json_name(x.outcome),
             status_cell(x.status_code),
             x.attempts.to_string(),
-            reason_cell(&[x.rejection_reason.as_deref(), x.detail.as_deref()], x.hint.as_deref()),
+            reason_cell(&[x.rejection_reason.as_deref(), x.contact.detail.as_deref()], x.contact.hint.as_deref()),
         ];
-        (validator_cells(x.uid, &x.hotkey, &x.ip, x.port), cells)
+        (validator_cells(x.uid, &x.hotkey, &x.contact.ip, x.contact.port), cells)
     });
     validator_table(["RESULT", "STATUS", "ATTEMPTS", "REASON"], rows)
 }
@@ -119,9 +119,12 @@ pub fn reconcile_table(r: &ReconcileReport) -> String {
             x.action.as_str().to_string(),
             x.final_category.to_string(),
             x.next_check_at.clone(),
-            reason_cell(&[x.why.as_deref(), c.rejection_reason.as_deref(), c.detail.as_deref()], c.hint.as_deref()),
+            reason_cell(
+                &[x.why.as_deref(), c.rejection_reason.as_deref(), c.contact.detail.as_deref()],
+                c.contact.hint.as_deref(),
+            ),
         ];
-        (validator_cells(c.uid, &c.hotkey, &c.ip, c.port), cells)
+        (validator_cells(c.uid, &c.hotkey, &c.contact.ip, c.contact.port), cells)
     });
     validator_table(["OBSERVED", "ACTION", "FINAL", "NEXT CHECK", "WHY"], rows)
 }

@@ -64,7 +64,7 @@ fn a_stale_nonce_rejection_carries_the_clock_hint_in_json_and_tables() {
     let message = "Not Verified with error: Nonce is too old: acceptable delta is 19.00 seconds but request was 60.00 seconds old";
     let rejected = |status| CallOutcome::<CheckFields>::Rejected { status, message: message.into() };
     let row = check_row(&v, rejected(401));
-    let hint = row.hint.clone().expect("a hint");
+    let hint = row.contact.hint.clone().expect("a hint");
     assert!(hint.contains("clock") && hint.contains("NTP"), "{hint}");
     let json = serde_json::to_value(&row).unwrap();
     assert_eq!(json["hint"], serde_json::Value::String(hint.clone()));
@@ -72,12 +72,12 @@ fn a_stale_nonce_rejection_carries_the_clock_hint_in_json_and_tables() {
     let table = check_table(&rep);
     assert!(table.contains("Nonce is too old") && table.contains(&format!("(hint: {hint})")), "{table}");
     // a 403 with the same text, and an answer: no hint (JSON null)
-    assert_eq!(check_row(&v, rejected(403)).hint, None);
+    assert_eq!(check_row(&v, rejected(403)).contact.hint, None);
     let answered =
         CallOutcome::Answered(CheckFields { has_pat: Some(true), pat_valid: Some(true), rejection_reason: None });
     assert_eq!(serde_json::to_value(check_row(&v, answered)).unwrap()["hint"], serde_json::Value::Null);
     let refused = post_row(&v, CallOutcome::Rejected { status: 401, message: message.into() }, 1);
-    assert_eq!(refused.hint.as_deref(), Some(hint.as_str()));
+    assert_eq!(refused.contact.hint.as_deref(), Some(hint.as_str()));
     let t = post_table(&post(vec![refused]));
     assert!(t.contains(&format!("(hint: {hint})")), "{t}");
 }
@@ -103,14 +103,14 @@ fn check_rows_show_the_answer_as_gitt_does() {
     let row = check_row(&v, CallOutcome::Answered(fields));
     assert_eq!((row.category, row.gitt_category), (Category::Inconclusive, GittCategory::InvalidPat));
     assert_eq!(
-        (row.has_pat, row.pat_valid, row.status_code, row.detail.as_deref()),
+        (row.has_pat, row.pat_valid, row.status_code, row.contact.detail.as_deref()),
         (Some(true), Some(false), Some(200), None)
     );
     assert!(row.rejection_reason.as_deref().is_some_and(|r| r.contains("502")));
     let silent =
         check_row(&v, CallOutcome::NoResponse { kind: NoResponseKind::Timeout, detail: "no answer within 12s".into() });
     assert_eq!(
-        (silent.category, silent.status_code, silent.detail.as_deref(), silent.latency_ms),
+        (silent.category, silent.status_code, silent.contact.detail.as_deref(), silent.contact.latency_ms),
         (Category::NoResponse, Some(408), Some("timeout: no answer within 12s"), 3)
     );
     assert_eq!((silent.has_pat, silent.rejection_reason.as_deref()), (None, None));
@@ -145,7 +145,7 @@ fn post_counts_and_its_verdict_come_from_the_coverage_sum() {
     let none = post(vec![post_row(&a, silent, 3), post_row(&b, http, 1), post_row(&c, broadcast(None), 1)]);
     assert_eq!((none.no_response, none.summary().verdict()), (3, Verdict::Undetermined));
     assert_eq!(none.results[2].status_code, Some(200));
-    assert_eq!(none.results[0].detail.as_deref(), Some("connect: refused"));
+    assert_eq!(none.results[0].contact.detail.as_deref(), Some("connect: refused"));
     // zero stake everywhere, all accepted: the whole (stakeless) subnet is covered
     let zero = post(vec![post_row(&c, broadcast(Some(true)), 1)]);
     assert_eq!(zero.stake_weighted_coverage, 1.0);
@@ -226,7 +226,10 @@ async fn reconcile_rows_come_from_what_the_pass_read() {
         (rows[1].check.category, rows[1].check.status_code, rows[1].failures),
         (Category::Inconclusive, None, 2)
     );
-    assert!(rows[1].check.detail.as_deref().is_some_and(|d| d.starts_with("not contacted this pass")), "{rows:?}");
+    assert!(
+        rows[1].check.contact.detail.as_deref().is_some_and(|d| d.starts_with("not contacted this pass")),
+        "{rows:?}"
+    );
     assert_eq!((rep.check.valid, rep.check.inconclusive, rep.check.stake_weighted_coverage), (1, 1, 1.0));
     assert_eq!(rep.check.summary().verdict(), Verdict::Covered);
     let json = serde_json::to_value(&rep).unwrap();

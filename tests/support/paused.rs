@@ -9,30 +9,20 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use patrol::agent::miner::Miner;
 use patrol::agent::reload::Signal;
-use patrol::agent::{AgentError, Connector, Deps, Options, SignalSource, run_with};
+use patrol::agent::{AgentError, Deps, Options, run_with};
 use patrol::config::{ConfigError, Overrides, Settings, TargetKind};
 use patrol::notify::render::Message;
 use patrol::notify::{Answer, Poster};
 use patrol::reconcile::core::Secs;
+use patrol::reconcile::transport::BoxFuture;
 use patrol::reconcile::transport::script::{self, Call, Script};
-use patrol::reconcile::transport::{BoxFuture, Transport};
 use patrol::wallet::Hotkey;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 /// A unix time to start the scripted clock at.
 pub const T0: Secs = 1_800_000_000;
-
-/// Hands every miner the same scripted transport.
-struct Fixed(Arc<Script>);
-
-impl Connector for Fixed {
-    fn connect(&self, _: &Settings, _: &Miner) -> Arc<dyn Transport> {
-        self.0.clone()
-    }
-}
 
 /// Settings for one miner (hotkey seed `0x42` × 32, a PAT file) and validators `uids` (hotkeys
 /// from seeds `uid + 100`), state in `dir`, no endpoint, `extra` TOML before the validators.
@@ -119,14 +109,7 @@ fn no_reload() -> Result<Settings, ConfigError> {
 
 /// Start the agent on `script` (its clock too), notifications to `poster`.
 pub fn start(s: Settings, script: &Arc<Script>, poster: Option<Arc<Recorder>>) -> Running {
-    let (tx, rx) = mpsc::channel(4);
-    let deps = Deps {
-        connector: Some(Arc::new(Fixed(script.clone()))),
-        clock: script.clone(),
-        signals: SignalSource::Channel(rx),
-        watch_files: false,
-        notify_poster: poster.map(|p| p as Arc<dyn Poster>),
-    };
+    let (deps, tx) = Deps::scripted(script, poster.map(|p| p as Arc<dyn Poster>));
     Running { tx, task: tokio::spawn(async move { run_with(s, &no_reload, Options::default(), deps).await }) }
 }
 

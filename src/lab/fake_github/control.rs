@@ -86,21 +86,21 @@ async fn add_token(State(github): State<FakeGithubHandle>, Json(account): Json<F
 }
 
 async fn revoke_token(State(github): State<FakeGithubHandle>, Json(t): Json<TokenRef>) -> Response {
-    let Some(fp) = t.fingerprint() else {
-        return bad_request("give token or token_fingerprint".into());
-    };
-    let known = github.revoke_fingerprint(&fp);
-    let status = if known { StatusCode::OK } else { StatusCode::NOT_FOUND };
-    (status, Json(json!({"token_fingerprint": fp, "revoked": known}))).into_response()
+    on_token(&t, "revoked", |fp| github.revoke_fingerprint(fp))
 }
 
 async fn remove_token(State(github): State<FakeGithubHandle>, Json(t): Json<TokenRef>) -> Response {
+    on_token(&t, "removed", |fp| github.remove_fingerprint(fp))
+}
+
+/// `op` on the token `t` names: 200 `{token_fingerprint, <done>: true}`, 404 if unknown.
+fn on_token(t: &TokenRef, done: &str, op: impl FnOnce(&str) -> bool) -> Response {
     let Some(fp) = t.fingerprint() else {
         return bad_request("give token or token_fingerprint".into());
     };
-    let known = github.remove_fingerprint(&fp);
+    let known = op(&fp);
     let status = if known { StatusCode::OK } else { StatusCode::NOT_FOUND };
-    (status, Json(json!({"token_fingerprint": fp, "removed": known}))).into_response()
+    (status, Json(json!({"token_fingerprint": fp, (done): known}))).into_response()
 }
 
 async fn get_stats(State(github): State<FakeGithubHandle>) -> Response {

@@ -46,16 +46,45 @@ impl<F> Behaviour<F> {
     }
 }
 
+/// One call kind's answers: queued per validator, then its standing behaviour.
+struct Lane<F> {
+    queued: HashMap<u16, VecDeque<Reply<F>>>,
+    /// Answered once the queue is empty (none: an unscripted call fails the test).
+    standing: HashMap<u16, Behaviour<F>>,
+}
+
+impl<F> Default for Lane<F> {
+    fn default() -> Self {
+        Lane { queued: HashMap::new(), standing: HashMap::new() }
+    }
+}
+
+impl<F> Lane<F> {
+    fn next(&mut self, uid: u16) -> Option<Reply<F>> {
+        let scripted = self.queued.get_mut(&uid).and_then(VecDeque::pop_front);
+        scripted.or_else(|| self.standing.get_mut(&uid).map(Behaviour::next))
+    }
+
+    fn forget(&mut self, uid: u16) {
+        self.queued.remove(&uid);
+        self.standing.remove(&uid);
+    }
+
+    fn unused(&self) -> usize {
+        self.queued.values().map(VecDeque::len).sum()
+    }
+}
+
 #[derive(Default)]
 struct Queues {
-    probes: HashMap<u16, VecDeque<Reply<ProbeFields>>>,
-    checks: HashMap<u16, VecDeque<Reply<CheckFields>>>,
-    broadcasts: HashMap<u16, VecDeque<Reply<BroadcastFields>>>,
-    /// Answered once the queue is empty (none: an unscripted call fails the test).
-    probe_default: HashMap<u16, Behaviour<ProbeFields>>,
-    check_default: HashMap<u16, Behaviour<CheckFields>>,
-    broadcast_default: HashMap<u16, Behaviour<BroadcastFields>>,
+    probes: Lane<ProbeFields>,
+    checks: Lane<CheckFields>,
+    broadcasts: Lane<BroadcastFields>,
 }
+
+/// How the n-th unscripted call of a kind is answered (0-based).
+pub trait AnswerFn<F>: Fn(usize) -> Reply<F> + Send + Sync + 'static {}
+impl<F, T: Fn(usize) -> Reply<F> + Send + Sync + 'static> AnswerFn<F> for T {}
 
 /// The scripted transport.
 pub struct Script {
@@ -151,17 +180,17 @@ impl Script {
     }
 
     pub fn on_check(&self, uid: u16, r: Reply<CheckFields>) -> &Self {
-        lock(&self.queues).checks.entry(uid).or_default().push_back(r);
+        lock(&self.queues).checks.queued.entry(uid).or_default().push_back(r);
         self
     }
 
     pub fn on_broadcast(&self, uid: u16, r: Reply<BroadcastFields>) -> &Self {
-        lock(&self.queues).broadcasts.entry(uid).or_default().push_back(r);
+        lock(&self.queues).broadcasts.queued.entry(uid).or_default().push_back(r);
         self
     }
 
     pub fn on_probe(&self, uid: u16, r: Reply<ProbeFields>) -> &Self {
-        lock(&self.queues).probes.entry(uid).or_default().push_back(r);
+        lock(&self.queues).probes.queued.entry(uid).or_default().push_back(r);
         self
     }
 
@@ -171,44 +200,29 @@ impl Script {
     }
 
     /// The n-th probe of `uid` not otherwise scripted gets `f(n)` (e.g. a fresh uuid every time).
-    pub fn probes_answer_with(
-        &self,
-        uid: u16,
-        f: impl Fn(usize) -> Reply<ProbeFields> + Send + Sync + 'static,
-    ) -> &Self {
-        lock(&self.queues).probe_default.insert(uid, Behaviour { answer: Box::new(f), calls: 0 });
+    pub fn probes_answer_with(&self, uid: u16, f: impl AnswerFn<ProbeFields>) -> &Self {
+        lock(&self.queues).probes.standing.insert(uid, Behaviour { answer: Box::new(f), calls: 0 });
         self
     }
 
     /// The n-th check of `uid` not otherwise scripted gets `f(n)`.
-    pub fn checks_answer_with(
-        &self,
-        uid: u16,
-        f: impl Fn(usize) -> Reply<CheckFields> + Send + Sync + 'static,
-    ) -> &Self {
-        lock(&self.queues).check_default.insert(uid, Behaviour { answer: Box::new(f), calls: 0 });
+    pub fn checks_answer_with(&self, uid: u16, f: impl AnswerFn<CheckFields>) -> &Self {
+        lock(&self.queues).checks.standing.insert(uid, Behaviour { answer: Box::new(f), calls: 0 });
         self
     }
 
     /// The n-th broadcast to `uid` not otherwise scripted gets `f(n)`.
-    pub fn broadcasts_answer_with(
-        &self,
-        uid: u16,
-        f: impl Fn(usize) -> Reply<BroadcastFields> + Send + Sync + 'static,
-    ) -> &Self {
-        lock(&self.queues).broadcast_default.insert(uid, Behaviour { answer: Box::new(f), calls: 0 });
+    pub fn broadcasts_answer_with(&self, uid: u16, f: impl AnswerFn<BroadcastFields>) -> &Self {
+        lock(&self.queues).broadcasts.standing.insert(uid, Behaviour { answer: Box::new(f), calls: 0 });
         self
     }
 
     /// Forget everything scripted for `uid` (a validator that is about to change its behaviour).
     pub fn forget(&self, uid: u16) -> &Self {
         let mut q = lock(&self.queues);
-        q.probes.remove(&uid);
-        q.checks.remove(&uid);
-        q.broadcasts.remove(&uid);
-        q.probe_default.remove(&uid);
-        q.check_default.remove(&uid);
-        q.broadcast_default.remove(&uid);
+        q.probes.forget(uid);
+        q.checks.forget(uid);
+        q.broadcasts.forget(uid);
         drop(q);
         self
     }
@@ -241,9 +255,14 @@ impl Script {
     /// Scripted answers not consumed.
     pub fn unused(&self) -> usize {
         let q = lock(&self.queues);
-        q.probes.values().map(VecDeque::len).sum::<usize>()
-            + q.checks.values().map(VecDeque::len).sum::<usize>()
-            + q.broadcasts.values().map(VecDeque::len).sum::<usize>()
+        q.probes.unused() + q.checks.unused() + q.broadcasts.unused()
+    }
+
+    /// Log `call` to `v`, and answer it from `lane` (a call nobody scripted fails the test).
+    fn answer<F>(&self, call: Call, v: &Validator, lane: impl FnOnce(&mut Queues) -> &mut Lane<F>) -> Reply<F> {
+        self.record(call.clone());
+        let answer = lane(&mut lock(&self.queues)).next(v.uid);
+        answer.unwrap_or_else(|| panic!("unexpected {call:?} of uid {}", v.uid))
     }
 
     fn record(&self, c: Call) {
@@ -263,32 +282,12 @@ impl Clock for Script {
 
 impl Transport for Script {
     fn probe<'a>(&'a self, validators: &'a [Validator]) -> BoxFuture<'a, Vec<Reply<ProbeFields>>> {
-        let out = validators
-            .iter()
-            .map(|v| {
-                self.record(Call::Probe(v.uid));
-                let mut q = lock(&self.queues);
-                let scripted = q.probes.get_mut(&v.uid).and_then(VecDeque::pop_front);
-                scripted
-                    .or_else(|| q.probe_default.get_mut(&v.uid).map(Behaviour::next))
-                    .unwrap_or_else(|| panic!("unexpected probe of uid {}", v.uid))
-            })
-            .collect();
+        let out = validators.iter().map(|v| self.answer(Call::Probe(v.uid), v, |q| &mut q.probes)).collect();
         Box::pin(async move { out })
     }
 
     fn check<'a>(&'a self, validators: &'a [Validator]) -> BoxFuture<'a, Vec<Reply<CheckFields>>> {
-        let out = validators
-            .iter()
-            .map(|v| {
-                self.record(Call::Check(v.uid));
-                let mut q = lock(&self.queues);
-                let scripted = q.checks.get_mut(&v.uid).and_then(VecDeque::pop_front);
-                scripted
-                    .or_else(|| q.check_default.get_mut(&v.uid).map(Behaviour::next))
-                    .unwrap_or_else(|| panic!("unexpected check of uid {}", v.uid))
-            })
-            .collect();
+        let out = validators.iter().map(|v| self.answer(Call::Check(v.uid), v, |q| &mut q.checks)).collect();
         Box::pin(async move { out })
     }
 
@@ -297,17 +296,7 @@ impl Transport for Script {
         validators: &'a [Validator],
         _pat: &'a Pat,
     ) -> BoxFuture<'a, Vec<Reply<BroadcastFields>>> {
-        let out = validators
-            .iter()
-            .map(|v| {
-                self.record(Call::Broadcast(v.uid));
-                let mut q = lock(&self.queues);
-                let scripted = q.broadcasts.get_mut(&v.uid).and_then(VecDeque::pop_front);
-                scripted
-                    .or_else(|| q.broadcast_default.get_mut(&v.uid).map(Behaviour::next))
-                    .unwrap_or_else(|| panic!("unexpected broadcast to uid {}", v.uid))
-            })
-            .collect();
+        let out = validators.iter().map(|v| self.answer(Call::Broadcast(v.uid), v, |q| &mut q.broadcasts)).collect();
         Box::pin(async move { out })
     }
 
