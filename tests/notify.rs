@@ -3,6 +3,8 @@
 //! run), a PAT revoked at the fake GitHub said once, and the agent against `patrol validator serve`
 //! processes: a validator down past the hold said once and its recovery once, through a 429 storm
 //! that delays the message but not the passes, and a hung target that does not hold up SIGTERM.
+//! `reconcile` beside a real Python `bt.Axon`: its wiped store repaired within the hold says nothing,
+//! its silence past the hold is said once and its return once.
 //! Every receiver checks every body against its service's schema; no output, log or message
 //! contains the PAT or a URL's secret.
 
@@ -11,7 +13,8 @@ use std::time::{Duration, Instant};
 use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
 
 use crate::support::agent::{Agent, free_port};
-use crate::support::cli::{Run, Scratch};
+use crate::support::cli::{Run, Scratch, static_validator};
+use crate::support::python::PyAxon;
 use crate::support::receivers::{Behave, Receiver, Service};
 use crate::support::state;
 use crate::support::subnet::Subnet;
@@ -318,4 +321,83 @@ async fn the_agent_keeps_its_sweeps_through_a_429_storm_and_says_a_loss_past_the
     pass(120).await;
     assert_eq!(discord.posted().len(), 8, "nothing more");
     agent.stop().await;
+}
+
+/// The real `bt.Axon` (bittensor 10.3.1) as one of the validators, `reconcile` at the default hold
+/// (10 min; the state's times are moved on instead of waiting): its store wiped by a restart is
+/// repaired in the run that finds it and nobody is told; silent past the hold, one loss naming it;
+/// answering again for a hold, one recovery; nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_beside_a_real_bt_axon_says_only_what_outlasts_the_hold() {
+    let (gh, _github) = spawn_fake_github(accounts()).await;
+    let mut net = Subnet::start(1, gh);
+    let mut axon = tokio::task::spawn_blocking(PyAxon::start).await.unwrap();
+    let hook = Receiver::start(Service::Webhook).await;
+    net.scratch.pat("pat", PAT);
+    net.scratch.secret(hook.secret());
+    let validators = format!(
+        "{}{}",
+        net.validators_toml(&[0]),
+        static_validator(7, axon.hotkey(), "127.0.0.1", axon.port(), 30_000.0)
+    );
+    let cfg = format!(
+        "[wallet]\nhotkey_file = \"hotkey\"\n[pat]\nfile = \"pat\"\n[github]\napi_url = \"http://{gh}\"\n[agent]\nstate_dir = \"state\"\n\
+         [reconcile]\ncheck_timeout = \"3s\"\nbroadcast_timeout = \"5s\"\nbackoff_initial = \"1s\"\nbackoff_max = \"2s\"\n{}\n{validators}",
+        target("webhook", &hook.url(), "")
+    );
+    net.scratch.write("c.toml", &cfg, 0o600);
+    let state_file = state::path(&net.scratch, "state");
+    let mut outputs: Vec<Run> = Vec::new();
+    let mut reconcile = |later: i64, code: i32| {
+        if later > 0 {
+            state::pass_time(&state_file, later);
+        }
+        let run = net.scratch.run_env(&["reconcile", "--json", "--config", "c.toml"], &[], Duration::from_secs(60));
+        run.expect_code(code);
+        outputs.push(run);
+    };
+    let texts = |got: &[crate::support::receivers::Got]| got.iter().map(|g| g.text()).collect::<Vec<_>>();
+
+    reconcile(0, 0);
+    assert_eq!(axon.store().len(), 1, "the bt.Axon holds the PAT");
+
+    // a restart that lost the store: found and repaired by the next run, within the hold
+    std::fs::remove_file(axon.dir().join("miner_pats.json")).unwrap();
+    tokio::task::block_in_place(|| axon.restart());
+    reconcile(3, 0);
+    assert_eq!(axon.store().len(), 1, "repaired by the run that found it");
+    assert!(hook.got().is_empty(), "a repair within the hold pages nobody: {:#?}", texts(&hook.got()));
+
+    // silent (its checks outlast the 3 s timeout): nothing within the hold, one loss past it
+    axon.set_check_mode("sleep:6:store");
+    reconcile(3, 1);
+    assert!(hook.got().is_empty(), "{:#?}", texts(&hook.got()));
+    reconcile(601, 1);
+    reconcile(3, 1);
+    let got = hook.got();
+    assert_eq!(got.len(), 1, "{:#?}", texts(&got));
+    let ev = &got[0].json()["events"][0];
+    assert_eq!(
+        (ev["kind"].as_str(), ev["resolved"].as_bool(), ev["validator"]["uid"].as_u64()),
+        (Some("coverage"), Some(false), Some(7)),
+        "{ev}"
+    );
+
+    // answering again: the recovery once it has held for the hold (a flap would be one episode),
+    // then silence
+    axon.set_check_mode("store");
+    reconcile(3, 0);
+    assert_eq!(hook.got().len(), 1, "{:#?}", texts(&hook.got()));
+    reconcile(601, 0);
+    reconcile(3, 0);
+    let got = hook.got();
+    assert_eq!(got.len(), 2, "{:#?}", texts(&got));
+    let ev = &got[1].json()["events"][0];
+    assert_eq!(
+        (ev["kind"].as_str(), ev["resolved"].as_bool(), ev["validator"]["uid"].as_u64()),
+        (Some("coverage"), Some(true), Some(7))
+    );
+    assert!(hook.violations().is_empty(), "{:?}", hook.violations());
+    let all: Vec<String> = outputs.iter().map(|r| format!("{}{}", r.stdout, r.stderr)).chain(texts(&got)).collect();
+    assert_clean(&all.iter().map(String::as_str).collect::<Vec<_>>(), &[PAT, hook.secret()]);
 }
