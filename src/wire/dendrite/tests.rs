@@ -157,15 +157,24 @@ async fn waiting_for_an_endpoint_counts_against_the_timeout() {
     let (port, seen) = holding_server(Duration::from_secs(30)).await;
     let d = Arc::new(dendrite());
     let t = Target { ip: "127.0.0.1".parse().unwrap(), port, hotkey: "5Validator".into() };
-    let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..8 {
+    // the first call holds the endpoint's turn for 3 s (the server never answers)
+    let first = {
         let (d, t) = (Arc::clone(&d), t.clone());
-        calls.spawn(async move { d.check(&t, Duration::from_millis(300)).await.outcome.status_code() });
+        tokio::spawn(async move { d.check(&t, Duration::from_secs(3)).await.outcome.status_code() })
+    };
+    while seen.lock().unwrap().0.is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    while let Some(code) = calls.join_next().await {
+    let mut queued = tokio::task::JoinSet::new();
+    for _ in 0..7 {
+        let (d, t) = (Arc::clone(&d), t.clone());
+        queued.spawn(async move { d.check(&t, Duration::from_millis(300)).await.outcome.status_code() });
+    }
+    while let Some(code) = queued.join_next().await {
         assert_eq!(code.unwrap(), 408);
     }
-    // the seven queued behind a silent endpoint ended with the first, unsent: their timeout ran
-    // while they waited (had it started at their turn, each would have been sent after the last)
+    // the seven timed out while they waited for the turn, unsent (had their timeout started at
+    // their turn, they would have waited for the first one's 3 s and then been sent)
     assert_eq!(seen.lock().unwrap().0.len(), 1, "only the first call was sent");
+    assert_eq!(first.await.unwrap(), 408);
 }
