@@ -211,7 +211,7 @@ impl Server {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .route("/status", get(super::board::serve))
+            .route("/status", get(status))
             .with_state(shared);
         let token = stop.clone();
         let handler = move |req: hyper::Request<hyper::body::Incoming>, _peer| {
@@ -240,6 +240,14 @@ impl Server {
         if tokio::time::timeout(LIMITS.shutdown_grace + Duration::from_secs(1), &mut task).await.is_err() {
             task.abort();
         }
+    }
+}
+
+/// `GET /status`: the agent's view as JSON ([`super::board`]).
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.board.view() {
+        Some(view) => axum::Json(view).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
     }
 }
 

@@ -410,7 +410,8 @@ impl Agent<'_> {
             next_round_at: Some(self.cycle.next_round()),
             dry_run: self.opts.dry_run,
         };
-        board::publish(&self.shared, &self.world, self.clock.clone(), facts);
+        let (limits, miners) = self.world.board_copy();
+        self.shared.board.publish(limits, miners, self.clock.clone(), facts);
     }
 
     /// A reload was asked for: say so to systemd at once (`Type=notify-reload` expects

@@ -8,12 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::board::MinerCopy;
 use super::deps::{Connector, NetConnector};
 use super::http::Shared;
 use super::miner::Miner;
 use crate::config::Settings;
 use crate::reconcile::pass::PassConfig;
 use crate::reconcile::transport::Transport;
+use crate::status_view::{Limits, Problem};
 
 /// The configuration in force and everything built from it.
 pub(super) struct World {
@@ -26,6 +28,30 @@ pub(super) struct World {
 impl World {
     pub fn new(settings: Settings, connector: Arc<dyn Connector>, miners: Vec<Miner>, dry_run: bool) -> World {
         World { cfg: PassConfig::from_settings(&settings, dry_run), settings, connector, miners }
+    }
+
+    /// What `/status` needs of this world: the limits of the settings in force and a copy of each
+    /// miner's state and problem.
+    pub fn board_copy(&self) -> (Limits, Vec<MinerCopy>) {
+        let settings = &self.settings;
+        let limits = Limits {
+            netuid: settings.chain.netuid,
+            interval: settings.reconcile.interval.as_secs(),
+            jitter: settings.reconcile.jitter.as_secs(),
+            budget_per_hour: settings.reconcile.github_budget,
+        };
+        let miners = self
+            .miners
+            .iter()
+            .map(|m| {
+                let problem = m
+                    .problem
+                    .as_ref()
+                    .map(|p| Problem { kind: p.kind.as_str().to_string(), message: p.message.clone() });
+                (m.name().to_string(), m.ss58().to_string(), m.state.clone(), problem)
+            })
+            .collect();
+        (limits, miners)
     }
 
     /// Miner `index`'s transport under the settings in force.

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::cli::doctor::check::Check;
 use crate::cli::{Coded, Exit, NotifyTestArgs};
 use crate::config::Settings;
 use crate::notify::{self, Answer, HttpPoster, Poster, render, target};
@@ -111,8 +112,8 @@ fn said(a: Answer) -> (bool, String) {
 
 /// `patrol doctor`'s lines: each target and the ping, redacted, and whether it is reachable
 /// (nothing is sent: see [`notify::reach`]).
-pub async fn doctor_checks(settings: &Settings) -> Vec<crate::cli::doctor::Check> {
-    use crate::cli::doctor::{fail, ok, skipped};
+pub async fn doctor_checks(settings: &Settings) -> Vec<Check> {
+    use crate::cli::doctor::check::{fail, ok, skipped};
     const CHECK: &str = "notify";
     const FIX: &str = "check the URL (docs/notifications.md), then: patrol notify test";
     if !settings.notify.is_enabled() {
