@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs a command (scripts/test.sh runs the test suite with it) with `../shared` hidden, to prove the
-# suite never reads the data CI lays beside the clone: the tests' data is in tests/data/.
+# Runs a command (scripts/test.sh runs the test suite with it) with the `shared` directory beside
+# the clone hidden, to prove the suite never reads the data CI lays there: the tests' data is in
+# tests/data/.
 #
-# When ../shared exists, the command runs in a private mount namespace where an empty read-only
+# When that directory exists, the command runs in a private mount namespace where an empty read-only
 # tmpfs covers it, so any test that still opens a path under it fails (a missing file, not a
-# skipped test). Without ../shared there is nothing to hide and the command runs as it is. Hiding
+# skipped test). Without it there is nothing to hide and the command runs as it is. Hiding
 # needs root (mount); as another user the command runs unchanged with a warning, and the static
-# check in tests/conventions.rs (no file references ../shared) still holds.
+# check in tests/conventions.rs (no file names that directory) still holds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,7 @@ if [[ "$(id -u)" != 0 ]] || ! command -v unshare >/dev/null 2>&1; then
     exec "$@"
 fi
 echo "without-shared.sh: ${shared} hidden behind an empty tmpfs for: $*" >&2
-# The mount is private to the new namespace: nothing outside it (other users of ../shared) sees it.
+# The mount is private to the new namespace: nothing outside it (other users of that directory) sees it.
 exec unshare --mount --propagation private -- sh -c '
     mount -t tmpfs -o ro,mode=0555,size=4k patrol-hides-shared "$1" || exit 70
     if [ -n "$(ls -A "$1")" ]; then echo "without-shared.sh: $1 is still visible" >&2; exit 70; fi
