@@ -326,7 +326,7 @@ async fn the_agent_keeps_its_sweeps_through_a_429_storm_and_says_a_loss_past_the
 /// The real `bt.Axon` (bittensor 10.3.1) as one of the validators, `reconcile` at the default hold
 /// (10 min; the state's times are moved on instead of waiting): its store wiped by a restart is
 /// repaired in the run that finds it and nobody is told; silent past the hold, one loss naming it;
-/// answering again for a hold, one recovery; nothing else.
+/// answering again, one recovery a hold after the loss was said; nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_beside_a_real_bt_axon_says_only_what_outlasts_the_hold() {
     let (gh, _github) = spawn_fake_github(accounts()).await;
@@ -386,8 +386,8 @@ async fn reconcile_beside_a_real_bt_axon_says_only_what_outlasts_the_hold() {
     let (events, all) = said();
     assert_eq!(events, [(Some("coverage".into()), Some(false), Some(7))], "{all:#?}");
 
-    // answering again: the recovery once it has held for the hold (a flap would be one episode),
-    // then silence
+    // answering again: the recovery, no sooner than a hold after the loss was said (at most one
+    // message per validator per hold), then silence
     axon.set_check_mode("store");
     reconcile(3, 0);
     assert_eq!(hook.got().len(), 1, "{:#?}", texts(&hook.got()));
