@@ -88,11 +88,7 @@ async fn client(key: Arc<Hotkey>, target: Target, warmup_end: Instant, end: Inst
 fn main() -> Result<(), String> {
     let args = Args::parse();
     let target = parse_target(&args.target)?;
-    let seed: [u8; 32] = hex::decode(args.seed.trim_start_matches("0x"))
-        .map_err(|e| format!("--seed: {e}"))?
-        .try_into()
-        .map_err(|_| "--seed must be 32 bytes")?;
-    let key = Arc::new(Hotkey::from_seed(&seed));
+    let key = Arc::new(Hotkey::from_seed_hex(&args.seed).map_err(|e| format!("--seed: {e}"))?);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let measured = Duration::from_secs_f64(args.duration);
     let (total, wall) = rt.block_on(async {

@@ -64,11 +64,7 @@ fn load(path: &std::path::Path) -> Result<Vec<Validator>, String> {
 fn main() -> Result<(), String> {
     let args = Args::parse();
     let validators = load(&args.validators)?;
-    let seed: [u8; 32] = hex::decode(args.seed.trim_start_matches("0x"))
-        .map_err(|e| format!("--seed: {e}"))?
-        .try_into()
-        .map_err(|_| "--seed must be 32 bytes")?;
-    let key = Arc::new(Hotkey::from_seed(&seed));
+    let key = Arc::new(Hotkey::from_seed_hex(&args.seed).map_err(|e| format!("--seed: {e}"))?);
     let timeout = Duration::from_secs_f64(args.timeout);
     let concurrency = if args.concurrency == 0 { validators.len() } else { args.concurrency };
     // The runtime patrol's CLI builds: multi-threaded, one worker per core.

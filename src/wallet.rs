@@ -53,6 +53,8 @@ pub enum WalletError {
     Mismatch { path: PathBuf, derived: String, recorded: String },
     #[error("invalid SS58 address {0:?}: {1}")]
     BadAddress(String, &'static str),
+    #[error("need 32 bytes of (0x-)hex for a hotkey seed: {0}")]
+    BadSeed(String),
 }
 
 /// A hotkey able to sign, with its SS58 address.
@@ -88,6 +90,15 @@ impl Hotkey {
         // 32 bytes is always a valid mini secret; MiniSecretKey::from_bytes only checks the length.
         let mini = MiniSecretKey::from_bytes(seed).expect("32-byte mini secret");
         Hotkey::from_keypair(mini.expand_to_keypair(ExpansionMode::Ed25519))
+    }
+
+    /// Build from a seed written as (0x-)hex: the validator's `--hotkey-seed`, the bench tools'.
+    pub fn from_seed_hex(hex_seed: &str) -> Result<Hotkey, WalletError> {
+        let raw = hex::decode(hex_seed.trim().trim_start_matches("0x"))
+            .map_err(|e| WalletError::BadSeed(format!("not hex: {e}")))?;
+        let seed: [u8; 32] =
+            raw.try_into().map_err(|v: Vec<u8>| WalletError::BadSeed(format!("got {} bytes", v.len())))?;
+        Ok(Hotkey::from_seed(&seed))
     }
 
     /// Build from a 64-byte schnorrkel secret (a keyfile's `privateKey`).

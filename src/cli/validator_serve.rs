@@ -109,11 +109,7 @@ fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
 
 /// `--hotkey-seed`: 32 bytes of (0x-)hex.
 fn seed_hotkey(hex_seed: &str) -> anyhow::Result<Hotkey> {
-    let raw = hex::decode(hex_seed.trim().trim_start_matches("0x"))
-        .map_err(|e| config_error(format!("hotkey_seed: not hex: {e}")))?;
-    let seed: [u8; 32] =
-        raw.try_into().map_err(|v: Vec<u8>| config_error(format!("hotkey_seed: need 32 bytes, got {}", v.len())))?;
-    Ok(Hotkey::from_seed(&seed))
+    Hotkey::from_seed_hex(hex_seed).map_err(|e| config_error(format!("hotkey_seed: {e}")))
 }
 
 /// Merge flags over the file and validate.

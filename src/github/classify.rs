@@ -279,6 +279,18 @@ mod tests {
     /// status, headers, body, expected in fixed mode, expected in parity mode.
     type Row<'a, T> = (u16, Vec<(&'a str, &'a str)>, &'a str, T, T);
 
+    /// Each row's answer classified in both modes, against the row's two expectations.
+    fn assert_table<T: PartialEq + std::fmt::Debug>(
+        table: Vec<Row<'_, T>>,
+        classify: impl Fn(Mode, u16, &HeaderMap, &[u8]) -> T,
+    ) {
+        for (status, hs, body, fixed, parity) in table {
+            let h = headers(&hs);
+            assert_eq!(classify(Mode::Fixed, status, &h, body.as_bytes()), fixed, "fixed {status} {body}");
+            assert_eq!(classify(Mode::Parity, status, &h, body.as_bytes()), parity, "parity {status} {body}");
+        }
+    }
+
     fn retry(detail: &str, after: Option<u64>) -> IdentityStep {
         IdentityStep::Retry { detail: detail.into(), retry_after: after.map(Duration::from_secs) }
     }
@@ -318,19 +330,7 @@ mod tests {
             (500, vec![], "", retry("GitHub /user returned 500", None), retry("GitHub /user returned 500", None)),
             (204, vec![], "", retry("GitHub /user returned 204", None), retry("GitHub /user returned 204", None)),
         ];
-        for (status, hs, body, fixed, parity) in table {
-            let h = headers(&hs);
-            assert_eq!(
-                classify_identity(Mode::Fixed, status, &h, body.as_bytes(), now()),
-                fixed,
-                "fixed {status} {body}"
-            );
-            assert_eq!(
-                classify_identity(Mode::Parity, status, &h, body.as_bytes(), now()),
-                parity,
-                "parity {status} {body}"
-            );
-        }
+        assert_table(table, |mode, status, h, body| classify_identity(mode, status, h, body, now()));
     }
 
     #[test]
@@ -382,19 +382,7 @@ mod tests {
             (503, vec![("retry-after", "2")], "", failed("GitHub GraphQL API returned 503", true, Some(2)), failed("GitHub GraphQL API returned 503", false, None)),
             (301, vec![], "", failed("GitHub GraphQL API returned 301", false, None), failed("GitHub GraphQL API returned 301", false, None)),
         ];
-        for (status, hs, body, fixed, parity) in table {
-            let h = headers(&hs);
-            assert_eq!(
-                classify_test_query(Mode::Fixed, status, &h, body.as_bytes(), now()),
-                fixed,
-                "fixed {status} {body}"
-            );
-            assert_eq!(
-                classify_test_query(Mode::Parity, status, &h, body.as_bytes(), now()),
-                parity,
-                "parity {status} {body}"
-            );
-        }
+        assert_table(table, |mode, status, h, body| classify_test_query(mode, status, h, body, now()));
     }
 
     #[test]
