@@ -68,11 +68,17 @@ fn config(port: Option<u16>, gh: SocketAddr, validators: &str, extra: &str) -> S
 /// A fake GitHub, a reference validator for our miner and a scratch dir with the miner's files and
 /// `agent.toml`: the validator as uid 1 (stake 20 000), the endpoint on `port`, `extra` appended.
 async fn one_validator(port: Option<u16>, extra: &str) -> (SocketAddr, RefValidator, Scratch) {
-    let gh = github().await;
-    let v = RefValidator::for_miner(gh);
-    let s = scratch();
+    let (gh, v, s) = for_miner().await;
     s.write("agent.toml", &config(port, gh, &v.entry(1, 20000.0), extra), 0o600);
     (gh, v, s)
+}
+
+/// A fake GitHub, a reference validator for our miner and a scratch dir with the miner's files, for
+/// a test that writes its own `agent.toml`.
+async fn for_miner() -> (SocketAddr, RefValidator, Scratch) {
+    let gh = github().await;
+    let v = RefValidator::for_miner(gh);
+    (gh, v, scratch())
 }
 
 fn scratch() -> Scratch {
@@ -120,9 +126,7 @@ async fn notify_socket_gets_ready_status_watchdog_stopping_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_prometheus_text_and_health_endpoints_answer() {
-    let gh = github().await;
-    let v = RefValidator::for_miner(gh);
-    let s = scratch();
+    let (gh, v, s) = for_miner().await;
     let port = free_port();
     let validators =
         [v.entry(1, 30000.0), static_validator(2, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0)].concat();
@@ -173,9 +177,7 @@ async fn metrics_parse_as_prometheus_text_and_health_endpoints_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rejects_a_broken_config_keeps_serving_and_applies_a_good_one() {
-    let gh = github().await;
-    let v = RefValidator::for_miner(gh);
-    let s = scratch();
+    let (gh, v, s) = for_miner().await;
     let port = free_port();
     let one = v.entry(1, 20000.0);
     s.write("agent.toml", &config(Some(port), gh, &one, ""), 0o600);
@@ -440,9 +442,7 @@ fn last_pass_at(s: &Scratch) -> Option<u64> {
 /// and `/metrics` is answered (a complete request displaces a connection without one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_endpoints_connections_at_their_cap_a_pass_completes_and_saves() {
-    let gh = github().await;
-    let v = RefValidator::for_miner(gh);
-    let s = scratch();
+    let (gh, v, s) = for_miner().await;
     let port = free_port();
     s.write(
         "agent.toml",

@@ -17,6 +17,29 @@ fn simulate_json(s: &Scratch, name: &str, scenario: &str) -> Value {
     run.json()
 }
 
+/// A scenario: `seed`, `duration`, a subnet of `validators` whose restarts take `downtime`, then the
+/// `faults` and the `strategies`, each an inline table's keys on one line, so that a test writes
+/// only what it varies.
+fn scenario(
+    seed: u64,
+    duration: &str,
+    (validators, downtime): (u32, &str),
+    faults: &[&str],
+    strategies: &[&str],
+) -> String {
+    let tables = |keys: &[&str]| keys.iter().map(|k| format!("{{ {k} }}")).collect::<Vec<_>>().join(", ");
+    // arrays of inline tables are top-level keys, so they come before the `[subnet]` table
+    format!(
+        "seed = {seed}\nduration = \"{duration}\"\nfault = [{}]\nstrategy = [{}]\n\
+         [subnet]\nvalidators = {validators}\nrestart_downtime = \"{downtime}\"\n",
+        tables(faults),
+        tables(strategies)
+    )
+}
+
+/// The fault both scenarios below have: a restart that empties the store, once a day a validator.
+const RESTARTS: &str = r#"kind = "restart_empty_store", rate_per_day = 1.0"#;
+
 fn strategy<'a>(r: &'a Value, name: &str) -> &'a Value {
     r["strategies"].as_array().unwrap().iter().find(|s| s["name"].as_str().unwrap().contains(name)).unwrap()
 }
@@ -140,24 +163,9 @@ fn bad_scenarios_name_the_key() {
 #[test]
 fn the_simulation_runs_the_products_pass() {
     let s = Scratch::new();
-    let scenario = r#"
-seed = 13
-duration = "2d"
-[subnet]
-validators = 6
-restart_downtime = "2m"
-[[fault]]
-kind = "restart_empty_store"
-rate_per_day = 1.0
-[[strategy]]
-name = "patrol"
-kind = "patrol"
-[[strategy]]
-name = "patrol dry run"
-kind = "patrol"
-dry_run = true
-"#;
-    let r = simulate_json(&s, "pass.toml", scenario);
+    let strategies =
+        [r#"name = "patrol", kind = "patrol""#, r#"name = "patrol dry run", kind = "patrol", dry_run = true"#];
+    let r = simulate_json(&s, "pass.toml", &scenario(13, "2d", (6, "2m"), &[RESTARTS], &strategies));
     let (live, dry) = (strategy(&r, "patrol"), strategy(&r, "dry run"));
     assert!(live["pats_sent"].as_u64().unwrap() > 6, "the initial posts and the repairs: {live}");
     assert_eq!(live["planned_broadcasts"], 0);
@@ -174,34 +182,16 @@ dry_run = true
 #[test]
 fn the_github_budget_stretches_the_interval_and_is_never_exceeded_in_a_simulated_day() {
     let s = Scratch::new();
-    let scenario = r#"
-seed = 150
-duration = "1d"
-[subnet]
-validators = 24
-restart_downtime = "3m"
-[[fault]]
-kind = "restart_empty_store"
-rate_per_day = 1.0
-[[fault]]
-kind = "store_loss"
-rate_per_day = 0.5
-[[fault]]
-kind = "github_outage"
-scope = "validators"
-at = ["6h"]
-duration = "1h"
-[[strategy]]
-name = "fixed 15m, no budget"
-kind = "patrol"
-probe_interval = "off"
-github_budget = "off"
-[[strategy]]
-name = "budget 150"
-kind = "patrol"
-github_budget = 150
-"#;
-    let r = simulate_json(&s, "budget.toml", scenario);
+    let faults = [
+        RESTARTS,
+        r#"kind = "store_loss", rate_per_day = 0.5"#,
+        r#"kind = "github_outage", scope = "validators", at = ["6h"], duration = "1h""#,
+    ];
+    let strategies = [
+        r#"name = "fixed 15m, no budget", kind = "patrol", probe_interval = "off", github_budget = "off""#,
+        r#"name = "budget 150", kind = "patrol", github_budget = 150"#,
+    ];
+    let r = simulate_json(&s, "budget.toml", &scenario(150, "1d", (24, "3m"), &faults, &strategies));
     let (free, budget) = (strategy(&r, "no budget"), strategy(&r, "budget 150"));
     // 24 validators every 15 m would be 192 calls an hour
     assert!(free["github_calls_max_hour"].as_u64().unwrap() > 150, "{free}");

@@ -62,6 +62,25 @@ fn scratch() -> Scratch {
     s
 }
 
+/// A fake GitHub (its handle: keep it alive), a reference validator for our miner as uid 1 and a
+/// scratch dir with config `name` naming both, its PAT source being the `[pat]` table `pat`.
+async fn ref_validator(name: &str, pat: &str) -> (FakeGithubHandle, RefValidator, Scratch) {
+    let (gh, g) = github().await;
+    let v = RefValidator::for_miner(gh);
+    let s = scratch();
+    s.write(name, &config(&gh.to_string(), pat, &v.entry(1, 20000.0)), 0o600);
+    (g, v, s)
+}
+
+/// A scratch dir, a static list of one validator that never answers, and the good config (the
+/// GitHub at `gh`, `[pat] file = "pat"`) with that list.
+fn dead_validator(gh: &str) -> (Scratch, String, String) {
+    let s = scratch();
+    let validators = static_validator(1, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0);
+    let good = config(gh, "[pat]\nfile = \"pat\"", &validators);
+    (s, validators, good)
+}
+
 /// The last `patrol: …` line of stderr, which must contain every needle.
 fn error_line<'a>(run: &'a Run, needles: &[&str]) -> &'a str {
     let line = run
@@ -95,11 +114,7 @@ fn mkfifo(p: &Path) {
 /// and doctor all exit 78 naming the missing file, and the validator receives nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_pat_file_flag_is_exit_78_and_nothing_is_sent() {
-    let (gh, _g) = github().await;
-    let v = RefValidator::for_miner(gh);
-    let s = scratch();
-    let one = v.entry(1, 20000.0);
-    s.write("c.toml", &config(&gh.to_string(), "[pat]\nfile = \"pat\"", &one), 0o600);
+    let (_g, v, s) = ref_validator("c.toml", "[pat]\nfile = \"pat\"").await;
     let env = [("GITTENSOR_MINER_PAT", ENV_PAT)];
     for cmd in ["post", "reconcile"] {
         for json in [false, true] {
@@ -141,11 +156,7 @@ async fn a_missing_pat_file_flag_is_exit_78_and_nothing_is_sent() {
 /// when `$CREDENTIALS_DIRECTORY` is unset (the same config outside systemd).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credential_is_missing_under_systemd_and_not_applicable_outside_it() {
-    let (gh, _g) = github().await;
-    let v = RefValidator::for_miner(gh);
-    let s = scratch();
-    let one = v.entry(1, 20000.0);
-    s.write("cred.toml", &config(&gh.to_string(), "[pat]\ncredential = \"github-pat\"\nfile = \"pat\"", &one), 0o600);
+    let (_g, v, s) = ref_validator("cred.toml", "[pat]\ncredential = \"github-pat\"\nfile = \"pat\"").await;
     std::fs::create_dir_all(s.path("creds")).unwrap();
     let creds = s.path("creds").to_string_lossy().into_owned();
     let under_systemd = [("GITTENSOR_MINER_PAT", ENV_PAT), ("CREDENTIALS_DIRECTORY", creds.as_str())];
@@ -169,9 +180,7 @@ async fn a_credential_is_missing_under_systemd_and_not_applicable_outside_it() {
 /// `--config`, `--network`, a stray argument, `doctor`. The errors still say what is wrong.
 #[test]
 fn a_pat_in_the_wrong_place_is_never_echoed() {
-    let s = scratch();
-    let validators = static_validator(1, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0);
-    let good = config("127.0.0.1:9", "[pat]\nfile = \"pat\"", &validators);
+    let (s, validators, good) = dead_validator("127.0.0.1:9");
     s.write("c.toml", &good, 0o600);
     for token in [STRAY, STRAY_FINE] {
         let tail = &token[token.len() - 4..];
@@ -226,9 +235,7 @@ fn a_pat_in_the_wrong_place_is_never_echoed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_reload_never_logs_the_pat() {
     let (gh, _g) = github().await;
-    let s = scratch();
-    let validators = static_validator(1, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0);
-    let good = config(&gh.to_string(), "[pat]\nfile = \"pat\"", &validators);
+    let (s, _, good) = dead_validator(&gh.to_string());
     s.write("agent.toml", &good, 0o600);
     let notify = NotifySocket::bind(s.dir.path());
     let sock = notify.path.to_string_lossy().into_owned();
@@ -279,9 +286,7 @@ async fn a_rejected_reload_never_logs_the_pat() {
 /// 78 with the file, what it is and the cap, without reading them.
 #[test]
 fn config_and_pat_reads_are_capped_and_regular_files_only() {
-    let s = scratch();
-    let validators = static_validator(1, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0);
-    let good = config("127.0.0.1:9", "[pat]\nfile = \"pat\"", &validators);
+    let (s, _, good) = dead_validator("127.0.0.1:9");
     s.write("c.toml", &good, 0o600);
     let bound = Duration::from_secs(30);
     let run = s.run_env(&["check", "--config", "/dev/zero"], &[], bound);
@@ -320,9 +325,7 @@ fn config_and_pat_reads_are_capped_and_regular_files_only() {
 /// the file and its key; the same value in the file still names the file and the key.
 #[test]
 fn flag_errors_name_the_flag_not_the_config_key() {
-    let s = scratch();
-    let validators = static_validator(1, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0);
-    let good = config("127.0.0.1:9", "[pat]\nfile = \"pat\"", &validators);
+    let (s, _, good) = dead_validator("127.0.0.1:9");
     s.write("base.toml", &format!("{good}\n[validators]\nmin_vtrust = 0.3\nmin_stake = 100.0\n"), 0o600);
     for (cmd, flag, value, says) in [
         ("check", "--min-vtrust", "NaN", "must be a finite number"),

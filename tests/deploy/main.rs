@@ -43,6 +43,14 @@ pub struct Debs {
     pub upgrade: PathBuf,
 }
 
+/// A step after install: most only read the deployment; three need it mutable (a validator
+/// restarted, the cron run, the power off).
+enum Step {
+    Look(fn(&Deploy)),
+    Change(fn(&mut Deploy)),
+}
+use Step::{Change, Look};
+
 /// The version the upgrade package gets (cargo-deb `--deb-version`); the first one is Cargo.toml's.
 const UPGRADE_VERSION: &str = "0.1.0-2";
 
@@ -62,25 +70,32 @@ fn the_debian_package_works_under_a_real_systemd() {
     t.step("install: dpkg -i; user patrol, config 0644, Depends cover the units' commands", || {
         agent::install(&d, &debs)
     });
-    t.step("setup: hotkey, PAT, doctor, enable --now; READY, StatusText, /readyz, every validator", || {
-        agent::setup(&d)
-    });
-    t.step("patrol status --config /etc/patrol/config.toml (admin): the agent's view, exit 0", || agent::status(&d));
-    t.step("a validator restarted with an empty store is repaired", || agent::repair(&mut d));
-    t.step("systemctl reload: still active, same process, the edited interval applies", || agent::reload(&d));
-    t.step("a rotated PAT (new credential file + restart) reaches every validator", || agent::rotate(&d));
-    t.step("notify-url: the service with and without it; patrol notify test delivers", || agent::notify(&d));
-    t.step("patrol-reconcile.service beside the agent: skipped; the agent still saves", || agent::beside(&d));
-    t.step("timer mode: clean stop of the agent, timer scheduled, a pass by hand", || timer::timer(&d));
-    t.step("node_exporter's textfile collector serves the timer's metrics", || timer::node_exporter(&d));
-    t.step("patrol@alice: a second miner's agent", || timer::instance(&d));
-    t.step("the cron line, run as cron runs it", || timer::cron(&mut d));
-    t.step("back to the agent: state from the timer's runs, saved by the agent", || package::back_to_agent(&d));
-    t.step("the PAT is nowhere in the journal; no Permission denied", || package::journal(&d));
-    t.step("upgrade (dpkg -i 0.1.0-2): the running agents restart on the new binary", || package::upgrade(&d));
-    t.step("dpkg -r stops every unit", || package::remove(&d));
-    t.step("dpkg --purge removes the state, never the hotkey or the PAT", || package::purge(&d));
-    t.step("power off", || d.c.stop());
+    // the steps after install, in order, each timed under its name
+    let steps: &[(&str, Step)] = &[
+        ("setup: hotkey, PAT, doctor, enable --now; READY, StatusText, /readyz, every validator", Look(agent::setup)),
+        ("patrol status --config /etc/patrol/config.toml (admin): the agent's view, exit 0", Look(agent::status)),
+        ("a validator restarted with an empty store is repaired", Change(agent::repair)),
+        ("systemctl reload: still active, same process, the edited interval applies", Look(agent::reload)),
+        ("a rotated PAT (new credential file + restart) reaches every validator", Look(agent::rotate)),
+        ("notify-url: the service with and without it; patrol notify test delivers", Look(agent::notify)),
+        ("patrol-reconcile.service beside the agent: skipped; the agent still saves", Look(agent::beside)),
+        ("timer mode: clean stop of the agent, timer scheduled, a pass by hand", Look(timer::timer)),
+        ("node_exporter's textfile collector serves the timer's metrics", Look(timer::node_exporter)),
+        ("patrol@alice: a second miner's agent", Look(timer::instance)),
+        ("the cron line, run as cron runs it", Change(timer::cron)),
+        ("back to the agent: state from the timer's runs, saved by the agent", Look(package::back_to_agent)),
+        ("the PAT is nowhere in the journal; no Permission denied", Look(package::journal)),
+        ("upgrade (dpkg -i 0.1.0-2): the running agents restart on the new binary", Look(package::upgrade)),
+        ("dpkg -r stops every unit", Look(package::remove)),
+        ("dpkg --purge removes the state, never the hotkey or the PAT", Look(package::purge)),
+        ("power off", Change(|d| d.c.stop())),
+    ];
+    for (name, step) in steps {
+        t.step(name, || match step {
+            Look(f) => f(&d),
+            Change(f) => f(&mut d),
+        });
+    }
     drop(d);
     t.report(started.elapsed());
 }
@@ -118,12 +133,19 @@ fn debian_root() -> PathBuf {
     if let Some(p) = std::env::var_os("PATROL_DEBIAN_ROOT").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let out =
-        Command::new("bash").arg(repo().join("scripts/debian-root.sh")).output().expect("run scripts/debian-root.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo().join("scripts/debian-root.sh"));
+    last_line_path(cmd, "scripts/debian-root.sh", ": build the root before this step (scripts/test.sh does)")
+}
+
+/// Run `script` (by `cmd`), which must succeed, and take the path its last line of stdout names;
+/// `hint` follows the exit status when it fails.
+fn last_line_path(mut cmd: Command, script: &str, hint: &str) -> PathBuf {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {script}: {e:?}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "scripts/debian-root.sh failed ({}): build the root before this step (scripts/test.sh does)\n{}",
+        "{script} failed ({}){hint}\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
@@ -143,15 +165,7 @@ fn build_debs(scratch: &Path) -> Debs {
         if let Some(v) = version {
             cmd.env("PATROL_DEB_VERSION", v);
         }
-        let out = cmd.output().expect("run scripts/package-deb.sh");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "scripts/package-deb.sh failed ({})\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let deb = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+        let deb = last_line_path(cmd, "scripts/package-deb.sh", "");
         assert!(deb.is_file(), "scripts/package-deb.sh printed {}, which is not a file", deb.display());
         deb
     };
