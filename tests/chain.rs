@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use patrol::chain::decode::{self, NeuronInfoLite};
-use patrol::chain::{ChainError, Origin, subnet_view};
+use patrol::chain::{ChainError, Origin, SubnetView, subnet_view};
 use patrol::config::{Overrides, Settings};
 use patrol::validators::{Thresholds, select};
 
@@ -210,12 +210,44 @@ fn settings(url: &str, netuid: u16, state_dir: &Path, chain_extra: &str) -> Sett
     Settings::build(None, Some(&text), &Overrides::default(), |_| None).expect("test config is valid")
 }
 
-/// A ws:// URL nobody listens on.
-async fn dead_url() -> String {
+/// A mock node serving `fixture`, with `faults` (target, kind, times) armed, and an empty
+/// state dir: the set-up of every mock test.
+async fn mock(fixture: Fixture, faults: &[(&str, FaultKind, Option<u32>)]) -> (MockNode, tempfile::TempDir) {
+    let node = MockNode::start(fixture).await;
+    for (target, kind, times) in faults {
+        node.fault(target, kind.clone(), *times);
+    }
+    (node, tempfile::tempdir().unwrap())
+}
+
+/// One library read of `netuid` from `node` (no own hotkey), `chain_extra` in `[chain]`, state in `dir`.
+async fn read(
+    node: &MockNode,
+    netuid: u16,
+    dir: &tempfile::TempDir,
+    chain_extra: &str,
+) -> Result<SubnetView, ChainError> {
+    subnet_view(&settings(&node.url(), netuid, dir.path(), chain_extra), None).await
+}
+
+/// [`mock`] then one [`read`] of `netuid`: the node and the dir stay for the checks (a test that has
+/// none for the dir lets it go with `_`).
+async fn mock_read(
+    fixture: Fixture,
+    netuid: u16,
+    faults: &[(&str, FaultKind, Option<u32>)],
+) -> (MockNode, tempfile::TempDir, Result<SubnetView, ChainError>) {
+    let (node, dir) = mock(fixture, faults).await;
+    let read = read(&node, netuid, &dir, "").await;
+    (node, dir, read)
+}
+
+/// A ws:// URL nobody listens on, and an empty state dir: the set-up of the tests without a node.
+async fn dead_url() -> (String, tempfile::TempDir) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
-    format!("ws://{addr}")
+    (format!("ws://{addr}"), tempfile::tempdir().unwrap())
 }
 
 fn exit_of(e: ChainError) -> u8 {
@@ -235,6 +267,10 @@ fn synth_hotkey(uid: usize) -> String {
     chain_json(SYNTH_EXPECTED)["neurons"][uid]["hotkey"].as_str().unwrap().to_string()
 }
 
+/// Fault targets: the two runtime calls of a read.
+const NEURONS_LITE: &str = "state_call NeuronInfoRuntimeApi_get_neurons_lite";
+const SUBNET_STATE: &str = "state_call SubnetInfoRuntimeApi_get_subnet_state";
+
 const GITT_SELECTED: [u16; 6] = [245, 447, 502, 518, 697, 993];
 
 // ---------------------------------------------------------------- library against the mock node
@@ -242,8 +278,7 @@ const GITT_SELECTED: [u16; 6] = [245, 447, 502, 518, 697, 993];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_synthetic_netuid74_over_legacy_rpc_with_uid_lookup() {
     bounded(async {
-        let node = MockNode::start(Fixture::synthetic_netuid74()).await;
-        let dir = tempfile::tempdir().unwrap();
+        let (node, dir) = mock(Fixture::synthetic_netuid74(), &[]).await;
         let st = settings(&node.url(), 74, dir.path(), "");
         let me = chain_json(SYNTH_EXPECTED)["uid_lookup"]["hotkey"].as_str().unwrap().to_string();
         let view = subnet_view(&st, Some(&me)).await.expect("chain read");
@@ -290,8 +325,7 @@ async fn mock_synthetic_netuid74_over_legacy_rpc_with_uid_lookup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_finney_netuid1_selects_what_gitt_selects() {
     bounded(async {
-        let node = MockNode::start(Fixture::finney_netuid1()).await;
-        let dir = tempfile::tempdir().unwrap();
+        let (node, dir) = mock(Fixture::finney_netuid1(), &[]).await;
         let st = settings(&node.url(), 1, dir.path(), "");
         // spawned: the future must be Send for the agent's tasks
         let view = tokio::spawn(async move { subnet_view(&st, None).await }).await.unwrap().expect("chain read");
@@ -307,10 +341,9 @@ async fn mock_finney_netuid1_selects_what_gitt_selects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_rpc_error_answer_is_not_retried_and_without_cache_is_exit_3() {
     bounded(async {
-        let node = MockNode::start(Fixture::synthetic_netuid74()).await;
-        node.fault("state_call NeuronInfoRuntimeApi_get_neurons_lite", FaultKind::RpcError, None);
-        let dir = tempfile::tempdir().unwrap();
-        let err = subnet_view(&settings(&node.url(), 74, dir.path(), ""), None).await.unwrap_err();
+        let (node, _, r) =
+            mock_read(Fixture::synthetic_netuid74(), 74, &[(NEURONS_LITE, FaultKind::RpcError, None)]).await;
+        let err = r.unwrap_err();
         let ChainError::Unavailable { error, cache, .. } = &err else { panic!("{err:?}") };
         assert!(matches!(**error, ChainError::Call { netuid: 74, .. }), "{error:?}");
         let msg = error.to_string();
@@ -326,10 +359,8 @@ async fn mock_rpc_error_answer_is_not_retried_and_without_cache_is_exit_3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_socket_dropped_mid_call_reconnects_once_and_succeeds() {
     bounded(async {
-        let node = MockNode::start(Fixture::finney_netuid1()).await;
-        node.fault("state_call NeuronInfoRuntimeApi_get_neurons_lite", FaultKind::Drop, Some(1));
-        let dir = tempfile::tempdir().unwrap();
-        let view = subnet_view(&settings(&node.url(), 1, dir.path(), ""), None).await.expect("second attempt succeeds");
+        let (node, _, r) = mock_read(Fixture::finney_netuid1(), 1, &[(NEURONS_LITE, FaultKind::Drop, Some(1))]).await;
+        let view = r.expect("second attempt succeeds");
         assert_eq!(view.origin, Origin::Chain { url: node.url() });
         assert_eq!(
             view.select(Thresholds::default()).eligible.iter().map(|v| v.uid).collect::<Vec<_>>(),
@@ -344,13 +375,11 @@ async fn mock_socket_dropped_mid_call_reconnects_once_and_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_socket_dropped_every_time_gives_up_after_one_reconnect() {
     bounded(async {
-        let node = MockNode::start(Fixture::synthetic_netuid74()).await;
-        node.fault("state_call SubnetInfoRuntimeApi_get_subnet_state", FaultKind::Drop, None);
-        let dir = tempfile::tempdir().unwrap();
-        let err = subnet_view(&settings(&node.url(), 74, dir.path(), ""), None).await.unwrap_err();
+        let (node, _, r) = mock_read(Fixture::synthetic_netuid74(), 74, &[(SUBNET_STATE, FaultKind::Drop, None)]).await;
+        let err = r.unwrap_err();
         assert!(matches!(err, ChainError::Unavailable { .. }), "{err:?}");
-        assert_eq!(node.connections(), 2, "exactly one reconnect");
         assert_eq!(exit_of(err), 3);
+        assert_eq!(node.connections(), 2, "exactly one reconnect");
     })
     .await
 }
@@ -358,12 +387,10 @@ async fn mock_socket_dropped_every_time_gives_up_after_one_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_slow_node_hits_the_call_timeout() {
     bounded(async {
-        let node = MockNode::start(Fixture::synthetic_netuid74()).await;
-        node.fault("state_call NeuronInfoRuntimeApi_get_neurons_lite", FaultKind::Delay(Duration::from_secs(20)), None);
-        let dir = tempfile::tempdir().unwrap();
+        let stall = FaultKind::Delay(Duration::from_secs(20));
+        let (node, dir) = mock(Fixture::synthetic_netuid74(), &[(NEURONS_LITE, stall, None)]).await;
         let started = std::time::Instant::now();
-        let err =
-            subnet_view(&settings(&node.url(), 74, dir.path(), "call_timeout = \"1s\"\n"), None).await.unwrap_err();
+        let err = read(&node, 74, &dir, "call_timeout = \"1s\"\n").await.unwrap_err();
         let took = started.elapsed();
         let ChainError::Unavailable { error, .. } = &err else { panic!("{err:?}") };
         assert!(
@@ -380,9 +407,8 @@ async fn mock_slow_node_hits_the_call_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_unknown_netuid_is_a_clear_error_exit_3() {
     bounded(async {
-        let node = MockNode::start(Fixture::synthetic_netuid74()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let err = subnet_view(&settings(&node.url(), 9, dir.path(), ""), None).await.unwrap_err();
+        let (node, dir, r) = mock_read(Fixture::synthetic_netuid74(), 9, &[]).await;
+        let err = r.unwrap_err();
         assert!(matches!(err, ChainError::UnknownNetuid { netuid: 9, block: 5_000_000, .. }), "{err:?}");
         assert!(err.to_string().contains("netuid 9 does not exist"), "{err}");
         assert_eq!(exit_of(err), 3);
@@ -394,9 +420,8 @@ async fn mock_unknown_netuid_is_a_clear_error_exit_3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_node_uses_the_cache_until_it_is_too_old() {
     bounded(async {
-        let node = MockNode::start(Fixture::synthetic_netuid74()).await;
+        let (node, dir) = mock(Fixture::synthetic_netuid74(), &[]).await;
         let url = node.url();
-        let dir = tempfile::tempdir().unwrap();
         let st = settings(&url, 74, dir.path(), "metagraph_max_age = \"1h\"\nconnect_timeout = \"2s\"\n");
         let fresh = subnet_view(&st, None).await.expect("chain read");
         drop(node); // the port closes: connection refused from now on
@@ -424,8 +449,7 @@ async fn unreachable_node_uses_the_cache_until_it_is_too_old() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_cache_is_moved_aside_not_fatal() {
     bounded(async {
-        let url = dead_url().await;
-        let dir = tempfile::tempdir().unwrap();
+        let (url, dir) = dead_url().await;
         let p = patrol::chain::cache::path(dir.path(), &url, 74);
         std::fs::write(&p, b"{\"version\": 1, \"neurons\": [tru").unwrap();
         let err = subnet_view(&settings(&url, 74, dir.path(), ""), None).await.unwrap_err();
@@ -445,8 +469,7 @@ async fn corrupt_cache_is_moved_aside_not_fatal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_list_needs_no_chain() {
     bounded(async {
-        let url = dead_url().await;
-        let dir = tempfile::tempdir().unwrap();
+        let (url, dir) = dead_url().await;
         let extra = "[validators]\nmin_stake = 0.0\n[[validators.static]]\nuid = 3\nhotkey = \"5DtDLm5rQHShDqojQpsvcN8tRXHVFaecfDoRet1SU6BFD9Fi\"\nip = \"127.0.0.1\"\nport = 8091\nstake = 20000.0\nvtrust = 0.9\n";
         let text = config_text(&url, 74, dir.path(), "", extra);
         let st = Settings::build(None, Some(&text), &Overrides::default(), |_| None).unwrap();
@@ -500,6 +523,13 @@ async fn patrol(dir: &Path, config: &str, args: &[&str]) -> Run {
     run
 }
 
+/// [`mock`] without faults, and the config text of `netuid` on it with `chain_extra` in `[chain]`.
+async fn mock_config(fixture: Fixture, netuid: u16, chain_extra: &str) -> (MockNode, tempfile::TempDir, String) {
+    let (node, dir) = mock(fixture, &[]).await;
+    let cfg = config_text(&node.url(), netuid, dir.path(), chain_extra, "");
+    (node, dir, cfg)
+}
+
 fn eligible_uids(doc: &Value) -> Vec<u64> {
     doc["eligible"].as_array().unwrap().iter().map(|v| v["uid"].as_u64().unwrap()).collect()
 }
@@ -507,8 +537,7 @@ fn eligible_uids(doc: &Value) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_validators_json_prints_gitts_selection_for_finney_netuid1() {
     bounded(async {
-        let node = MockNode::start(Fixture::finney_netuid1()).await;
-        let dir = tempfile::tempdir().unwrap();
+        let (node, dir) = mock(Fixture::finney_netuid1(), &[]).await;
         let run = patrol(dir.path(), &config_text(&node.url(), 1, dir.path(), "", ""), &["validators", "--json"]).await;
         assert_eq!(run.code, 0, "{}", run.stderr);
         let doc = run.json();
@@ -540,9 +569,7 @@ async fn e2e_validators_json_prints_gitts_selection_for_finney_netuid1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_validators_table_synthetic_netuid74_zero_eligible_is_exit_0_with_warning() {
     bounded(async {
-        let node = MockNode::start(Fixture::synthetic_netuid74()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = config_text(&node.url(), 74, dir.path(), "", "");
+        let (_node, dir, cfg) = mock_config(Fixture::synthetic_netuid74(), 74, "").await;
         let run = patrol(dir.path(), &cfg, &["validators"]).await;
         assert_eq!(run.code, 0);
         assert!(run.stdout.contains("0 eligible validator(s)"), "{}", run.stdout);
@@ -570,10 +597,8 @@ async fn e2e_validators_table_synthetic_netuid74_zero_eligible_is_exit_0_with_wa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_unreachable_node_shows_the_cache_with_its_age_then_exit_3_when_too_old() {
     bounded(async {
-        let node = MockNode::start(Fixture::finney_netuid1()).await;
+        let (node, dir, cfg) = mock_config(Fixture::finney_netuid1(), 1, "metagraph_max_age = \"30m\"\n").await;
         let url = node.url();
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = config_text(&url, 1, dir.path(), "metagraph_max_age = \"30m\"\n", "");
         let live = patrol(dir.path(), &cfg, &["validators", "--json"]).await;
         assert_eq!(live.code, 0);
         drop(node);
@@ -610,8 +635,7 @@ async fn e2e_unreachable_node_shows_the_cache_with_its_age_then_exit_3_when_too_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_unknown_netuid_and_rpc_errors_are_exit_3_and_a_dropped_socket_recovers() {
     bounded(async {
-        let node = MockNode::start(Fixture::finney_netuid1()).await;
-        let dir = tempfile::tempdir().unwrap();
+        let (node, dir) = mock(Fixture::finney_netuid1(), &[]).await;
 
         let run = patrol(dir.path(), &config_text(&node.url(), 9, dir.path(), "", ""), &["validators", "--json"]).await;
         assert_eq!(run.code, 3);

@@ -60,6 +60,25 @@ fn client(addr: std::net::SocketAddr, mode: Mode) -> GithubClient {
     GithubClient::new(options(addr, mode)).expect("client")
 }
 
+/// A fake with `rules` and a client whose fast options `tune` adjusts (timeout, attempts): the
+/// set-up most fault tests share. The address is returned for a second client after the fake.
+async fn tuned(
+    rules: Vec<FaultRule>,
+    mode: Mode,
+    tune: impl FnOnce(&mut GithubOptions),
+) -> (std::net::SocketAddr, FakeGithubHandle, GithubClient) {
+    let (addr, fake) = fake_with(rules).await;
+    let mut opts = options(addr, mode);
+    tune(&mut opts);
+    (addr, fake, GithubClient::new(opts).expect("client"))
+}
+
+/// A fake without faults and a fast client for it.
+async fn healthy(mode: Mode) -> (FakeGithubHandle, GithubClient) {
+    let (_, fake, c) = tuned(vec![], mode, |_| {}).await;
+    (fake, c)
+}
+
 fn pat() -> Pat {
     Pat::new(PAT).expect("pat")
 }
@@ -73,8 +92,8 @@ fn transient(detail: &str) -> IdentityResult {
 #[tokio::test]
 async fn identity_valid_reports_id_login_expiry_and_rate_limit() {
     bounded("identity_valid", async {
-        let (addr, fake) = fake_with(vec![]).await;
-        let r = client(addr, Mode::Fixed).identity(&pat()).await;
+        let (fake, c) = healthy(Mode::Fixed).await;
+        let r = c.identity(&pat()).await;
         assert_eq!(r.result, IdentityResult::Valid { id: ID.to_string(), login: LOGIN.into() });
         assert_eq!(r.attempts, 1);
         assert_eq!(r.meta.status, Some(200));
@@ -145,10 +164,8 @@ async fn identity_other_4xx_fails_at_once_but_408_and_rate_limits_retry() {
             (Fault::Status { status: 403, message: Some("You have exceeded a secondary rate limit".into()) }, true),
         ] {
             let label = fault.label();
-            let (addr, fake) = fake_with(vec![FaultRule::new(fault)]).await;
-            let mut opts = options(addr, Mode::Parity);
-            opts.identity_attempts = 3;
-            let r = GithubClient::new(opts).unwrap().identity(&pat()).await;
+            let (_, fake, c) = tuned(vec![FaultRule::new(fault)], Mode::Parity, |o| o.identity_attempts = 3).await;
+            let r = c.identity(&pat()).await;
             let calls = fake.calls(Endpoint::User);
             if retried {
                 assert!(r.result.is_transient(), "{label}: {:?}", r.result);
@@ -179,11 +196,12 @@ async fn identity_timeout_reset_slow_body_and_bad_json_are_transient() {
         for (fault, needle) in cases {
             for mode in [Mode::Fixed, Mode::Parity] {
                 let label = fault.label();
-                let (addr, fake) = fake_with(vec![FaultRule::new(fault.clone())]).await;
-                let mut opts = options(addr, mode);
-                opts.identity_attempts = 2;
-                opts.timeout = Duration::from_millis(300);
-                let r = GithubClient::new(opts).unwrap().identity(&pat()).await;
+                let (_, fake, c) = tuned(vec![FaultRule::new(fault.clone())], mode, |o| {
+                    o.identity_attempts = 2;
+                    o.timeout = Duration::from_millis(300);
+                })
+                .await;
+                let r = c.identity(&pat()).await;
                 match &r.result {
                     IdentityResult::Transient { detail, retry_after: None } => {
                         assert!(detail.contains(needle), "{mode} {label}: {detail}")
@@ -198,16 +216,21 @@ async fn identity_timeout_reset_slow_body_and_bad_json_are_transient() {
     .await;
 }
 
+/// One 429 with `Retry-After: secs` on `/user`, then success: the time between the two calls.
+async fn retry_after_gap(mode: Mode, secs: u64) -> Duration {
+    let rule = FaultRule::new(Fault::TooManyRequests { retry_after_secs: secs }).on(Scope::User).times(1);
+    let (addr, fake) = fake_with(vec![rule]).await;
+    let r = client(addr, mode).identity(&pat()).await;
+    assert!(matches!(r.result, IdentityResult::Valid { .. }), "{mode}: {:?}", r.result);
+    let at = fake.arrivals(Endpoint::User, PAT);
+    assert_eq!(at.len(), 2, "{mode}");
+    at[1] - at[0]
+}
+
 #[tokio::test]
 async fn identity_retry_after_is_honoured_in_fixed_mode() {
     bounded("retry_after_fixed", async {
-        let rule = FaultRule::new(Fault::TooManyRequests { retry_after_secs: 1 }).on(Scope::User).times(1);
-        let (addr, fake) = fake_with(vec![rule]).await;
-        let r = client(addr, Mode::Fixed).identity(&pat()).await;
-        assert!(matches!(r.result, IdentityResult::Valid { .. }), "{:?}", r.result);
-        let at = fake.arrivals(Endpoint::User, PAT);
-        assert_eq!(at.len(), 2);
-        let gap = at[1] - at[0];
+        let gap = retry_after_gap(Mode::Fixed, 1).await;
         assert!(gap >= Duration::from_secs(1), "retried after {gap:?}, before the 1 s Retry-After");
     })
     .await;
@@ -216,13 +239,7 @@ async fn identity_retry_after_is_honoured_in_fixed_mode() {
 #[tokio::test]
 async fn identity_retry_after_is_ignored_in_parity_mode() {
     bounded("retry_after_parity", async {
-        let rule = FaultRule::new(Fault::TooManyRequests { retry_after_secs: 2 }).on(Scope::User).times(1);
-        let (addr, fake) = fake_with(vec![rule]).await;
-        let r = client(addr, Mode::Parity).identity(&pat()).await;
-        assert!(matches!(r.result, IdentityResult::Valid { .. }), "{:?}", r.result);
-        let at = fake.arrivals(Endpoint::User, PAT);
-        assert_eq!(at.len(), 2);
-        let gap = at[1] - at[0];
+        let gap = retry_after_gap(Mode::Parity, 2).await;
         assert!(gap < Duration::from_millis(1500), "parity slept {gap:?}: it must use the flat sleep, not Retry-After");
     })
     .await;
@@ -254,10 +271,9 @@ async fn identity_hint_beyond_the_cap_ends_retries_and_is_reported() {
 #[tokio::test]
 async fn identity_short_hint_is_reported_after_the_last_attempt() {
     bounded("short_hint", async {
-        let (addr, fake) = fake_with(vec![FaultRule::new(Fault::TooManyRequests { retry_after_secs: 0 })]).await;
-        let mut opts = options(addr, Mode::Fixed);
-        opts.identity_attempts = 2;
-        let r = GithubClient::new(opts).unwrap().identity(&pat()).await;
+        let rules = vec![FaultRule::new(Fault::TooManyRequests { retry_after_secs: 0 })];
+        let (_, fake, c) = tuned(rules, Mode::Fixed, |o| o.identity_attempts = 2).await;
+        let r = c.identity(&pat()).await;
         assert_eq!(r.result, IdentityResult::Transient { detail: "GitHub /user returned 429: You have exceeded a secondary rate limit. Please wait a few minutes before you try again.".into(), retry_after: Some(Duration::ZERO) });
         assert_eq!(fake.calls(Endpoint::User), 2);
     })
@@ -267,8 +283,7 @@ async fn identity_short_hint_is_reported_after_the_last_attempt() {
 #[tokio::test]
 async fn identity_empty_and_unsendable_tokens() {
     bounded("identity_raw_tokens", async {
-        let (addr, fake) = fake_with(vec![]).await;
-        let c = client(addr, Mode::Parity);
+        let (fake, c) = healthy(Mode::Parity).await;
         let r = c.identity_raw("").await;
         assert_eq!(r.result, IdentityResult::InvalidAuth { status: None, message: "no token".into() });
         assert_eq!(r.attempts, 0);
@@ -286,11 +301,10 @@ async fn identity_empty_and_unsendable_tokens() {
 #[tokio::test]
 async fn revoked_and_removed_tokens_answer_401() {
     bounded("revocation", async {
-        let (addr, fake) = fake_with(vec![]).await;
-        let c = client(addr, Mode::Fixed);
+        let bad = IdentityResult::InvalidAuth { status: Some(401), message: "Bad credentials".into() };
+        let (fake, c) = healthy(Mode::Fixed).await;
         assert!(matches!(c.identity(&pat()).await.result, IdentityResult::Valid { .. }));
         assert!(fake.revoke_token(PAT));
-        let bad = IdentityResult::InvalidAuth { status: Some(401), message: "Bad credentials".into() };
         assert_eq!(c.identity(&pat()).await.result, bad);
         fake.add_account(FakeAccount::new(PAT, ID, LOGIN));
         assert!(matches!(c.identity(&pat()).await.result, IdentityResult::Valid { .. }));
@@ -315,46 +329,25 @@ async fn test_query_statuses_and_bodies_in_both_modes() {
             message: "Your token has not been granted the required scopes".into(),
             error_type: Some("INSUFFICIENT_SCOPES".into()),
         };
+        // A status fails with the same text in both modes; only fixed mode may call it transient.
+        let status = |code: u16, fixed_transient: bool| {
+            let detail = format!("GitHub GraphQL API returned {code}");
+            (Some(Fault::status(code)), failed(&detail, fixed_transient), failed(&detail, false))
+        };
+        // What both modes judge alike: a permanent failure.
+        let permanent = |fault: Fault, detail: &str| (Some(fault), failed(detail, false), failed(detail, false));
         let cases: Vec<(Option<Fault>, TestQueryResult, TestQueryResult)> = vec![
             // fault, fixed, parity
             (None, TestQueryResult::Ok, TestQueryResult::Ok),
-            (
-                Some(Fault::status(503)),
-                failed("GitHub GraphQL API returned 503", true),
-                failed("GitHub GraphQL API returned 503", false),
-            ),
-            (
-                Some(Fault::status(500)),
-                failed("GitHub GraphQL API returned 500", true),
-                failed("GitHub GraphQL API returned 500", false),
-            ),
-            (
-                Some(Fault::status(408)),
-                failed("GitHub GraphQL API returned 408", true),
-                failed("GitHub GraphQL API returned 408", false),
-            ),
-            (
-                Some(Fault::status(401)),
-                failed("GitHub GraphQL API returned 401", false),
-                failed("GitHub GraphQL API returned 401", false),
-            ),
-            (
-                Some(Fault::status(403)),
-                failed("GitHub GraphQL API returned 403", false),
-                failed("GitHub GraphQL API returned 403", false),
-            ),
-            (
-                Some(gql_error),
-                failed("GraphQL error: Your token has not been granted the required scopes", false),
-                failed("GraphQL error: Your token has not been granted the required scopes", false),
-            ),
-            (Some(Fault::ViewerNull), failed(VN, false), failed(VN, false)),
-            (Some(Fault::Body { status: 200, body: r#"{"errors":[]}"#.into() }), failed(VN, false), failed(VN, false)),
-            (
-                Some(Fault::Body { status: 200, body: r#"{"data":"nope"}"#.into() }),
-                failed(VN, false),
-                failed(VN, false),
-            ),
+            status(503, true),
+            status(500, true),
+            status(408, true),
+            status(401, false),
+            status(403, false),
+            permanent(gql_error, "GraphQL error: Your token has not been granted the required scopes"),
+            permanent(Fault::ViewerNull, VN),
+            permanent(Fault::Body { status: 200, body: r#"{"errors":[]}"#.into() }, VN),
+            permanent(Fault::Body { status: 200, body: r#"{"data":"nope"}"#.into() }, VN),
         ];
         for (fault, fixed, parity) in cases {
             let label = fault.as_ref().map_or("none".into(), Fault::label);
@@ -432,10 +425,9 @@ async fn test_query_transport_failures_are_transient_only_in_fixed_mode() {
         ] {
             for (mode, want_transient) in [(Mode::Fixed, true), (Mode::Parity, false)] {
                 let label = fault.label();
-                let (addr, fake) = fake_with(vec![FaultRule::new(fault.clone()).on(Scope::Graphql)]).await;
-                let mut opts = options(addr, mode);
-                opts.timeout = Duration::from_millis(300);
-                let r = GithubClient::new(opts).unwrap().test_query(&pat()).await;
+                let rules = vec![FaultRule::new(fault.clone()).on(Scope::Graphql)];
+                let (_, fake, c) = tuned(rules, mode, |o| o.timeout = Duration::from_millis(300)).await;
+                let r = c.test_query(&pat()).await;
                 match &r.result {
                     TestQueryResult::Failed { detail, transient, retry_after: None } => {
                         assert_eq!(*transient, want_transient, "{mode} {label}: {detail}");
@@ -477,14 +469,19 @@ async fn record(
     })
 }
 
+/// Serve `app` on a fresh loopback port, for the hand-made servers below.
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 #[tokio::test]
 async fn requests_carry_upstream_headers_and_body() {
     bounded("wire", async {
         let seen: Seen = Arc::default();
-        let app = axum::Router::new().fallback(record).with_state(seen.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = serve(axum::Router::new().fallback(record).with_state(seen.clone())).await;
         let c = client(addr, Mode::Fixed);
         assert!(matches!(c.identity(&pat()).await.result, IdentityResult::Valid { .. }));
         assert_eq!(c.test_query(&pat()).await.result, TestQueryResult::Ok);
@@ -512,10 +509,7 @@ async fn redirects_are_followed_within_githubs_origin_only() {
     bounded("redirects", async {
         // the other host records whatever reaches it
         let elsewhere: Seen = Arc::default();
-        let app = axum::Router::new().fallback(record).with_state(elsewhere.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let other = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let other = serve(axum::Router::new().fallback(record).with_state(elsewhere.clone())).await;
         // GitHub: `/old/...` moved to `/...` on the same origin (308); `/user` and `/graphql` point
         // at the other host (307)
         let seen: Seen = Arc::default();
@@ -530,10 +524,7 @@ async fn redirects_are_followed_within_githubs_origin_only() {
             };
             axum::response::IntoResponse::into_response((code, [(axum::http::header::LOCATION, to)]))
         };
-        let app = axum::Router::new().fallback(redirecting).with_state(seen.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = serve(axum::Router::new().fallback(redirecting).with_state(seen.clone())).await;
 
         let moved = GithubClient::new(GithubOptions { api_url: format!("http://{addr}/old"), ..options(addr, Mode::Fixed) }).unwrap();
         assert!(matches!(moved.identity(&pat()).await.result, IdentityResult::Valid { .. }));
@@ -615,10 +606,9 @@ async fn preflight_transport_failures_are_transient() {
     bounded("preflight_transport", async {
         for (scope, fault) in [(Scope::User, Fault::Reset), (Scope::Graphql, Fault::Reset), (Scope::Graphql, Fault::Delay { ms: 3_000 })] {
             let label = fault.label();
-            let (addr, fake) = fake_with(vec![FaultRule::new(fault).on(scope)]).await;
-            let mut opts = options(addr, Mode::Fixed);
-            opts.timeout = Duration::from_millis(300);
-            let p = GithubClient::new(opts).unwrap().preflight(&pat()).await;
+            let rules = vec![FaultRule::new(fault).on(scope)];
+            let (_, fake, c) = tuned(rules, Mode::Fixed, |o| o.timeout = Duration::from_millis(300)).await;
+            let p = c.preflight(&pat()).await;
             assert!(matches!(p.outcome, PreflightOutcome::Transient { .. }), "{scope:?} {label}: {p:?}");
             fake.shutdown();
         }
@@ -648,11 +638,11 @@ async fn the_pat_never_appears_in_printable_output() {
             Some(FaultRule::new(Fault::RateLimited { reset_after_secs: 1 }).for_token(PAT)),
         ];
         for rule in scenarios {
-            let (addr, fake) = fake_with(rule.into_iter().collect()).await;
-            let mut opts = options(addr, Mode::Fixed);
-            opts.timeout = Duration::from_millis(300);
-            opts.identity_attempts = 2;
-            let c = GithubClient::new(opts).unwrap();
+            let (_, fake, c) = tuned(rule.into_iter().collect(), Mode::Fixed, |o| {
+                o.timeout = Duration::from_millis(300);
+                o.identity_attempts = 2;
+            })
+            .await;
             let p = c.preflight(&pat()).await;
             printed.push(format!("{p:?}"));
             if let PreflightOutcome::Transient { reason, .. } | PreflightOutcome::Invalid { reason } = &p.outcome {
@@ -751,10 +741,8 @@ async fn control_api_sets_faults_tokens_and_reports_stats_by_fingerprint() {
 #[tokio::test]
 async fn shutdown_cuts_pending_delays_and_stops_serving() {
     bounded("shutdown", async {
-        let (addr, fake) = fake_with(vec![FaultRule::new(Fault::Delay { ms: 60_000 })]).await;
-        let mut opts = options(addr, Mode::Fixed);
-        opts.timeout = Duration::from_secs(20);
-        let c = GithubClient::new(opts).unwrap();
+        let stall = FaultRule::new(Fault::Delay { ms: 60_000 });
+        let (addr, fake, c) = tuned(vec![stall], Mode::Fixed, |o| o.timeout = Duration::from_secs(20)).await;
         let pending = tokio::spawn(async move { c.test_query(&pat()).await });
         while fake.calls(Endpoint::Graphql) == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -777,10 +765,8 @@ async fn a_trickled_connection_is_clean_for_the_next_request() {
         // One trickled answer (~350 bytes at 32 B / 50 ms: over 400 ms) that fits the deadline,
         // then a normal one, most likely on the same kept-alive connection.
         let trickle = Fault::Trickle { bytes: 32, every_ms: 50 };
-        let (addr, fake) = fake_with(vec![FaultRule::new(trickle).on(Scope::User).times(1)]).await;
-        let mut opts = options(addr, Mode::Fixed);
-        opts.timeout = Duration::from_secs(5);
-        let c = GithubClient::new(opts).unwrap();
+        let rules = vec![FaultRule::new(trickle).on(Scope::User).times(1)];
+        let (_, fake, c) = tuned(rules, Mode::Fixed, |o| o.timeout = Duration::from_secs(5)).await;
         let started = std::time::Instant::now();
         assert!(matches!(c.identity(&pat()).await.result, IdentityResult::Valid { .. }));
         let first = started.elapsed();
