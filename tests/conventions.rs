@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::packaging::run_checker;
 use crate::support::cli::patrol_bin;
 use crate::support::{render_man, repo, tool};
 
@@ -79,7 +80,6 @@ fn commands() -> Vec<String> {
 
 #[test]
 fn completions_are_valid_scripts_naming_every_command() {
-    let bash = tool("bash");
     let dir = tempfile::tempdir().unwrap();
     for (shell, marker) in [("bash", "complete -F _patrol"), ("zsh", "#compdef patrol"), ("fish", "complete -c patrol")]
     {
@@ -92,8 +92,7 @@ fn completions_are_valid_scripts_naming_every_command() {
         let file = dir.path().join(shell);
         std::fs::write(&file, &script).unwrap();
         if shell == "bash" {
-            let out = Command::new(&bash).arg("-n").arg(&file).output().unwrap();
-            assert!(out.status.success(), "bash -n: {}", String::from_utf8_lossy(&out.stderr));
+            run_checker(Command::new(tool("bash")).arg("-n").arg(&file));
         }
     }
     let (code, _, err) = patrol(&["completions", "tcsh"]);

@@ -8,9 +8,10 @@
 //! Every receiver checks every body against its service's schema; no output, log or message
 //! contains the PAT or a URL's secret.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, spawn_fake_github};
+use patrol::lab::fake_github::{FakeAccount, FakeGithubConfig, FakeGithubHandle, spawn_fake_github};
 
 use crate::support::agent::{Agent, free_port};
 use crate::support::cli::{Run, Scratch, static_validator};
@@ -32,6 +33,13 @@ fn assert_clean(texts: &[&str], secrets: &[&str]) {
             assert!(!t.contains(s), "a secret ({s}) leaked:\n{t}");
         }
     }
+}
+
+/// The fake GitHub knowing [`PAT`] (its address and handle), and two validators using it with the
+/// miner's PAT file (`pat`) in their scratch dir: what the process-level tests start from.
+async fn two_validators() -> (SocketAddr, FakeGithubHandle, Subnet) {
+    let (gh, github) = spawn_fake_github(accounts()).await;
+    (gh, github, Subnet::with_pat(2, gh, PAT))
 }
 
 fn target(kind: &str, url: &str, extra: &str) -> String {
@@ -99,11 +107,9 @@ async fn notify_test_reaches_every_kind_in_its_own_format() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_sends_on_transitions_only_and_pings_every_run() {
-    let (gh, github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(2, gh);
+    let (gh, github, mut net) = two_validators().await;
     let hook = Receiver::start(Service::Webhook).await;
     let kuma = Receiver::start(Service::Kuma).await;
-    net.scratch.pat("pat", PAT);
     net.scratch.secret(hook.secret());
     net.scratch.secret(kuma.secret());
     let notify = format!("[notify]\nhold = 0\nping = \"{}\"\n{}", kuma.url(), target("webhook", &hook.url(), ""));
@@ -191,12 +197,10 @@ async fn reconcile_sends_on_transitions_only_and_pings_every_run() {
 /// webhook that never answers does not hold up SIGTERM past the flush grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_holds_a_loss_delivers_through_a_429_storm_and_stops_past_a_hung_target() {
-    let (gh, _github) = spawn_fake_github(accounts()).await;
-    let mut net = Subnet::start(2, gh);
+    let (gh, _github, mut net) = two_validators().await;
     let discord = Receiver::start(Service::Discord).await;
     let hung = Receiver::start(Service::Webhook).await;
     hung.set(Behave::Hang);
-    net.scratch.pat("pat", PAT);
     let port = free_port();
     let notify = format!(
         "[notify]\nhold = \"{HOLD_S}s\"\nflush = \"2s\"\n{}{}",

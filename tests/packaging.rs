@@ -19,7 +19,7 @@ mod deb;
 mod scrapes;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::support::cli::patrol_bin;
 use crate::support::{repo, tool};
@@ -42,9 +42,29 @@ fn directives(unit: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// `cmd`, a checker (`bash -n`, `systemd-analyze verify`, `promtool check rules`), run to its end:
+/// the test fails with its command line and all it printed unless it exits 0. Its output is
+/// returned for the checks a caller adds (a warning on an exit 0, say).
+#[track_caller]
+pub(crate) fn run_checker(cmd: &mut Command) -> Output {
+    let mut line = Path::new(cmd.get_program()).file_name().unwrap_or(cmd.get_program()).to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&a.to_string_lossy());
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {line}: {e}"));
+    assert!(
+        out.status.success(),
+        "{line} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn systemd_units_pass_systemd_analyze_verify() {
-    let analyze = tool("systemd-analyze");
     // verify checks that ExecStart's binary exists: point the copies at the one just built
     let dir = tempfile::tempdir().unwrap();
     let bin = patrol_bin();
@@ -56,12 +76,12 @@ fn systemd_units_pass_systemd_analyze_verify() {
             p
         })
         .collect();
-    let out = Command::new(&analyze).args(["verify", "--man=no"]).args(&files).output().expect("run systemd-analyze");
+    let out = run_checker(Command::new(tool("systemd-analyze")).args(["verify", "--man=no"]).args(&files));
+    // a warning fails too, though verify exits 0 on it
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success() && stderr.trim().is_empty(),
-        "systemd-analyze verify failed ({}):\n{stderr}{}",
-        out.status,
+        stderr.trim().is_empty(),
+        "systemd-analyze verify warned:\n{stderr}{}",
         String::from_utf8_lossy(&out.stdout)
     );
 }

@@ -26,15 +26,24 @@ fn at_the_cap_a_connection_without_a_request_head_is_displaced_first_whatever_it
     assert!(cb.displaced.is_cancelled() && !ca.displaced.is_cancelled() && !cf.displaced.is_cancelled());
 }
 
+/// A table of two: a admitted at 0 ms (its request head waiting at accept, or not), then b, whose
+/// socket has been read once; a third, at 2 ms, displaces b and not a. Returns the table, a and the
+/// third.
+#[track_caller]
+fn read_b_goes_before_a(a_head_waiting: bool, room: &str) -> (Table, Arc<Conn>, Arc<Conn>) {
+    let t = Table::new(2);
+    let (_a, ca) = t.admit(0, a_head_waiting).unwrap();
+    let (_b, cb) = t.admit(1, false).unwrap();
+    cb.read_once.store(true, Ordering::Release);
+    let (_c, cc) = t.admit(2, false).expect(room);
+    assert!(cb.displaced.is_cancelled() && !ca.displaced.is_cancelled(), "b, read once, goes before a");
+    (t, ca, cc)
+}
+
 #[test]
 fn a_head_less_socket_already_read_goes_before_one_not_read_yet() {
-    let t = Table::new(2);
-    let (_a, ca) = t.admit(0, false).unwrap();
-    let (_b, cb) = t.admit(1, false).unwrap();
     // a is older but its socket was never read: its request may be waiting there
-    cb.read_once.store(true, Ordering::Release);
-    let (_c, cc) = t.admit(2, false).expect("room");
-    assert!(cb.displaced.is_cancelled() && !ca.displaced.is_cancelled());
+    let (t, ca, cc) = read_b_goes_before_a(false, "room");
     // no read one left: the oldest unread one
     t.admit(3, false).expect("room");
     assert!(ca.displaced.is_cancelled() && !cc.displaced.is_cancelled());
@@ -42,12 +51,7 @@ fn a_head_less_socket_already_read_goes_before_one_not_read_yet() {
 
 #[test]
 fn a_connection_whose_request_head_was_waiting_at_accept_is_not_displaced() {
-    let t = Table::new(2);
-    let (_a, ca) = t.admit(0, true).unwrap();
-    let (_b, cb) = t.admit(1, false).unwrap();
-    cb.read_once.store(true, Ordering::Release);
-    t.admit(2, false).expect("b is head-less");
-    assert!(cb.displaced.is_cancelled() && !ca.displaced.is_cancelled());
+    let (t, ca, _) = read_b_goes_before_a(true, "b is head-less");
     let (_d, cd) = t.admit(3, true).expect("the new head-less one");
     assert!(!ca.displaced.is_cancelled());
     // only requests on their way: refused, as when every connection is busy

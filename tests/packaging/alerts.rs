@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 
 use super::scrapes::{Scrape, scrapes};
-use super::{packaging, tool};
+use super::{packaging, run_checker, tool};
 use crate::support::agent::{Sample, parse_prometheus};
 
 const AGENT_JOB: (&str, &str) = ("patrol", "127.0.0.1:9184");
@@ -87,6 +87,11 @@ fn seg<'a>(minutes: u32, scrape: &'a Scrape, mode: Mode, agent: bool) -> Segment
     }
 }
 
+/// A fault: no healthy check, these alerts fire.
+fn fault<'a>(name: &'static str, segments: Vec<Segment<'a>>, fires: Vec<Fire>) -> Case<'a> {
+    Case { name, segments, fires, healthy: false }
+}
+
 fn fire(alert: &'static str, at: u32, from: From, quiet_before: Option<u32>) -> Fire {
     Fire { alert, at, from, quiet_before }
 }
@@ -110,27 +115,27 @@ fn fault_cases() -> Vec<Case<'static>> {
     use From::*;
     use Mode::*;
     let s = scrapes();
+    // the timer setup, passing every 15 minutes
+    let timer = |minutes, scrape| vec![seg(minutes, scrape, Running, false)];
     let derived = |edit: (&'static str, f64)| Segment { edit: Some(edit), ..seg(30, &s.agent_healthy, Running, true) };
     vec![
-        Case {
-            name: "the agent stops answering /metrics",
-            segments: vec![
+        fault(
+            "the agent stops answering /metrics",
+            vec![
                 seg(10, &s.agent_healthy, Running, true),
                 Segment { minutes: 50, scrape: None, mode: Running, job: AGENT_JOB, up: Some(0.0), edit: None },
             ],
-            fires: vec![fire("PatrolDown", 16, Up, Some(14)), fire("PatrolAbsent", 55, Nothing, Some(40))],
-            healthy: false,
-        },
-        Case {
-            name: "the timer stops running (its last file stays)",
-            segments: vec![seg(60, &s.timer_healthy, Frozen, false)],
-            fires: vec![fire("PatrolPassesStopped", 50, Series("patrol_last_pass_timestamp_seconds", &[]), Some(40))],
-            healthy: false,
-        },
-        Case {
-            name: "a validator down for a scoring round",
-            segments: vec![seg(10, &s.timer_healthy, Running, false), seg(130, &s.timer_partial, Running, false)],
-            fires: vec![
+            vec![fire("PatrolDown", 16, Up, Some(14)), fire("PatrolAbsent", 55, Nothing, Some(40))],
+        ),
+        fault(
+            "the timer stops running (its last file stays)",
+            vec![seg(60, &s.timer_healthy, Frozen, false)],
+            vec![fire("PatrolPassesStopped", 50, Series("patrol_last_pass_timestamp_seconds", &[]), Some(40))],
+        ),
+        fault(
+            "a validator down for a scoring round",
+            vec![seg(10, &s.timer_healthy, Running, false), seg(130, &s.timer_partial, Running, false)],
+            vec![
                 fire("PatrolCoverageIncomplete", 135, Series("patrol_stake_weighted_coverage_ratio", &[]), Some(125)),
                 fire(
                     "PatrolFullCoverageStale",
@@ -139,33 +144,29 @@ fn fault_cases() -> Vec<Case<'static>> {
                     Some(125),
                 ),
             ],
-            healthy: false,
-        },
-        Case {
-            name: "no validator holds the PAT",
-            segments: vec![seg(40, &s.timer_none, Running, false)],
-            fires: vec![fire("PatrolNoCoverage", 35, Series("patrol_eligible_validators", &[]), Some(25))],
-            healthy: false,
-        },
-        Case {
-            name: "the PAT expires in 3 days",
-            segments: vec![seg(10, &s.timer_expiring, Running, false)],
-            fires: vec![fire("PatrolPatExpiresSoon", 5, Series("patrol_pat_expiry_timestamp_seconds", &[]), None)],
-            healthy: false,
-        },
-        Case {
-            name: "GitHub revoked the PAT",
-            segments: vec![seg(30, &s.timer_pat_invalid, Running, false)],
-            fires: vec![
+        ),
+        fault(
+            "no validator holds the PAT",
+            timer(40, &s.timer_none),
+            vec![fire("PatrolNoCoverage", 35, Series("patrol_eligible_validators", &[]), Some(25))],
+        ),
+        fault(
+            "the PAT expires in 3 days",
+            timer(10, &s.timer_expiring),
+            vec![fire("PatrolPatExpiresSoon", 5, Series("patrol_pat_expiry_timestamp_seconds", &[]), None)],
+        ),
+        fault(
+            "GitHub revoked the PAT",
+            timer(30, &s.timer_pat_invalid),
+            vec![
                 fire("PatrolPatInvalid", 5, Series("patrol_pat_preflight", &[("outcome", "invalid")]), None),
                 fire("PatrolValidatorAlert", 20, Series("patrol_alerts", &[("kind", "pat_invalid")]), Some(10)),
             ],
-            healthy: false,
-        },
-        Case {
-            name: "no validator source (the chain unreachable)",
-            segments: vec![seg(40, &s.timer_no_chain, Running, false)],
-            fires: vec![
+        ),
+        fault(
+            "no validator source (the chain unreachable)",
+            timer(40, &s.timer_no_chain),
+            vec![
                 fire(
                     "PatrolMinerProblem",
                     20,
@@ -174,36 +175,22 @@ fn fault_cases() -> Vec<Case<'static>> {
                 ),
                 fire("PatrolNotReady", 35, Series("patrol_ready", &[]), Some(25)),
             ],
-            healthy: false,
-        },
-        Case {
-            name: "the agent rejects a new config",
-            segments: vec![seg(10, &s.agent_healthy, Running, true), seg(50, &s.agent_reload_rejected, Running, true)],
-            fires: vec![fire(
-                "PatrolReloadRejected",
-                15,
-                Series("patrol_reloads_total", &[("result", "rejected")]),
-                Some(5),
-            )],
-            healthy: false,
-        },
-        Case {
-            name: "derived: the real rate-limit series at 50 calls left",
-            segments: vec![derived(("patrol_github_rate_limit_remaining", 50.0))],
-            fires: vec![fire(
-                "PatrolGithubRateLimitLow",
-                15,
-                Series("patrol_github_rate_limit_remaining", &[]),
-                Some(5),
-            )],
-            healthy: false,
-        },
-        Case {
-            name: "derived: the real metagraph-age series at 4000 s (cached metagraph, chain down)",
-            segments: vec![derived(("patrol_metagraph_age_seconds", 4000.0))],
-            fires: vec![fire("PatrolMetagraphStale", 20, Series("patrol_metagraph_age_seconds", &[]), Some(10))],
-            healthy: false,
-        },
+        ),
+        fault(
+            "the agent rejects a new config",
+            vec![seg(10, &s.agent_healthy, Running, true), seg(50, &s.agent_reload_rejected, Running, true)],
+            vec![fire("PatrolReloadRejected", 15, Series("patrol_reloads_total", &[("result", "rejected")]), Some(5))],
+        ),
+        fault(
+            "derived: the real rate-limit series at 50 calls left",
+            vec![derived(("patrol_github_rate_limit_remaining", 50.0))],
+            vec![fire("PatrolGithubRateLimitLow", 15, Series("patrol_github_rate_limit_remaining", &[]), Some(5))],
+        ),
+        fault(
+            "derived: the real metagraph-age series at 4000 s (cached metagraph, chain down)",
+            vec![derived(("patrol_metagraph_age_seconds", 4000.0))],
+            vec![fire("PatrolMetagraphStale", 20, Series("patrol_metagraph_age_seconds", &[]), Some(10))],
+        ),
     ]
 }
 
@@ -394,16 +381,8 @@ fn test_file(cases: &[Case], severities: &BTreeMap<String, String>) -> String {
 fn alert_rules_fire_when_they_should_and_stay_silent_when_healthy() {
     let promtool = tool("promtool");
     let rules = packaging("prometheus-alerts.yml");
-    let check = Command::new(&promtool)
-        .args(["check", "rules"])
-        .arg(super::repo().join("packaging/prometheus-alerts.yml"))
-        .output()
-        .expect("run promtool");
-    assert!(
-        check.status.success(),
-        "promtool check rules: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
+    run_checker(
+        Command::new(&promtool).args(["check", "rules"]).arg(super::repo().join("packaging/prometheus-alerts.yml")),
     );
     let severities = alerts(&rules);
     assert!(severities.len() >= 14 && severities.contains_key("PatrolAbsent"), "{severities:?}");

@@ -7,6 +7,20 @@
 use super::*;
 use crate::support::wait_until;
 
+/// The fake GitHub knowing `token` (user 1, "one"), a scratch dir and miner 1's key: what a
+/// validator with one miner whose PAT is valid starts from.
+pub(super) fn one_miner(token: &str) -> (FakeGithubProcess, Scratch, Hotkey) {
+    (FakeGithubProcess::new(&[(token, 1, "one")]), Scratch::new(), miner_key(1))
+}
+
+/// `d` broadcasts `token` to `t`, and the validator accepts it (a stored PAT for the checks after).
+#[track_caller]
+pub(super) fn broadcast_accepted(rt: &tokio::runtime::Runtime, d: &patrol::wire::Dendrite, t: &Target, token: &str) {
+    let pat = patrol::secret::Pat::new(token).unwrap();
+    let r = rt.block_on(d.broadcast(t, Duration::from_secs(20), &pat));
+    assert!(matches!(r.outcome, CallOutcome::Answered(ref f) if f.accepted == Some(true)), "{:?}", r.outcome);
+}
+
 #[test]
 fn a_slowloris_client_is_cut_off_by_the_header_read_timeout() {
     let s = Scratch::new();
@@ -175,9 +189,7 @@ fn with_every_connection_busy_a_new_one_is_refused_at_once() {
     let rt = runtime();
     let t = target_of(&p);
     for (k, tok) in keys.iter().zip(tokens) {
-        let pat = patrol::secret::Pat::new(tok).unwrap();
-        let r = rt.block_on(dendrite(k.clone()).broadcast(&t, Duration::from_secs(20), &pat));
-        assert!(matches!(r.outcome, CallOutcome::Answered(ref f) if f.accepted == Some(true)), "{:?}", r.outcome);
+        broadcast_accepted(&rt, &dendrite(k.clone()), &t, tok);
     }
     // the broadcasts' dendrites are dropped, their connections closed (a connection still open
     // without a request in flight is displaced at the cap)
@@ -216,9 +228,7 @@ fn with_every_connection_busy_a_new_one_is_refused_at_once() {
 #[test]
 fn sigterm_with_slow_clients_and_a_request_in_flight_exits_within_the_grace() {
     let token = "ghp_hardeningSigtermToken0000000000001";
-    let gh = FakeGithubProcess::new(&[(token, 1, "one")]);
-    let s = Scratch::new();
-    let key = miner_key(1);
+    let (gh, s, key) = one_miner(token);
     let mut p = serve(
         &s,
         "v",
@@ -229,9 +239,7 @@ fn sigterm_with_slow_clients_and_a_request_in_flight_exits_within_the_grace() {
     );
     let rt = runtime();
     let t = target_of(&p);
-    let pat = patrol::secret::Pat::new(token).unwrap();
-    let r = rt.block_on(dendrite(key.clone()).broadcast(&t, Duration::from_secs(20), &pat));
-    assert!(matches!(r.outcome, CallOutcome::Answered(ref f) if f.accepted == Some(true)), "{:?}", r.outcome);
+    broadcast_accepted(&rt, &dendrite(key.clone()), &t, token);
     // five slow clients: half-sent requests
     let mut slow: Vec<TcpStream> = (0..5)
         .map(|_| {

@@ -1,6 +1,7 @@
 //! The liveness probe (signed `GET /Synapse`, no body): 500 with the axon's uuid and no handler
 //! run, at the Python axon and at ours; a new process, a new uuid.
 
+use super::limits::{broadcast_accepted, one_miner};
 use super::*;
 
 #[test]
@@ -72,15 +73,11 @@ fn strip_ansi(s: &str) -> String {
 #[test]
 fn our_axon_answers_the_probe_like_python_with_a_per_process_uuid_and_no_github_call() {
     let token = "ghp_hardeningProbeToken000000000000001";
-    let gh = FakeGithubProcess::new(&[(token, 1, "one")]);
-    let s = Scratch::new();
-    let key = miner_key(1);
+    let (gh, s, key) = one_miner(token);
     let mut p = serve(&s, "v", &[&key], &gh.url(), &[], &[]);
     let rt = runtime();
     let d = dendrite(key.clone());
-    let pat = patrol::secret::Pat::new(token).unwrap();
-    let r = rt.block_on(d.broadcast(&target_of(&p), Duration::from_secs(20), &pat));
-    assert!(matches!(r.outcome, CallOutcome::Answered(ref f) if f.accepted == Some(true)), "{:?}", r.outcome);
+    broadcast_accepted(&rt, &d, &target_of(&p), token);
     assert!(gh.calls("user") > 0, "the fake GitHub counts the broadcast's calls");
     gh.reset_stats();
 

@@ -24,6 +24,12 @@ fn snapshot(entries: Vec<PatEntry>) -> StoreSnapshot {
     StoreSnapshot { entries: entries.into_iter().map(|e| (e.uid, e)).collect(), problem: None }
 }
 
+/// A store where each `(uid, id)` holds, under the uid's own hotkey, a PAT of GitHub id `id`
+/// ("ok:<id>", see [`identity_of`]) stored with that id.
+fn valid_store(pats: &[(u8, &str)]) -> StoreSnapshot {
+    snapshot(pats.iter().map(|&(uid, id)| entry(u16::from(uid), &hk(uid), &format!("ok:{id}"), id)).collect())
+}
+
 fn valid(id: &str) -> IdentityResult {
     IdentityResult::Valid { id: id.into(), login: String::new() }
 }
@@ -79,11 +85,7 @@ fn per_uid_outcomes_with_upstream_texts() {
 #[test]
 fn cache_fallback_rules() {
     let g = metagraph(3);
-    let snap = snapshot(vec![
-        entry(1, &hk(1), "ok:11", "11"),
-        entry(2, &hk(2), "ok:22", "22"),
-        entry(3, &hk(3), "ok:33", "33"),
-    ]);
+    let snap = valid_store(&[(1, "11"), (2, "22"), (3, "33")]);
     let mut gate = ScoringGate::default();
     // round 1: uid 1 has PRs, uid 2 none, uid 3 PRs
     gate.run_round(
@@ -109,7 +111,7 @@ fn cache_fallback_rules() {
     assert_eq!(r.evaluations[&2].score, 0.0);
     assert_eq!(r.rewards[&1], 0.5);
     // a changed github id does not match the cache
-    let snap2 = snapshot(vec![entry(1, &hk(1), "ok:77", "77")]);
+    let snap2 = valid_store(&[(1, "77")]);
     let r = gate.run_round(&g, [1], &snap2, |_, p| identity_of(p), |_, _| PrFetch::Failed);
     assert!(r.cached.is_empty());
     // a restart loses the cache
@@ -121,12 +123,7 @@ fn cache_fallback_rules() {
 #[test]
 fn duplicate_github_accounts_are_penalized_and_evicted() {
     let g = metagraph(4);
-    let snap = snapshot(vec![
-        entry(1, &hk(1), "ok:42", "42"),
-        entry(2, &hk(2), "ok:42", "42"),
-        entry(3, &hk(3), "ok:42", "42"),
-        entry(4, &hk(4), "ok:0", "0"),
-    ]);
+    let snap = valid_store(&[(1, "42"), (2, "42"), (3, "42"), (4, "0")]);
     let mut gate = ScoringGate::default();
     let r =
         gate.run_round(&g, 1..=4, &snap, |_, p| identity_of(p), |_, _| PrFetch::Loaded { score: 1.0, total_prs: 1 });
@@ -143,8 +140,8 @@ fn duplicate_github_accounts_are_penalized_and_evicted() {
 #[test]
 fn a_lost_pat_costs_the_ema() {
     let g = metagraph(2);
-    let both = snapshot(vec![entry(1, &hk(1), "ok:1", "1"), entry(2, &hk(2), "ok:2", "2")]);
-    let only2 = snapshot(vec![entry(2, &hk(2), "ok:2", "2")]);
+    let both = valid_store(&[(1, "1"), (2, "2")]);
+    let only2 = valid_store(&[(2, "2")]);
     let mut gate = ScoringGate::default();
     let pr = |_: u16, _: &str| PrFetch::Loaded { score: 1.0, total_prs: 1 };
     for _ in 0..50 {
@@ -167,7 +164,7 @@ fn a_lost_pat_costs_the_ema() {
 #[test]
 fn hotkey_change_resets_the_score() {
     let g1 = metagraph(1);
-    let snap = snapshot(vec![entry(1, &hk(1), "ok:1", "1")]);
+    let snap = valid_store(&[(1, "1")]);
     let mut gate = ScoringGate::default();
     gate.run_round(&g1, [1], &snap, |_, p| identity_of(p), |_, _| PrFetch::Loaded { score: 1.0, total_prs: 1 });
     let g2 = Metagraph::new([RegisteredMiner { uid: 1, hotkey: hk(50), stake: 1.0 }]).unwrap();
