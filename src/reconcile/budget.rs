@@ -361,8 +361,11 @@ impl Reservations {
     fn add(&mut self, uid: u16, calls: u32, priority: bool) {
         self.reserved = self.reserved.saturating_add(calls);
         if priority {
-            *self.share_used.entry(uid).or_default() += calls;
-            *self.share_pass.entry(uid).or_default() += calls;
+            // saturating: the ledger's counts come from a state file
+            for m in [&mut self.share_used, &mut self.share_pass] {
+                let n = m.entry(uid).or_default();
+                *n = n.saturating_add(calls);
+            }
         }
     }
 
@@ -407,6 +410,17 @@ mod tests {
         // pruned on record, the lifetime total stays
         l.record(9000, 1);
         assert_eq!((l.spent(9000), l.total), (1, 17));
+    }
+
+    /// A tampered share count (at `u32::MAX`) neither wraps nor panics when a pass adds to it.
+    #[test]
+    fn share_counts_saturate_in_a_pass() {
+        let mut l = Ledger::default();
+        l.record_share(7, 100_000, u32::MAX);
+        let mut r = Reservations::new(&l, Budget(Some(150)), vec![7], 100_000);
+        r.settle(7, 0, 5, true);
+        r.record_shares(&mut l, 100_000);
+        assert_eq!(l.share_spent(7, 100_000), u32::MAX);
     }
 
     /// Issue 20 item 3: a ledger written with the clock ahead, or tampered with.
