@@ -9,6 +9,12 @@ use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::fmt;
 
+/// A secret as read from a file or a flag: surrounding whitespace dropped, `None` when nothing is
+/// left.
+fn trimmed(raw: &str) -> Option<String> {
+    Some(raw.trim()).filter(|t| !t.is_empty()).map(str::to_string)
+}
+
 /// A GitHub personal access token. Whitespace around it is trimmed on construction (a credential file
 /// usually ends in a newline, which upstream forwards verbatim and which makes every GitHub call fail).
 #[derive(Clone, PartialEq, Eq)]
@@ -17,8 +23,7 @@ pub struct Pat(String);
 impl Pat {
     /// Wrap a token, trimming surrounding whitespace. Returns `None` when nothing is left.
     pub fn new(raw: &str) -> Option<Pat> {
-        let t = raw.trim();
-        if t.is_empty() { None } else { Some(Pat(t.to_string())) }
+        trimmed(raw).map(Pat)
     }
 
     /// The token itself. Call only where it is sent to GitHub or in a broadcast.
@@ -268,8 +273,7 @@ impl HookUrl {
     /// Wrap a URL, trimming surrounding whitespace (a credential file ends in a newline).
     /// `None` when nothing is left.
     pub fn new(raw: &str) -> Option<HookUrl> {
-        let t = raw.trim();
-        if t.is_empty() { None } else { Some(HookUrl(t.to_string())) }
+        trimmed(raw).map(HookUrl)
     }
 
     /// The URL itself. Call only where a request is made to it.
