@@ -57,6 +57,16 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The limits of `settings` (the agent's view and the state files' are judged alike).
+    pub fn of(settings: &crate::config::Settings) -> Limits {
+        Limits {
+            netuid: settings.chain.netuid,
+            interval: settings.reconcile.interval.as_secs(),
+            jitter: settings.reconcile.jitter.as_secs(),
+            budget_per_hour: settings.reconcile.github_budget,
+        }
+    }
+
     /// A last pass older than this is stale (two rounds missed): exit 3.
     pub fn stale_after(&self) -> Secs {
         2 * (self.interval + self.jitter)
@@ -71,6 +81,20 @@ pub struct MinerInput<'a> {
     pub state: &'a MinerState,
     /// Why it is not reconciled now (the agent's problem, or an unreadable state file).
     pub problem: Option<Problem>,
+}
+
+/// One miner as the agent keeps it or the state dir holds it: name, hotkey (SS58), a copy of its
+/// state, its problem.
+pub type MinerRecord = (String, String, MinerState, Option<Problem>);
+
+impl<'a> MinerInput<'a> {
+    /// The inputs of `records`.
+    pub fn of(records: &'a [MinerRecord]) -> Vec<MinerInput<'a>> {
+        records
+            .iter()
+            .map(|(name, hotkey, state, problem)| MinerInput { name, hotkey, state, problem: problem.clone() })
+            .collect()
+    }
 }
 
 /// Why a miner is not reconciled now.

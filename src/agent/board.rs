@@ -5,9 +5,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::reconcile::state::MinerState;
 use crate::reconcile::transport::Clock;
-use crate::status_view::{self, AgentFacts, Limits, MinerInput, Problem, Source, StatusView};
+use crate::status_view::{self, AgentFacts, Limits, MinerInput, MinerRecord, Source, StatusView};
 
 /// What the main loop published last.
 #[derive(Default)]
@@ -24,7 +23,7 @@ impl std::fmt::Debug for Board {
 struct Published {
     facts: AgentFacts,
     limits: Limits,
-    miners: Vec<MinerCopy>,
+    miners: Vec<MinerRecord>,
     clock: Arc<dyn Clock>,
 }
 
@@ -34,26 +33,17 @@ impl Board {
         self.published.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Publish the miners' state (a copy: the handler never waits for the main loop) and the
+    /// agent's `facts`. After every job and once at start.
+    pub fn publish(&self, limits: Limits, miners: Vec<MinerRecord>, clock: Arc<dyn Clock>, facts: AgentFacts) {
+        *self.lock() = Some(Published { facts, limits, miners, clock });
+    }
+
     /// The view now; `None` before the agent published anything.
     pub fn view(&self) -> Option<StatusView> {
         let guard = self.lock();
         let p = guard.as_ref()?;
-        let miners: Vec<MinerInput<'_>> = p
-            .miners
-            .iter()
-            .map(|(name, hotkey, state, problem)| MinerInput { name, hotkey, state, problem: problem.clone() })
-            .collect();
+        let miners = MinerInput::of(&p.miners);
         Some(status_view::build(&Source::Agent(p.facts.clone()), &p.limits, &miners, p.clock.now()))
-    }
-}
-
-/// One miner as the board keeps it: name, hotkey (SS58), a copy of its state, its problem.
-pub type MinerCopy = (String, String, MinerState, Option<Problem>);
-
-impl Board {
-    /// Publish the miners' state (a copy: the handler never waits for the main loop) and the
-    /// agent's `facts`. After every job and once at start.
-    pub fn publish(&self, limits: Limits, miners: Vec<MinerCopy>, clock: Arc<dyn Clock>, facts: AgentFacts) {
-        *self.lock() = Some(Published { facts, limits, miners, clock });
     }
 }

@@ -8,14 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::board::MinerCopy;
 use super::deps::{Connector, NetConnector};
 use super::http::Shared;
 use super::miner::Miner;
 use crate::config::Settings;
 use crate::reconcile::pass::PassConfig;
 use crate::reconcile::transport::Transport;
-use crate::status_view::{Limits, Problem};
+use crate::status_view::{Limits, MinerRecord, Problem};
 
 /// The configuration in force and everything built from it.
 pub(super) struct World {
@@ -32,14 +31,7 @@ impl World {
 
     /// What `/status` needs of this world: the limits of the settings in force and a copy of each
     /// miner's state and problem.
-    pub fn board_copy(&self) -> (Limits, Vec<MinerCopy>) {
-        let settings = &self.settings;
-        let limits = Limits {
-            netuid: settings.chain.netuid,
-            interval: settings.reconcile.interval.as_secs(),
-            jitter: settings.reconcile.jitter.as_secs(),
-            budget_per_hour: settings.reconcile.github_budget,
-        };
+    pub fn board_copy(&self) -> (Limits, Vec<MinerRecord>) {
         let miners = self
             .miners
             .iter()
@@ -51,7 +43,7 @@ impl World {
                 (m.name().to_string(), m.ss58().to_string(), m.state.clone(), problem)
             })
             .collect();
-        (limits, miners)
+        (Limits::of(&self.settings), miners)
     }
 
     /// Miner `index`'s transport under the settings in force.

@@ -14,7 +14,7 @@ use crate::reconcile::core::Secs;
 use crate::reconcile::state::{MinerState, StateFile};
 use crate::reconcile::transport::{Clock, SystemClock};
 use crate::report::{short_hotkey, table};
-use crate::status_view::{self, Limits, MinerInput, Problem, Source, StatusView, ValidatorView};
+use crate::status_view::{self, Limits, MinerInput, MinerRecord, Problem, Source, StatusView, ValidatorView};
 
 /// How long the agent may take to answer (it answers from memory, in milliseconds).
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,13 +67,9 @@ fn transport_error(e: &reqwest::Error) -> String {
     if e.is_timeout() { format!("no answer within {}s", ASK_TIMEOUT.as_secs()) } else { cause.to_string() }
 }
 
-/// One miner read from the state dir: name, hotkey, state, problem.
-type Loaded = (String, String, MinerState, Option<Problem>);
-
 /// The view from the configured miners' state files, read without a lock and without changing
 /// them (the agent may own them).
 fn from_state_files(settings: &Settings, why: &str) -> anyhow::Result<StatusView> {
-    let netuid = settings.chain.netuid;
     let dir = &settings.agent.state_dir;
     let loaded = read_states(settings);
     let now = SystemClock.now();
@@ -82,16 +78,8 @@ fn from_state_files(settings: &Settings, why: &str) -> anyhow::Result<StatusView
         Some(at) => format!("{why}: from the state files in {}, last written {}", dir.display(), ago(at, now)),
         None => format!("{why}: no state file in {}", dir.display()),
     };
-    let limits = Limits {
-        netuid,
-        interval: settings.reconcile.interval.as_secs(),
-        jitter: settings.reconcile.jitter.as_secs(),
-        budget_per_hour: settings.reconcile.github_budget,
-    };
-    let inputs: Vec<MinerInput<'_>> = loaded
-        .iter()
-        .map(|(name, hotkey, state, problem)| MinerInput { name, hotkey, state, problem: problem.clone() })
-        .collect();
+    let limits = Limits::of(settings);
+    let inputs = MinerInput::of(&loaded);
     let source = Source::StateFiles { state_dir: dir.display().to_string(), note };
     Ok(status_view::build(&source, &limits, &inputs, now))
 }
@@ -100,10 +88,10 @@ fn from_state_files(settings: &Settings, why: &str) -> anyhow::Result<StatusView
 /// the packaged service's is a systemd credential, gone while the service is stopped — is not
 /// needed: the state files of this netuid no readable miner claims stand in for those miners (one
 /// such miner and one such file: that miner's; else each file under its own hotkey).
-fn read_states(settings: &Settings) -> Vec<Loaded> {
+fn read_states(settings: &Settings) -> Vec<MinerRecord> {
     let netuid = settings.chain.netuid;
     let dir = &settings.agent.state_dir;
-    let mut loaded: Vec<Loaded> = Vec::new();
+    let mut loaded: Vec<MinerRecord> = Vec::new();
     let mut unreadable: Vec<(String, String)> = Vec::new();
     for m in &settings.miners {
         match m.load_hotkey() {
@@ -136,7 +124,7 @@ fn read_states(settings: &Settings) -> Vec<Loaded> {
 }
 
 /// `hotkey`'s state file, or why there is none to show.
-fn read_state(name: String, hotkey: &str, settings: &Settings) -> Loaded {
+fn read_state(name: String, hotkey: &str, settings: &Settings) -> MinerRecord {
     let netuid = settings.chain.netuid;
     let file = StateFile::new(&settings.agent.state_dir, hotkey, netuid);
     let (state, problem) = match file.peek(hotkey, netuid) {
