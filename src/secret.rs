@@ -100,32 +100,49 @@ pub fn redact_tokens(text: &str) -> Cow<'_, str> {
 pub fn redact_github_tokens(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     let is_token_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let mut out: Option<String> = None;
-    // `copied`: bytes of `text` before this index are already in `out`.
-    let mut copied = 0;
-    let mut i = 0;
-    while i < bytes.len() {
+    splice(text, |i| {
         let Some(prefix) = TOKEN_PREFIXES.iter().find(|p| bytes[i..].starts_with(p.as_bytes())) else {
-            i += 1;
-            continue;
+            return Found::Nothing(i + 1);
         };
         let body = i + prefix.len();
         let end = body + bytes[body..].iter().take_while(|b| is_token_byte(**b)).count();
         if end == body {
-            i = body;
-            continue;
+            return Found::Nothing(body);
         }
         // Every byte of the match is ASCII, so `i` and `end` are char boundaries.
         let token = &text[i..end];
-        let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
-        o.push_str(&text[copied..i]);
-        if token.len() < MIN_TAIL_LEN {
-            o.push_str("***");
-        } else {
-            o.push_str(&redact(token));
+        let with = if token.len() < MIN_TAIL_LEN { "***".to_string() } else { redact(token) };
+        Found::Secret { start: i, end, with }
+    })
+}
+
+/// What a redaction scan found at one byte index of the text ([`splice`]).
+enum Found {
+    /// No secret starts here: go on from this index.
+    Nothing(usize),
+    /// `text[start..end]` is a secret, shown as `with`; the scan goes on after it.
+    Secret { start: usize, end: usize, with: String },
+}
+
+/// Copy `text` with every secret `at` finds replaced: the one scan behind both redactions, so a
+/// fix to it (boundaries, the borrowed fast path) is made once. Borrows when nothing was found.
+/// `at` is asked at byte indices; the `start`/`end` it returns must be char boundaries.
+fn splice(text: &str, mut at: impl FnMut(usize) -> Found) -> Cow<'_, str> {
+    let mut out: Option<String> = None;
+    // `copied`: bytes of `text` before this index are already in `out`.
+    let mut copied = 0;
+    let mut i = 0;
+    while i < text.len() {
+        match at(i) {
+            Found::Nothing(next) => i = next,
+            Found::Secret { start, end, with } => {
+                let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+                o.push_str(&text[copied..start]);
+                o.push_str(&with);
+                copied = end;
+                i = end;
+            }
         }
-        copied = end;
-        i = end;
     }
     match out {
         None => Cow::Borrowed(text),
@@ -221,13 +238,9 @@ fn ends_url(b: u8) -> bool {
 /// whole. Borrows when there is nothing to redact.
 pub fn redact_hook_paths(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
-    let mut out: Option<String> = None;
-    let mut copied = 0;
-    let mut i = 0;
-    while i < bytes.len() {
+    splice(text, |i| {
         let Some((marker, telegram)) = HOOK_MARKERS.iter().find(|(m, _)| bytes[i..].starts_with(m.as_bytes())) else {
-            i += 1;
-            continue;
+            return Found::Nothing(i + 1);
         };
         let start = i + marker.len();
         let rest = &bytes[start..];
@@ -235,31 +248,18 @@ pub fn redact_hook_paths(text: &str) -> Cow<'_, str> {
             // `bot` + digits + `:` + token characters: anything else is not a bot token
             let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
             if digits == 0 || rest.get(digits) != Some(&b':') {
-                i = start;
-                continue;
+                return Found::Nothing(start);
             }
             rest.iter().take_while(|b| !ends_url(**b) && **b != b'/' && **b != b'?').count()
         } else {
             rest.iter().take_while(|b| !ends_url(**b)).count()
         };
         if len == 0 {
-            i = start;
-            continue;
+            return Found::Nothing(start);
         }
         // The marker and the secret are ASCII-delimited: `start` and `start + len` are boundaries.
-        let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
-        o.push_str(&text[copied..start]);
-        o.push_str("***");
-        copied = start + len;
-        i = copied;
-    }
-    match out {
-        None => Cow::Borrowed(text),
-        Some(mut o) => {
-            o.push_str(&text[copied..]);
-            Cow::Owned(o)
-        }
-    }
+        Found::Secret { start, end: start + len, with: "***".to_string() }
+    })
 }
 
 /// A notification URL — a webhook, a Telegram URL with its bot token, an ntfy topic, a dead-man
