@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::lab::validator::store::RawPat;
 use crate::wire::synapse::TerminalInfo;
 
 /// Which class the path named.
@@ -42,8 +43,8 @@ impl Route {
     pub const AVAILABLE: &'static str = "['Synapse', 'PatCheckSynapse', 'PatBroadcastSynapse']";
 }
 
-/// The synapse a request body describes. `Debug` shows the token as `***` + last 4.
-#[derive(Clone, PartialEq)]
+/// The synapse a request body describes. `Debug` shows the token as `***` + last 4 ([`RawPat`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct BodySynapse {
     pub timeout: Option<f64>,
     pub total_size: Option<i64>,
@@ -52,21 +53,7 @@ pub struct BodySynapse {
     pub axon: TerminalInfo,
     pub computed_body_hash: String,
     /// `github_access_token` of a broadcast (required there).
-    pub token: Option<String>,
-}
-
-impl std::fmt::Debug for BodySynapse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BodySynapse")
-            .field("timeout", &self.timeout)
-            .field("total_size", &self.total_size)
-            .field("header_size", &self.header_size)
-            .field("dendrite", &self.dendrite)
-            .field("axon", &self.axon)
-            .field("computed_body_hash", &self.computed_body_hash)
-            .field("token", &self.token.as_deref().map(crate::secret::redact))
-            .finish()
-    }
+    pub token: Option<RawPat>,
 }
 
 /// Why a body is not the synapse (the Python axon answers 500).
@@ -168,7 +155,8 @@ impl BodySynapse {
             computed_body_hash: opt_str(&o, "computed_body_hash")?.unwrap_or_default(),
             token: match route {
                 Route::Broadcast => {
-                    Some(opt_str(&o, "github_access_token")?.ok_or_else(|| bad("github_access_token", "a string"))?)
+                    let token = opt_str(&o, "github_access_token")?;
+                    Some(RawPat::new(token.ok_or_else(|| bad("github_access_token", "a string"))?))
                 }
                 _ => None,
             },
@@ -249,7 +237,7 @@ mod tests {
         let b =
             BodySynapse::parse(Route::Broadcast, br#"{"github_access_token": "ghp_x", "dendrite": {"nonce": 5.0}}"#)
                 .unwrap();
-        assert_eq!(b.token.as_deref(), Some("ghp_x"));
+        assert_eq!(b.token.as_ref().map(RawPat::expose), Some("ghp_x"));
         let secret =
             BodySynapse::parse(Route::Broadcast, br#"{"github_access_token": "ghp_verysecretvalue1234"}"#).unwrap();
         assert!(!format!("{secret:?}").contains("verysecret"), "{secret:?}");
