@@ -5,7 +5,7 @@ Runs with the system python3 (stdlib only); the Python reference itself runs in 
 --py. Every process it starts is killed and reaped on exit (also on SIGTERM/SIGINT). Measurements:
 
 1. fanout  - one PatCheckSynapse fan-out to all N farm validators, in-process, fresh client per rep:
-             examples/bench_fanout.rs (patrol::probe::check_all) vs benches/bt_fanout.py (bt.Dendrite).
+             examples/bench_fanout.rs (patrol::fanout::Fanout::check) vs benches/bt_fanout.py (bt.Dendrite).
 2. cold    - a fresh process to the JSON result: `patrol check --json` vs benches/bt_check_cold.py,
              against all N (incl. the silent quarter) and against the answering validators only.
 3. footprint - peak RSS and CPU seconds (wait4 rusage) of one `patrol reconcile` (fresh state dir per

@@ -2,7 +2,7 @@
 //! of a farm (`examples/bench_farm.rs`), timed in-process, repeated.
 //!
 //! Each repetition uses a fresh [`Dendrite`] (a fresh uuid and connection pool, as one `patrol check`
-//! has) and goes through [`patrol::fanout::check_all`], the code `check`, `post` and the reconciler
+//! has) and goes through [`patrol::fanout::Fanout::check`], the code `check`, `post` and the reconciler
 //! use; the clock covers the fan-out only (signing, sending, waiting, classifying), not building the
 //! dendrite. The Python counterpart is `benches/bt_fanout.py`.
 //!
@@ -74,7 +74,8 @@ fn main() -> Result<(), String> {
         for rep in 0..args.warmup + args.reps {
             let dendrite = Arc::new(Dendrite::new(Arc::clone(&key), Default::default()).map_err(|e| e.to_string())?);
             let started = Instant::now();
-            let replies = patrol::fanout::check_all(&dendrite, &validators, timeout, concurrency).await;
+            let fanout = patrol::fanout::Fanout { dendrite: &dendrite, concurrency };
+            let replies = fanout.check(&validators, timeout).await;
             let wall = started.elapsed().as_secs_f64();
             if rep < args.warmup {
                 continue;

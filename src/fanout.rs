@@ -15,56 +15,53 @@ use crate::secret::Pat;
 use crate::validators::Validator;
 use crate::wire::{BroadcastFields, CheckFields, Dendrite, NoResponseKind, ProbeFields, Reply, Target};
 
-/// `PatCheckSynapse` to every validator, at most `concurrency` at once.
-pub async fn check_all(
-    dendrite: &Arc<Dendrite>,
-    validators: &[Validator],
-    timeout: Duration,
-    concurrency: usize,
-) -> Vec<Reply<CheckFields>> {
-    on_each(dendrite, validators, concurrency, move |d, t| async move { d.check(&t, timeout).await }).await
+/// The miner's dendrite and how many calls it may have in flight: what every bulk call needs.
+#[derive(Clone, Copy)]
+pub struct Fanout<'a> {
+    pub dendrite: &'a Arc<Dendrite>,
+    pub concurrency: usize,
 }
 
-/// `PatBroadcastSynapse` with `pat` to every validator given, at most `concurrency` at once.
-/// Callers decide *which* validators: this function sends to all of them.
-pub async fn broadcast_all(
-    dendrite: &Arc<Dendrite>,
-    validators: &[Validator],
-    pat: &Pat,
-    timeout: Duration,
-    concurrency: usize,
-) -> Vec<Reply<BroadcastFields>> {
-    let pat = pat.clone();
-    on_each(dendrite, validators, concurrency, move |d, t| {
+impl Fanout<'_> {
+    /// `PatCheckSynapse` to every validator.
+    pub async fn check(self, validators: &[Validator], timeout: Duration) -> Vec<Reply<CheckFields>> {
+        self.on_each(validators, move |d, t| async move { d.check(&t, timeout).await }).await
+    }
+
+    /// The liveness probe ([`Dendrite::probe`]) to every validator.
+    pub async fn probe(self, validators: &[Validator], timeout: Duration) -> Vec<Reply<ProbeFields>> {
+        self.on_each(validators, move |d, t| async move { d.probe(&t, timeout).await }).await
+    }
+
+    /// `PatBroadcastSynapse` with `pat` to every validator given. Callers decide *which*
+    /// validators: this sends to all of them.
+    pub async fn broadcast(
+        self,
+        validators: &[Validator],
+        pat: &Pat,
+        timeout: Duration,
+    ) -> Vec<Reply<BroadcastFields>> {
         let pat = pat.clone();
-        async move { d.broadcast(&t, timeout, &pat).await }
-    })
-    .await
-}
+        self.on_each(validators, move |d, t| {
+            let pat = pat.clone();
+            async move { d.broadcast(&t, timeout, &pat).await }
+        })
+        .await
+    }
 
-/// The liveness probe ([`Dendrite::probe`]) to every validator, at most `concurrency` at once.
-pub async fn probe_all(
-    dendrite: &Arc<Dendrite>,
-    validators: &[Validator],
-    timeout: Duration,
-    concurrency: usize,
-) -> Vec<Reply<ProbeFields>> {
-    on_each(dendrite, validators, concurrency, move |d, t| async move { d.probe(&t, timeout).await }).await
-}
-
-/// `call` with the dendrite and each validator's axon, at most `concurrency` at once.
-async fn on_each<R, Fut>(
-    dendrite: &Arc<Dendrite>,
-    validators: &[Validator],
-    concurrency: usize,
-    call: impl Fn(Arc<Dendrite>, Target) -> Fut,
-) -> Vec<Reply<R>>
-where
-    R: Send + 'static,
-    Fut: Future<Output = Reply<R>> + Send + 'static,
-{
-    let d = dendrite.clone();
-    replies(each(validators, concurrency, move |v| call(d.clone(), v.target()))).await
+    /// `call` with the dendrite and each validator's axon, at most `concurrency` at once.
+    async fn on_each<R, Fut>(
+        self,
+        validators: &[Validator],
+        call: impl Fn(Arc<Dendrite>, Target) -> Fut,
+    ) -> Vec<Reply<R>>
+    where
+        R: Send + 'static,
+        Fut: Future<Output = Reply<R>> + Send + 'static,
+    {
+        let d = self.dendrite.clone();
+        replies(each(validators, self.concurrency, move |v| call(d.clone(), v.target()))).await
+    }
 }
 
 /// Replies in order; a panicked call becomes a no-response reply, keeping rows aligned.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::core::Secs;
-use crate::fanout;
+use crate::fanout::Fanout;
 use crate::github::{GithubClient, PreflightReport};
 use crate::secret::Pat;
 use crate::validators::Validator;
@@ -100,17 +100,21 @@ impl NetTransport {
     pub fn new(dendrite: Arc<Dendrite>, github: Arc<GithubClient>, limits: NetLimits) -> NetTransport {
         NetTransport { dendrite, github, limits, clock: Arc::new(SystemClock) }
     }
+
+    fn fanout(&self) -> Fanout<'_> {
+        Fanout { dendrite: &self.dendrite, concurrency: self.limits.concurrency }
+    }
 }
 
 impl Transport for NetTransport {
     fn probe<'a>(&'a self, validators: &'a [Validator]) -> BoxFuture<'a, Vec<Reply<ProbeFields>>> {
         let l = self.limits;
-        Box::pin(fanout::probe_all(&self.dendrite, validators, l.probe_timeout, l.concurrency))
+        Box::pin(self.fanout().probe(validators, l.probe_timeout))
     }
 
     fn check<'a>(&'a self, validators: &'a [Validator]) -> BoxFuture<'a, Vec<Reply<CheckFields>>> {
         let l = self.limits;
-        Box::pin(fanout::check_all(&self.dendrite, validators, l.check_timeout, l.concurrency))
+        Box::pin(self.fanout().check(validators, l.check_timeout))
     }
 
     fn broadcast<'a>(
@@ -119,7 +123,7 @@ impl Transport for NetTransport {
         pat: &'a Pat,
     ) -> BoxFuture<'a, Vec<Reply<BroadcastFields>>> {
         let l = self.limits;
-        Box::pin(fanout::broadcast_all(&self.dendrite, validators, pat, l.broadcast_timeout, l.concurrency))
+        Box::pin(self.fanout().broadcast(validators, pat, l.broadcast_timeout))
     }
 
     fn preflight<'a>(&'a self, pat: &'a Pat) -> BoxFuture<'a, PreflightReport> {
