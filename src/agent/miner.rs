@@ -6,7 +6,6 @@
 //! verdict, the miner's own problem) and logs only the differences. Does no network I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,9 +70,7 @@ pub struct Miner {
     pub settings: MinerSettings,
     pub hotkey: Arc<Hotkey>,
     pub dendrite: Arc<Dendrite>,
-    pub external_ip: String,
-    pub state_dir: PathBuf,
-    pub netuid: u16,
+    /// `<state dir>/state-<hotkey>-<netuid>.json`: which miner this is, on disk.
     pub file: StateFile,
     /// Held for the agent's lifetime (`None` in a dry run, which never writes).
     lock: Option<StateLock>,
@@ -98,18 +95,13 @@ impl Miner {
     /// Open a miner whose hotkey is already loaded: dendrite, state lock (unless `dry_run`), state.
     pub fn open(settings: &Settings, m: &MinerSettings, hotkey: Hotkey, dry_run: bool) -> Result<Miner, MinerError> {
         let hotkey = Arc::new(hotkey);
-        let external_ip = settings.agent.external_ip.clone();
-        let dendrite = dendrite(&hotkey, &external_ip)?;
-        let netuid = settings.chain.netuid;
-        let file = StateFile::new(&settings.agent.state_dir, hotkey.ss58(), netuid);
+        let dendrite = dendrite(&hotkey, &settings.agent.external_ip)?;
+        let file = StateFile::of(settings, hotkey.ss58());
         let lock = if dry_run { None } else { Some(file.try_lock()?) };
-        let state = file.load(hotkey.ss58(), netuid);
+        let state = file.load(hotkey.ss58(), settings.chain.netuid);
         Ok(Miner {
             settings: m.clone(),
             dendrite,
-            external_ip,
-            state_dir: settings.agent.state_dir.clone(),
-            netuid,
             file,
             lock,
             state,
@@ -124,9 +116,8 @@ impl Miner {
 
     /// Take a reloaded configuration for the same hotkey, state dir and netuid.
     pub fn update(&mut self, settings: &Settings, m: &MinerSettings) -> Result<(), MinerError> {
-        if settings.agent.external_ip != self.external_ip {
+        if settings.agent.external_ip != self.dendrite.external_ip() {
             self.dendrite = dendrite(&self.hotkey, &settings.agent.external_ip)?;
-            self.external_ip = settings.agent.external_ip.clone();
         }
         self.settings = m.clone();
         Ok(())

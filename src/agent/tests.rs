@@ -140,3 +140,21 @@ async fn the_state_saved_at_a_stop_holds_the_budget_ledger_and_the_axon_uuid() {
 fn our_ss58() -> String {
     crate::wallet::Hotkey::from_seed(&[0x42; 32]).ss58().to_string()
 }
+
+/// A reload keeps the miner's dendrite (its uuid, its per-axon turns) unless the IP it sends
+/// changed; the dendrite itself is where that IP is remembered.
+#[test]
+fn a_reload_rebuilds_the_dendrite_only_when_the_external_ip_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), "");
+    let hotkey = s.miners[0].load_hotkey().unwrap();
+    let mut miner = Miner::open(&s, &s.miners[0], hotkey, true).unwrap();
+    let first = Arc::clone(&miner.dendrite);
+    assert_eq!(first.external_ip(), "0.0.0.0");
+    miner.update(&s, &s.miners[0]).unwrap();
+    assert!(Arc::ptr_eq(&first, &miner.dendrite), "same IP: the dendrite is kept");
+    let moved = settings(dir.path(), "[agent]\nexternal_ip = \"192.0.2.7\"\n");
+    miner.update(&moved, &moved.miners[0]).unwrap();
+    assert_eq!(miner.dendrite.external_ip(), "192.0.2.7");
+    assert_ne!(miner.dendrite.uuid(), first.uuid(), "a new IP: a new dendrite");
+}

@@ -13,6 +13,7 @@ use super::http::Shared;
 use super::miner::Miner;
 use crate::config::Settings;
 use crate::reconcile::pass::PassConfig;
+use crate::reconcile::state::StateFile;
 use crate::reconcile::transport::Transport;
 use crate::status_view::{Limits, MinerRecord, Problem};
 
@@ -67,11 +68,9 @@ impl World {
                 return Err(format!("hotkey {} is configured for more than one miner", hotkey.ss58()));
             }
             seen.push(hotkey.ss58().to_string());
-            let reuse = self.miners.iter().position(|o| {
-                o.ss58() == hotkey.ss58()
-                    && o.state_dir == settings.agent.state_dir
-                    && o.netuid == settings.chain.netuid
-            });
+            // Same state file = same hotkey, state dir and netuid.
+            let file = StateFile::of(&settings, hotkey.ss58());
+            let reuse = self.miners.iter().position(|o| o.file.path == file.path);
             match reuse {
                 Some(i) => miners.push(Ok(i)),
                 None => miners.push(Err(

@@ -134,7 +134,7 @@ pub async fn run(settings: &Settings, args: &PostArgs) -> anyhow::Result<Exit> {
 /// neither re-sends it needlessly nor retries a locked identity. Best effort: a busy or unwritable
 /// state dir only costs a warning.
 fn record(settings: &Settings, hotkey: &str, pat: &Pat, eligible: &[Validator], results: &[(BroadcastReading, u32)]) {
-    let file = StateFile::new(&settings.agent.state_dir, hotkey, settings.chain.netuid);
+    let file = StateFile::of(settings, hotkey);
     // the preflight and every broadcast sent count against the GitHub budget the agent keeps
     let attempts: u32 = results.iter().map(|(_, n)| n).sum();
     let calls = budget::CALLS_PER_PREFLIGHT.saturating_add(attempts.saturating_mul(budget::CALLS_PER_BROADCAST));

@@ -62,7 +62,7 @@ async fn reconcile(
     if !args.json {
         common::banner(settings, miner, hotkey);
     }
-    let file = StateFile::new(&settings.agent.state_dir, hotkey, settings.chain.netuid);
+    let file = StateFile::of(settings, hotkey);
     // A dry run only reads; a real pass owns the state for its duration.
     let _lock = if args.dry_run { None } else { Some(file.try_lock()?) };
     let mut state = file.load(hotkey, settings.chain.netuid);

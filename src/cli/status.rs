@@ -126,7 +126,7 @@ fn read_states(settings: &Settings) -> Vec<MinerRecord> {
 /// `hotkey`'s state file, or why there is none to show.
 fn read_state(name: String, hotkey: &str, settings: &Settings) -> MinerRecord {
     let netuid = settings.chain.netuid;
-    let file = StateFile::new(&settings.agent.state_dir, hotkey, netuid);
+    let file = StateFile::of(settings, hotkey);
     let (state, problem) = match file.peek(hotkey, netuid) {
         Ok(Some(state)) => (state, None),
         Ok(None) => (

@@ -132,6 +132,11 @@ impl Dendrite {
         self.hotkey.ss58()
     }
 
+    /// The IP it sends as `bt_header_dendrite_ip`.
+    pub fn external_ip(&self) -> &str {
+        &self.opts.external_ip
+    }
+
     /// This process's dendrite uuid.
     pub fn uuid(&self) -> &str {
         &self.uuid

@@ -121,6 +121,11 @@ impl StateFile {
         StateFile { path: dir.join(format!("state-{hotkey}-{netuid}.json")) }
     }
 
+    /// The state file of `hotkey` under the settings' state dir and netuid.
+    pub fn of(settings: &crate::config::Settings, hotkey: &str) -> StateFile {
+        StateFile::new(&settings.agent.state_dir, hotkey, settings.chain.netuid)
+    }
+
     fn lock_path(&self) -> PathBuf {
         let mut p = self.path.as_os_str().to_owned();
         p.push(".lock");
