@@ -434,19 +434,31 @@ fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
         .without_time()
         .with_writer(move || out.clone())
         .finish();
-    let r = tracing::subscriber::with_default(sub, f);
+    // tracing caches whether a callsite is enabled process-wide, fixed by the first thread that
+    // reaches it: a test running a pass with no subscriber can leave a span disabled for every
+    // later test (a known tracing race under parallel tests). Re-ask every callsite registered so
+    // far under this subscriber; callers run the code once before so that its callsites are.
+    let r = tracing::subscriber::with_default(sub, || {
+        tracing::callsite::rebuild_interest_cache();
+        f()
+    });
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     (r, text)
 }
 
 #[test]
 fn a_pass_and_the_validator_it_acts_on_are_spans_around_what_it_logs() {
-    let t = Script::new(NOW);
-    t.on_check(1, script::valid()).on_check(2, script::no_pat()).on_broadcast(2, script::broadcast(true, None));
-    t.on_check(2, script::valid());
-    let mut state = holding(&[1, 2]);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let (_, log) = logged(|| rt.block_on(run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &Work::one_shot())));
+    let pass = || {
+        let t = Script::new(NOW);
+        t.on_check(1, script::valid()).on_check(2, script::no_pat()).on_broadcast(2, script::broadcast(true, None));
+        t.on_check(2, script::valid());
+        let mut state = holding(&[1, 2]);
+        rt.block_on(run_pass(&t, &cfg(), &selection(&[1, 2]), &mut state, &Work::one_shot()));
+    };
+    // once to register the pass's callsites, once to read (see `logged`)
+    logged(pass);
+    let (_, log) = logged(pass);
     let line = log.lines().find(|l| l.contains(" broadcast ")).unwrap_or_else(|| panic!("{log}"));
     assert!(
         line.contains("pass{miner=5Hk netuid=74 kind=one_shot}:validator{uid=2 hotkey=vk2 addr=127.0.0.1:9002}:"),
