@@ -220,6 +220,14 @@ async fn sighup_rejects_a_broken_config_keeps_serving_and_applies_a_good_one() {
     );
     assert_eq!(value(&m, "patrol_ready", &[]), Some(1.0));
 
+    // broken by what the file is, not what it says: the rejection gives the cause, not only
+    // "cannot read config file"
+    let huge = format!("{}\n#{}\n", config(Some(port), gh, &one, ""), "x".repeat(1024 * 1024));
+    replace_file(&s.path("agent.toml"), &huge, 0o600);
+    agent.signal(libc::SIGHUP);
+    agent.wait_metric("patrol_reloads_total", &[("result", "rejected")], Duration::from_secs(10), |v| v >= 3.0);
+    assert!(agent.log().contains("is larger than 1048576 bytes"), "the rejection says why: {}", agent.log());
+
     // good: a second validator; applied, and a pass runs at once on the new set
     let two = [one.clone(), static_validator(2, VALIDATOR_HOTKEY, "127.0.0.1", dead_port(), 20000.0)].concat();
     replace_file(&s.path("agent.toml"), &config(Some(port), gh, &two, ""), 0o600);

@@ -149,7 +149,7 @@ impl Cycle {
             Err(e) => {
                 tracing::error!(error = %e, "a pass task failed; retrying later");
                 if kind == Some(Kind::Round) {
-                    self.round_failed(None, now, world, &shared.metrics);
+                    let _ = self.round_failed(None, now, world, &shared.metrics);
                 }
                 let failure = Some(format!("internal error: a pass task failed: {e}"));
                 return JobNews { kind, failure, ..JobNews::default() };
@@ -161,10 +161,7 @@ impl Cycle {
         let mut failure = None;
         match done.view {
             Some(Ok(read)) => self.round_succeeded(read, world, shared),
-            Some(Err(e)) => {
-                failure = Some(format!("no validator source: {e}"));
-                self.round_failed(Some(e), now, world, &shared.metrics);
-            }
+            Some(Err(e)) => failure = Some(self.round_failed(Some(e), now, world, &shared.metrics)),
             None => {}
         }
         let mut news = take_results(done.kind, done.tasks, now, world, shared, teller);
@@ -220,8 +217,9 @@ impl Cycle {
         self.scheduler.round_succeeded();
     }
 
-    /// A round could not read the validator set (`None`: its task failed).
-    fn round_failed(&mut self, error: Option<ChainError>, now: Secs, world: &mut World, metrics: &Metrics) {
+    /// A round could not read the validator set (`None`: its task failed). Returns the problem's
+    /// message (what the dead-man ping says too).
+    fn round_failed(&mut self, error: Option<ChainError>, now: Secs, world: &mut World, metrics: &Metrics) -> String {
         let msg = error.map_or_else(|| "the pass task failed".to_string(), |e| crate::secret::error_chain(&e));
         let retry = Duration::from_secs(self.scheduler.round_failed(now));
         if self.view_error.as_deref() != Some(msg.as_str()) {
@@ -234,6 +232,7 @@ impl Cycle {
             }
         }
         self.view_error = Some(msg);
+        problem.message
     }
 }
 

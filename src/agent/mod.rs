@@ -429,7 +429,7 @@ impl Agent<'_> {
     async fn reload(&mut self, why: &str) {
         let result = match (self.load)() {
             Ok(s) => self.apply(s).await,
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(crate::secret::error_chain(&e)),
         };
         match result {
             Ok(()) => {
@@ -464,7 +464,7 @@ impl Agent<'_> {
         } else {
             None
         };
-        let notes = self.teller.prepare(&next.settings, &self.shared).map_err(|e| e.to_string())?;
+        let notes = self.teller.prepare(&next.settings, &self.shared).map_err(|e| crate::secret::error_chain(&e))?;
         // Commit.
         let old = self.world.commit(next, &self.shared, self.opts.dry_run);
         let settings = &self.world.settings;

@@ -73,9 +73,8 @@ impl World {
             let reuse = self.miners.iter().position(|o| o.file.path == file.path);
             match reuse {
                 Some(i) => miners.push(Ok(i)),
-                None => miners.push(Err(
-                    Miner::open(&settings, m, hotkey, dry_run).map_err(|e| format!("miner {}: {e}", m.name))?
-                )),
+                None => miners.push(Err(Miner::open(&settings, m, hotkey, dry_run)
+                    .map_err(|e| format!("miner {}: {}", m.name, crate::secret::error_chain(&e)))?)),
             }
         }
         let connector: Arc<dyn Connector> = if fixed_connector {
