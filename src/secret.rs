@@ -62,11 +62,8 @@ const TOKEN_PREFIXES: [&str; 6] = ["github_pat_", "ghp_", "gho_", "ghu_", "ghs_"
 /// show most of it. Real tokens are 40 (classic) or 93 (fine-grained) characters.
 const MIN_TAIL_LEN: usize = 16;
 
-/// Replace every secret patrol can recognise in `text`: GitHub tokens ([`redact_github_tokens`])
-/// and the secret parts of notification URLs ([`redact_hook_paths`]: a Discord or Slack webhook's
-/// path, a Telegram bot token). For text that leaves the process and may quote user input: an
 /// One line for an error and its causes, each joined with ": " — the one renderer of an error
-/// chain (`cli::exit::render` is this). Errors keep their cause in `source()`, never in their own
+/// chain. Errors keep their cause in `source()`, never in their own
 /// text; a cause whose text the line already shows (another crate's error that prints its source)
 /// is not repeated. Tokens are redacted ([`redact_tokens`]): errors quote paths and values the
 /// user typed, and a PAT pasted as `--pat-file`, `--config` or `--network` must not be echoed.
@@ -84,6 +81,9 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     redact_tokens(&out).into_owned()
 }
 
+/// Replace every secret patrol can recognise in `text`: GitHub tokens ([`redact_github_tokens`])
+/// and the secret parts of notification URLs ([`redact_hook_paths`]: a Discord or Slack webhook's
+/// path, a Telegram bot token). For text that leaves the process and may quote user input: an
 /// error message, a log line. Borrows when there is nothing to redact.
 pub fn redact_tokens(text: &str) -> Cow<'_, str> {
     match redact_github_tokens(text) {

@@ -31,7 +31,7 @@ pub async fn run(cli: &Cli, args: &DoctorArgs) -> anyhow::Result<Exit> {
         Err(e) => vec![fail(
             "config",
             None,
-            crate::cli::exit::render(e.as_ref()),
+            crate::secret::error_chain(e.as_ref()),
             "fix the key named above (every key is described in config.example.toml), or point --config / $PATROL_CONFIG at the right file",
         )],
     };
@@ -122,7 +122,7 @@ fn wallet_check(m: &MinerSettings, miner: Option<&str>) -> (Check, Option<Hotkey
             fail(
                 "wallet",
                 miner,
-                crate::cli::exit::render(&e),
+                crate::secret::error_chain(&e),
                 "point [wallet] hotkey_file (or --hotkey-file, or --wallet/--hotkey/--wallet-path) at the miner's hotkey file",
             ),
             None,
@@ -200,7 +200,7 @@ async fn pat_checks(settings: &Settings, label: &dyn Fn(&MinerSettings) -> Optio
                 l
             }
             Err(e) => {
-                checks.push(fail("pat", miner, crate::cli::exit::render(&e), pat_fix(&e)));
+                checks.push(fail("pat", miner, crate::secret::error_chain(&e), pat_fix(&e)));
                 continue;
             }
         };

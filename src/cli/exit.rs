@@ -75,12 +75,6 @@ impl Coded {
     }
 }
 
-/// One line for an error and its causes, tokens redacted: [`crate::secret::error_chain`], the one
-/// renderer of an error chain.
-pub fn render(err: &(dyn std::error::Error + 'static)) -> String {
-    crate::secret::error_chain(err)
-}
-
 /// Pick the exit code for an error by looking through its chain for known types.
 pub fn classify(err: &anyhow::Error) -> (Exit, &'static str) {
     for cause in err.chain() {
@@ -123,6 +117,7 @@ pub fn classify(err: &anyhow::Error) -> (Exit, &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::error_chain;
 
     #[test]
     fn the_exit_code_of_a_verdict_is_its_number() {
@@ -132,11 +127,11 @@ mod tests {
     }
 
     #[test]
-    fn render_does_not_repeat_a_cause_the_message_shows() {
+    fn an_error_chain_does_not_repeat_a_cause_the_message_shows() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
         let e = crate::config::ConfigError::Read { path: "/x/patrol.toml".into(), source: io.into() };
         let err = anyhow::Error::new(e).context("loading settings");
-        let text = render(err.as_ref());
+        let text = error_chain(err.as_ref());
         assert_eq!(
             text,
             "loading settings: cannot read config file /x/patrol.toml: No such file or directory (os error 2)"
@@ -169,13 +164,13 @@ mod tests {
         for e in errors {
             let own = e.to_string();
             assert!(e.source().is_some() && !own.contains("Permission denied"), "{own}");
-            assert_eq!(render(e.as_ref()).matches("Permission denied").count(), 1, "{own}");
+            assert_eq!(error_chain(e.as_ref()).matches("Permission denied").count(), 1, "{own}");
         }
     }
 
     #[test]
-    fn render_keeps_causes_the_message_does_not_show() {
+    fn an_error_chain_keeps_causes_the_message_does_not_show() {
         let err = anyhow::anyhow!("inner cause").context("outer");
-        assert_eq!(render(err.as_ref()), "outer: inner cause");
+        assert_eq!(error_chain(err.as_ref()), "outer: inner cause");
     }
 }

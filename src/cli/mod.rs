@@ -473,9 +473,9 @@ pub fn main_from(args: Vec<OsString>) -> ExitCode {
         Err(err) => {
             let (code, kind) = exit::classify(&err);
             if json {
-                print_json_error(kind, &exit::render(err.as_ref()));
+                print_json_error(kind, &crate::secret::error_chain(err.as_ref()));
             }
-            eprintln!("patrol: {}", exit::render(err.as_ref()));
+            eprintln!("patrol: {}", crate::secret::error_chain(err.as_ref()));
             code.into()
         }
     }

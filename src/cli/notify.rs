@@ -125,7 +125,7 @@ pub async fn doctor_checks(settings: &Settings) -> Vec<Check> {
             return vec![fail(
                 CHECK,
                 None,
-                crate::cli::exit::render(&e),
+                crate::secret::error_chain(&e),
                 "fix the key named above (docs/notifications.md)",
             )];
         }
@@ -134,7 +134,7 @@ pub async fn doctor_checks(settings: &Settings) -> Vec<Check> {
         resolved.off.iter().map(|(name, why)| skipped(CHECK, None, format!("{name}: off: {why}"))).collect();
     let poster = match HttpPoster::new(settings.notify.timeout) {
         Ok(p) => p,
-        Err(e) => return vec![fail(CHECK, None, crate::cli::exit::render(&e), FIX)],
+        Err(e) => return vec![fail(CHECK, None, crate::secret::error_chain(&e), FIX)],
     };
     for t in &resolved.targets {
         out.push(match notify::reach::reachable(poster.client(), t.kind, &t.url).await {

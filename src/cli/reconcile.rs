@@ -41,7 +41,7 @@ pub async fn run(settings: &Settings, args: &ReconcileArgs) -> anyhow::Result<Ex
     let result = reconcile(settings, args, &mut notes).await;
     // No pass could run, and the state was not reached: the ping says so.
     if let (Some(n), Err(e)) = (notes, &result) {
-        n.ping(false, &exit::render(e.as_ref()));
+        n.ping(false, &crate::secret::error_chain(e.as_ref()));
         n.close().await;
     }
     result
@@ -81,7 +81,7 @@ async fn reconcile(
                     Some(_) => Some(Problem::NoValidatorSource),
                     None => None,
                 };
-                let message = exit::render(e.as_ref());
+                let message = crate::secret::error_chain(e.as_ref());
                 n.ping(false, &message);
                 let told = Told {
                     miner: &miner.name,
@@ -121,7 +121,7 @@ async fn reconcile(
         common::note_spent(&file, out.github.pass_calls);
     }
     if let Some(n) = notes.take() {
-        let save_error = saved.as_ref().err().map(|e| exit::render(e.as_ref()));
+        let save_error = saved.as_ref().err().map(|e| crate::secret::error_chain(e.as_ref()));
         let summary = rep.check.summary();
         n.ping(
             true,
@@ -149,7 +149,7 @@ async fn reconcile(
         None => Ok(Exit::from(rep.check.summary().verdict())),
         Some(e) => {
             let (code, _) = exit::classify(&e);
-            eprintln!("patrol: {}", exit::render(e.as_ref()));
+            eprintln!("patrol: {}", crate::secret::error_chain(e.as_ref()));
             Ok(code)
         }
     }
@@ -225,7 +225,7 @@ fn write_problem_metrics(path: &Path, hotkey: &str, state: &MinerState, e: &anyh
     m.set_miner_problem(hotkey, Some(kind));
     m.set_ready(false);
     if let Err(w) = write(path, &m) {
-        eprintln!("patrol: {}", exit::render(w.as_ref()));
+        eprintln!("patrol: {}", crate::secret::error_chain(w.as_ref()));
     }
 }
 
@@ -248,7 +248,10 @@ fn print_report(
         if let (Some(e), Some(obj)) = (failure, v.as_object_mut()) {
             let (_, kind) = exit::classify(e);
             obj.insert("success".into(), false.into());
-            obj.insert("error".into(), serde_json::json!({"type": kind, "message": exit::render(e.as_ref())}));
+            obj.insert(
+                "error".into(),
+                serde_json::json!({"type": kind, "message": crate::secret::error_chain(e.as_ref())}),
+            );
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

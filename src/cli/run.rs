@@ -25,7 +25,7 @@ pub async fn run(cli: &Cli, settings: &Settings, args: &RunArgs) -> anyhow::Resu
                 _ => Exit::Config,
             };
             let kind = e.kind();
-            Err(Coded::new(exit, kind, crate::cli::exit::render(&e)))
+            Err(Coded::new(exit, kind, crate::secret::error_chain(&e)))
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::lab::sim::{report, scenario::Scenario};
 /// Run the command.
 pub fn run(args: &SimulateArgs, settings: Option<&Settings>) -> anyhow::Result<Exit> {
     let s = Scenario::load(&args.scenario)
-        .map_err(|e| Coded::new(Exit::Config, "scenario_error", crate::cli::exit::render(&e)))?;
+        .map_err(|e| Coded::new(Exit::Config, "scenario_error", crate::secret::error_chain(&e)))?;
     if let Some(path) = &args.plot {
         outputs::check("plot", "--plot", path, settings, &[(args.scenario.as_path(), "the scenario file")])?;
     }

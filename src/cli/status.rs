@@ -96,7 +96,7 @@ fn read_states(settings: &Settings) -> Vec<MinerRecord> {
     for m in &settings.miners {
         match m.load_hotkey() {
             Ok(h) => loaded.push(read_state(m.name.clone(), h.ss58(), settings)),
-            Err(e) => unreadable.push((m.name.clone(), crate::cli::exit::render(&e))),
+            Err(e) => unreadable.push((m.name.clone(), crate::secret::error_chain(&e))),
         }
     }
     if unreadable.is_empty() {
