@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::world::{SimGithub, SimValidator};
 use crate::github::{PreflightOutcome, PreflightReport};
-use crate::lab::validator::PatValidator;
+use crate::lab::validator::{PatValidator, RawPat};
 use crate::reconcile::core::Secs;
 use crate::reconcile::transport::{BoxFuture, Clock, Transport};
 use crate::secret::Pat;
@@ -180,7 +180,7 @@ impl Transport for SimNet {
                 out.push(match r {
                     Reach::Up { validator, .. } => {
                         lock(&self.counts).pats_sent += 1;
-                        let f = validator.broadcast(&self.our_hotkey, pat.expose()).await;
+                        let f = validator.broadcast(&self.our_hotkey, RawPat::new(pat.expose())).await;
                         if f.accepted == Some(true) {
                             lock(&self.touched).push(v.uid);
                         }

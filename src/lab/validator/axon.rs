@@ -320,7 +320,7 @@ async fn pipeline(
                 rejection_reason: f.rejection_reason,
             }),
             Route::Broadcast => {
-                let f = validator.broadcast(&caller, token.expose()).await;
+                let f = validator.broadcast(&caller, token).await;
                 Ok(Answer::Broadcast { accepted: f.accepted, rejection_reason: f.rejection_reason })
             }
         }

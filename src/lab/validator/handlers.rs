@@ -155,8 +155,7 @@ impl PatValidator {
 
     /// `handle_pat_broadcast`: validate and store a miner's PAT. Every answer clears the token
     /// (the axon sends `github_access_token: ""` back).
-    pub async fn broadcast(&self, hotkey: &str, token: &str) -> BroadcastFields {
-        let token = RawPat::new(token);
+    pub async fn broadcast(&self, hotkey: &str, token: RawPat) -> BroadcastFields {
         match self.broadcast_steps(hotkey, &token).await {
             Ok((uid, github_id)) => {
                 tracing::info!(uid, hotkey = %short_hotkey(hotkey), pat = %token.redacted(), %github_id, "PAT broadcast accepted");

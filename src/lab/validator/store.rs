@@ -344,12 +344,13 @@ impl PatStore {
         match self.read_all() {
             Ok(entries) => StoreSnapshot { entries: entries.into_iter().map(|e| (e.uid, e)).collect(), problem: None },
             Err(e) => {
+                let why = crate::secret::error_chain(&e);
                 tracing::error!(
                     store = %self.path.display(),
-                    error = %crate::secret::error_chain(&e),
+                    error = %why,
                     "miner_pats.json unreadable this round; scoring with no stored PATs until it recovers"
                 );
-                StoreSnapshot { entries: BTreeMap::new(), problem: Some(crate::secret::error_chain(&e)) }
+                StoreSnapshot { entries: BTreeMap::new(), problem: Some(why) }
             }
         }
     }

@@ -156,7 +156,7 @@ async fn broadcast_every_branch() {
         let f = fixture(gh, mode);
         apply(&f, pre);
         let before = std::fs::read(f.v.store().path()).ok();
-        let got = f.v.broadcast(caller, token).await;
+        let got = f.v.broadcast(caller, RawPat::new(token)).await;
         assert_eq!(got, want, "{name}");
         assert_eq!(f.gh.test_calls.load(Ordering::SeqCst), tests, "{name}: test queries");
         let after = std::fs::read(f.v.store().path()).ok();
@@ -183,7 +183,7 @@ async fn broadcast_store_breaking_mid_flight_is_unavailable_and_file_kept() {
         Box::pin(async move { std::fs::write(&path, "{}").unwrap() })
     });
     *f.gh.during_test.lock().unwrap() = Some(hook);
-    let got = f.v.broadcast(HK1, "ghp_good").await;
+    let got = f.v.broadcast(HK1, RawPat::new("ghp_good")).await;
     assert_eq!(
         got.rejection_reason.as_deref(),
         Some(
@@ -207,7 +207,10 @@ async fn concurrent_broadcasts_recheck_the_pin_before_save() {
         })
     });
     *f.gh.during_test.lock().unwrap() = Some(hook);
-    let (a, b) = tokio::join!(f.v.broadcast(HK1, "ghp_account_a"), f.v.broadcast(HK1, "ghp_account_b"));
+    let (a, b) = tokio::join!(
+        f.v.broadcast(HK1, RawPat::new("ghp_account_a")),
+        f.v.broadcast(HK1, RawPat::new("ghp_account_b"))
+    );
     let results = [a, b];
     assert_eq!(results.iter().filter(|r| r.accepted == Some(true)).count(), 1, "{results:?}");
     let locked = results.iter().find(|r| r.accepted == Some(false)).unwrap();
