@@ -189,8 +189,9 @@ async fn pat_checks(settings: &Settings, label: &dyn Fn(&MinerSettings) -> Optio
     let mut checks = Vec::new();
     // (miner, GitHub id, login) of every PAT GitHub accepted
     let mut accounts: Vec<(String, String, String)> = Vec::new();
-    // One identity attempt: doctor reports what GitHub says now instead of retrying for 10 s.
-    let github = GithubClient::new(GithubOptions { identity_attempts: 1, ..GithubOptions::from(&settings.github) });
+    // The pass's preflight, with the pass's options: one attempt per call, so doctor reports what
+    // GitHub says now (identity_attempts, the validator-style retries, is not used by it).
+    let github = GithubClient::new(GithubOptions::from(&settings.github));
     for m in &settings.miners {
         let miner = label(m);
         let miner = miner.as_deref();
