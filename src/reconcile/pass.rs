@@ -35,10 +35,9 @@ use super::core::{
 use super::state::MinerState;
 use super::transport::Transport;
 use crate::github::{self, PreflightOutcome};
-use crate::observe::{BroadcastOutcome, Category};
+use crate::observe::{BroadcastOutcome, Category, CheckReading};
 use crate::secret::Pat;
 use crate::validators::{Selection, Validator};
-use crate::wire::{CheckFields, Reply};
 
 /// The span of a validator the pass acts on (its fields are formatted only when a subscriber
 /// wants the span).
@@ -111,7 +110,9 @@ pub struct Pass<'a> {
     triggered: BTreeSet<u16>,
     /// Not checked although due, and why.
     deferred: BTreeMap<u16, String>,
-    checked: BTreeMap<u16, Reply<CheckFields>>,
+    /// Each check answer, read once ([`CheckReading`]); `observations` holds their `obs` for
+    /// the pure core, which takes a map of observations.
+    checked: BTreeMap<u16, CheckReading>,
     observations: BTreeMap<u16, CheckObs>,
     checks: Vec<Category>,
     preflight: Option<github::PreflightReport>,
@@ -330,13 +331,13 @@ impl<'a> Pass<'a> {
         let replies = t.check(due).await;
         for (v, r) in due.iter().zip(replies) {
             let _span = validator_span(v).entered();
-            let obs = CheckObs::of(&r);
-            let cost = budget::check_cost(obs.category);
+            let reading = CheckReading::of(&r);
+            let cost = budget::check_cost(reading.obs.category);
             self.res.checked(v.uid, cost);
             self.calls += cost;
-            self.checks.push(obs.category);
-            self.observations.insert(v.uid, obs);
-            self.checked.insert(v.uid, r);
+            self.checks.push(reading.obs.category);
+            self.observations.insert(v.uid, reading.obs.clone());
+            self.checked.insert(v.uid, reading);
         }
     }
 
@@ -596,7 +597,7 @@ impl<'a> Pass<'a> {
         };
         ValidatorOutcome {
             validator: v.clone(),
-            checked: self.checked.get(&v.uid).map(crate::observe::CheckReading::of),
+            checked: self.checked.get(&v.uid).cloned(),
             action,
             why,
             attempts,
