@@ -52,8 +52,10 @@ pub type Checkpoint<'a> = &'a (dyn Fn(&MinerState) + Send + Sync);
 /// Run one pass over `selection.eligible`. Updates `state`.
 ///
 /// Traced as a `pass` span (the miner's hotkey, the netuid, [`Work::label`]), as kube-rs traces a
-/// reconcile; inside it a `validator` span (uid, hotkey, address) for each validator the pass checks,
-/// sends the PAT to or confirms — not for each probe: a sweep probes every validator every 25 s.
+/// reconcile; inside it a `validator` span (uid, hotkey, address) around what the pass logs about a
+/// validator — its broadcasts. Checks, confirms and probes log nothing per validator (a sweep
+/// probes every validator every 25 s), so they open no span whose fields would be formatted for
+/// nothing.
 #[tracing::instrument(
     name = "pass",
     skip_all,
@@ -330,7 +332,6 @@ impl<'a> Pass<'a> {
         }
         let replies = t.check(due).await;
         for (v, r) in due.iter().zip(replies) {
-            let _span = validator_span(v).entered();
             let reading = CheckReading::of(&r);
             let cost = budget::check_cost(reading.obs.category);
             self.res.checked(v.uid, cost);
@@ -469,6 +470,8 @@ impl<'a> Pass<'a> {
             self.broadcasts.push(outcome);
             let (action, h) =
                 core::after_broadcast(&self.policy, &self.desired, &self.history(v), &obs, self.now, t.jitter());
+            // uid and address again as the event's own fields: the JSON log puts spans in a list,
+            // and a filter on the line's `uid` must keep working
             tracing::info!(uid = v.uid, addr = %v.addr(), result = %outcome, "broadcast");
             if obs == BroadcastObs::Accepted {
                 self.accepted.insert(v.uid);
@@ -491,7 +494,6 @@ impl<'a> Pass<'a> {
         }
         let replies = t.check(&confirm).await;
         for (v, r) in confirm.iter().zip(&replies) {
-            let _span = validator_span(v).entered();
             let obs = CheckObs::of(r);
             let cost = budget::check_cost(obs.category);
             self.res.settle(v.uid, budget::CALLS_PER_HELD_CHECK, cost, true);
