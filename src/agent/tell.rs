@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use super::http::Shared;
 use super::job::Kind;
-use super::miner::{Miner, ProblemKind};
+use super::miner::Miner;
 use super::status::MinerView;
 use crate::config::Settings;
-use crate::notify::{self, Event, Input, Notifications, NotifyError, Poster, Problem};
+use crate::notify::{self, Event, Input, Notifications, NotifyError, Poster};
 use crate::reconcile::pass::PassOutcome;
 use crate::reconcile::transport::Clock;
 
@@ -65,14 +65,7 @@ impl Teller {
     pub fn observe(&self, m: &mut Miner, out: Option<&PassOutcome>, now: u64) -> Vec<Event> {
         let Some(notes) = &self.notes else { return Vec::new() };
         let mut record = std::mem::take(&mut m.state.notify);
-        let problem = m.problem.as_ref().map(|p| {
-            let kind = match p.kind {
-                ProblemKind::NotRegistered => Problem::NotRegistered,
-                ProblemKind::NoValidatorSource => Problem::NoValidatorSource,
-                ProblemKind::PatUnavailable => Problem::PatUnavailable,
-            };
-            (kind, p.message.as_str())
-        });
+        let problem = m.problem.as_ref().map(|p| (p.kind, p.message.as_str()));
         let input = Input {
             miner: m.name(),
             hotkey: m.ss58(),

@@ -25,7 +25,7 @@ use crate::chain::ChainError;
 use crate::cli::{Exit, ReconcileArgs, common, exit, outputs};
 use crate::config::Settings;
 use crate::metrics::{Metrics, ProblemKind};
-use crate::notify::{Input, Notifications, Problem};
+use crate::notify::{Input, Notifications};
 use crate::reconcile::pass::{self, PassConfig, PassOutcome, Work};
 use crate::reconcile::state::{MinerState, StateFile};
 use crate::reconcile::transport::{Clock, NetLimits, NetTransport, SystemClock};
@@ -76,11 +76,7 @@ async fn reconcile(
                 write_problem_metrics(path, hotkey, &state, &e);
             }
             if let Some(n) = notes.take() {
-                let problem = match problem_kind(&e) {
-                    Some(ProblemKind::NotRegistered) => Some(Problem::NotRegistered),
-                    Some(_) => Some(Problem::NoValidatorSource),
-                    None => None,
-                };
+                let problem = problem_kind(&e);
                 let message = crate::secret::error_chain(e.as_ref());
                 n.ping(false, &message);
                 let told = Told {
@@ -179,7 +175,7 @@ struct Told<'a> {
     miner: &'a str,
     hotkey: &'a str,
     outcome: Option<&'a PassOutcome>,
-    problem: Option<(Problem, &'a str)>,
+    problem: Option<(ProblemKind, &'a str)>,
     save_error: Option<&'a str>,
     now: crate::reconcile::core::Secs,
 }

@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::Severity;
+use crate::metrics::ProblemKind;
 use crate::observe::Category;
 use crate::reconcile::core::{self, History, Secs};
 use crate::reconcile::pass::{ActionTaken, PassOutcome};
@@ -92,32 +93,32 @@ impl Deriving<'_, '_> {
     }
 
     fn problems(&mut self) {
-        for p in Problem::ALL {
+        for p in PROBLEMS {
             let on = self.input.problem.filter(|(q, _)| *q == p);
             let message = on.map(|(_, m)| m.to_string()).unwrap_or_default();
             let (title, fix, resolved) = match p {
-                Problem::NotRegistered => (
+                ProblemKind::NotRegistered => (
                     "the hotkey is not registered on the subnet: nothing is sent",
                     "register the hotkey (btcli subnet register), or fix [wallet] / --netuid",
                     "the hotkey is registered again",
                 ),
-                Problem::NoValidatorSource => (
+                ProblemKind::NoValidatorSource => (
                     "no validator source: neither the chain nor a recent enough metagraph cache can be read, nothing is sent",
                     "check [chain] network and the node's reachability; patrol retries with backoff",
                     "the validator set is readable again",
                 ),
-                Problem::PatUnavailable => (
+                ProblemKind::PatUnavailable => (
                     "the PAT cannot be read: nothing is sent",
                     "fix the PAT source named here ([pat] file / credential)",
                     "the PAT can be read again",
                 ),
             };
-            let key = format!("problem:{}", p.kind().as_str());
+            let key = format!("problem:{}", problem_event(p).as_str());
             let detail = format!("{message}; {fix}");
             self.condition(
                 &key,
                 on.is_some(),
-                p.kind(),
+                problem_event(p),
                 Severity::Critical,
                 || (title.to_string(), detail),
                 Some(resolved.to_string()),

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use deliver::{Answer, Count, HttpPoster, Poster};
-pub use event::{Announced, Event, EventKind, Input, Problem, Rules};
+pub use event::{Announced, Event, EventKind, Input, Rules};
 pub use target::{Target, TargetError};
 
 use crate::config::Settings;

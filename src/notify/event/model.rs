@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Severity;
+use crate::metrics::ProblemKind;
 use crate::reconcile::core::Secs;
 use crate::reconcile::pass::PassOutcome;
 use crate::reconcile::state::MinerState;
@@ -148,23 +149,17 @@ pub const MAX_REPAIRS: usize = 100;
 /// The expiry thresholds, in days, largest first.
 pub const EXPIRY_DAYS: [u32; 3] = [14, 7, 1];
 
-/// Why no pass ran for the miner (from the agent's or `reconcile`'s view).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Problem {
-    NotRegistered,
-    NoValidatorSource,
-    PatUnavailable,
-}
+/// The problems ([`ProblemKind`]: why no pass ran for the miner) in the order their events are
+/// derived.
+pub(super) const PROBLEMS: [ProblemKind; 3] =
+    [ProblemKind::NotRegistered, ProblemKind::NoValidatorSource, ProblemKind::PatUnavailable];
 
-impl Problem {
-    pub(super) const ALL: [Problem; 3] = [Problem::NotRegistered, Problem::NoValidatorSource, Problem::PatUnavailable];
-
-    pub(super) fn kind(self) -> EventKind {
-        match self {
-            Problem::NotRegistered => EventKind::NotRegistered,
-            Problem::NoValidatorSource => EventKind::NoValidatorSource,
-            Problem::PatUnavailable => EventKind::PatUnavailable,
-        }
+/// The event a problem raises and resolves.
+pub(super) fn problem_event(p: ProblemKind) -> EventKind {
+    match p {
+        ProblemKind::NotRegistered => EventKind::NotRegistered,
+        ProblemKind::NoValidatorSource => EventKind::NoValidatorSource,
+        ProblemKind::PatUnavailable => EventKind::PatUnavailable,
     }
 }
 
@@ -176,7 +171,7 @@ pub struct Input<'a> {
     pub state: &'a MinerState,
     /// The pass just run (`None`: none could run, see `problem`).
     pub outcome: Option<&'a PassOutcome>,
-    pub problem: Option<(Problem, &'a str)>,
+    pub problem: Option<(ProblemKind, &'a str)>,
     /// Why the state could not be saved, if it could not.
     pub save_error: Option<&'a str>,
     pub now: Secs,

@@ -324,11 +324,11 @@ fn problems_and_an_unsaved_state() {
         now,
     };
     let (ev, rec) =
-        derive(&Announced::default(), &input(Some((Problem::NoValidatorSource, "chain down")), None, T0), &rules());
+        derive(&Announced::default(), &input(Some((ProblemKind::NoValidatorSource, "chain down")), None, T0), &rules());
     assert_eq!(ev.len(), 1);
     assert_eq!((ev[0].kind, ev[0].severity), (EventKind::NoValidatorSource, Severity::Critical));
     assert!(ev[0].detail.contains("chain down"));
-    let (ev, rec) = derive(&rec, &input(Some((Problem::NoValidatorSource, "chain down")), None, T0 + 60), &rules());
+    let (ev, rec) = derive(&rec, &input(Some((ProblemKind::NoValidatorSource, "chain down")), None, T0 + 60), &rules());
     assert!(ev.is_empty());
     let (ev, rec) = derive(&rec, &input(None, Some("disk full"), T0 + 120), &rules());
     let kinds: Vec<(EventKind, bool)> = ev.iter().map(|e| (e.kind, e.resolved)).collect();
