@@ -327,7 +327,7 @@ impl Metrics {
             }
         }
         self.check_interval.get_or_create(&MinerL { hotkey: hk() }).set(g.interval_s as i64);
-        for kind in AlertKind::ALL {
+        for &kind in AlertKind::ALL {
             let n = out.alerts.iter().filter(|a| a.kind == kind).count();
             self.alerts.get_or_create(&KindL { hotkey: hk(), kind: kind.as_str().into() }).set(n as i64);
         }
@@ -363,7 +363,7 @@ impl Metrics {
     fn observe_preflight(&self, hotkey: &str, state: &MinerState) {
         let hk = || hotkey.to_string();
         let record = state.fingerprint.as_deref().and_then(|fp| state.preflight_of(fp));
-        for v in PreflightVerdict::ALL {
+        for &v in PreflightVerdict::ALL {
             let l = OutcomeL { hotkey: hk(), outcome: v.as_str().into() };
             match record {
                 Some(r) => {
@@ -468,10 +468,10 @@ impl Metrics {
         for o in crate::observe::BroadcastOutcome::ALL {
             self.broadcasts.remove(&OutcomeL { hotkey: hk(), outcome: o.as_str().into() });
         }
-        for v in PreflightVerdict::ALL {
+        for &v in PreflightVerdict::ALL {
             self.preflight.remove(&OutcomeL { hotkey: hk(), outcome: v.as_str().into() });
         }
-        for k in AlertKind::ALL {
+        for &k in AlertKind::ALL {
             self.alerts.remove(&KindL { hotkey: hk(), kind: k.as_str().into() });
         }
         for k in ProblemKind::ALL {

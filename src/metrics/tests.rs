@@ -37,12 +37,12 @@ fn populated() -> Metrics {
     m.last_pass.get_or_create(&miner()).set(1_700_000_000.0);
     m.last_full.get_or_create(&miner()).set(1_700_000_001.0);
     m.set_metagraph_age(74, 12.5);
-    for v in PreflightVerdict::ALL {
+    for &v in PreflightVerdict::ALL {
         m.preflight.get_or_create(&OutcomeL { hotkey: hk(), outcome: v.as_str().into() }).set(1);
     }
     m.pat_expiry.get_or_create(&miner()).set(1_924_992_000.0);
     m.rate_remaining.get_or_create(&miner()).set(4999);
-    for k in AlertKind::ALL {
+    for &k in AlertKind::ALL {
         m.alerts.get_or_create(&KindL { hotkey: hk(), kind: k.as_str().into() }).set(1);
     }
     m.passes.get_or_create(&miner()).inc();

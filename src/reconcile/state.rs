@@ -62,7 +62,7 @@ pub struct MinerState {
 }
 
 /// The verdict of a preflight, without its reason text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantArray)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum PreflightVerdict {
@@ -73,8 +73,7 @@ pub enum PreflightVerdict {
 
 impl PreflightVerdict {
     /// All verdicts (metric label values).
-    pub const ALL: [PreflightVerdict; 3] =
-        [PreflightVerdict::Valid, PreflightVerdict::Transient, PreflightVerdict::Invalid];
+    pub const ALL: &[PreflightVerdict] = <PreflightVerdict as strum::VariantArray>::VARIANTS;
 
     /// The verdict of an outcome.
     pub fn of(outcome: &PreflightOutcome) -> PreflightVerdict {

@@ -6,7 +6,20 @@ use serde::{Deserialize, Serialize};
 use super::{Desired, History, Policy, PreflightStatus, Secs};
 
 /// What an alert is about (`patrol_alerts{kind}`, `reconcile --json` `alerts[].kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum AlertKind {
@@ -22,8 +35,7 @@ pub enum AlertKind {
 
 impl AlertKind {
     /// All kinds (metric label values).
-    pub const ALL: [AlertKind; 4] =
-        [AlertKind::Terminal, AlertKind::StoreUnavailable, AlertKind::Uncovered, AlertKind::PatInvalid];
+    pub const ALL: &[AlertKind] = <AlertKind as strum::VariantArray>::VARIANTS;
 
     /// snake_case name.
     pub fn as_str(self) -> &'static str {

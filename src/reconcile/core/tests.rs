@@ -413,7 +413,7 @@ proptest! {
 /// The metric label and the JSON spell an alert kind alike (strum and serde, both snake_case).
 #[test]
 fn alert_kind_names_are_the_serde_names() {
-    for k in AlertKind::ALL {
+    for &k in AlertKind::ALL {
         assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
     }
     assert_eq!(AlertKind::StoreUnavailable.as_str(), "store_unavailable");

@@ -6,7 +6,7 @@ use super::*;
 /// The metric label and the state file spell a verdict alike (strum and serde, both snake_case).
 #[test]
 fn verdict_names_are_the_serde_names() {
-    for v in PreflightVerdict::ALL {
+    for &v in PreflightVerdict::ALL {
         assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
     }
     assert_eq!(PreflightVerdict::Transient.as_str(), "transient");
