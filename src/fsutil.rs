@@ -217,6 +217,9 @@ pub enum ReadError {
     NotRegular(&'static str),
     #[error("is larger than {cap} bytes; this is not a file patrol wrote or expects")]
     TooLarge { cap: u64 },
+    /// A text file ([`read_capped_text`]) whose bytes are not UTF-8.
+    #[error("is not UTF-8 text")]
+    NotUtf8,
 }
 
 /// What kind of file `meta` describes, for messages.
@@ -252,6 +255,11 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
         _ => ReadError::Io(e),
     })?;
     Ok(buf)
+}
+
+/// [`read_capped`] of a text file: the bytes must be UTF-8 ([`ReadError::NotUtf8`]).
+pub fn read_capped_text(path: &Path, cap: u64) -> Result<String, ReadError> {
+    String::from_utf8(read_capped(path, cap)?).map_err(|_| ReadError::NotUtf8)
 }
 
 /// Open a regular file of at most `cap` bytes for reading (symlinks are followed), to be read
@@ -432,6 +440,9 @@ mod tests {
         assert!(
             matches!(read_capped(&d.path().join("missing"), 1), Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound)
         );
+        assert_eq!(read_capped_text(&p, 5).unwrap(), "12345");
+        fs::write(&p, b"ghp_\xff\xfe").unwrap();
+        assert!(matches!(read_capped_text(&p, 64), Err(ReadError::NotUtf8)));
     }
 
     fn mkfifo(p: &Path) {

@@ -134,6 +134,10 @@ impl Hotkey {
             crate::fsutil::ReadError::Io(source) => WalletError::Read { path: path.into(), source },
             crate::fsutil::ReadError::NotRegular(kind) => WalletError::NotRegular { path: path.into(), kind },
             crate::fsutil::ReadError::TooLarge { cap } => WalletError::TooLarge { path: path.into(), cap },
+            // only text reads check the encoding (the keyfile's JSON parse does, just below)
+            e @ crate::fsutil::ReadError::NotUtf8 => {
+                WalletError::Malformed { path: path.into(), reason: e.to_string() }
+            }
         })?;
         Hotkey::parse(path, &raw)
     }

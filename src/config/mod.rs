@@ -156,10 +156,13 @@ fn check_inline_secrets(p: &Path, settings: &Settings) -> Result<(), ConfigError
 
 /// Read the config file: a regular file of at most [`MAX_CONFIG_BYTES`], UTF-8.
 fn read_config(p: &Path) -> Result<String, ConfigError> {
-    let bytes = crate::fsutil::read_capped(p, MAX_CONFIG_BYTES)
-        .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
-    String::from_utf8(bytes)
-        .map_err(|_| ConfigError::Parse { path: p.display().to_string(), message: "is not UTF-8 text".into() })
+    crate::fsutil::read_capped_text(p, MAX_CONFIG_BYTES).map_err(|e| match e {
+        // what the file says, as a TOML error would
+        crate::fsutil::ReadError::NotUtf8 => {
+            ConfigError::Parse { path: p.display().to_string(), message: e.to_string() }
+        }
+        source => ConfigError::Read { path: p.to_path_buf(), source },
+    })
 }
 
 #[cfg(test)]

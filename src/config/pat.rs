@@ -139,13 +139,9 @@ fn read_file(path: &Path, origin: String, credential: bool) -> Result<LoadedPat,
     if !credential && mode & 0o077 != 0 {
         return Err(PatError::TooOpen { path: path.to_path_buf(), mode });
     }
-    let raw = fsutil::read_capped(path, MAX_PAT_FILE_BYTES).map_err(|e| match e {
+    let raw = fsutil::read_capped_text(path, MAX_PAT_FILE_BYTES).map_err(|e| match e {
         ReadError::Io(error) if error.kind() == std::io::ErrorKind::NotFound => missing(),
         source => PatError::Read { source_desc: origin.clone(), source },
-    })?;
-    let raw = String::from_utf8(raw).map_err(|_| PatError::Read {
-        source_desc: origin.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text").into(),
     })?;
     let pat = Pat::new(&raw).ok_or_else(|| PatError::Empty(origin.clone()))?;
     Ok(LoadedPat { pat, origin, path: Some(path.to_path_buf()) })
@@ -273,5 +269,12 @@ mod tests {
         assert!(matches!(e, PatError::Read { source: ReadError::TooLarge { cap: 4096 }, .. }), "{e}");
         let text = crate::secret::error_chain(&e);
         assert!(text.contains("larger than 4096 bytes") && text.contains("big"), "{text}");
+        let binary = d.path().join("binary");
+        std::fs::write(&binary, b"ghp_notText0000000000\xff\xfe\n").unwrap();
+        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let e = resolve(&[PatSource::File(binary)], |_| None).unwrap_err();
+        assert!(matches!(e, PatError::Read { source: ReadError::NotUtf8, .. }), "{e}");
+        let text = crate::secret::error_chain(&e);
+        assert!(text.contains("binary") && text.ends_with("is not UTF-8 text") && !text.contains("notText"), "{text}");
     }
 }

@@ -101,14 +101,12 @@ pub fn read_url(source: &UrlSource, key: &str, env: &dyn Fn(&str) -> Option<Stri
             path: path.display().to_string(),
         });
     }
-    let raw = fsutil::read_capped(&path, MAX_URL_FILE_BYTES).map_err(|e| match e {
+    let text = fsutil::read_capped_text(&path, MAX_URL_FILE_BYTES).map_err(|e| match e {
         ReadError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
             TargetError::Missing { key: key.into(), source_desc: desc.clone() }
         }
         e => unreadable(e),
     })?;
-    let text = String::from_utf8(raw)
-        .map_err(|_| unreadable(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text").into()))?;
     let text = text.trim();
     if text == PLACEHOLDER {
         return Ok(Url::Off(format!("{desc} says {PLACEHOLDER:?}")));

@@ -65,6 +65,7 @@ impl StoreError {
                     fsutil::ReadError::Io(e) => fsutil::ReadError::Io(io(e)),
                     fsutil::ReadError::NotRegular(kind) => fsutil::ReadError::NotRegular(kind),
                     fsutil::ReadError::TooLarge { cap } => fsutil::ReadError::TooLarge { cap: *cap },
+                    fsutil::ReadError::NotUtf8 => fsutil::ReadError::NotUtf8,
                 };
                 StoreError::Read { path: path.clone(), source }
             }
