@@ -429,7 +429,7 @@ fn expand_home(s: &str, env: &impl Fn(&str) -> Option<String>) -> PathBuf {
 /// (`2 | netuid = …`: a type error names no key otherwise) but never the value, which may be a
 /// secret (a PAT pasted under an unknown key); a line that is not `key = value` or a `[table]`
 /// header is not quoted at all.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' '))

@@ -17,6 +17,7 @@ mod settings;
 use std::path::{Path, PathBuf};
 
 use build::Builder;
+pub(crate) use build::one_line as toml_one_line;
 pub use build::{default_state_dir, github_budget, resolve_network};
 pub use notify::{NotifySettings, Severity, TargetKind, TargetSettings, UrlSource};
 pub use pat::{LoadedPat, PatError, PatSource};

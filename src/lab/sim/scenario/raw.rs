@@ -173,18 +173,8 @@ pub(super) enum RawStrategy {
 /// The TOML as [`Raw`]. serde's own errors (an unknown kind or key, a wrong type) name the key
 /// as `fault[1].kind`: the path to the table (serde_path_to_error) and the key serde names.
 pub(super) fn deserialize(path: &str, text: &str) -> Result<Raw, ScenarioError> {
-    // toml's text is several lines with a source excerpt; one line, without the excerpt.
-    let one_line = |e: &toml::de::Error| {
-        e.to_string()
-            .lines()
-            .map(str::trim)
-            // the excerpt: "12 | kind = …", "   |      ^"
-            .filter(|l| {
-                !l.is_empty() && !l.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start().starts_with('|')
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
+    // toml's text is several lines with a source excerpt: one line, as the config's errors are
+    let one_line = |e: &toml::de::Error| crate::config::toml_one_line(&e.to_string());
     let parse = |e: &toml::de::Error| ScenarioError::Parse { path: path.into(), message: one_line(e) };
     let de = toml::Deserializer::parse(text).map_err(|e| parse(&e))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
