@@ -233,7 +233,8 @@ interval = "15m"
             let e = Scenario::parse("x.toml", &bad).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
         }
-        assert!(Scenario::parse("x.toml", &format!("{OK}\nbogus = 1")).unwrap_err().to_string().contains("bogus"));
+        let top = Scenario::parse("x.toml", &format!("bogus = 1\n{OK}")).unwrap_err().to_string();
+        assert!(top.contains(": bogus: ") && !top.contains("bogus.bogus"), "{top}");
     }
 
     /// Every scenario in `scenario/golden/` (copies of `examples/*.toml` as of the serde-tagged

@@ -185,7 +185,8 @@ pub(super) fn deserialize(path: &str, text: &str) -> Result<Raw, ScenarioError> 
         let key = match (e.path().to_string(), named) {
             (top, None) if top == "." => return parse(e.inner()),
             (top, Some(k)) if top == "." => k.to_string(),
-            (path, Some(k)) if !path.ends_with(&format!(".{k}")) => format!("{path}.{k}"),
+            // the path ends at the table, or (a top-level key) is the key itself
+            (path, Some(k)) if path != k && !path.ends_with(&format!(".{k}")) => format!("{path}.{k}"),
             (path, _) => path,
         };
         ScenarioError::Invalid { path: path.into(), key, message: one_line(e.inner()) }
