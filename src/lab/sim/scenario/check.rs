@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::raw::{Raw, RawFault, RawStake, RawStrategy, RawTargets, RawWhen};
+use super::raw::{Raw, RawFault, RawStake, RawStrategy, RawTargets, RawWhen, Restarts};
 use super::{
     FaultKind, FaultSpec, GithubScope, MAX_DURATION, PatrolKnobs, Scenario, ScenarioError, Strategy, StrategyKind,
     Targets, When,
@@ -117,8 +117,8 @@ impl Cx<'_> {
         let name: &'static str = (&raw).into();
         let opt = |key: &str, v: &Option<String>, default| self.opt(&k(key), v.as_deref(), default);
         let targets = |v: &RawTargets| self.targets(&k("validators"), v);
-        let restarts = |v: &RawTargets, min: &Option<String>, max: &Option<String>| -> Result<_, ScenarioError> {
-            Ok((targets(v)?, self.downtime(&k, min, max)?))
+        let restarts = |r: &Restarts| -> Result<_, ScenarioError> {
+            Ok((targets(&r.validators)?, self.downtime(&k, &r.downtime_min, &r.downtime_max)?))
         };
         // the kinds that last a while: their duration is required
         let lasting = |d: &Option<String>| match opt("duration", d, Duration::ZERO)? {
@@ -130,15 +130,15 @@ impl Cx<'_> {
         // (kind, targets, duration, downtime range, the timing keys)
         let (kind, targets, duration, downtime, when) = match raw {
             RawFault::RestartEmptyStore(f) => {
-                let (targets, downtime) = restarts(&f.own.validators, &f.own.downtime_min, &f.own.downtime_max)?;
+                let (targets, downtime) = restarts(&f.own)?;
                 (FaultKind::RestartEmptyStore, targets, Duration::ZERO, downtime, f.when)
             }
             RawFault::Restart(f) => {
-                let (targets, downtime) = restarts(&f.own.validators, &f.own.downtime_min, &f.own.downtime_max)?;
+                let (targets, downtime) = restarts(&f.own)?;
                 (FaultKind::Restart, targets, Duration::ZERO, downtime, f.when)
             }
             RawFault::CrashLoop(f) => {
-                let (targets, downtime) = restarts(&f.own.validators, &f.own.downtime_min, &f.own.downtime_max)?;
+                let (targets, downtime) = restarts(&f.own)?;
                 let period = opt("period", &f.more.period, Duration::from_secs(600))?;
                 (FaultKind::CrashLoop { period }, targets, lasting(&f.more.duration)?, downtime, f.when)
             }
