@@ -355,13 +355,14 @@ impl<'a> Run<'a> {
                     // the agent watches the PAT file: a round at once (its plan sees the rotation
                     // and re-asserts everywhere)
                     Some(a) => a.scheduler.round_now(BASE + t + 1),
-                    // cron reads the new PAT file at its next run
-                    None if matches!(self.strategy.kind, StrategyKind::PostEvery { .. }) => {}
-                    // a person re-runs `post` some time after rotating
-                    None => {
-                        let at = t + self.strategy.repost_delay.as_secs();
-                        self.push(at, Ev::Post(None));
-                    }
+                    None => match self.strategy.kind {
+                        // a person re-runs `post` some time after rotating
+                        StrategyKind::PostOnce { repost_delay } | StrategyKind::PostRetries { repost_delay, .. } => {
+                            self.push(t + repost_delay.as_secs(), Ev::Post(None));
+                        }
+                        // cron reads the new PAT file at its next run (and patrol has an agent)
+                        StrategyKind::PostEvery { .. } | StrategyKind::Patrol(_) => {}
+                    },
                 }
             }
         }
@@ -427,7 +428,7 @@ impl<'a> Run<'a> {
     /// (or a retry to one) over the same transport the agent uses.
     fn post(&mut self, t: T, target: Option<(u16, u32)>) {
         let retries = match self.strategy.kind {
-            StrategyKind::PostRetries { retries } => retries,
+            StrategyKind::PostRetries { retries, .. } => retries,
             _ => 0,
         };
         if let (StrategyKind::PostEvery { every }, None) = (&self.strategy.kind, target) {

@@ -41,7 +41,7 @@ pub fn simulate(s: &Scenario) -> Result<SimReport, SimError> {
     let started = Instant::now();
     let timeline = faults::timeline(s, &mut ChaCha8Rng::seed_from_u64(s.seed));
     let baseline_strategy =
-        Strategy { name: "fault-free".into(), kind: StrategyKind::PostOnce, repost_delay: s.duration };
+        Strategy { name: "fault-free".into(), kind: StrategyKind::PostOnce { repost_delay: s.duration } };
     let baseline = Run::new(s, &timeline, &baseline_strategy, 0)?.run(false);
     let mut strategies = Vec::new();
     for (i, st) in s.strategies.iter().enumerate() {

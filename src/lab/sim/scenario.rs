@@ -114,10 +114,11 @@ pub struct FaultSpec {
 /// A strategy to compare.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StrategyKind {
-    /// `gitt miner post` once at the start (and once after a PAT rotation).
-    PostOnce,
-    /// `post` with retries for validators that gave no response.
-    PostRetries { retries: u32 },
+    /// `gitt miner post` once at the start, and once `repost_delay` after a PAT rotation (a
+    /// person re-running it).
+    PostOnce { repost_delay: Duration },
+    /// `post` with retries for validators that gave no response (re-run as `PostOnce` is).
+    PostRetries { retries: u32, repost_delay: Duration },
     /// `gitt miner post` from cron every `every`: its preflight, then the PAT to every validator,
     /// each time (it reads the PAT file each run, so a rotation goes out at the next run).
     PostEvery { every: Duration },
@@ -159,7 +160,6 @@ impl PatrolKnobs {
 pub struct Strategy {
     pub name: String,
     pub kind: StrategyKind,
-    pub repost_delay: Duration,
 }
 
 impl Scenario {

@@ -251,17 +251,17 @@ impl Cx<'_> {
         let opt = |key: &str, v: &Option<String>, default| self.opt(&k(key), v.as_deref(), default);
         let hour = Duration::from_secs(3600);
         let kind_name: &'static str = (&raw).into();
-        let (name, kind, repost_delay) = match raw {
+        let (name, kind) = match raw {
             RawStrategy::PostOnce { name, repost_delay } => {
-                (name, StrategyKind::PostOnce, opt("repost_delay", &repost_delay, hour)?)
+                (name, StrategyKind::PostOnce { repost_delay: opt("repost_delay", &repost_delay, hour)? })
             }
             RawStrategy::PostRetries { name, retries, repost_delay } => {
-                let kind = StrategyKind::PostRetries { retries: retries.unwrap_or(2) };
-                (name, kind, opt("repost_delay", &repost_delay, hour)?)
+                let repost_delay = opt("repost_delay", &repost_delay, hour)?;
+                (name, StrategyKind::PostRetries { retries: retries.unwrap_or(2), repost_delay })
             }
             RawStrategy::PostEvery { name, every } => {
                 let every = self.positive(&k("every"), every.as_deref(), Duration::from_secs(900))?;
-                (name, StrategyKind::PostEvery { every }, hour)
+                (name, StrategyKind::PostEvery { every })
             }
             RawStrategy::Patrol {
                 name,
@@ -298,9 +298,9 @@ impl Cx<'_> {
                     github_budget,
                     dry_run: dry_run.unwrap_or(false),
                 };
-                (name, StrategyKind::Patrol(knobs), hour)
+                (name, StrategyKind::Patrol(knobs))
             }
         };
-        Ok(Strategy { name: name.unwrap_or_else(|| kind_name.to_string()), kind, repost_delay })
+        Ok(Strategy { name: name.unwrap_or_else(|| kind_name.to_string()), kind })
     }
 }
