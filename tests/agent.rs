@@ -38,8 +38,7 @@ const MINER2_SEED: &str = "0x444444444444444444444444444444444444444444444444444
 const START: Duration = Duration::from_secs(30);
 
 fn hotkey_of(seed: &str) -> String {
-    let bytes: [u8; 32] = hex::decode(seed.trim_start_matches("0x")).unwrap().try_into().unwrap();
-    Hotkey::from_seed(&bytes).ss58().to_string()
+    Hotkey::from_seed_hex(seed).unwrap().ss58().to_string()
 }
 
 /// A fake GitHub knowing both test PATs (same account, so validators' identity pin holds).
@@ -522,8 +521,14 @@ async fn a_state_that_cannot_be_saved_is_not_ready_and_logged_once() {
     let state = s.path("state");
     std::fs::create_dir_all(&state).unwrap();
     let wrapper = root::full_disk_at(&state);
-    let mut agent =
-        Agent::start_wrapped(&root::strs(&wrapper), &s, &["--config", "agent.toml"], &[], Some(port), &[PAT]);
+    let mut agent = Agent::start_wrapped(
+        &crate::support::process::strs(&wrapper),
+        &s,
+        &["--config", "agent.toml"],
+        &[],
+        Some(port),
+        &[PAT],
+    );
     let hk = [("hotkey", DENDRITE_HOTKEY)];
     agent.wait_metric("patrol_state_save_failed", &hk, START, |v| v == 1.0);
     let (code, body) = agent.get("/readyz");

@@ -373,7 +373,7 @@ fn both_commands_refuse(s: &Scratch, dir: &str, why: &str, wrapper: &[String]) {
     write_config(s, &format!("state_dir = \"{dir}\""));
     let run = |args: &[&str]| {
         let all = [args, &["--config", "c.toml"]].concat();
-        let mut cmd = s.command(&root::strs(wrapper), &all, &[]);
+        let mut cmd = s.command(&crate::support::process::strs(wrapper), &all, &[]);
         cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         crate::support::cli::run_bounded(cmd, RUN, &all)
     };

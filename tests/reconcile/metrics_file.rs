@@ -167,7 +167,7 @@ async fn a_pass_that_cannot_save_keeps_its_result() {
     let wrapper = crate::support::root::full_disk_at(&full);
     let full_arg = full.to_string_lossy();
     let args = ["reconcile", "--json", "--config", "c.toml", "--state-dir", &full_arg];
-    let mut cmd = net.scratch.command(&crate::support::root::strs(&wrapper), &args, &[]);
+    let mut cmd = net.scratch.command(&crate::support::process::strs(&wrapper), &args, &[]);
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let run = crate::support::cli::run_bounded(cmd, Duration::from_secs(60), &args);
     assert_eq!(run.code, 70, "a failed save is exit 70\n{run}");

@@ -240,7 +240,8 @@ impl RefValidator {
         let github = format!("http://{github}");
         let args = serve::validator_args(seed, "127.0.0.1:0", &store, &github, &specs, &["--identity-attempts", "1"]);
         let home = dir.path().to_string_lossy().into_owned();
-        let process = PatrolProcess::spawn(&serve::strs(&args), &[("HOME", &home)], &dir.path().join("stderr.log"));
+        let process =
+            PatrolProcess::spawn(&super::process::strs(&args), &[("HOME", &home)], &dir.path().join("stderr.log"));
         let (port, hotkey) =
             (process.listen().port(), process.ready["hotkey"].as_str().unwrap_or_default().to_string());
         RefValidator { process, port, hotkey, store, dir }

@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// `&str`s of owned arguments or a wrapper (what the spawn helpers take).
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// `program` run through `wrapper`, a command prefix that execs its arguments (e.g. `sh -c
 /// 'ulimit -n 64 && exec "$0" "$@"'`, `setpriv …`, `unshare -m …`), so the pid and the signals are
 /// the program's; an empty wrapper: the program itself.

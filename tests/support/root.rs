@@ -49,9 +49,3 @@ pub fn read_only_at(dir: &Path) -> Vec<String> {
     let d = quoted(dir);
     in_mount_namespace(format!("mount --bind {d} {d}\nmount -o remount,bind,ro {d}"))
 }
-
-/// The wrapper as `&str`s, for `Agent::start_wrapped`, `PatrolProcess::spawn_wrapped` and
-/// `Scratch::command`.
-pub fn strs(wrapper: &[String]) -> Vec<&str> {
-    wrapper.iter().map(String::as_str).collect()
-}

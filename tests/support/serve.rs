@@ -40,11 +40,6 @@ pub fn validator_args(
     args
 }
 
-/// `&str`s of owned arguments.
-pub fn strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
-
 /// A running patrol process.
 pub struct PatrolProcess {
     child: Child,

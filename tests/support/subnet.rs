@@ -39,8 +39,12 @@ impl Node {
         let mut extra = vec!["--mode", self.mode, "--identity-attempts", "1"];
         extra.extend(self.extra_args.iter().map(String::as_str));
         let args = serve::validator_args(&self.seed, &listen, &self.store, &self.github, &miner, &extra);
-        let wrapper: Vec<&str> = self.wrapper.iter().map(String::as_str).collect();
-        let p = PatrolProcess::spawn_wrapped(&wrapper, &serve::strs(&args), &[("RUST_LOG", "patrol=debug")], &self.log);
+        let p = PatrolProcess::spawn_wrapped(
+            &super::process::strs(&self.wrapper),
+            &super::process::strs(&args),
+            &[("RUST_LOG", "patrol=debug")],
+            &self.log,
+        );
         self.port = p.listen().port();
         self.hotkey = p.ready["hotkey"].as_str().unwrap_or_default().to_string();
         self.proc = Some(p);

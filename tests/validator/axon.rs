@@ -68,7 +68,7 @@ fn serve(s: &Scratch, name: &str, miners: &[&Hotkey], github: &str, extra: &[&st
     );
     PatrolProcess::spawn_wrapped(
         wrapper,
-        &serve::strs(&args),
+        &crate::support::process::strs(&args),
         &[("RUST_LOG", "patrol=debug")],
         &s.path(&format!("{name}.log")),
     )
@@ -178,8 +178,7 @@ fn no_pat() -> CallOutcome<CheckFields> {
 
 /// The dendrite's key of the Python harness ([`DENDRITE_SEED`]).
 fn dendrite_key() -> Hotkey {
-    let seed: [u8; 32] = hex::decode(DENDRITE_SEED.trim_start_matches("0x")).unwrap().try_into().unwrap();
-    let key = Hotkey::from_seed(&seed);
+    let key = Hotkey::from_seed_hex(DENDRITE_SEED).unwrap();
     assert_eq!(key.ss58(), DENDRITE_HOTKEY);
     key
 }

@@ -30,7 +30,7 @@ fn serve(dir: &std::path::Path, github: &str) -> PatrolProcess {
     let extra = ["--github-timeout", "5s", "--identity-attempts", "2", "--identity-retry-sleep", "10ms"];
     let args =
         serve::validator_args(VALIDATOR_SEED_HEX, "127.0.0.1:0", &dir.join("miner_pats.json"), github, &miner, &extra);
-    PatrolProcess::spawn(&serve::strs(&args), &[("RUST_LOG", "trace")], &dir.join("serve.stderr"))
+    PatrolProcess::spawn(&crate::support::process::strs(&args), &[("RUST_LOG", "trace")], &dir.join("serve.stderr"))
 }
 
 /// One `bt_dendrite.py` run; returns its results.
@@ -139,9 +139,8 @@ async fn rust_dendrite_gets_the_same_answers_from_patrol_and_python_axons() {
         Target { ip: "127.0.0.1".parse().unwrap(), port: py_axon.port(), hotkey: py_axon.hotkey().to_string() },
         Target { ip: "127.0.0.1".parse().unwrap(), port: server.listen().port(), hotkey: VALIDATOR_HOTKEY.to_string() },
     ];
-    let seed = |hex: &str| -> [u8; 32] { hex::decode(hex.trim_start_matches("0x")).unwrap().try_into().unwrap() };
-    let miner = super::dendrite(patrol::wallet::Hotkey::from_seed(&seed(DENDRITE_SEED)));
-    let stranger = super::dendrite(patrol::wallet::Hotkey::from_seed(&seed(BLACKLISTED_SEED)));
+    let miner = super::dendrite(patrol::wallet::Hotkey::from_seed_hex(DENDRITE_SEED).unwrap());
+    let stranger = super::dendrite(patrol::wallet::Hotkey::from_seed_hex(BLACKLISTED_SEED).unwrap());
     let mut answers = Vec::new();
     for t in &targets {
         let no_pat = miner.check(t, Duration::from_secs(15)).await.outcome;
