@@ -35,8 +35,7 @@ fn chain_fixture(now_ms: u64, register: Option<&str>) -> Fixture {
         // twox128(pallet) ++ twox128(item) ++ identity(netuid u16): 32 + 2 bytes; then
         // blake2_128concat(account)
         let prefix = &unhex(&recorded)[..34];
-        let secret: [u8; 32] = hex::decode(seed.trim_start_matches("0x")).unwrap().try_into().unwrap();
-        let pk = patrol::wallet::Hotkey::from_seed(&secret).public_key();
+        let pk = patrol::wallet::Hotkey::from_seed_hex(seed).unwrap().public_key();
         let mut key = prefix.to_vec();
         key.extend_from_slice(&blake2::Blake2b::<blake2::digest::consts::U16>::digest(pk));
         key.extend_from_slice(&pk);

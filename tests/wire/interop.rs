@@ -18,10 +18,6 @@ const PAT: &str = "ghp_patrolInteropToken000000000000001";
 /// A valid SS58 that is not the axon's hotkey: signatures made for it fail at the axon (401).
 const OTHER_HOTKEY: &str = "5Fpfx4iDtrrY99VGkQnLXASytC2y9Z3o8KUyTtD4w7o5SZcA";
 
-fn seed(hex: &str) -> [u8; 32] {
-    hex::decode(hex.trim_start_matches("0x")).unwrap().try_into().unwrap()
-}
-
 fn config(validators: &str, extra: &str) -> String {
     format!("[wallet]\nhotkey_file = \"hotkey\"\n[agent]\nstate_dir = \"state\"\n{extra}\n{validators}")
 }
@@ -203,7 +199,7 @@ async fn post_against_a_real_axon() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_nonce_and_wrong_key_are_rejected_401() {
     let axon = PyAxon::start();
-    let key = Arc::new(Hotkey::from_seed(&seed(DENDRITE_SEED)));
+    let key = Arc::new(Hotkey::from_seed_hex(DENDRITE_SEED).unwrap());
     let d = Dendrite::new(key, DendriteOptions::default()).unwrap();
     let target = Target { ip: "127.0.0.1".parse().unwrap(), port: axon.port(), hotkey: VALIDATOR_HOTKEY.into() };
     let t = Duration::from_secs(10);

@@ -155,8 +155,7 @@ fn redirector(code: u16, to: SocketAddr) -> Server {
 }
 
 fn dendrite() -> Arc<Dendrite> {
-    let seed: [u8; 32] = hex::decode(DENDRITE_SEED.trim_start_matches("0x")).unwrap().try_into().unwrap();
-    Arc::new(Dendrite::new(Arc::new(Hotkey::from_seed(&seed)), Default::default()).unwrap())
+    Arc::new(Dendrite::new(Arc::new(Hotkey::from_seed_hex(DENDRITE_SEED).unwrap()), Default::default()).unwrap())
 }
 
 fn target(addr: SocketAddr) -> Target {
@@ -215,8 +214,7 @@ fn a_redirecting_validator_is_rejected_and_the_other_host_receives_nothing() {
     }
 
     // the commands: a `rejected` row naming the redirect, nothing sent elsewhere
-    let gh_dir = tempfile::tempdir().unwrap();
-    let gh = FakeGithubProcess::start(gh_dir.path(), &[(PAT, 4242, "hostile-miner")]);
+    let gh = FakeGithubProcess::new(&[(PAT, 4242, "hostile-miner")]);
     let v = redirector(308, other.addr);
     let s = setup(v.addr, &gh.url());
     let r = run(&s, &["check", "--json"]);
@@ -300,8 +298,7 @@ const CLEAN_START: &str = "1 validation error for PatBroadcastSynapse\\ngithub_a
 #[test]
 fn validator_text_is_redacted_escaped_and_capped_in_tables_json_logs_and_state() {
     let v = hostile();
-    let gh_dir = tempfile::tempdir().unwrap();
-    let gh = FakeGithubProcess::start(gh_dir.path(), &[(PAT, 4242, "hostile-miner")]);
+    let gh = FakeGithubProcess::new(&[(PAT, 4242, "hostile-miner")]);
     let s = setup(v.addr, &gh.url());
 
     // check: the table and the JSON
