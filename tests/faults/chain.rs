@@ -11,7 +11,7 @@
 //! `validator serve` processes. The live path (chain read, then cache) is covered in `chain::*`.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use patrol::validators::Neuron;
@@ -69,15 +69,6 @@ fn backdate_cache(state_dir: &Path, url: &str, secs: u64) {
     std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
 }
 
-/// Two validators on their own ports with our PAT file in the scratch dir, and that dir's
-/// `state` directory (where the metagraph cache lives): what both tests start from.
-fn subnet_with_pat(gh: &FakeGithubProcess) -> (Subnet, PathBuf) {
-    let mut net = Subnet::start(2, gh.addr);
-    net.scratch.pat("pat", PAT);
-    let state = net.scratch.path("state");
-    (net, state)
-}
-
 fn chain_toml(url: &str) -> String {
     format!(
         "[chain]\nnetwork = \"{url}\"\nnetuid = 74\nmetagraph_max_age = \"1h\"\nconnect_timeout = \"2s\"\ncall_timeout = \"3s\"\n"
@@ -88,7 +79,8 @@ fn chain_toml(url: &str) -> String {
 fn chain_dropping_connections_is_undetermined_without_a_cache_and_a_warm_cache_keeps_coverage() {
     let (_rt, node, url) = dropping_node();
     let gh = FakeGithubProcess::new(&accounts());
-    let (mut net, state) = subnet_with_pat(&gh);
+    let mut net = Subnet::with_pat(2, gh.addr, PAT);
+    let state = net.scratch.path("state");
     net.scratch.write("c.toml", &config(&gh.url(), &chain_toml(&url), ""), 0o600);
 
     // no cache: exit 3, the endpoint and the missing cache named, no validator contacted
@@ -146,7 +138,8 @@ fn chain_dropping_connections_is_undetermined_without_a_cache_and_a_warm_cache_k
 fn patrol_run_on_a_dropping_chain_uses_the_cache_then_keeps_its_validator_set_when_the_cache_expires() {
     let (_rt, _node, url) = dropping_node();
     let gh = FakeGithubProcess::new(&accounts());
-    let (net, state) = subnet_with_pat(&gh);
+    let net = Subnet::with_pat(2, gh.addr, PAT);
+    let state = net.scratch.path("state");
     warm_cache(&state, &url, &net);
     let port = free_port();
     let cfg = config(&gh.url(), &chain_toml(&url), "interval = \"2s\"\njitter = \"0s\"\n")

@@ -24,8 +24,7 @@ fn assert_clock_hint(r: &Value, what: &str) {
 #[test]
 fn a_validator_clock_beyond_the_nonce_window_gets_a_clock_hint_and_no_blind_broadcast() {
     let gh = FakeGithubProcess::new(&accounts());
-    let mut net = Subnet::start(3, gh.addr);
-    net.scratch.pat("pat", PAT);
+    let mut net = Subnet::with_pat(3, gh.addr, PAT);
     // uid 11's clock is 60 s *behind* ours: accepted (the window has no upper bound);
     // uid 13's is 60 s *ahead*: our nonces are 60 s old there, the window is 4 s + 5 s
     for (i, offset) in [(0, "-60s"), (2, "60s")] {

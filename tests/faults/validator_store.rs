@@ -14,8 +14,7 @@ use crate::support::subnet::Subnet;
 /// and two other miners' entries added to uid 12's store (written while it was down).
 fn covered_subnet() -> (FakeGithubProcess, Subnet) {
     let gh = FakeGithubProcess::new(&accounts());
-    let mut net = Subnet::start(3, gh.addr);
-    net.scratch.pat("pat", PAT);
+    let mut net = Subnet::with_pat(3, gh.addr, PAT);
     let validators = net.validators_toml(&[0, 1, 2]);
     net.scratch.write("c.toml", &config(&gh.url(), &validators, ""), 0o600);
     patrol(&net.scratch, "c.toml", &["post", "--json"]).expect_code(0);

@@ -81,8 +81,7 @@ pub fn scrapes() -> &'static Scrapes {
 }
 
 fn take() -> Scrapes {
-    let gh_dir = tempfile::Builder::new().prefix("patrol-alerts-gh-").tempdir().expect("temp dir");
-    let gh = FakeGithubProcess::start(gh_dir.path(), &[(PAT, 4242, "miner"), (PAT_REVOKED, 4242, "miner")]);
+    let gh = FakeGithubProcess::new(&[(PAT, 4242, "miner"), (PAT_REVOKED, 4242, "miner")]);
     let (status, body) = request(
         gh.addr,
         "POST",
@@ -90,8 +89,7 @@ fn take() -> Scrapes {
         Some(&json!({"token": PAT_SOON, "id": 4242, "login": "miner", "expiry": expiry_in(3 * 86_400)})),
     );
     assert_eq!(status, 201, "add an expiring token to the fake GitHub: {body}");
-    let mut net = Subnet::start(2, gh.addr);
-    net.scratch.pat("pat", PAT);
+    let mut net = Subnet::with_pat(2, gh.addr, PAT);
     let port = free_port();
     net.config("c.toml", &[0, 1], gh.addr, "");
     let cfg = std::fs::read_to_string(net.scratch.path("c.toml")).expect("read c.toml");
