@@ -9,12 +9,14 @@
 //! `systemd-nspawn` if it does not exit in time, and removes the copied root: on success, on a
 //! failed assertion, on every path.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::support::process;
 
 /// Default bound for one command in the container.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -176,24 +178,16 @@ impl Container {
         if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(bytes).expect("write the command's stdin");
         }
-        let out = child.stdout.take().map(drain);
-        let err = child.stderr.take().map(drain);
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("wait for nsenter") {
-                break st;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("in the container, `{script}` did not finish within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let out = process::drain(child.stdout.take());
+        let err = process::drain(child.stderr.take());
+        let Some(status) = process::wait_exit(&mut child, timeout) else {
+            process::kill(&mut child);
+            panic!("in the container, `{script}` did not finish within {timeout:?}");
         };
         Out {
             code: status.code().unwrap_or(-1),
-            stdout: out.map(|t| t.join().unwrap_or_default()).unwrap_or_default(),
-            stderr: err.map(|t| t.join().unwrap_or_default()).unwrap_or_default(),
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
         }
     }
 
@@ -292,12 +286,4 @@ impl Drop for Container {
         self.stop();
         // `self.root` (TempDir) is removed after this, with the container gone.
     }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
 }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use container::Container;
 use net::LocalNet;
 use readme::Readme;
+use support::{package_deb, repo, tool};
 
 /// The container, the local subnet and the README's command blocks, for the steps.
 pub struct Deploy {
@@ -116,15 +117,9 @@ fn preflight() {
         "the deployment test must run in a private network namespace with only loopback \
          (scripts/test.sh: unshare -n -- sh -c 'ip link set lo up && exec cargo test --test deploy …')"
     );
-    for tool in ["systemd-nspawn", "nsenter", "cp"] {
-        let found =
-            Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
-        assert!(found, "{tool} is missing: run scripts/ci-deps.sh");
+    for name in ["systemd-nspawn", "nsenter", "cp"] {
+        tool(name);
     }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// `$PATROL_DEBIAN_ROOT`, else what `scripts/debian-root.sh` prints (it returns the cached root at
@@ -154,22 +149,10 @@ fn last_line_path(mut cmd: Command, script: &str, hint: &str) -> PathBuf {
 
 /// The package of the binary `cargo test` built, twice: Cargo.toml's version and [`UPGRADE_VERSION`].
 fn build_debs(scratch: &Path) -> Debs {
-    let build = |dir: &str, version: Option<&str>| {
-        let out_dir = scratch.join(dir);
-        let mut cmd = Command::new("bash");
-        cmd.arg(repo().join("scripts/package-deb.sh"))
-            .current_dir(repo())
-            .env("PATROL_DEB_OUT", &out_dir)
-            .env("PATROL_DEB_PROFILE", "dev")
-            .env("PATROL_DEB_NO_BUILD", "1");
-        if let Some(v) = version {
-            cmd.env("PATROL_DEB_VERSION", v);
-        }
-        let deb = last_line_path(cmd, "scripts/package-deb.sh", "");
-        assert!(deb.is_file(), "scripts/package-deb.sh printed {}, which is not a file", deb.display());
-        deb
-    };
-    Debs { first: build("deb-first", None), upgrade: build("deb-upgrade", Some(UPGRADE_VERSION)) }
+    Debs {
+        first: package_deb(&scratch.join("deb-first"), None),
+        upgrade: package_deb(&scratch.join("deb-upgrade"), Some(UPGRADE_VERSION)),
+    }
 }
 
 /// How long each step took (printed at the end: `--nocapture` shows it).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::support::{render_man, repo, tool};
+use crate::support::{package_deb, render_man, repo, tool};
 
 /// The package of the debug binary `cargo test` has just built (no second build under cargo's
 /// lock), built once per test process into `target/packaging-test/` (replaced by the next run).
@@ -14,24 +14,7 @@ fn deb() -> &'static Path {
     DEB.get_or_init(|| {
         let out_dir = repo().join("target/packaging-test");
         let _ = std::fs::remove_dir_all(&out_dir);
-        let out = Command::new("bash")
-            .arg(repo().join("scripts/package-deb.sh"))
-            .current_dir(repo())
-            .env("PATROL_DEB_OUT", &out_dir)
-            .env("PATROL_DEB_PROFILE", "dev")
-            .env("PATROL_DEB_NO_BUILD", "1")
-            .output()
-            .expect("run scripts/package-deb.sh");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "scripts/package-deb.sh failed ({}); if cargo-deb is missing, run scripts/ci-deps.sh\n{stdout}\n{stderr}",
-            out.status
-        );
-        let deb = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-        assert!(deb.starts_with(&out_dir) && deb.is_file(), "no .deb at {}\n{stderr}", deb.display());
-        deb
+        package_deb(&out_dir, None)
     })
 }
 

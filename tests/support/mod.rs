@@ -77,6 +77,31 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The `.deb` of the debug binary `cargo test` has built (no second build under cargo's lock):
+/// `scripts/package-deb.sh` into `out_dir`, as `version` (default: Cargo.toml's).
+pub fn package_deb(out_dir: &Path, version: Option<&str>) -> PathBuf {
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo().join("scripts/package-deb.sh"))
+        .current_dir(repo())
+        .env("PATROL_DEB_OUT", out_dir)
+        .env("PATROL_DEB_PROFILE", "dev")
+        .env("PATROL_DEB_NO_BUILD", "1");
+    if let Some(v) = version {
+        cmd.env("PATROL_DEB_VERSION", v);
+    }
+    let out = cmd.output().expect("run scripts/package-deb.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "scripts/package-deb.sh failed ({}); if cargo-deb is missing, run scripts/ci-deps.sh\n{stdout}\n{stderr}",
+        out.status
+    );
+    let deb = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    assert!(deb.starts_with(out_dir) && deb.is_file(), "no .deb at {}\n{stderr}", deb.display());
+    deb
+}
+
 /// A tool on `PATH`; missing, the test fails naming the script that installs it.
 pub fn tool(name: &str) -> PathBuf {
     let found = std::env::var_os("PATH")

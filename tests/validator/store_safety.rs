@@ -22,6 +22,7 @@ use patrol::wire::{CallOutcome, Dendrite};
 use serde_json::Value;
 
 use super::{github_options, miner_key, start_in_process};
+use crate::support::process;
 
 const HAMMER_ENV: &str = "PATROL_STORE_HAMMER";
 const HAMMER_TEST: &str = "validator::store_safety::store_hammer_child";
@@ -64,20 +65,12 @@ struct Reaped(Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        process::kill(&mut self.0);
     }
 }
 
 fn wait_bounded(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "writer process did not finish within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    process::wait_exit(child, timeout).unwrap_or_else(|| panic!("writer process did not finish within {timeout:?}"))
 }
 
 /// The file parses as a JSON list of objects; returns its uids.
